@@ -1,0 +1,171 @@
+"""One error base for all services, rendered as RFC 9457 problem+json.
+
+Hierarchy (catch the narrowest you can handle)::
+
+    TaskrouteError                 status, title, problem type; detail is safe to show a caller
+    ├── BadRequest                 400
+    ├── Unauthorized               401 (adds WWW-Authenticate)
+    ├── Forbidden                  403
+    ├── NotFound                   404 (unknown and foreign ids look the same)
+    ├── Conflict                   409
+    ├── Gone                       410
+    ├── UnprocessableContent       422
+    └── ServiceUnavailable         503 (a dependency is down or the vault is sealed)
+
+Services subclass these in their own ``domain/errors.py``. The ``detail`` of an error must never
+carry a secret or confidential value: it is returned to callers and written to logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.request_context import current_request_id
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://taskroute.dev/problems/"
+
+
+class TaskrouteError(Exception):
+    status: int = 500
+    title: str = "Internal error"
+    problem: str = "internal"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(TaskrouteError):
+    status, title, problem = 400, "Bad request", "bad-request"
+
+
+class Unauthorized(TaskrouteError):
+    status, title, problem = 401, "Unauthorized", "unauthorized"
+    scheme = "Bearer"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": f'{self.scheme} realm="taskroute"'}
+
+
+class Forbidden(TaskrouteError):
+    status, title, problem = 403, "Forbidden", "forbidden"
+
+
+class NotFound(TaskrouteError):
+    status, title, problem = 404, "Not found", "not-found"
+
+
+class Conflict(TaskrouteError):
+    status, title, problem = 409, "Conflict", "conflict"
+
+
+class Gone(TaskrouteError):
+    status, title, problem = 410, "Gone", "gone"
+
+
+class PayloadTooLarge(TaskrouteError):
+    status, title, problem = 413, "Payload too large", "payload-too-large"
+
+
+class UnprocessableContent(TaskrouteError):
+    status, title, problem = 422, "Unprocessable content", "unprocessable"
+
+
+class ServiceUnavailable(TaskrouteError):
+    status, title, problem = 503, "Service unavailable", "unavailable"
+
+
+def problem_response(
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    problem: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + problem,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "request_id": current_request_id(),
+    }
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+_STARLETTE_TITLES = {
+    400: ("Bad request", "bad-request"),
+    401: ("Unauthorized", "unauthorized"),
+    403: ("Forbidden", "forbidden"),
+    404: ("Not found", "not-found"),
+    405: ("Method not allowed", "method-not-allowed"),
+    413: ("Payload too large", "payload-too-large"),
+}
+
+
+async def _taskroute_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TaskrouteError)
+    return problem_response(
+        status=exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        problem=exc.problem,
+        headers=exc.headers() or None,
+        extra=exc.extra or None,
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title, problem = _STARLETTE_TITLES.get(exc.status_code, ("Error", "error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(
+        status=exc.status_code,
+        title=title,
+        detail=detail,
+        problem=problem,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+def _field_path(location: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in location if part != "body") or "body"
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only the location and the message go back: pydantic's "input" echo could carry a
+    # confidential value the client sent in the wrong place.
+    errors = [
+        {"field": _field_path(err.get("loc", ())), "message": err.get("msg", "invalid")}
+        for err in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": "body", "message": "invalid"}
+    return problem_response(
+        status=422,
+        title="Validation failed",
+        detail=f"{first['field']}: {first['message']}",
+        problem="validation",
+        extra={"errors": errors},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as problem+json. Unexpected exceptions are caught earlier, by
+    :class:`shared.middleware.RequestContextMiddleware`, so their text never reaches a log."""
+    app.add_exception_handler(TaskrouteError, _taskroute_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,89 @@
+"""The HTTP client factory and error mapping for calls between services.
+
+Every outbound call carries a fresh service credential for its audience and the current request
+id. Transport failures become 503 and an upstream problem+json is re-raised with the same
+status, so a 404 or 409 from the router reaches the client as the router meant it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import httpx
+
+from shared.errors import ServiceUnavailable, TaskrouteError
+from shared.request_context import REQUEST_ID_HEADER, current_request_id
+from shared.service_auth import ServiceIdentity
+
+
+class UpstreamError(TaskrouteError):
+    """A 4xx problem answered by another service, passed on unchanged."""
+
+    def __init__(self, *, status: int, title: str, problem: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.problem = problem
+
+
+class _ServiceCredentialAuth(httpx.Auth):
+    def __init__(self, identity: ServiceIdentity, audience: str) -> None:
+        self.identity = identity
+        self.audience = audience
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.identity.credential_for(self.audience)}"
+        request_id = current_request_id()
+        if request_id:
+            request.headers[REQUEST_ID_HEADER] = request_id
+        yield request
+
+
+def create_service_client(
+    *,
+    base_url: str,
+    identity: ServiceIdentity,
+    audience: str,
+    timeout_seconds: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url,
+        auth=_ServiceCredentialAuth(identity, audience),
+        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 3.0)),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        transport=transport,
+        headers={"User-Agent": f"taskroute-{identity.name}"},
+    )
+
+
+async def call_service(
+    client: httpx.AsyncClient, method: str, path: str, *, service: str, **kwargs: Any
+) -> Any:
+    """Send one request to another service and return its JSON body (or None for 204)."""
+    try:
+        response = await client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        raise ServiceUnavailable(f"The {service} service is unreachable.") from exc
+    if response.status_code == 204:
+        return None
+    if response.is_success:
+        return response.json()
+    if response.status_code in (401, 403):
+        # Our own credentials were refused: a deployment fault, not the caller's.
+        raise ServiceUnavailable(f"The {service} service refused this service's credentials.")
+    if 400 <= response.status_code < 500:
+        problem: dict[str, Any] = {}
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {}
+        problem_type = str(problem.get("type", "error"))
+        raise UpstreamError(
+            status=response.status_code,
+            title=str(problem.get("title", "Error")),
+            problem=problem_type.rsplit("/", 1)[-1],
+            detail=str(problem.get("detail", "The request was refused.")),
+        )
+    raise ServiceUnavailable(f"The {service} service failed to answer.")

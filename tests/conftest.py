@@ -1,0 +1,126 @@
+"""Fixtures every test folder shares: clean environment, service keys, real databases.
+
+The suite runs on SQLite files by default. With ``TASKROUTE_TEST_POSTGRES_URL`` set (an admin
+URL such as ``postgresql://postgres@127.0.0.1:5432/test``) every database test runs on both
+backends; each run creates its own PostgreSQL databases and drops them at the end. An
+unreachable server is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from shared.service_auth import ensure_service_keys
+
+SERVICES = ("gateway", "router", "vault")
+POSTGRES_ADMIN_URL = os.environ.get("TASKROUTE_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_ADMIN_URL else [])
+
+
+@pytest.fixture(autouse=True)
+def _clean_taskroute_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No TASKROUTE_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("TASKROUTE_") and not name.startswith("TASKROUTE_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("service-keys")
+    ensure_service_keys(path)
+    return path
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _service_pg_url(admin_url: str, database: str) -> str:
+    base = admin_url.rsplit("/", 1)[0]
+    return base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{database}"
+
+
+async def _pg_admin(statement: str) -> None:
+    connection = await asyncpg.connect(_asyncpg_dsn(POSTGRES_ADMIN_URL), timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def migrate(service: str, database_url: str) -> None:
+    module = importlib.import_module(f"services.{service}.db.migrate")
+    module.upgrade(database_url)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_urls(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """One migrated database per service for this backend, created for this run."""
+    run = uuid.uuid4().hex[:10]
+    urls: dict[str, str] = {}
+    created: list[str] = []
+    try:
+        for service in SERVICES:
+            if backend == "sqlite":
+                folder = tmp_path_factory.mktemp(f"db-{service}")
+                urls[service] = f"sqlite+aiosqlite:///{folder / f'{service}.db'}"
+            else:
+                name = f"tr_test_{run}_{service}"
+                asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+                created.append(name)
+                urls[service] = _service_pg_url(POSTGRES_ADMIN_URL, name)
+            migrate(service, urls[service])
+        yield urls
+    finally:
+        for name in created:
+            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def clear_tables(service: str, url: str) -> None:
+    models = importlib.import_module(f"services.{service}.db.models")
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            for table in reversed(models.Base.metadata.sorted_tables):
+                await connection.execute(text(f'DELETE FROM "{table.name}"'))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def databases(database_urls: dict[str, str]) -> dict[str, str]:
+    """The run's databases, emptied before the test (schemas stay migrated)."""
+    for service, url in database_urls.items():
+        await clear_tables(service, url)
+    return database_urls
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan and give an in-process HTTP client to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
