@@ -66,7 +66,10 @@ def ensure_service_keys(keys_dir: Path, names: tuple[str, ...] = SERVICE_NAMES) 
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_private(private_path, pem)
+        try:
+            _write_private(private_path, pem)
+        except FileExistsError:
+            continue  # another process created it first; keep theirs
         _public_path(keys_dir, name).write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -27,10 +27,12 @@ def _common(name: str) -> AliasChoices:
     return AliasChoices(f"TASKROUTE_{name}")
 
 
-class ServiceSettings(BaseSettings):
-    """Fields every service reads; subclasses set ``env_prefix`` for their own fields."""
+class PlatformSettings(BaseSettings):
+    """Settings of the whole platform, read by every service and by the ``taskroute`` command."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TASKROUTE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     environment: Environment = Field(
         default=Environment.LOCAL, validation_alias=_common("ENVIRONMENT")
@@ -52,12 +54,6 @@ class ServiceSettings(BaseSettings):
         default=10.0, gt=0, validation_alias=_common("UPSTREAM_TIMEOUT_SECONDS")
     )
 
-    # Subclasses override: the service's own name, port and database URL.
-    service_name: str = "service"
-    host: str = "127.0.0.1"
-    port: int = 0
-    database_url: str | None = None
-
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -65,6 +61,22 @@ class ServiceSettings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("log level must be DEBUG, INFO, WARNING or ERROR")
         return upper
+
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    def keys_dir(self) -> Path:
+        return self.service_keys_dir or self.data_dir / "service-keys"
+
+
+class ServiceSettings(PlatformSettings):
+    """Fields every service reads; subclasses set ``env_prefix`` for their own fields."""
+
+    # Subclasses override: the service's own name, port and database URL.
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 0
+    database_url: str | None = None
 
     @model_validator(mode="after")
     def _production_needs_a_real_database(self) -> ServiceSettings:
@@ -74,12 +86,6 @@ class ServiceSettings(BaseSettings):
                 f"{self.service_name.upper()}_DATABASE_URL (SQLite files are for one machine)"
             )
         return self
-
-    def is_production(self) -> bool:
-        return self.environment is Environment.PRODUCTION
-
-    def keys_dir(self) -> Path:
-        return self.service_keys_dir or self.data_dir / "service-keys"
 
     def resolved_database_url(self) -> str:
         """The configured URL, or a SQLite file named after the service in the data folder."""

@@ -13,7 +13,7 @@ import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -73,29 +73,38 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(scope="session")
-def database_urls(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def provisioned_databases(
+    backend: str, folder: Path, *, migrated: bool = True
 ) -> Iterator[dict[str, str]]:
-    """One migrated database per service for this backend, created for this run."""
+    """One database per service on ``backend``, created for this run and dropped after it."""
     run = uuid.uuid4().hex[:10]
     urls: dict[str, str] = {}
     created: list[str] = []
     try:
         for service in SERVICES:
             if backend == "sqlite":
-                folder = tmp_path_factory.mktemp(f"db-{service}")
                 urls[service] = f"sqlite+aiosqlite:///{folder / f'{service}.db'}"
             else:
                 name = f"tr_test_{run}_{service}"
                 asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
                 created.append(name)
                 urls[service] = _service_pg_url(POSTGRES_ADMIN_URL, name)
-            migrate(service, urls[service])
+            if migrated:
+                migrate(service, urls[service])
         yield urls
     finally:
         for name in created:
             asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_urls(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """One migrated database per service for this backend, created for this run."""
+    with provisioned_databases(backend, tmp_path_factory.mktemp("databases")) as urls:
+        yield urls
 
 
 async def clear_tables(service: str, url: str) -> None:

@@ -1,0 +1,1 @@
+"""Taskroute's three services (gateway, router, vault) and the ``taskroute`` command."""

@@ -1,0 +1,1 @@
+"""The ``taskroute`` command: run the platform (``up``), one service (``serve``), the demo."""
