@@ -1,0 +1,1 @@
+"""The vault's HTTP surface: internal routes for the gateway, and health."""

@@ -1,0 +1,1 @@
+"""The vault's tables, their queries and its migrations."""

@@ -1,0 +1,102 @@
+"""The vault's tables. Nothing here holds plaintext: keys are wrapped, payloads encrypted.
+
+``tenant_keys``       one row per tenant key version, wrapped by the root key
+``records``           sealed records: wrapped data key + ciphertext, one per (tenant, job, purpose)
+``audit_records``     the audit chain (see :mod:`services.vault.domain.audit`)
+``audit_chain_head``  one row: last seq and hash of the chain, with its own MAC
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import UTCDateTime, new_base
+
+if TYPE_CHECKING:
+    # mypy cannot use a variable as a base class; at run time Base is new_base()'s class.
+    class Base(DeclarativeBase):
+        pass
+else:
+    Base = new_base()
+
+# 36: the canonical text form of a UUID.
+ID_LENGTH = 36
+# member:<id> / tenant:<id>, ids up to 128 characters (see domain.grants).
+SUBJECT_LENGTH = 160
+
+
+class TenantKey(Base):
+    __tablename__ = "tenant_keys"
+
+    tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # Which root key wrapped this version (its public fingerprint): rotation of the root key
+    # will rewrap row by row and needs to know which rows are done.
+    root_key_id: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Record(Base):
+    __tablename__ = "records"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "job_id", "purpose"),
+        ForeignKeyConstraint(
+            ["tenant_id", "key_version"], ["tenant_keys.tenant_id", "tenant_keys.version"]
+        ),
+        CheckConstraint("purpose IN ('job', 'result')", name="purpose"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    job_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    purpose: Mapped[str] = mapped_column(String(16))
+    key_version: Mapped[int] = mapped_column(Integer)
+    wrapped_data_key: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    subject: Mapped[str] = mapped_column(String(SUBJECT_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditRecord(Base):
+    __tablename__ = "audit_records"
+    __table_args__ = (Index("ix_audit_records_tenant_id_seq", "tenant_id", "seq"),)
+
+    # Assigned by the appender under the chain lock, never by the database: the seq is part of
+    # what the hash covers.
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    tenant_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    job_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    ref: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    subject: Mapped[str | None] = mapped_column(String(SUBJECT_LENGTH))
+    actor: Mapped[str] = mapped_column(String(32))
+    grant_id: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))

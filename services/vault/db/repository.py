@@ -1,0 +1,228 @@
+"""Every query of the vault, on the request's session (the session dependency commits).
+
+Concurrency, on both backends, without in-process locks:
+
+* Tenant keys are created lazily with ``INSERT ... ON CONFLICT DO NOTHING`` followed by a read,
+  so two first seals for one tenant agree on one key.
+* A record is inserted with ``ON CONFLICT DO NOTHING`` and the rowcount decides between 201 and
+  409, so two seals of the same (tenant, job, purpose) cannot both succeed.
+* Audit appends are serialized across processes. On PostgreSQL the transaction takes
+  ``pg_advisory_xact_lock(AUDIT_LOCK_KEY)`` (under a ``lock_timeout``) before reading the chain
+  head. On SQLite the first statement of the append is a write (an upsert of the head row),
+  which takes the database's single write lock, and only then is the head read; the lock is
+  held until commit, so no other writer can append in between. (pysqlite opens the transaction
+  at the first write, so reads before it do not pin an older snapshot.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.vault.db.models import AuditChainHead, AuditRecord, Record, TenantKey
+from services.vault.domain.audit import GENESIS_HASH, AuditEntry, ChainedEntry, ChainHead
+
+# An arbitrary, fixed 64-bit number naming the vault's audit chain lock in PostgreSQL's shared
+# advisory-lock space ("TRVAUDIT" in ASCII), unlikely to collide with any other application.
+AUDIT_LOCK_KEY = 0x5452564155444954
+# The audit chain has a single head row.
+HEAD_ID = 1
+# Rows read per round trip when verifying the whole chain: bounded memory, few round trips.
+VERIFY_BATCH = 1000
+TENANT_KEY_ACTIVE = "active"
+
+
+class VaultRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    def _insert(self, table: type[TenantKey] | type[Record]) -> postgresql.Insert | sqlite.Insert:
+        if self._dialect() == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    # -- tenant keys -----------------------------------------------------------------------
+
+    async def active_tenant_key(self, tenant_id: str) -> TenantKey | None:
+        result = await self.session.execute(
+            select(TenantKey)
+            .where(TenantKey.tenant_id == tenant_id, TenantKey.state == TENANT_KEY_ACTIVE)
+            .order_by(TenantKey.version.desc())
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
+    async def tenant_key(self, tenant_id: str, version: int) -> TenantKey | None:
+        result = await self.session.execute(
+            select(TenantKey).where(TenantKey.tenant_id == tenant_id, TenantKey.version == version)
+        )
+        return result.scalar_one_or_none()
+
+    async def insert_tenant_key_if_absent(
+        self, *, tenant_id: str, version: int, wrapped_key: bytes, root_key_id: str, at: datetime
+    ) -> None:
+        statement = (
+            self._insert(TenantKey)
+            .values(
+                tenant_id=tenant_id,
+                version=version,
+                wrapped_key=wrapped_key,
+                root_key_id=root_key_id,
+                state=TENANT_KEY_ACTIVE,
+                created_at=at,
+            )
+            .on_conflict_do_nothing()
+        )
+        await self.session.execute(statement)
+
+    # -- records ----------------------------------------------------------------------------
+
+    async def insert_record_if_absent(self, record: Record) -> bool:
+        """Store a sealed record; False if one exists for its (tenant, job, purpose)."""
+        statement = (
+            self._insert(Record)
+            .values(
+                id=record.id,
+                tenant_id=record.tenant_id,
+                job_id=record.job_id,
+                purpose=record.purpose,
+                key_version=record.key_version,
+                wrapped_data_key=record.wrapped_data_key,
+                ciphertext=record.ciphertext,
+                subject=record.subject,
+                created_at=record.created_at,
+            )
+            .on_conflict_do_nothing()
+        )
+        result = await self.session.execute(statement)
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def record(self, ref: str) -> Record | None:
+        return await self.session.get(Record, ref)
+
+    async def record_exists(self, *, tenant_id: str, job_id: str, purpose: str) -> bool:
+        result = await self.session.execute(
+            select(Record.id).where(
+                Record.tenant_id == tenant_id, Record.job_id == job_id, Record.purpose == purpose
+            )
+        )
+        return result.first() is not None
+
+
+class AuditRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    def _insert(self, table: type[AuditChainHead]) -> postgresql.Insert | sqlite.Insert:
+        if self._dialect() == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    async def lock_chain(self, *, timeout_seconds: float) -> None:
+        """Take the append lock (see the module docstring) and make sure the head row exists."""
+        if self._dialect() == "postgresql":
+            # lock_timeout bounds the wait: a stuck appender makes others fail fast (503).
+            milliseconds = max(1, int(timeout_seconds * 1000))
+            await self.session.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
+            await self.session.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+        # On SQLite this write is what takes the lock; on both it creates the head on first use.
+        await self.session.execute(
+            self._insert(AuditChainHead)
+            .values(id=HEAD_ID, seq=0, hash=GENESIS_HASH, mac="")
+            .on_conflict_do_nothing()
+        )
+
+    async def head(self) -> ChainHead | None:
+        row = await self.session.get(AuditChainHead, HEAD_ID, populate_existing=True)
+        if row is None:
+            return None
+        return ChainHead(seq=row.seq, hash=row.hash, mac=row.mac)
+
+    async def last_seq(self) -> int:
+        result = await self.session.execute(select(func.max(AuditRecord.seq)))
+        return int(result.scalar_one() or 0)
+
+    async def append(self, chained: ChainedEntry, *, head_mac: str) -> None:
+        entry = chained.entry
+        self.session.add(
+            AuditRecord(
+                seq=entry.seq,
+                at=entry.at,
+                action=entry.action,
+                outcome=entry.outcome,
+                reason=entry.reason,
+                tenant_id=entry.tenant_id,
+                job_id=entry.job_id,
+                ref=entry.ref,
+                subject=entry.subject,
+                actor=entry.actor,
+                grant_id=entry.grant_id,
+                prev_hash=chained.prev_hash,
+                hash=chained.hash,
+            )
+        )
+        await self.session.flush()
+        await self.session.execute(
+            update(AuditChainHead)
+            .where(AuditChainHead.id == HEAD_ID)
+            .values(seq=entry.seq, hash=chained.hash, mac=head_mac)
+        )
+
+    async def page(
+        self, *, tenant_id: str | None, limit: int, before_seq: int | None
+    ) -> Sequence[AuditRecord]:
+        """Newest first; ``limit + 1`` rows are asked for so the caller knows if more remain."""
+        query = select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(limit + 1)
+        if tenant_id is not None:
+            query = query.where(AuditRecord.tenant_id == tenant_id)
+        if before_seq is not None:
+            query = query.where(AuditRecord.seq < before_seq)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def all_in_order(self) -> AsyncIterator[list[ChainedEntry]]:
+        """The whole chain, oldest first, in batches (keyset pagination on seq).
+
+        Core rows, not ORM objects: verifying a long chain must not fill the identity map.
+        """
+        table = AuditRecord.__table__
+        after = 0
+        while True:
+            result = await self.session.execute(
+                select(table).where(table.c.seq > after).order_by(table.c.seq).limit(VERIFY_BATCH)
+            )
+            rows = result.all()
+            if not rows:
+                return
+            yield [to_chained(row) for row in rows]
+            after = rows[-1].seq
+
+
+def to_chained(row: AuditRecord | Row[Any]) -> ChainedEntry:
+    return ChainedEntry(
+        entry=AuditEntry(
+            seq=row.seq,
+            at=row.at,
+            action=row.action,
+            outcome=row.outcome,
+            reason=row.reason,
+            tenant_id=row.tenant_id,
+            job_id=row.job_id,
+            ref=row.ref,
+            subject=row.subject,
+            actor=row.actor,
+            grant_id=row.grant_id,
+        ),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )

@@ -1,0 +1,117 @@
+"""Grants: the router's signed permission to open one record or seal one result.
+
+The gateway forwards a grant but cannot forge one: it is a JWT signed with the router's Ed25519
+key (``iss=router``, ``aud=vault``, ``typ=grant``, about a minute of life), verified by the app's
+:class:`shared.service_auth.ServiceIdentity`. This module checks what a verified grant *says*:
+that its claims are well formed, that it is for the action being attempted, and, for an open,
+that the stored record is exactly the one the grant names (tenant, job, purpose and ref all
+equal). Anything else is a :class:`GrantRefused`, which the service audits before refusing.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from services.vault.domain.envelope import PURPOSES
+from services.vault.domain.errors import GrantRefused
+
+ACTIONS = ("open", "seal")
+# member:<id> or tenant:<id>; ids are opaque but short and plain so they are safe to store.
+_SUBJECT = re.compile(r"^(member|tenant):[A-Za-z0-9._-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Grant:
+    action: str
+    tenant_id: str
+    job_id: str
+    purpose: str
+    ref: str | None
+    subject: str
+    require_e2e: bool
+    grant_id: str | None  # the JWT id, kept in the audit record to tie it to the router's log
+
+    @property
+    def subject_is_member(self) -> bool:
+        return self.subject.startswith("member:")
+
+
+def _uuid(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise GrantRefused(f"The grant's {name} is missing.", reason="malformed_grant")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise GrantRefused(f"The grant's {name} is not a UUID.", reason="malformed_grant") from None
+
+
+def parse_grant(claims: dict[str, Any]) -> Grant:
+    """Turn verified claims into a :class:`Grant`, refusing any malformed field."""
+    action = claims.get("action")
+    if action not in ACTIONS:
+        raise GrantRefused("The grant names no known action.", reason="malformed_grant")
+    purpose = claims.get("purpose")
+    if purpose not in PURPOSES:
+        raise GrantRefused("The grant names no known purpose.", reason="malformed_grant")
+    subject = claims.get("subject")
+    if not isinstance(subject, str) or not _SUBJECT.match(subject):
+        raise GrantRefused("The grant's subject is malformed.", reason="malformed_grant")
+    require_e2e = claims.get("require_e2e", False)
+    if not isinstance(require_e2e, bool):
+        raise GrantRefused("The grant's require_e2e is not a boolean.", reason="malformed_grant")
+    tenant_id = _uuid(claims.get("tenant_id"), "tenant_id")
+    raw_ref = claims.get("ref")
+    ref = None if raw_ref is None else _uuid(raw_ref, "ref")
+    jti = claims.get("jti")
+    return Grant(
+        action=str(action),
+        tenant_id=tenant_id,
+        job_id=_uuid(claims.get("job_id"), "job_id"),
+        purpose=str(purpose),
+        ref=ref,
+        subject=subject,
+        require_e2e=require_e2e,
+        grant_id=jti if isinstance(jti, str) and len(jti) <= 64 else None,
+    )
+
+
+def require_open_grant(grant: Grant) -> None:
+    """A grant usable to read a record's plaintext."""
+    if grant.action != "open":
+        raise GrantRefused("This grant does not allow opening a record.", reason="wrong_action")
+    if grant.ref is None:
+        raise GrantRefused("An open grant must name the record (ref).", reason="malformed_grant")
+    if grant.require_e2e and grant.subject_is_member:
+        # Policy says confidential data reaches a member only encrypted to the member's own key;
+        # handing plaintext to the gateway for a member would break that promise.
+        raise GrantRefused(
+            "This job requires end-to-end encryption: its confidential data can only be "
+            "delivered sealed to the member's registered public key, not as plaintext.",
+            reason="e2e_required",
+        )
+
+
+def require_seal_grant(grant: Grant) -> None:
+    """A grant usable to seal a job's result."""
+    if grant.action != "seal":
+        raise GrantRefused("This grant does not allow sealing a record.", reason="wrong_action")
+    if grant.purpose != "result":
+        raise GrantRefused("A seal grant may only seal a result.", reason="wrong_purpose")
+    if grant.ref is not None:
+        raise GrantRefused("A seal grant must not name a record.", reason="malformed_grant")
+
+
+def require_grant_covers(
+    grant: Grant, *, tenant_id: str, job_id: str, purpose: str, ref: str
+) -> None:
+    """The stored record must be exactly the one the grant names."""
+    if (grant.tenant_id, grant.job_id, grant.purpose, grant.ref) != (
+        tenant_id,
+        job_id,
+        purpose,
+        ref,
+    ):
+        raise GrantRefused("The grant does not cover this record.", reason="grant_mismatch")

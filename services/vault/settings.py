@@ -1,0 +1,81 @@
+"""The vault's settings (prefix ``TASKROUTE_VAULT_``), including where its root key comes from.
+
+Root key sources, first match wins (see :mod:`services.vault.keys`):
+
+1. ``TASKROUTE_VAULT_ROOT_KEY``: base64 of 32 bytes (e.g. from a secrets manager).
+2. ``TASKROUTE_VAULT_ROOT_KEY_FILE`` (default ``<data_dir>/vault-root.key``): 32 raw bytes,
+   generated with mode 0600 on first start when ``TASKROUTE_VAULT_GENERATE_ROOT_KEY`` is true.
+
+Generation is on by default for one-machine use and refused in production, where a key that
+appears on its own would silently make every existing record unreadable. With no key the vault
+starts sealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+ROOT_KEY_BYTES = 32  # AES-256
+
+
+class VaultSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TASKROUTE_VAULT_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        # A near-miss root key must not be printed in the start-up error that refuses it.
+        hide_input_in_errors=True,
+    )
+
+    service_name: str = "vault"
+    port: int = 8002
+
+    root_key: SecretStr | None = None
+    root_key_file: Path | None = None
+    generate_root_key: bool = True
+    # Longest wait for the audit chain's lock before an operation is refused with 503: the audit
+    # must fail closed without hanging every request behind one stuck transaction.
+    audit_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("root_key")
+    @classmethod
+    def _root_key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            # The value itself is never echoed: it is the root key, or close to it.
+            raise ValueError("TASKROUTE_VAULT_ROOT_KEY must be base64") from None
+        if len(raw) != ROOT_KEY_BYTES:
+            raise ValueError(f"TASKROUTE_VAULT_ROOT_KEY must decode to {ROOT_KEY_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _no_generated_key_in_production(self) -> VaultSettings:
+        if self.is_production() and self.generate_root_key:
+            if "generate_root_key" in self.model_fields_set:
+                raise ValueError(
+                    "TASKROUTE_VAULT_GENERATE_ROOT_KEY=true is refused in production: provide "
+                    "the root key (TASKROUTE_VAULT_ROOT_KEY or a root key file)"
+                )
+            # Default on for local use only: production never makes up its own root key.
+            self.generate_root_key = False
+        return self
+
+    def resolved_root_key_file(self) -> Path:
+        return self.root_key_file or self.data_dir / "vault-root.key"
+
+    def root_key_bytes(self) -> bytes | None:
+        """The decoded environment root key, if one is set (unwrap only where it is used)."""
+        if self.root_key is None:
+            return None
+        return base64.b64decode(self.root_key.get_secret_value(), validate=True)

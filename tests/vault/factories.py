@@ -1,0 +1,63 @@
+"""Plain factory functions for the vault's tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from shared.service_auth import ServiceIdentity
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def make_grant(
+    signer: ServiceIdentity,
+    *,
+    action: str = "open",
+    tenant_id: str,
+    job_id: str,
+    purpose: str = "job",
+    ref: str | None = None,
+    subject: str | None = None,
+    require_e2e: bool = False,
+    ttl_seconds: int = 60,
+    typ: str = "grant",
+    audience: str = "vault",
+    **extra: Any,
+) -> str:
+    """A grant as the router signs one (docs/architecture.md), any claim overridable."""
+    claims: dict[str, Any] = {
+        "action": action,
+        "tenant_id": tenant_id,
+        "job_id": job_id,
+        "purpose": purpose,
+        "ref": ref,
+        "subject": subject or f"member:{new_uuid()}",
+        "require_e2e": require_e2e,
+        **extra,
+    }
+    return signer.sign(audience=audience, typ=typ, ttl_seconds=ttl_seconds, claims=claims)
+
+
+async def seal_job_data(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    *,
+    data: Any,
+    tenant_id: str | None = None,
+    job_id: str | None = None,
+) -> tuple[str, str, str]:
+    """Seal a job's confidential data; returns (tenant_id, job_id, ref)."""
+    tenant_id = tenant_id or new_uuid()
+    job_id = job_id or new_uuid()
+    response = await client.post(
+        "/internal/v1/records",
+        json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": data},
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+    return tenant_id, job_id, response.json()["ref"]

@@ -1,0 +1,261 @@
+"""The vault's database layer on SQLite and PostgreSQL: schema, races and the audit chain lock.
+
+Several engines on one database stand in for several vault processes: each has its own pool,
+so nothing in-process can serialize them; only the database can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.vault.db.migrate import VERSION_TABLE
+from services.vault.db.models import AuditRecord, Base, Record, TenantKey
+from services.vault.db.repository import AUDIT_LOCK_KEY, AuditRepository, VaultRepository
+from services.vault.domain.envelope import RootKey
+from services.vault.domain.errors import AuditUnavailable, RecordExists
+from services.vault.service import SealResult, VaultService
+from shared.db import create_engine, create_sessionmaker, utcnow
+from shared.service_auth import ServiceIdentity
+from tests.vault.factories import make_grant, new_uuid
+
+
+@pytest.fixture
+async def engines(databases: dict[str, str]) -> AsyncIterator[list[AsyncEngine]]:
+    created = [create_engine(databases["vault"]) for _ in range(3)]
+    try:
+        yield created
+    finally:
+        for engine in created:
+            await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def root_key() -> RootKey:
+    return RootKey(os.urandom(32))
+
+
+@pytest.fixture(scope="session")
+def vault_identity(keys_dir: Path) -> ServiceIdentity:
+    return ServiceIdentity.load(name="vault", keys_dir=keys_dir, peers=("gateway", "router"))
+
+
+def _service(
+    session: AsyncSession,
+    maker: async_sessionmaker[AsyncSession],
+    root_key: RootKey,
+    identity: ServiceIdentity,
+    timeout: float = 20.0,
+) -> VaultService:
+    return VaultService(
+        session=session,
+        sessionmaker=maker,
+        root_key=root_key,
+        identity=identity,
+        actor="gateway",
+        audit_lock_timeout_seconds=timeout,
+    )
+
+
+async def _seal(
+    engine: AsyncEngine, root_key: RootKey, identity: ServiceIdentity, **fields: Any
+) -> SealResult:
+    """One seal in its own committed transaction, as one request would do it."""
+    maker = create_sessionmaker(engine)
+    async with maker() as session, session.begin():
+        return await _service(session, maker, root_key, identity).seal(
+            purpose="job", subject=f"tenant:{fields['tenant_id']}", **fields
+        )
+
+
+async def _open(
+    engine: AsyncEngine, root_key: RootKey, identity: ServiceIdentity, token: str
+) -> Any:
+    maker = create_sessionmaker(engine)
+    async with maker() as session, session.begin():
+        return await _service(session, maker, root_key, identity).open(token=token)
+
+
+async def _verify(engine: AsyncEngine, root_key: RootKey, identity: ServiceIdentity) -> Any:
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        return await _service(session, maker, root_key, identity).verify_audit()
+
+
+async def _count(engine: AsyncEngine, model: type[Any]) -> int:
+    async with create_sessionmaker(engine)() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_migrations_create_exactly_the_models(databases):
+    engine = create_engine(databases["vault"])
+
+    def differences(connection: Any) -> list[Any]:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "version_table": VERSION_TABLE}
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(differences) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_seals_from_several_processes_keep_one_chain(
+    engines, root_key, vault_identity
+):
+    tenant_id = new_uuid()  # one tenant: its key is also created under the race
+    per_engine = 8
+    tasks = [
+        _seal(
+            engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data={"n": n}
+        )
+        for engine in engines
+        for n in range(per_engine)
+    ]
+    results = await asyncio.gather(*tasks)
+    total = len(engines) * per_engine
+    assert len({r.ref for r in results}) == total
+    assert {r.key_version for r in results} == {1}
+
+    engine = engines[0]
+    assert await _count(engine, TenantKey) == 1
+    assert await _count(engine, Record) == total
+    async with create_sessionmaker(engine)() as session:
+        seqs = (await session.execute(select(AuditRecord.seq).order_by(AuditRecord.seq))).scalars()
+        assert list(seqs) == list(range(1, total + 1))
+    verification = await _verify(engine, root_key, vault_identity)
+    assert (verification.valid, verification.records) == (True, total)
+
+
+async def test_concurrent_opens_refusals_and_seals_keep_one_chain(
+    engines, root_key, vault_identity, keys_dir
+):
+    router = ServiceIdentity.load(name="router", keys_dir=keys_dir, peers=())
+    tenant_id, job_id = new_uuid(), new_uuid()
+    sealed = await _seal(
+        engines[0], root_key, vault_identity, tenant_id=tenant_id, job_id=job_id, data=7
+    )
+    good = make_grant(router, tenant_id=tenant_id, job_id=job_id, ref=sealed.ref)
+    bad = make_grant(router, tenant_id=tenant_id, job_id=new_uuid(), ref=sealed.ref)
+
+    async def attempt(engine: AsyncEngine, token: str) -> Any:
+        try:
+            return await _open(engine, root_key, vault_identity, token)
+        except Exception as exc:  # noqa: BLE001 - the refusal itself is the result here
+            return type(exc).__name__
+
+    tasks: list[Any] = []
+    for engine in engines:
+        tasks += [attempt(engine, good), attempt(engine, bad)]
+        tasks.append(
+            _seal(engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+        )
+    outcomes = await asyncio.gather(*tasks)
+    assert outcomes.count(7) == 3
+    assert outcomes.count("GrantRefused") == 3
+    verification = await _verify(engines[1], root_key, vault_identity)
+    assert (verification.valid, verification.records) == (True, 1 + 9)
+
+
+async def test_duplicate_seal_race_stores_one_record(engines, root_key, vault_identity):
+    tenant_id, job_id = new_uuid(), new_uuid()
+    outcomes = await asyncio.gather(
+        *[
+            _seal(engine, root_key, vault_identity, tenant_id=tenant_id, job_id=job_id, data=n)
+            for n, engine in enumerate(engines * 2)
+        ],
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, SealResult) for o in outcomes) == 1
+    assert sum(isinstance(o, RecordExists) for o in outcomes) == len(outcomes) - 1
+    assert await _count(engines[0], Record) == 1
+    assert await _count(engines[0], AuditRecord) == 1
+
+
+async def test_record_insert_and_tenant_key_are_idempotent(engines, root_key, vault_identity):
+    tenant_id = new_uuid()
+    first = await _seal(
+        engines[0], root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1
+    )
+    maker = create_sessionmaker(engines[0])
+    async with maker() as session, session.begin():
+        repo = VaultRepository(session)
+        existing = await repo.record(first.ref)
+        assert existing is not None
+        clone = Record(
+            id=new_uuid(),
+            tenant_id=existing.tenant_id,
+            job_id=existing.job_id,
+            purpose="job",
+            key_version=1,
+            wrapped_data_key=b"x",
+            ciphertext=b"y",
+            subject="tenant:x",
+            created_at=utcnow(),
+        )
+        assert await repo.insert_record_if_absent(clone) is False
+        await repo.insert_tenant_key_if_absent(
+            tenant_id=tenant_id, version=1, wrapped_key=b"other", root_key_id="x", at=utcnow()
+        )
+        key = await repo.active_tenant_key(tenant_id)
+        assert key is not None
+        assert key.wrapped_key != b"other"
+        assert await repo.record_exists(tenant_id=tenant_id, job_id=existing.job_id, purpose="job")
+        assert not await repo.record_exists(
+            tenant_id=tenant_id, job_id=existing.job_id, purpose="result"
+        )
+
+
+async def test_audit_page_is_newest_first_and_tenant_scoped(engines, root_key, vault_identity):
+    mine, other = new_uuid(), new_uuid()
+    for tenant in (mine, other, mine, other, mine):
+        await _seal(
+            engines[0], root_key, vault_identity, tenant_id=tenant, job_id=new_uuid(), data=1
+        )
+    async with create_sessionmaker(engines[0])() as session:
+        repo = AuditRepository(session)
+        page = await repo.page(tenant_id=mine, limit=2, before_seq=None)
+        assert [r.seq for r in page] == [5, 3, 1]  # limit + 1 rows: the caller sees more remain
+        assert [r.seq for r in await repo.page(tenant_id=mine, limit=2, before_seq=3)] == [1]
+        assert [r.seq for r in await repo.page(tenant_id=None, limit=10, before_seq=None)] == [
+            5,
+            4,
+            3,
+            2,
+            1,
+        ]
+
+
+@pytest.mark.postgres_only  # lock_timeout is PostgreSQL's; SQLite writers queue on busy_timeout
+async def test_a_stuck_audit_lock_fails_closed_with_503(engines, root_key, vault_identity):
+    holder = await engines[0].connect()
+    try:
+        transaction = await holder.begin()
+        await holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+        maker = create_sessionmaker(engines[1])
+        with pytest.raises(AuditUnavailable):
+            async with maker() as session, session.begin():
+                await _service(session, maker, root_key, vault_identity, timeout=0.2).seal(
+                    tenant_id=new_uuid(),
+                    job_id=new_uuid(),
+                    purpose="job",
+                    data=1,
+                    subject="tenant:x",
+                )
+        await transaction.rollback()
+    finally:
+        await holder.close()
+    assert await _count(engines[1], Record) == 0
+    assert await _count(engines[1], AuditRecord) == 0
