@@ -1,0 +1,1 @@
+"""The router's internal HTTP API (``/internal/v1``), callable by the gateway only."""

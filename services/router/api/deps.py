@@ -1,0 +1,58 @@
+"""Dependencies of the router's routes, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.router.domain.classifier import Classifier
+from services.router.settings import RouterSettings
+from services.router.workflow import JobWorkflow, TeamWorkflow
+from shared.db import SessionDep
+from shared.service_auth import ServiceIdentity, service_caller_dependency
+
+# Only the gateway calls the router's internal API (docs/architecture.md).
+require_gateway = service_caller_dependency("gateway")
+
+
+def get_settings(request: Request) -> RouterSettings:
+    settings: RouterSettings = request.app.state.settings
+    return settings
+
+
+def get_identity(request: Request) -> ServiceIdentity:
+    identity: ServiceIdentity = request.app.state.identity
+    return identity
+
+
+def get_classifier(request: Request) -> Classifier:
+    classifier: Classifier = request.app.state.classifier
+    return classifier
+
+
+def get_now(request: Request) -> datetime:
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+SettingsDep = Annotated[RouterSettings, Depends(get_settings)]
+IdentityDep = Annotated[ServiceIdentity, Depends(get_identity)]
+ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def get_job_workflow(
+    session: SessionDep, settings: SettingsDep, classifier: ClassifierDep
+) -> JobWorkflow:
+    return JobWorkflow(session, settings=settings, classifier=classifier)
+
+
+def get_team_workflow(session: SessionDep) -> TeamWorkflow:
+    return TeamWorkflow(session)
+
+
+JobsDep = Annotated[JobWorkflow, Depends(get_job_workflow)]
+TeamsDep = Annotated[TeamWorkflow, Depends(get_team_workflow)]

@@ -1,0 +1,139 @@
+"""Jobs as the gateway's clients see them: submit, read, list, events, routing, cancel, result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from services.router.api.deps import IdentityDep, JobsDep, NowDep, SettingsDep, require_gateway
+from services.router.api.schemas import (
+    CancelCreate,
+    GrantRead,
+    JobCreate,
+    JobEventList,
+    JobList,
+    JobRead,
+    ResultGrantCreate,
+    ResultRead,
+    event_read,
+    job_read,
+)
+from services.router.domain.grants import GRANT_AUDIENCE, GRANT_TYPE
+from services.router.domain.lifecycle import JobStatus
+from services.router.domain.routing import DataPolicy
+from services.router.workflow import JobSubmission
+from shared.errors import NotFound
+
+router = APIRouter(
+    prefix="/internal/v1/jobs", tags=["jobs"], dependencies=[Depends(require_gateway)]
+)
+
+TenantQuery = Annotated[str | None, Query(max_length=64)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def submit_job(body: JobCreate, jobs: JobsDep, now: NowDep, response: Response) -> JobRead:
+    """Store, classify and route a job; the same id again returns the stored job (200)."""
+    submission = JobSubmission(
+        id=body.id,
+        tenant_id=body.tenant_id,
+        title=body.title,
+        description=body.description,
+        service=body.service,
+        priority=body.priority,
+        due_at=body.due_at,
+        policy=DataPolicy.from_json(body.policy.model_dump()),
+        metadata=body.metadata,
+        confidential_ref=body.confidential_ref,
+        callback_url=body.callback_url,
+    )
+    job, created = await jobs.submit(submission, now=now)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return job_read(job)
+
+
+@router.get("")
+async def list_jobs(
+    jobs: JobsDep,
+    tenant_id: Annotated[str, Query(max_length=64)],
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobList:
+    """A tenant's jobs, newest first."""
+    page = await jobs.jobs.list_for_tenant(
+        tenant_id=tenant_id,
+        status=status_filter.value if status_filter else None,
+        limit=limit,
+        cursor=cursor,
+    )
+    return JobList(
+        data=[job_read(job) for job in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, jobs: JobsDep, tenant_id: TenantQuery = None) -> JobRead:
+    """One job; with ``tenant_id`` only that tenant's (absent: the operator's view)."""
+    return job_read(await jobs.get(job_id, tenant_id=tenant_id))
+
+
+@router.get("/{job_id}/events")
+async def list_job_events(
+    job_id: str, jobs: JobsDep, tenant_id: TenantQuery = None
+) -> JobEventList:
+    """The job's timeline, oldest event first."""
+    job = await jobs.get(job_id, tenant_id=tenant_id)
+    return JobEventList(data=[event_read(event) for event in await jobs.jobs.events(job.id)])
+
+
+@router.get("/{job_id}/routing")
+async def get_routing_decision(
+    job_id: str, jobs: JobsDep, tenant_id: TenantQuery = None
+) -> dict[str, Any]:
+    """The latest routing decision record: eligible teams with scores, excluded teams and why."""
+    job = await jobs.get(job_id, tenant_id=tenant_id)
+    decision = await jobs.jobs.latest_decision(job.id)
+    if decision is None:
+        raise NotFound("This job has no routing decision yet.")
+    return decision.record
+
+
+@router.post("/{job_id}/cancel")
+async def cancel_job(job_id: str, body: CancelCreate, jobs: JobsDep, now: NowDep) -> JobRead:
+    """Cancel a job that is not completed or cancelled already (409 then)."""
+    return job_read(
+        await jobs.cancel(job_id, tenant_id=body.tenant_id, reason=body.reason, now=now)
+    )
+
+
+@router.get("/{job_id}/result")
+async def get_result(
+    job_id: str, jobs: JobsDep, tenant_id: Annotated[str, Query(max_length=64)]
+) -> ResultRead:
+    """The non-confidential result and the vault ref of the confidential one (409 unless done)."""
+    job = await jobs.result(job_id, tenant_id=tenant_id)
+    return ResultRead(result=job.result, confidential_result_ref=job.confidential_result_ref)
+
+
+@router.post("/{job_id}/result-grant")
+async def create_result_grant(
+    job_id: str,
+    body: ResultGrantCreate,
+    jobs: JobsDep,
+    identity: IdentityDep,
+    settings: SettingsDep,
+) -> GrantRead:
+    """A grant for the job's tenant to open its confidential result at the vault."""
+    claims = await jobs.result_grant(job_id, tenant_id=body.tenant_id)
+    grant = identity.sign(
+        audience=GRANT_AUDIENCE,
+        typ=GRANT_TYPE,
+        ttl_seconds=settings.grant_ttl_seconds,
+        claims=claims.to_claims(),
+    )
+    return GrantRead(grant=grant, tenant_id=claims.tenant_id, require_e2e=claims.require_e2e)

@@ -1,0 +1,516 @@
+"""Request and response models of the router's internal API (docs/architecture.md, "Router").
+
+Named on a ladder: ``XCreate`` (what a caller sends), ``XRead`` (what comes back), ``XList``.
+Request models forbid unknown fields: a confidential value sent here by mistake is refused
+rather than silently accepted (and the validation error names the field, never its value).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from services.router.db.models import Job, JobEvent, Team
+from services.router.domain.countries import ISO_3166_ALPHA2
+from services.router.domain.grants import GrantAction
+from services.router.domain.routing import parse_hhmm
+from services.router.domain.taxonomy import Domain, Priority, Tier
+
+# Small, non-secret labels: 8 KiB of JSON is plenty and keeps rows and lists light.
+MAX_METADATA_BYTES = 8 * 1024
+# Texts the classifier reads; beyond this a "description" is a document, not a job summary.
+MAX_TITLE = 500
+MAX_DESCRIPTION = 20_000
+# Vault refs are short opaque ids; 200 leaves room for any format the vault picks.
+MAX_REF = 200
+# POST /classify is a dry run for up to this many texts (the contract's limit).
+MAX_CLASSIFY_ITEMS = 1000
+
+_TIMEZONES = frozenset(available_timezones())
+_CERTIFICATION = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,31}$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
+_ACTOR = re.compile(r"^[a-z]+(:[A-Za-z0-9._-]{1,64})?$")
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise ValueError("must be a UUID") from exc
+
+
+def _country(value: str) -> str:
+    code = value.strip().upper()
+    if code not in ISO_3166_ALPHA2:
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code, e.g. IN, PH, IE")
+    return code
+
+
+def _timezone(value: str) -> str:
+    if value not in _TIMEZONES:
+        raise ValueError("must be an IANA time zone, e.g. Asia/Kolkata")
+    return value
+
+
+def _certification(value: str) -> str:
+    code = value.strip().upper()
+    if not _CERTIFICATION.match(code):
+        raise ValueError("must be a certification code such as HIPAA, ISO27001, PCI-DSS")
+    return code
+
+
+def _language(value: str) -> str:
+    if not _LANGUAGE.match(value):
+        raise ValueError("must be a language tag such as en, hi or en-IN")
+    return value
+
+
+def _actor(value: str) -> str:
+    if not _ACTOR.match(value):
+        raise ValueError("must look like 'operator' or 'operator:<id>'")
+    return value
+
+
+UUIDStr = Annotated[str, AfterValidator(_uuid)]
+CountryCode = Annotated[str, AfterValidator(_country)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+Certification = Annotated[str, AfterValidator(_certification)]
+Language = Annotated[str, AfterValidator(_language)]
+Actor = Annotated[str, AfterValidator(_actor)]
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REF)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+def _sorted_unique(values: list[str]) -> list[str]:
+    return sorted(set(values))
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+class PolicyCreate(_Request):
+    """A job's effective data policy, as computed by the gateway."""
+
+    allowed_countries: list[CountryCode] | None = Field(default=None, max_length=250)
+    required_certifications: list[Certification] = Field(default_factory=list, max_length=20)
+    require_e2e: bool = False
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _countries(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _sorted_unique(value)
+
+    @field_validator("required_certifications")
+    @classmethod
+    def _certs(cls, value: list[str]) -> list[str]:
+        return _sorted_unique(value)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+class JobCreate(_Request):
+    """``JobSubmission``: the gateway's job, without any confidential value."""
+
+    id: UUIDStr
+    tenant_id: UUIDStr
+    title: str = Field(max_length=MAX_TITLE)
+    description: str = Field(max_length=MAX_DESCRIPTION)
+    service: Domain | None = None
+    priority: Priority = Priority.NORMAL
+    due_at: AwareDatetime | None = None
+    policy: PolicyCreate = Field(default_factory=PolicyCreate)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    confidential_ref: Ref | None = None
+    callback_url: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is limited to {MAX_METADATA_BYTES} bytes of JSON")
+        return value
+
+
+class ClassificationRead(BaseModel):
+    tier: Tier
+    domain: Domain
+    confidence: float
+    reasons: list[str]
+
+
+class AssignmentRead(BaseModel):
+    team_id: str
+    team_name: str
+    assigned_at: datetime
+    score: float | None
+
+
+class LeaseRead(BaseModel):
+    member_id: str
+    claimed_at: datetime
+    expires_at: datetime
+
+
+class JobRead(BaseModel):
+    """``RouterJob``."""
+
+    id: str
+    tenant_id: str
+    status: str
+    title: str
+    description: str
+    service: str | None
+    priority: str
+    due_at: datetime | None
+    metadata: dict[str, Any]
+    policy: dict[str, Any]
+    callback_url: str | None
+    has_confidential: bool
+    confidential_ref: str | None
+    classification: ClassificationRead | None
+    assignment: AssignmentRead | None
+    lease: LeaseRead | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobList(BaseModel):
+    data: list[JobRead]
+    has_more: bool
+    next_cursor: str | None
+
+
+class JobEventRead(BaseModel):
+    seq: int
+    at: datetime
+    type: str
+    from_status: str | None
+    to_status: str | None
+    actor: str
+    reason: str | None
+
+
+class JobEventList(BaseModel):
+    data: list[JobEventRead]
+    has_more: bool = False
+    next_cursor: str | None = None
+
+
+class CancelCreate(_Request):
+    tenant_id: UUIDStr
+    reason: Reason | None = None
+
+
+class ResultRead(BaseModel):
+    result: Any
+    confidential_result_ref: str | None
+
+
+class ResultGrantCreate(_Request):
+    tenant_id: UUIDStr
+
+
+class GrantRead(BaseModel):
+    grant: str
+    tenant_id: str
+    require_e2e: bool
+
+
+# ----------------------------------------------------------------------------- team queue
+
+
+class ClaimCreate(_Request):
+    member_id: UUIDStr
+
+
+class HeartbeatCreate(_Request):
+    member_id: UUIDStr
+
+
+class ReleaseCreate(_Request):
+    member_id: UUIDStr
+    reason: Reason | None = None
+
+
+class RejectCreate(_Request):
+    member_id: UUIDStr | None = None
+    reason: Reason
+
+
+class GrantCreate(_Request):
+    member_id: UUIDStr
+    action: GrantAction
+
+
+class CompleteCreate(_Request):
+    member_id: UUIDStr
+    result: Any
+    confidential_result_ref: Ref | None = None
+
+
+# ----------------------------------------------------------------------------- teams
+
+
+class WorkingHoursModel(_Request):
+    start: str = "09:00"
+    end: str = "18:00"
+    # 0 = Monday ... 6 = Sunday.
+    days: list[Annotated[int, Field(ge=0, le=6)]] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, max_length=7
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[int]) -> list[int]:
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> WorkingHoursModel:
+        if self.start == self.end:
+            raise ValueError(
+                "start and end must differ (end before start means an overnight shift)"
+            )
+        return self
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class TeamCreate(_Request):
+    name: Name
+    country: CountryCode
+    timezone: TimeZone
+    # Office hours, Monday to Friday, unless the team says otherwise.
+    working_hours: WorkingHoursModel = Field(default_factory=WorkingHoursModel)
+    tier: Tier
+    skills: list[Domain] = Field(min_length=1, max_length=17)
+    certifications: list[Certification] = Field(default_factory=list, max_length=30)
+    languages: list[Language] = Field(default_factory=list, max_length=30)
+    capacity: int = Field(ge=0, le=100_000)
+    hourly_rate: float = Field(ge=0, le=100_000)
+    # A new team starts as "good" until client feedback moves it.
+    quality: float = Field(default=0.8, ge=0, le=1)
+    active: bool = True
+
+    @field_validator("certifications", "languages")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return _sorted_unique(value)
+
+
+class TeamUpdate(_Request):
+    """Any subset of a team's fields; ``null`` is refused (every field has a value)."""
+
+    name: Name | None = None
+    country: CountryCode | None = None
+    timezone: TimeZone | None = None
+    working_hours: WorkingHoursModel | None = None
+    tier: Tier | None = None
+    skills: list[Domain] | None = Field(default=None, min_length=1, max_length=17)
+    certifications: list[Certification] | None = Field(default=None, max_length=30)
+    languages: list[Language] | None = Field(default=None, max_length=30)
+    capacity: int | None = Field(default=None, ge=0, le=100_000)
+    hourly_rate: float | None = Field(default=None, ge=0, le=100_000)
+    quality: float | None = Field(default=None, ge=0, le=1)
+    active: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> TeamUpdate:
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null")
+        return self
+
+
+class TeamRead(BaseModel):
+    id: str
+    name: str
+    country: str
+    timezone: str
+    working_hours: dict[str, Any]
+    tier: Tier
+    skills: list[str]
+    certifications: list[str]
+    languages: list[str]
+    capacity: int
+    hourly_rate: float
+    quality: float
+    active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TeamList(BaseModel):
+    data: list[TeamRead]
+    has_more: bool
+    next_cursor: str | None
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+class RouteCreate(_Request):
+    team_id: UUIDStr
+    actor: Actor = "operator"
+    # The domain the operator's choice teaches the classifier, when the team has several skills.
+    domain: Domain | None = None
+
+
+class ClassifyItem(_Request):
+    title: str = Field(default="", max_length=MAX_TITLE)
+    description: str = Field(max_length=MAX_DESCRIPTION)
+    service: Domain | None = None
+
+
+class ClassifyCreate(_Request):
+    items: list[ClassifyItem] = Field(min_length=1, max_length=MAX_CLASSIFY_ITEMS)
+    policy: PolicyCreate | None = None
+
+
+class TeamRef(BaseModel):
+    id: str
+    name: str
+
+
+class ClassifyResult(BaseModel):
+    tier: Tier
+    domain: Domain
+    confidence: float
+    reasons: list[str]
+    team: TeamRef | None
+    # Where the job would land: queued (with ``team``), triage or unroutable.
+    status: Literal["queued", "triage", "unroutable"]
+
+
+class ClassifyRead(BaseModel):
+    results: list[ClassifyResult]
+
+
+class QueueDepth(BaseModel):
+    team_id: str
+    team_name: str
+    queued: int
+    in_progress: int
+    capacity: int
+
+
+class StatsRead(BaseModel):
+    by_status: dict[str, int]
+    by_tier: dict[str, int]
+    by_domain: dict[str, int]
+    queues: list[QueueDepth]
+
+
+# ----------------------------------------------------------------------------- from rows
+
+
+def job_read(job: Job) -> JobRead:
+    classification = None
+    if job.tier is not None and job.domain is not None and job.confidence is not None:
+        classification = ClassificationRead(
+            tier=Tier(job.tier),
+            domain=Domain(job.domain),
+            confidence=job.confidence,
+            reasons=list(job.reasons or []),
+        )
+    assignment = None
+    if job.team_id is not None and job.team_name is not None and job.assigned_at is not None:
+        assignment = AssignmentRead(
+            team_id=job.team_id,
+            team_name=job.team_name,
+            assigned_at=job.assigned_at,
+            score=job.assignment_score,
+        )
+    lease = None
+    if (
+        job.lease_member_id is not None
+        and job.lease_claimed_at is not None
+        and job.lease_expires_at is not None
+    ):
+        lease = LeaseRead(
+            member_id=job.lease_member_id,
+            claimed_at=job.lease_claimed_at,
+            expires_at=job.lease_expires_at,
+        )
+    return JobRead(
+        id=job.id,
+        tenant_id=job.tenant_id,
+        status=job.status,
+        title=job.title,
+        description=job.description,
+        service=job.service,
+        priority=job.priority,
+        due_at=job.due_at,
+        metadata=job.job_metadata,
+        policy=job.policy,
+        callback_url=job.callback_url,
+        has_confidential=job.confidential_ref is not None,
+        confidential_ref=job.confidential_ref,
+        classification=classification,
+        assignment=assignment,
+        lease=lease,
+        completed_at=job.completed_at,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+    )
+
+
+def team_read(team: Team) -> TeamRead:
+    return TeamRead(
+        id=team.id,
+        name=team.name,
+        country=team.country,
+        timezone=team.timezone,
+        working_hours=team.working_hours,
+        tier=Tier(team.tier),
+        skills=list(team.skills),
+        certifications=list(team.certifications),
+        languages=list(team.languages),
+        capacity=team.capacity,
+        hourly_rate=team.hourly_rate,
+        quality=team.quality,
+        active=team.active,
+        version=team.version,
+        created_at=team.created_at,
+        updated_at=team.updated_at,
+    )
+
+
+def event_read(event: JobEvent) -> JobEventRead:
+    return JobEventRead(
+        seq=event.seq,
+        at=event.at,
+        type=event.type,
+        from_status=event.from_status,
+        to_status=event.to_status,
+        actor=event.actor,
+        reason=event.reason,
+    )

@@ -1,0 +1,113 @@
+"""Teams: create, list, read, and update with optimistic concurrency (ETag / If-Match)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+
+from services.router.api.deps import NowDep, TeamsDep, require_gateway
+from services.router.api.schemas import TeamCreate, TeamList, TeamRead, TeamUpdate, team_read
+from services.router.db.models import Team
+from services.router.domain.errors import PreconditionFailed
+from services.router.domain.taxonomy import Tier
+from services.router.workflow import TeamFields
+
+router = APIRouter(
+    prefix="/internal/v1/teams", tags=["teams"], dependencies=[Depends(require_gateway)]
+)
+
+
+def etag(team: Team) -> str:
+    return f'"{team.version}"'
+
+
+def expected_version(if_match: str | None) -> int | None:
+    """The version an If-Match header asks for; ``None`` for no header or ``*``."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    value = if_match.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if not value.isdigit():
+        # An ETag we never issued cannot match the current one.
+        raise PreconditionFailed("If-Match does not name a version of this team.")
+    return int(value)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_team(
+    body: TeamCreate, teams: TeamsDep, now: NowDep, response: Response
+) -> TeamRead:
+    """Register a team (409 if the name is taken)."""
+    fields = TeamFields(
+        name=body.name,
+        country=body.country,
+        timezone=body.timezone,
+        working_hours=body.working_hours.model_dump(),
+        tier=body.tier,
+        skills=sorted({skill.value for skill in body.skills}),
+        certifications=body.certifications,
+        languages=body.languages,
+        capacity=body.capacity,
+        hourly_rate=body.hourly_rate,
+        quality=body.quality,
+        active=body.active,
+    )
+    team = await teams.create(fields, now=now)
+    response.headers["ETag"] = etag(team)
+    return team_read(team)
+
+
+@router.get("")
+async def list_teams(
+    teams: TeamsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    active: bool | None = None,
+    tier: Tier | None = None,
+) -> TeamList:
+    """Teams in the order they were registered."""
+    page = await teams.teams.list(
+        limit=limit, cursor=cursor, active=active, tier=tier.value if tier else None
+    )
+    return TeamList(
+        data=[team_read(team) for team in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/{team_id}")
+async def get_team(team_id: str, teams: TeamsDep, response: Response) -> TeamRead:
+    """One team, with its version as the ETag."""
+    team = await teams.get(team_id)
+    response.headers["ETag"] = etag(team)
+    return team_read(team)
+
+
+@router.patch("/{team_id}")
+async def update_team(
+    team_id: str,
+    body: TeamUpdate,
+    teams: TeamsDep,
+    now: NowDep,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> TeamRead:
+    """Change some of a team's fields; with If-Match, only if the version still matches (412)."""
+    changes = body.model_dump(exclude_unset=True)
+    if "skills" in changes:
+        changes["skills"] = sorted({skill.value for skill in body.skills or []})
+    if "tier" in changes and body.tier is not None:
+        changes["tier"] = body.tier
+    if "certifications" in changes:
+        changes["certifications"] = sorted(set(changes["certifications"]))
+    if "languages" in changes:
+        changes["languages"] = sorted(set(changes["languages"]))
+    team = await teams.update(
+        team_id, changes, expected_version=expected_version(if_match), now=now
+    )
+    response.headers["ETag"] = etag(team)
+    return team_read(team)

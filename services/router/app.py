@@ -1,0 +1,89 @@
+"""The router's app factory and lifespan (engine, sessions, service identity, sweeper)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import httpx
+from fastapi import FastAPI
+
+from services.router.api import health, jobs, operators, team_jobs, teams
+from services.router.domain.classifier import Classifier, LexiconClassifier
+from services.router.metrics import refresh_job_metrics
+from services.router.settings import RouterSettings
+from services.router.sweeper import run_sweeper
+from shared.app import create_service_app
+from shared.db import create_engine, create_sessionmaker, utcnow
+from shared.service_auth import ServiceIdentity
+
+logger = logging.getLogger("taskroute.router")
+
+# Longest wait, at shutdown, for a sweep pass to finish its transaction.
+SWEEPER_STOP_SECONDS = 10.0
+# The only service allowed to call the router (docs/architecture.md).
+PEERS = ("gateway",)
+
+
+def build_classifier(settings: RouterSettings) -> Classifier:  # noqa: ARG001 - the model seam
+    """The classifier in use; a later issue swaps in a trained model here."""
+    return LexiconClassifier()
+
+
+def create_app(
+    settings: RouterSettings | None = None,
+    *,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,  # noqa: ARG001 - no peers
+) -> FastAPI:
+    """Build the router. It calls no other service, so ``transports`` is accepted and unused."""
+    settings = settings or RouterSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.resolved_database_url())
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.identity = ServiceIdentity.load(
+            name="router", keys_dir=settings.keys_dir(), peers=PEERS
+        )
+        app.state.classifier = build_classifier(settings)
+        app.state.clock = utcnow
+        stop = asyncio.Event()
+        sweeper = asyncio.create_task(
+            run_sweeper(
+                app.state.sessionmaker,
+                settings=settings,
+                classifier=app.state.classifier,
+                clock=lambda: app.state.clock(),
+                stop=stop,
+            ),
+            name="router-sweeper",
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            try:
+                # A pass is one short transaction; past this, give up on it rather than hang.
+                await asyncio.wait_for(sweeper, timeout=SWEEPER_STOP_SECONDS)
+            except TimeoutError:
+                logger.warning("sweeper did not stop in time; cancelled")
+            await engine.dispose()
+
+    app = create_service_app(
+        title="Taskroute router",
+        description="Classifies jobs, keeps teams, routes jobs and runs their lifecycle.",
+        lifespan=lifespan,
+        public_docs=not settings.is_production(),
+        service="router",
+        metrics_refresh=refresh_job_metrics,
+    )
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(team_jobs.router)
+    app.include_router(teams.router)
+    app.include_router(operators.router)
+    return app

@@ -1,0 +1,1 @@
+"""The router's tables, queries and migrations."""

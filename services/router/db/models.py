@@ -1,0 +1,156 @@
+"""The router's tables: teams, jobs, job events, routing decisions, labelled examples.
+
+No column holds confidential data: a job has only the vault's opaque ``confidential_ref`` (and
+``confidential_result_ref``). Relationships are ``lazy="raise"`` so a hidden query fails in tests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import UTCDateTime, new_base
+
+if TYPE_CHECKING:
+    # new_base() builds the class at run time; mypy needs a static class to check the models.
+    class Base(DeclarativeBase):
+        pass
+else:
+    Base = new_base()
+
+# UUIDs as text: portable across SQLite and PostgreSQL and compared as the gateway sends them.
+_ID = 36
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    country: Mapped[str] = mapped_column(String(2))
+    timezone: Mapped[str] = mapped_column(String(64))
+    working_hours: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tier: Mapped[str] = mapped_column(String(3))
+    skills: Mapped[list[str]] = mapped_column(JSON)
+    certifications: Mapped[list[str]] = mapped_column(JSON)
+    languages: Mapped[list[str]] = mapped_column(JSON)
+    capacity: Mapped[int] = mapped_column(Integer)
+    hourly_rate: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(Boolean)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_teams_created_at_id", "created_at", "id"),)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(_ID))
+    status: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    service: Mapped[str | None] = mapped_column(String(32))
+    priority: Mapped[str] = mapped_column(String(8))
+    # 0 = high, 1 = normal, 2 = low: the team queue sorts on it.
+    priority_rank: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # "metadata" is reserved on declarative classes, hence the attribute name.
+    job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    confidential_ref: Mapped[str | None] = mapped_column(String(200))
+
+    tier: Mapped[str | None] = mapped_column(String(3))
+    domain: Mapped[str | None] = mapped_column(String(32))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    reasons: Mapped[list[str] | None] = mapped_column(JSON)
+
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
+    team_name: Mapped[str | None] = mapped_column(String(200))
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    assignment_score: Mapped[float | None] = mapped_column(Float)
+    # Teams that rejected this job; routing never offers it to them again.
+    rejected_team_ids: Mapped[list[str]] = mapped_column(JSON)
+
+    lease_member_id: Mapped[str | None] = mapped_column(String(_ID))
+    lease_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    result: Mapped[Any | None] = mapped_column(JSON)
+    confidential_result_ref: Mapped[str | None] = mapped_column(String(200))
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the sweeper next tries to route an unroutable job.
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The seq of the job's last event; bumped in the same conditional UPDATE as the change.
+    event_seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # A team's queue: its queued / in_progress jobs by priority, oldest first.
+        Index("ix_jobs_team_queue", "team_id", "status", "priority_rank", "created_at", "id"),
+        # A tenant's jobs, newest first, optionally by status.
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        # The triage queue and the statistics by status.
+        Index("ix_jobs_status_created", "status", "created_at", "id"),
+        # The sweeper's two scans.
+        Index("ix_jobs_status_lease_expires", "status", "lease_expires_at"),
+        Index("ix_jobs_status_retry", "status", "retry_at"),
+    )
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    type: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_id_seq"),)
+
+
+class RoutingDecision(Base):
+    __tablename__ = "routing_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    team_id: Mapped[str | None] = mapped_column(String(_ID))
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LabelledExample(Base):
+    __tablename__ = "labelled_examples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str | None] = mapped_column(String(_ID), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    tier: Mapped[str] = mapped_column(String(3))
+    domain: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,62 @@
+"""The router's error classes, on top of :mod:`shared.errors`.
+
+Details are shown to callers and written to logs, so they name ids and statuses only: never a
+job's text, result or any reference to confidential data beyond whether it exists.
+"""
+
+from __future__ import annotations
+
+from shared.errors import Conflict, NotFound, TaskrouteError, UnprocessableContent
+
+
+class JobNotFound(NotFound):
+    problem = "job-not-found"
+
+    def __init__(self) -> None:
+        # One message for unknown ids and other tenants' ids: they must look the same.
+        super().__init__("No such job.")
+
+
+class TeamNotFound(NotFound):
+    problem = "team-not-found"
+
+    def __init__(self) -> None:
+        super().__init__("No such team.")
+
+
+class ConfidentialDataNotFound(NotFound):
+    problem = "no-confidential-data"
+
+
+class InvalidTransition(Conflict):
+    """A status change the lifecycle does not allow (or that lost a race to another change)."""
+
+    problem = "invalid-transition"
+
+
+class LeaseConflict(Conflict):
+    """The caller does not hold a live lease on the job."""
+
+    problem = "lease-conflict"
+
+
+class DuplicateTeam(Conflict):
+    problem = "duplicate-team"
+
+
+class JobIdConflict(Conflict):
+    problem = "job-id-conflict"
+
+
+class InvalidTeam(UnprocessableContent):
+    problem = "invalid-team"
+
+
+class InvalidRoute(UnprocessableContent):
+    problem = "invalid-route"
+
+
+class PreconditionFailed(TaskrouteError):
+    """If-Match named a version that is no longer current (RFC 9110 412)."""
+
+    status, title, problem = 412, "Precondition failed", "precondition-failed"

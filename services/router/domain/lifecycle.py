@@ -1,0 +1,58 @@
+"""The job lifecycle as data: which status may follow which.
+
+Every change of a job's status goes through :func:`ensure_transition` before the conditional
+UPDATE that performs it, so a forbidden move is refused with 409 whatever route asked for it.
+Beyond the contract's list, ``queued`` and ``in_progress`` may become ``unroutable``: a team that
+rejects a job passes it on, and when no other team is eligible the job must wait somewhere
+visible instead of staying with the team that refused it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from services.router.domain.errors import InvalidTransition
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    TRIAGE = "triage"
+    UNROUTABLE = "unroutable"
+    CANCELLED = "cancelled"
+
+
+S = JobStatus
+
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.PENDING: frozenset({S.QUEUED, S.TRIAGE, S.UNROUTABLE}),
+    # queued -> queued is a reassignment to another team (reject, operator).
+    S.QUEUED: frozenset({S.IN_PROGRESS, S.CANCELLED, S.QUEUED, S.UNROUTABLE}),
+    # in_progress -> queued: release, lease expiry or reject.
+    S.IN_PROGRESS: frozenset({S.COMPLETED, S.QUEUED, S.CANCELLED, S.UNROUTABLE}),
+    S.TRIAGE: frozenset({S.QUEUED, S.CANCELLED}),
+    S.UNROUTABLE: frozenset({S.QUEUED, S.CANCELLED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+TERMINAL: frozenset[JobStatus] = frozenset(
+    status for status, targets in ALLOWED_TRANSITIONS.items() if not targets
+)
+
+
+def can_transition(current: JobStatus, target: JobStatus) -> bool:
+    return target in ALLOWED_TRANSITIONS[current]
+
+
+def ensure_transition(current: JobStatus, target: JobStatus) -> None:
+    """Refuse (409) a status change the lifecycle does not allow."""
+    if not can_transition(current, target):
+        raise InvalidTransition(f"A job that is {current.value} cannot become {target.value}.")
+
+
+def sources_of(target: JobStatus) -> frozenset[JobStatus]:
+    """Every status from which ``target`` may be reached."""
+    return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)

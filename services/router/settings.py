@@ -1,0 +1,56 @@
+"""The router's settings (environment prefix ``TASKROUTE_ROUTER_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.router.domain.routing import ScoreWeights
+from shared.settings import ServiceSettings
+
+
+class RouterSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TASKROUTE_ROUTER_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "router"
+    port: int = 8001
+
+    # Below this confidence a job goes to triage: at 0.5 the classifier needs one decisive term
+    # or several agreeing ones with no close rival; a wrong queue costs more than a human look.
+    triage_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # A KPO step rarely runs 15 minutes without a heartbeat; past that the member is gone.
+    lease_seconds: int = Field(default=900, ge=1, le=86_400)
+    # How often the sweeper requeues expired leases and retries unroutable jobs: a few seconds
+    # of delay on an expired lease is invisible next to a 15-minute lease.
+    sweep_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # How long an unroutable job waits before routing is tried again (teams or capacity change).
+    unroutable_retry_seconds: int = Field(default=60, ge=1, le=86_400)
+    # Most jobs the sweeper handles per pass of each kind: bounds one transaction's length.
+    sweep_batch_size: int = Field(default=100, ge=1, le=10_000)
+    # A grant is used at once by the gateway on the vault; a minute covers one slow hop.
+    grant_ttl_seconds: int = Field(default=60, ge=5, le=600)
+
+    # Routing score weights (see services/router/domain/routing.py). Skill fit, quality and load
+    # count fully; cost and time-zone fit break near-ties unless the job is urgent.
+    weight_skill: float = Field(default=1.0, ge=0)
+    weight_quality: float = Field(default=1.0, ge=0)
+    weight_load: float = Field(default=1.0, ge=0)
+    weight_cost: float = Field(default=0.5, ge=0)
+    weight_timezone: float = Field(default=0.5, ge=0)
+    # A job due within half a day cannot wait for a team that starts work tomorrow.
+    urgent_within_hours: float = Field(default=12.0, ge=0)
+    # How much more time-zone fit counts for an urgent job.
+    urgent_timezone_multiplier: float = Field(default=3.0, ge=1)
+
+    def score_weights(self) -> ScoreWeights:
+        return ScoreWeights(
+            skill=self.weight_skill,
+            quality=self.weight_quality,
+            load=self.weight_load,
+            cost=self.weight_cost,
+            timezone=self.weight_timezone,
+            urgent_within_hours=self.urgent_within_hours,
+            urgent_timezone_multiplier=self.urgent_timezone_multiplier,
+        )

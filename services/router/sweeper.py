@@ -1,0 +1,78 @@
+"""The router's background sweeper: nothing stays stuck because nobody moved it.
+
+Every ``sweep_interval_seconds`` one pass, in its own transaction:
+
+1. jobs ``in_progress`` whose lease has expired go back to ``queued`` (event ``lease_expired``);
+2. ``unroutable`` jobs whose ``retry_at`` has come are routed again (teams or capacity may have
+   changed); those still without a team wait another ``unroutable_retry_seconds``.
+
+Each change is a conditional UPDATE on the state the sweeper read, so several replicas sweeping
+at once cannot requeue a job twice or undo a heartbeat that landed in between. A failed pass is
+logged (error type only) and the next one tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.router.domain.classifier import Classifier
+from services.router.settings import RouterSettings
+from services.router.workflow import JobWorkflow
+
+logger = logging.getLogger("taskroute.router.sweeper")
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    requeued: int
+    rerouted: int
+
+
+async def sweep_once(
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    settings: RouterSettings,
+    classifier: Classifier,
+    now: datetime,
+) -> SweepReport:
+    async with maker() as session, session.begin():
+        workflow = JobWorkflow(session, settings=settings, classifier=classifier)
+        requeued = await workflow.requeue_expired_leases(now=now)
+    async with maker() as session, session.begin():
+        workflow = JobWorkflow(session, settings=settings, classifier=classifier)
+        rerouted = await workflow.retry_unroutable(now=now)
+    return SweepReport(requeued=requeued, rerouted=rerouted)
+
+
+async def run_sweeper(
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    settings: RouterSettings,
+    classifier: Classifier,
+    clock: Callable[[], datetime],
+    stop: asyncio.Event,
+) -> None:
+    """Sweep every ``settings.sweep_interval_seconds`` until ``stop`` is set.
+
+    Stopping waits for the pass under way: cancelling one mid-query would strand its database
+    connection (asyncpg cannot hand a connection back from the middle of a statement).
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.sweep_interval_seconds)
+        if stop.is_set():
+            return
+        try:
+            report = await sweep_once(maker, settings=settings, classifier=classifier, now=clock())
+        except Exception as exc:  # noqa: BLE001 - a failed pass must not end the sweeper
+            logger.error("sweep failed", extra={"error_type": type(exc).__name__})
+            continue
+        if report.requeued or report.rerouted:
+            logger.info("sweep", extra={"requeued": report.requeued, "rerouted": report.rerouted})

@@ -1,0 +1,853 @@
+"""The router's use cases: submit, route, claim, lease, reject, complete, cancel, sweep.
+
+Each method reads through the repositories, decides with the pure rules of ``domain/``, and
+writes with conditional UPDATEs; it flushes but never commits (the request's session scope, or
+the sweeper's transaction, does). Every status change passes :func:`ensure_transition` and
+records exactly one event in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.router.db.models import Job, JobEvent, LabelledExample, RoutingDecision, Team
+from services.router.db.repository import JobRepository, TeamRepository
+from services.router.domain.classifier import Classification, Classifier
+from services.router.domain.errors import (
+    ConfidentialDataNotFound,
+    DuplicateTeam,
+    InvalidRoute,
+    InvalidTeam,
+    InvalidTransition,
+    JobIdConflict,
+    JobNotFound,
+    LeaseConflict,
+    PreconditionFailed,
+    TeamNotFound,
+)
+from services.router.domain.grants import (
+    GrantAction,
+    GrantClaims,
+    member_grant,
+    tenant_result_grant,
+)
+from services.router.domain.lifecycle import JobStatus, ensure_transition
+from services.router.domain.routing import (
+    DataPolicy,
+    Decision,
+    RoutingRequest,
+    ScoreWeights,
+    TeamProfile,
+    WorkingHours,
+    decide,
+    exclusion_reasons,
+)
+from services.router.domain.taxonomy import PRIORITY_RANK, Domain, Priority, Tier, tier_of
+from services.router.metrics import record_decision
+from services.router.settings import RouterSettings
+from shared.db import new_id
+
+# Filters an operator's manual routing may not override: they protect the tenant's data policy
+# and keep work away from switched-off teams. Tier, skill and capacity are the operator's call.
+_MANUAL_HARD_FILTERS = frozenset({"inactive", "country_not_allowed", "missing_certifications"})
+# Statuses an operator may route from: waiting for a decision, waiting for a team, or reassigning.
+_MANUALLY_ROUTABLE = frozenset(
+    {JobStatus.TRIAGE.value, JobStatus.UNROUTABLE.value, JobStatus.QUEUED.value}
+)
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    id: str
+    tenant_id: str
+    title: str
+    description: str
+    service: Domain | None
+    priority: Priority
+    due_at: datetime | None
+    policy: DataPolicy
+    metadata: dict[str, Any]
+    confidential_ref: str | None
+    callback_url: str | None
+
+
+def team_profile(team: Team, load: int) -> TeamProfile:
+    return TeamProfile(
+        id=team.id,
+        name=team.name,
+        country=team.country,
+        timezone=team.timezone,
+        working_hours=WorkingHours.from_json(team.working_hours),
+        tier=Tier(team.tier),
+        skills=frozenset(team.skills),
+        certifications=frozenset(team.certifications),
+        capacity=team.capacity,
+        hourly_rate=team.hourly_rate,
+        quality=team.quality,
+        active=team.active,
+        load=load,
+    )
+
+
+def _lease_cleared() -> dict[str, Any]:
+    return {"lease_member_id": None, "lease_claimed_at": None, "lease_expires_at": None}
+
+
+def _assignment(candidate_team: TeamProfile, score: float | None, now: datetime) -> dict[str, Any]:
+    return {
+        "team_id": candidate_team.id,
+        "team_name": candidate_team.name,
+        "assigned_at": now,
+        "assignment_score": score,
+        "retry_at": None,
+    }
+
+
+_UNASSIGNED: dict[str, Any] = {
+    "team_id": None,
+    "team_name": None,
+    "assigned_at": None,
+    "assignment_score": None,
+}
+
+
+class JobWorkflow:
+    """The job lifecycle over one session. ``now`` is passed in so tests control the clock."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        settings: RouterSettings,
+        classifier: Classifier,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.classifier = classifier
+        self.jobs = JobRepository(session)
+        self.teams = TeamRepository(session)
+        self.weights: ScoreWeights = settings.score_weights()
+
+    # ----------------------------------------------------------------- reading
+
+    async def get(self, job_id: str, *, tenant_id: str | None) -> Job:
+        job = await self.jobs.get(job_id, tenant_id=tenant_id)
+        if job is None:
+            raise JobNotFound
+        return job
+
+    async def team_job(self, team_id: str, job_id: str) -> Job:
+        """A job in a team's hands; another team's job looks like no job at all."""
+        if await self.teams.get(team_id) is None:
+            raise TeamNotFound
+        job = await self.jobs.get_for_team(job_id, team_id=team_id)
+        if job is None:
+            raise JobNotFound
+        return job
+
+    # ----------------------------------------------------------------- routing
+
+    async def profiles(self) -> list[TeamProfile]:
+        loads = await self.jobs.team_loads()
+        return [team_profile(team, loads.get(team.id, 0)) for team in await self.teams.all()]
+
+    def decide(
+        self,
+        *,
+        classification: Classification,
+        policy: DataPolicy,
+        due_at: datetime | None,
+        rejected_by: Sequence[str],
+        teams: Sequence[TeamProfile],
+        now: datetime,
+    ) -> Decision:
+        request = RoutingRequest(
+            tier=classification.tier,
+            domain=classification.domain,
+            policy=policy,
+            now=now,
+            due_at=due_at,
+            rejected_by=frozenset(rejected_by),
+        )
+        return decide(request=request, teams=teams, weights=self.weights)
+
+    def is_confident(self, classification: Classification) -> bool:
+        return classification.confidence >= self.settings.triage_threshold
+
+    async def _store_decision(self, job_id: str, decision: Decision, outcome: str) -> None:
+        record_decision(outcome)
+        chosen = decision.chosen
+        record = decision.to_record()
+        record["outcome"] = outcome
+        if outcome != "queued":
+            # Teams were ranked for information only; nothing was assigned.
+            record["chosen"] = None
+        await self.jobs.add_decision(
+            RoutingDecision(
+                job_id=job_id,
+                team_id=chosen.team.id if chosen and outcome == "queued" else None,
+                record=record,
+                created_at=decision.request.now,
+            )
+        )
+
+    async def _move(
+        self,
+        job: Job,
+        *,
+        to: JobStatus,
+        values: dict[str, Any],
+        event_type: str,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+        conditions: Sequence[ColumnElement[bool]] = (),
+        lost_race: Exception | None = None,
+    ) -> Job:
+        """One status change of ``job`` (as read), conditional on it not having moved since."""
+        current = JobStatus(job.status)
+        ensure_transition(current, to)
+        updated = await self.jobs.transition(
+            job.id,
+            expected_status=current.value,
+            conditions=conditions,
+            values={**values, "status": to.value},
+            now=now,
+        )
+        if updated is None:
+            raise lost_race or InvalidTransition(
+                "The job changed while this request ran; read it again and retry."
+            )
+        await self.jobs.add_event(
+            JobEvent(
+                job_id=job.id,
+                seq=updated.event_seq,
+                at=now,
+                type=event_type,
+                from_status=current.value,
+                to_status=to.value,
+                actor=actor,
+                reason=reason,
+            )
+        )
+        return updated
+
+    async def _route_or_park(
+        self,
+        job: Job,
+        *,
+        classification: Classification,
+        actor: str,
+        now: datetime,
+        event_type: str,
+        reason_prefix: str = "",
+        conditions: Sequence[ColumnElement[bool]] = (),
+        extra_values: dict[str, Any] | None = None,
+        rejected_by: Sequence[str] | None = None,
+    ) -> Job:
+        """Send ``job`` to its best eligible team (queued) or park it as unroutable."""
+        decision = self.decide(
+            classification=classification,
+            policy=DataPolicy.from_json(job.policy),
+            due_at=job.due_at,
+            rejected_by=job.rejected_team_ids if rejected_by is None else rejected_by,
+            teams=await self.profiles(),
+            now=now,
+        )
+        chosen = decision.chosen
+        values = dict(extra_values or {})
+        if chosen is not None:
+            updated = await self._move(
+                job,
+                to=JobStatus.QUEUED,
+                values={**values, **_assignment(chosen.team, chosen.score, now)},
+                event_type=event_type,
+                actor=actor,
+                reason=f"{reason_prefix}routed to {chosen.team.name} (score {chosen.score:g}"
+                f" among {len(decision.eligible)} eligible)",
+                now=now,
+                conditions=conditions,
+            )
+            await self._store_decision(job.id, decision, "queued")
+            return updated
+        retry_at = now + timedelta(seconds=self.settings.unroutable_retry_seconds)
+        updated = await self._move(
+            job,
+            to=JobStatus.UNROUTABLE,
+            values={**values, **_UNASSIGNED, "retry_at": retry_at},
+            event_type="unroutable" if event_type == "routed" else event_type,
+            actor=actor,
+            reason=f"{reason_prefix}no eligible team among {len(decision.excluded)}",
+            now=now,
+            conditions=conditions,
+        )
+        await self._store_decision(job.id, decision, "unroutable")
+        return updated
+
+    # ----------------------------------------------------------------- submit
+
+    async def submit(self, submission: JobSubmission, *, now: datetime) -> tuple[Job, bool]:
+        """Store, classify and route a job; ``(job, created)``. The same id again is a no-op."""
+        existing = await self.jobs.get(submission.id)
+        if existing is not None:
+            return self._same_submission(existing, submission), False
+        classification = self.classifier.classify(
+            title=submission.title,
+            description=submission.description,
+            service_hint=submission.service.value if submission.service else None,
+        )
+        job = await self.jobs.add_if_new(
+            {
+                "id": submission.id,
+                "tenant_id": submission.tenant_id,
+                "status": JobStatus.PENDING.value,
+                "title": submission.title,
+                "description": submission.description,
+                "service": submission.service.value if submission.service else None,
+                "priority": submission.priority.value,
+                "priority_rank": PRIORITY_RANK[submission.priority],
+                "due_at": submission.due_at,
+                "job_metadata": submission.metadata,
+                "policy": submission.policy.to_json(),
+                "callback_url": submission.callback_url,
+                "confidential_ref": submission.confidential_ref,
+                "tier": classification.tier.value,
+                "domain": classification.domain.value,
+                "confidence": classification.confidence,
+                "reasons": classification.reasons,
+                "rejected_team_ids": [],
+                "event_seq": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        if job is None:
+            # A concurrent submission of the same id won the insert; answer with its job.
+            stored = await self.jobs.get(submission.id)
+            if stored is None:
+                raise InvalidTransition("The job changed while this request ran; retry.")
+            return self._same_submission(stored, submission), False
+        actor = f"client:{submission.tenant_id}"
+        await self.jobs.add_event(
+            JobEvent(
+                job_id=job.id,
+                seq=1,
+                at=now,
+                type="created",
+                from_status=None,
+                to_status=JobStatus.PENDING.value,
+                actor=actor,
+                reason="submitted",
+            )
+        )
+        if not self.is_confident(classification):
+            decision = self.decide(
+                classification=classification,
+                policy=submission.policy,
+                due_at=submission.due_at,
+                rejected_by=(),
+                teams=await self.profiles(),
+                now=now,
+            )
+            triaged = await self._move(
+                job,
+                to=JobStatus.TRIAGE,
+                values={},
+                event_type="triaged",
+                actor="router",
+                reason=f"confidence {classification.confidence:.2f} is below the threshold"
+                f" {self.settings.triage_threshold:.2f}",
+                now=now,
+            )
+            await self._store_decision(job.id, decision, "triage")
+            return triaged, True
+        routed = await self._route_or_park(
+            job, classification=classification, actor="router", now=now, event_type="routed"
+        )
+        return routed, True
+
+    @staticmethod
+    def _same_submission(stored: Job, submission: JobSubmission) -> Job:
+        if stored.tenant_id != submission.tenant_id:
+            # Never reveal another tenant's job; the gateway makes ids, so this is a bug there.
+            raise JobIdConflict("This job id is already in use.")
+        return stored
+
+    # ----------------------------------------------------------------- client actions
+
+    async def cancel(
+        self, job_id: str, *, tenant_id: str, reason: str | None, now: datetime
+    ) -> Job:
+        job = await self.get(job_id, tenant_id=tenant_id)
+        return await self._move(
+            job,
+            to=JobStatus.CANCELLED,
+            values=_lease_cleared(),
+            event_type="cancelled",
+            actor=f"client:{tenant_id}",
+            reason=reason or "cancelled by the client",
+            now=now,
+        )
+
+    async def result(self, job_id: str, *, tenant_id: str) -> Job:
+        job = await self.get(job_id, tenant_id=tenant_id)
+        if job.status != JobStatus.COMPLETED.value:
+            raise InvalidTransition(f"The job is {job.status}; it has no result yet.")
+        return job
+
+    async def result_grant(self, job_id: str, *, tenant_id: str) -> GrantClaims:
+        job = await self.result(job_id, tenant_id=tenant_id)
+        if job.confidential_result_ref is None:
+            raise ConfidentialDataNotFound("This job's result has no confidential part.")
+        return tenant_result_grant(
+            tenant_id=job.tenant_id, job_id=job.id, result_ref=job.confidential_result_ref
+        )
+
+    # ----------------------------------------------------------------- member actions
+
+    def _live_lease(self, member_id: str, now: datetime) -> list[ColumnElement[bool]]:
+        return [Job.lease_member_id == member_id, Job.lease_expires_at > now]
+
+    @staticmethod
+    def _require_live_lease(job: Job, member_id: str, now: datetime) -> None:
+        if job.status != JobStatus.IN_PROGRESS.value:
+            raise LeaseConflict(f"The job is {job.status}, not in progress.")
+        if job.lease_member_id != member_id:
+            raise LeaseConflict("Another member holds this job's lease.")
+        if job.lease_expires_at is None or job.lease_expires_at <= now:
+            raise LeaseConflict("The lease has expired; claim the job again.")
+
+    async def claim(self, team_id: str, job_id: str, *, member_id: str, now: datetime) -> Job:
+        job = await self.team_job(team_id, job_id)
+        if job.status != JobStatus.QUEUED.value:
+            raise InvalidTransition(f"The job is {job.status}; only a queued job can be claimed.")
+        return await self._move(
+            job,
+            to=JobStatus.IN_PROGRESS,
+            values={
+                "lease_member_id": member_id,
+                "lease_claimed_at": now,
+                "lease_expires_at": now + timedelta(seconds=self.settings.lease_seconds),
+            },
+            event_type="claimed",
+            actor=f"member:{member_id}",
+            reason=f"lease for {self.settings.lease_seconds} s",
+            now=now,
+            conditions=[Job.team_id == team_id],
+            lost_race=InvalidTransition("Another member claimed this job first."),
+        )
+
+    async def heartbeat(self, team_id: str, job_id: str, *, member_id: str, now: datetime) -> Job:
+        job = await self.team_job(team_id, job_id)
+        self._require_live_lease(job, member_id, now)
+        updated = await self.jobs.touch(
+            job.id,
+            conditions=[
+                Job.status == JobStatus.IN_PROGRESS.value,
+                Job.team_id == team_id,
+                *self._live_lease(member_id, now),
+            ],
+            values={
+                "lease_expires_at": now + timedelta(seconds=self.settings.lease_seconds),
+                "updated_at": now,
+            },
+        )
+        if updated is None:
+            raise LeaseConflict("The lease changed while this request ran.")
+        return updated
+
+    async def release(
+        self, team_id: str, job_id: str, *, member_id: str, reason: str | None, now: datetime
+    ) -> Job:
+        job = await self.team_job(team_id, job_id)
+        self._require_live_lease(job, member_id, now)
+        return await self._move(
+            job,
+            to=JobStatus.QUEUED,
+            values=_lease_cleared(),
+            event_type="released",
+            actor=f"member:{member_id}",
+            reason=reason or "released by the member",
+            now=now,
+            conditions=[Job.team_id == team_id, *self._live_lease(member_id, now)],
+            lost_race=LeaseConflict("The lease changed while this request ran."),
+        )
+
+    async def complete(
+        self,
+        team_id: str,
+        job_id: str,
+        *,
+        member_id: str,
+        result: Any,
+        confidential_result_ref: str | None,
+        now: datetime,
+    ) -> Job:
+        job = await self.team_job(team_id, job_id)
+        self._require_live_lease(job, member_id, now)
+        return await self._move(
+            job,
+            to=JobStatus.COMPLETED,
+            values={
+                **_lease_cleared(),
+                "result": result,
+                "confidential_result_ref": confidential_result_ref,
+                "completed_at": now,
+            },
+            event_type="completed",
+            actor=f"member:{member_id}",
+            reason=None,
+            now=now,
+            conditions=[Job.team_id == team_id, *self._live_lease(member_id, now)],
+            lost_race=LeaseConflict("The lease changed while this request ran."),
+        )
+
+    async def reject(
+        self,
+        team_id: str,
+        job_id: str,
+        *,
+        member_id: str | None,
+        reason: str,
+        now: datetime,
+    ) -> Job:
+        """The team gives the job back: it goes to the next eligible team, never to this one."""
+        job = await self.team_job(team_id, job_id)
+        conditions: list[ColumnElement[bool]] = [Job.team_id == team_id]
+        if job.status == JobStatus.IN_PROGRESS.value:
+            # Work under way may only be handed back by the member doing it.
+            if member_id is None:
+                raise LeaseConflict("The job is in progress; only its lease holder may reject it.")
+            self._require_live_lease(job, member_id, now)
+            conditions += self._live_lease(member_id, now)
+        elif job.status != JobStatus.QUEUED.value:
+            raise InvalidTransition(f"The job is {job.status}; only a team's job can be rejected.")
+        rejected_by = sorted({*job.rejected_team_ids, team_id})
+        team_name = job.team_name or team_id
+        return await self._route_or_park(
+            job,
+            classification=_stored_classification(job),
+            actor=f"member:{member_id}" if member_id else "operator",
+            now=now,
+            event_type="rejected",
+            reason_prefix=f"rejected by {team_name} ({reason}); ",
+            conditions=conditions,
+            extra_values={**_lease_cleared(), "rejected_team_ids": rejected_by},
+            rejected_by=rejected_by,
+        )
+
+    async def grant(
+        self, team_id: str, job_id: str, *, member_id: str, action: GrantAction, now: datetime
+    ) -> GrantClaims:
+        """Claims for a vault grant, only for the member holding the job's live lease."""
+        job = await self.team_job(team_id, job_id)
+        self._require_live_lease(job, member_id, now)
+        if action is GrantAction.OPEN and job.confidential_ref is None:
+            raise ConfidentialDataNotFound("This job has no confidential data.")
+        return member_grant(
+            action=action,
+            tenant_id=job.tenant_id,
+            job_id=job.id,
+            member_id=member_id,
+            confidential_ref=job.confidential_ref,
+            require_e2e=DataPolicy.from_json(job.policy).require_e2e,
+        )
+
+    # ----------------------------------------------------------------- operators
+
+    async def route_manually(
+        self, job_id: str, *, team_id: str, actor: str, domain: Domain | None, now: datetime
+    ) -> Job:
+        """An operator's routing decision; it also becomes a labelled example for training."""
+        job = await self.get(job_id, tenant_id=None)
+        if job.status not in _MANUALLY_ROUTABLE:
+            # In progress: a member is working under a lease; that is not the operator's to take.
+            raise InvalidTransition(f"A job that is {job.status} cannot be routed by hand.")
+        team = await self.teams.get(team_id)
+        if team is None:
+            raise InvalidRoute("No such team.")
+        label = _label_domain(job, team, domain)
+        loads = await self.jobs.team_loads()
+        profiles = [team_profile(t, loads.get(t.id, 0)) for t in await self.teams.all()]
+        target = next(p for p in profiles if p.id == team.id)
+        classification = (
+            Classification(tier=tier_of(label), domain=label, confidence=1.0)
+            if label is not None
+            else _stored_classification(job)
+        )
+        decision = self.decide(
+            classification=classification,
+            policy=DataPolicy.from_json(job.policy),
+            due_at=job.due_at,
+            rejected_by=(),
+            teams=profiles,
+            now=now,
+        )
+        blocking = [
+            reason
+            for code, reason in exclusion_reasons(target, decision.request)
+            if code in _MANUAL_HARD_FILTERS
+        ]
+        if blocking:
+            raise InvalidRoute(f"Team {team.name} cannot take this job: {'; '.join(blocking)}.")
+        score = next((c.score for c in decision.eligible if c.team.id == team.id), None)
+        values = _assignment(target, score, now)
+        if label is not None:
+            values.update(
+                tier=tier_of(label).value,
+                domain=label.value,
+                confidence=1.0,
+                reasons=[f"an operator routed it to {team.name} as {label.value}"],
+            )
+        updated = await self._move(
+            job,
+            to=JobStatus.QUEUED,
+            values={**values, **_lease_cleared()},
+            event_type="routed_manually",
+            actor=actor,
+            reason=f"routed by an operator to {team.name}",
+            now=now,
+        )
+        record = decision.to_record()
+        record_decision("manual")
+        record.update(
+            outcome="manual",
+            by=actor,
+            chosen={"team_id": team.id, "team_name": team.name, "score": score},
+        )
+        await self.jobs.add_decision(
+            RoutingDecision(job_id=job.id, team_id=team.id, record=record, created_at=now)
+        )
+        if label is not None:
+            await self.jobs.add_example(
+                LabelledExample(
+                    job_id=job.id,
+                    text=f"{job.title}\n{job.description}",
+                    tier=tier_of(label).value,
+                    domain=label.value,
+                    source="operator",
+                    actor=actor,
+                    created_at=now,
+                )
+            )
+        return updated
+
+    # ----------------------------------------------------------------- sweeper
+
+    async def requeue_expired_leases(self, *, now: datetime) -> int:
+        """Return jobs whose lease ran out to their team's queue (safe with many replicas)."""
+        count = 0
+        for job in await self.jobs.expired_leases(now=now, limit=self.settings.sweep_batch_size):
+            member = job.lease_member_id
+            expired_at = job.lease_expires_at
+            try:
+                await self._move(
+                    job,
+                    to=JobStatus.QUEUED,
+                    values=_lease_cleared(),
+                    event_type="lease_expired",
+                    actor="system",
+                    reason=f"the lease of member:{member} expired at "
+                    f"{expired_at.isoformat() if expired_at else 'unknown'}",
+                    now=now,
+                    # Only the lease we saw: a heartbeat or another sweeper may have moved it.
+                    conditions=[Job.lease_member_id == member, Job.lease_expires_at <= now],
+                )
+            except InvalidTransition:
+                continue
+            count += 1
+        return count
+
+    async def retry_unroutable(self, *, now: datetime) -> int:
+        """Try again to route jobs parked as unroutable; returns how many found a team."""
+        due = await self.jobs.due_unroutable(now=now, limit=self.settings.sweep_batch_size)
+        if not due:
+            return 0
+        profiles = await self.profiles()
+        routed = 0
+        for job in due:
+            decision = self.decide(
+                classification=_stored_classification(job),
+                policy=DataPolicy.from_json(job.policy),
+                due_at=job.due_at,
+                rejected_by=job.rejected_team_ids,
+                teams=profiles,
+                now=now,
+            )
+            chosen = decision.chosen
+            if chosen is None:
+                await self.jobs.touch(
+                    job.id,
+                    conditions=[Job.status == JobStatus.UNROUTABLE.value],
+                    values={
+                        "retry_at": now + timedelta(seconds=self.settings.unroutable_retry_seconds)
+                    },
+                )
+                continue
+            try:
+                await self._move(
+                    job,
+                    to=JobStatus.QUEUED,
+                    values=_assignment(chosen.team, chosen.score, now),
+                    event_type="routed",
+                    actor="router",
+                    reason=f"retried: routed to {chosen.team.name} (score {chosen.score:g})",
+                    now=now,
+                )
+            except InvalidTransition:
+                continue
+            await self._store_decision(job.id, decision, "queued")
+            # The chosen team is one job busier for the next job of this pass.
+            profiles = [
+                team_profile_with_load(p, p.load + 1) if p.id == chosen.team.id else p
+                for p in profiles
+            ]
+            routed += 1
+        return routed
+
+
+def team_profile_with_load(profile: TeamProfile, load: int) -> TeamProfile:
+    return replace(profile, load=load)
+
+
+def _stored_classification(job: Job) -> Classification:
+    domain = Domain(job.domain) if job.domain else Domain.DATA_PROCESSING
+    return Classification(
+        tier=tier_of(domain), domain=domain, confidence=job.confidence or 0.0, reasons=[]
+    )
+
+
+def _label_domain(job: Job, team: Team, requested: Domain | None) -> Domain | None:
+    """The domain an operator's routing teaches: named, or implied by the team's skills."""
+    if requested is not None:
+        if requested.value not in team.skills:
+            raise InvalidRoute(f"Team {team.name} has no skill '{requested.value}'.")
+        return requested
+    if job.domain in team.skills:
+        return Domain(job.domain)
+    if len(team.skills) == 1:
+        return Domain(team.skills[0])
+    # Ambiguous: routing still happens, but no guessed label pollutes the training data.
+    return None
+
+
+# ------------------------------------------------------------------------- teams
+
+
+@dataclass(frozen=True)
+class TeamFields:
+    """A team's validated fields (from TeamCreate, or TeamUpdate merged over the stored team)."""
+
+    name: str
+    country: str
+    timezone: str
+    working_hours: dict[str, Any]
+    tier: Tier
+    skills: list[str]
+    certifications: list[str]
+    languages: list[str]
+    capacity: int
+    hourly_rate: float
+    quality: float
+    active: bool
+
+    def check(self) -> None:
+        wrong = sorted(s for s in self.skills if tier_of(Domain(s)) is not self.tier)
+        if wrong:
+            raise InvalidTeam(
+                f"Skills {', '.join(wrong)} are not {self.tier.value} domains; a team works"
+                " one tier."
+            )
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "country": self.country,
+            "timezone": self.timezone,
+            "working_hours": self.working_hours,
+            "tier": self.tier.value,
+            "skills": self.skills,
+            "certifications": self.certifications,
+            "languages": self.languages,
+            "capacity": self.capacity,
+            "hourly_rate": self.hourly_rate,
+            "quality": self.quality,
+            "active": self.active,
+        }
+
+
+def fields_of(team: Team) -> dict[str, Any]:
+    return {
+        "name": team.name,
+        "country": team.country,
+        "timezone": team.timezone,
+        "working_hours": team.working_hours,
+        "tier": Tier(team.tier),
+        "skills": list(team.skills),
+        "certifications": list(team.certifications),
+        "languages": list(team.languages),
+        "capacity": team.capacity,
+        "hourly_rate": team.hourly_rate,
+        "quality": team.quality,
+        "active": team.active,
+    }
+
+
+class TeamWorkflow:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.teams = TeamRepository(session)
+
+    async def get(self, team_id: str) -> Team:
+        team = await self.teams.get(team_id)
+        if team is None:
+            raise TeamNotFound
+        return team
+
+    async def create(self, fields: TeamFields, *, now: datetime) -> Team:
+        fields.check()
+        if await self.teams.get_by_name(fields.name) is not None:
+            raise DuplicateTeam(f"A team named {fields.name!r} exists already.")
+        team = await self.teams.add_if_name_free(
+            {"id": new_id(), "version": 1, "created_at": now, "updated_at": now, **fields.values()}
+        )
+        if team is None:
+            raise DuplicateTeam(f"A team named {fields.name!r} exists already.")
+        return team
+
+    async def update(
+        self, team_id: str, changes: dict[str, Any], *, expected_version: int | None, now: datetime
+    ) -> Team:
+        """Apply ``changes`` if the team is still at ``expected_version`` (412 otherwise)."""
+        team = await self.get(team_id)
+        if expected_version is not None and team.version != expected_version:
+            raise PreconditionFailed(
+                f"The team is at version {team.version}, not {expected_version}; read it again."
+            )
+        merged = TeamFields(**{**fields_of(team), **changes})
+        merged.check()
+        if "name" in changes and changes["name"] != team.name:
+            other = await self.teams.get_by_name(changes["name"])
+            if other is not None and other.id != team.id:
+                raise DuplicateTeam(f"A team named {changes['name']!r} exists already.")
+        values = {k: v for k, v in merged.values().items() if k in changes}
+        try:
+            updated = await self.teams.update_versioned(
+                team_id,
+                # Even without If-Match, only the version we merged over may be replaced.
+                expected_version=team.version,
+                values={**values, "updated_at": now},
+            )
+        except IntegrityError as exc:
+            # A rename raced another team to the same name; the request rolls back whole.
+            raise DuplicateTeam("Another team has that name.") from exc
+        if updated is None:
+            raise PreconditionFailed("The team changed while this request ran; read it again.")
+        return updated

@@ -1,0 +1,121 @@
+"""Plain factory functions for the router's tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+TENANT = "11111111-1111-4111-8111-111111111111"
+OTHER_TENANT = "22222222-2222-4222-8222-222222222222"
+# Around the clock, every day: time-zone fit never decides a test unless it means to.
+ALWAYS = {"start": "00:00", "end": "23:59", "days": [0, 1, 2, 3, 4, 5, 6]}
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def team_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": f"Team {uuid.uuid4().hex[:8]}",
+        "country": "IN",
+        "timezone": "Asia/Kolkata",
+        "working_hours": ALWAYS,
+        "tier": "KPO",
+        "skills": ["clinical"],
+        "certifications": ["HIPAA"],
+        "languages": ["en"],
+        "capacity": 10,
+        "hourly_rate": 30.0,
+        "quality": 0.8,
+        "active": True,
+    }
+    body.update(overrides)
+    return body
+
+
+def job_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": new_uuid(),
+        "tenant_id": TENANT,
+        "title": "Code adverse events for a trial",
+        "description": "Review case report forms and code each adverse event with MedDRA terms "
+        "for the patient narratives of the trial protocol.",
+        "priority": "normal",
+        "policy": {"allowed_countries": None, "required_certifications": [], "require_e2e": False},
+        "metadata": {"batch": "7"},
+        "confidential_ref": "rec_" + uuid.uuid4().hex,
+    }
+    body.update(overrides)
+    return body
+
+
+async def create_team(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    response = await client.post("/internal/v1/teams", json=team_body(**overrides))
+    assert response.status_code == 201, response.text
+    team: dict[str, Any] = response.json()
+    return team
+
+
+async def submit_job(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    response = await client.post("/internal/v1/jobs", json=job_body(**overrides))
+    assert response.status_code == 201, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+async def claim(client: httpx.AsyncClient, job: dict[str, Any], member_id: str) -> httpx.Response:
+    team_id = job["assignment"]["team_id"]
+    return await client.post(
+        f"/internal/v1/teams/{team_id}/jobs/{job['id']}/claim", json={"member_id": member_id}
+    )
+
+
+async def make_team(session: Any, **overrides: Any) -> Any:
+    """A team row, straight into the database (repository tests)."""
+    from services.router.db.models import Team
+    from shared.db import utcnow
+
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": new_uuid(),
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        **team_body(),
+    }
+    values.update(overrides)
+    team = Team(**values)
+    session.add(team)
+    await session.flush()
+    return team
+
+
+async def make_job(session: Any, **overrides: Any) -> Any:
+    """A job row, straight into the database (repository tests)."""
+    from services.router.db.models import Job
+    from shared.db import utcnow
+
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": new_uuid(),
+        "tenant_id": TENANT,
+        "status": "queued",
+        "title": "t",
+        "description": "d",
+        "priority": "normal",
+        "priority_rank": 1,
+        "job_metadata": {},
+        "policy": {},
+        "rejected_team_ids": [],
+        "event_seq": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    values.update(overrides)
+    job = Job(**values)
+    session.add(job)
+    await session.flush()
+    return job
