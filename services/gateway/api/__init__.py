@@ -1,0 +1,1 @@
+"""The public REST API: one router module per resource, schemas and dependencies."""

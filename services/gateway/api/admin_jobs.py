@@ -1,0 +1,50 @@
+"""Operator routes for jobs: the triage queue, manual routing, any job, statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.gateway.api.deps import DEFAULT_LIMIT, CursorQuery, LimitQuery, OperatorDep, RouterDep
+from services.gateway.api.routing import public_router
+from services.gateway.api.schemas import AdminJobList, AdminJobRead, JobRoute, StatsRead
+from services.gateway.domain.views import job_id_or_404, operator_view
+
+router = public_router(prefix="/v1/admin", tag="admin: jobs")
+
+
+@router.get("/triage", response_model=AdminJobList)
+async def list_triage(
+    _operator: OperatorDep,
+    router_: RouterDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
+    """Jobs the classifier could not place with confidence, waiting for an operator."""
+    page = await router_.triage(limit=limit, cursor=cursor)
+    return {**page, "data": [operator_view(job) for job in page.get("data", [])]}
+
+
+@router.post("/jobs/{job_id}/route", response_model=AdminJobRead)
+async def route_job(
+    job_id: str, body: JobRoute, operator: OperatorDep, router_: RouterDep
+) -> dict[str, Any]:
+    """Route a job to a team by hand (kept by the router as a labelled example)."""
+    job = await router_.route_job(
+        job_id_or_404(job_id),
+        team_id=body.team_id.lower(),
+        actor=operator.actor,
+        domain=body.domain.value if body.domain else None,
+    )
+    return operator_view(job)
+
+
+@router.get("/jobs/{job_id}", response_model=AdminJobRead)
+async def get_any_job(job_id: str, _operator: OperatorDep, router_: RouterDep) -> dict[str, Any]:
+    """Read any tenant's job."""
+    return operator_view(await router_.get_job(job_id_or_404(job_id), tenant_id=None))
+
+
+@router.get("/stats", response_model=StatsRead)
+async def get_stats(_operator: OperatorDep, router_: RouterDep) -> dict[str, Any]:
+    """Counts by status, tier and domain, and each team's queue depth."""
+    return await router_.stats()

@@ -1,0 +1,165 @@
+"""Operator routes for tenants, their client API keys and their data policies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Header, Request, Response, status
+
+from services.gateway.api.deps import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    OperatorDep,
+    SessionDep,
+)
+from services.gateway.api.etags import etag, parse_if_match
+from services.gateway.api.routing import public_router
+from services.gateway.api.schemas import (
+    ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyRead,
+    DataPolicy,
+    TenantCreate,
+    TenantCreated,
+    TenantList,
+    TenantRead,
+)
+from services.gateway.db.models import ApiKey, Tenant
+from services.gateway.db.repository import ApiKeyRepository, TenantRepository
+from services.gateway.domain import api_keys
+from services.gateway.domain.api_keys import Role
+from services.gateway.domain.errors import ApiKeyNotFound, PreconditionFailed, TenantNotFound
+from services.gateway.domain.policy import DataPolicy as PolicyRule
+
+router = public_router(prefix="/v1/admin/tenants", tag="admin: tenants")
+
+
+def _tenant(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "name": tenant.name,
+        "policy": tenant.policy,
+        "version": tenant.version,
+        "created_at": tenant.created_at,
+        "updated_at": tenant.updated_at,
+    }
+
+
+def _key(row: ApiKey) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "role": row.role,
+        "lookup_prefix": row.lookup_prefix,
+        "tenant_id": row.tenant_id,
+        "team_id": row.team_id,
+        "member_id": row.member_id,
+        "created_at": row.created_at,
+        "revoked_at": row.revoked_at,
+    }
+
+
+def _canonical(policy: DataPolicy | None) -> dict[str, Any]:
+    if policy is None:
+        return PolicyRule().to_json()
+    return PolicyRule.from_parts(
+        allowed_countries=policy.allowed_countries,
+        required_certifications=policy.required_certifications,
+        require_e2e=policy.require_e2e,
+    ).to_json()
+
+
+async def _existing(session: SessionDep, tenant_id: str) -> Tenant:
+    tenant = await TenantRepository(session).get(tenant_id)
+    if tenant is None:
+        raise TenantNotFound()
+    return tenant
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TenantCreated)
+async def create_tenant(
+    body: TenantCreate, _operator: OperatorDep, session: SessionDep, request: Request
+) -> dict[str, Any]:
+    """Register a tenant (a client company) and issue its first client API key."""
+    tenant = await TenantRepository(session).create(name=body.name, policy=_canonical(body.policy))
+    new_key = api_keys.generate_key(Role.CLIENT, pepper=request.app.state.pepper)
+    row = await ApiKeyRepository(session).add(new_key, role=Role.CLIENT, tenant_id=tenant.id)
+    return {**_tenant(tenant), "api_key": new_key.plaintext, "api_key_id": row.id}
+
+
+@router.get("", response_model=TenantList)
+async def list_tenants(
+    _operator: OperatorDep,
+    session: SessionDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
+    """List tenants, newest first."""
+    page = await TenantRepository(session).list(limit=limit, cursor=cursor)
+    return {
+        "data": [_tenant(t) for t in page.items],
+        "has_more": page.has_more,
+        "next_cursor": page.next_cursor,
+    }
+
+
+@router.get("/{tenant_id}", response_model=TenantRead)
+async def get_tenant(
+    tenant_id: str, _operator: OperatorDep, session: SessionDep, response: Response
+) -> dict[str, Any]:
+    """Read one tenant and its default data policy."""
+    tenant = await _existing(session, tenant_id)
+    response.headers["ETag"] = etag(tenant.version)
+    return _tenant(tenant)
+
+
+@router.put("/{tenant_id}/policy", response_model=TenantRead)
+async def set_policy(
+    tenant_id: str,
+    body: DataPolicy,
+    _operator: OperatorDep,
+    session: SessionDep,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Replace the tenant's default data policy (jobs submitted later use it)."""
+    expected = parse_if_match(if_match)
+    repository = TenantRepository(session)
+    tenant = await repository.set_policy(
+        tenant_id, policy=_canonical(body), expected_version=expected
+    )
+    if tenant is None:
+        await _existing(session, tenant_id)  # 404 if unknown
+        raise PreconditionFailed("The tenant changed since you read it; read it again.")
+    response.headers["ETag"] = etag(tenant.version)
+    return _tenant(tenant)
+
+
+@router.post("/{tenant_id}/keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+async def create_key(
+    tenant_id: str, _operator: OperatorDep, session: SessionDep, request: Request
+) -> dict[str, Any]:
+    """Issue another client API key for the tenant (for rotation: revoke the old one after)."""
+    tenant = await _existing(session, tenant_id)
+    new_key = api_keys.generate_key(Role.CLIENT, pepper=request.app.state.pepper)
+    row = await ApiKeyRepository(session).add(new_key, role=Role.CLIENT, tenant_id=tenant.id)
+    return {**_key(row), "api_key": new_key.plaintext}
+
+
+@router.get("/{tenant_id}/keys", response_model=ApiKeyList)
+async def list_keys(tenant_id: str, _operator: OperatorDep, session: SessionDep) -> dict[str, Any]:
+    """List the tenant's API keys (prefixes and dates; the keys themselves are never shown)."""
+    await _existing(session, tenant_id)
+    rows = await ApiKeyRepository(session).list_for_tenant(tenant_id)
+    return {"data": [_key(r) for r in rows], "has_more": False, "next_cursor": None}
+
+
+@router.delete("/{tenant_id}/keys/{key_id}", response_model=ApiKeyRead)
+async def revoke_key(
+    tenant_id: str, key_id: str, _operator: OperatorDep, session: SessionDep
+) -> dict[str, Any]:
+    """Revoke a client API key; it is refused from the next request on."""
+    row = await ApiKeyRepository(session).revoke(key_id, tenant_id=tenant_id)
+    if row is None:
+        raise ApiKeyNotFound()
+    return _key(row)

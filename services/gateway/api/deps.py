@@ -1,0 +1,101 @@
+"""Dependencies of the public API as ``Annotated`` aliases: session, caller, peer clients.
+
+Authentication: every ``/v1`` route depends on one of ``OperatorDep``, ``ClientDep`` or
+``MemberDep``. The key is found by its lookup prefix and verified by comparing HMAC digests in
+constant time (:mod:`services.gateway.domain.api_keys`); the row is read on every request, so a
+revocation takes effect on the very next one. Missing, malformed, unknown and revoked keys all
+answer the same 401 with ``WWW-Authenticate: Bearer``; a valid key of the wrong role answers 403.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.gateway.clients.router import RouterClient
+from services.gateway.clients.vault import VaultClient
+from services.gateway.db.repository import ApiKeyRepository
+from services.gateway.domain import api_keys
+from services.gateway.domain.api_keys import Role
+from services.gateway.domain.errors import InvalidApiKey
+from services.gateway.domain.principal import Principal
+from shared.db import SessionDep as SessionDep
+
+# auto_error=False: a missing header must give our 401 problem+json, not FastAPI's default.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    bearerFormat="tr_<role>_<id>_<secret>",
+    description="An API key: `Authorization: Bearer <api key>`.",
+)
+
+
+def get_router(request: Request) -> RouterClient:
+    return RouterClient(request.app.state.router_http)
+
+
+def get_vault(request: Request) -> VaultClient:
+    return VaultClient(request.app.state.vault_http)
+
+
+RouterDep = Annotated[RouterClient, Depends(get_router)]
+VaultDep = Annotated[VaultClient, Depends(get_vault)]
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The caller behind the request's API key; 401 for anything but a live key."""
+    if credentials is None:
+        raise InvalidApiKey()
+    key = credentials.credentials.strip()
+    prefix = api_keys.lookup_prefix(key)
+    if prefix is None:
+        raise InvalidApiKey()
+    row = await ApiKeyRepository(session).by_prefix(prefix)
+    pepper: bytes = request.app.state.pepper
+    if row is None:
+        # Spend the same HMAC as a hit, so response time does not reveal which prefixes exist.
+        api_keys.matches(key, "0" * 64, pepper=pepper)
+        raise InvalidApiKey()
+    if not api_keys.matches(key, row.digest, pepper=pepper) or row.revoked_at is not None:
+        raise InvalidApiKey()
+    return Principal(
+        key_id=row.id,
+        role=Role(row.role),
+        tenant_id=row.tenant_id,
+        team_id=row.team_id,
+        member_id=row.member_id,
+    )
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_operator(principal: PrincipalDep) -> Principal:
+    return principal.require(Role.OPERATOR)
+
+
+def require_client(principal: PrincipalDep) -> Principal:
+    return principal.require(Role.CLIENT)
+
+
+def require_member(principal: PrincipalDep) -> Principal:
+    return principal.require(Role.MEMBER)
+
+
+OperatorDep = Annotated[Principal, Depends(require_operator)]
+ClientDep = Annotated[Principal, Depends(require_client)]
+MemberDep = Annotated[Principal, Depends(require_member)]
+
+# Page sizes: 20 by default as the router's lists; 100 at most so one call stays cheap.
+LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100).")]
+CursorQuery = Annotated[
+    str | None,
+    Query(max_length=512, description="The `next_cursor` of the previous page."),
+]
+DEFAULT_LIMIT = 20

@@ -1,0 +1,451 @@
+"""Request and response models of the public API, named on a ladder (XCreate / XRead / XList).
+
+Requests refuse unknown fields (a typo must not be silently ignored). Job responses declare
+only what their audience may see, so a field the router adds never leaks by default: in
+particular no model declares ``confidential_ref``, and member views do not declare
+``tenant_id``. Pass-through models of router-owned resources (teams, decision records, stats)
+keep fields they do not name, since the router owns their shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from services.gateway.domain.countries import ISO_3166_ALPHA2
+from services.gateway.domain.jobs import (
+    MAX_CONFIDENTIAL_BYTES,
+    MAX_RESULT_BYTES,
+    Domain,
+    Priority,
+    Tier,
+    check_callback_url,
+    check_json_object_size,
+    check_metadata,
+)
+
+T = TypeVar("T")
+
+
+def _country(value: str) -> str:
+    code = value.strip().upper()
+    if code not in ISO_3166_ALPHA2:
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code, e.g. IN, PH, IE")
+    return code
+
+
+CountryCode = Annotated[str, AfterValidator(_country)]
+# Certification names such as HIPAA, ISO27001, SOC2, PCI-DSS, GDPR.
+Certification = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Uuid = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ),
+]
+ConfidentialObject = Annotated[
+    dict[str, Any],
+    AfterValidator(lambda v: check_json_object_size(v, limit=MAX_CONFIDENTIAL_BYTES)),
+]
+ResultObject = Annotated[
+    dict[str, Any], AfterValidator(lambda v: check_json_object_size(v, limit=MAX_RESULT_BYTES))
+]
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PassThrough(BaseModel):
+    """A router- or vault-owned resource: named fields documented, others kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ListOf(BaseModel, Generic[T]):
+    data: list[T]
+    has_more: bool = False
+    next_cursor: str | None = None
+
+
+# Policies ---------------------------------------------------------------------------------
+
+
+class DataPolicy(RequestModel):
+    """A data policy: where confidential data may go and under which guarantees."""
+
+    allowed_countries: list[CountryCode] | None = Field(
+        default=None,
+        description="ISO 3166 alpha-2 codes of countries whose teams may take the work; "
+        "null allows every country.",
+    )
+    required_certifications: list[Certification] = Field(
+        default_factory=list, max_length=20, description="Every one must be held by the team."
+    )
+    require_e2e: bool = Field(
+        default=False,
+        description="Confidential data may reach a member only encrypted to that member's key.",
+    )
+
+
+class DataPolicyNarrowing(RequestModel):
+    """A job's narrowing of its tenant's policy (it can never widen it)."""
+
+    allowed_countries: list[CountryCode] | None = Field(default=None, min_length=1)
+    required_certifications: list[Certification] = Field(default_factory=list, max_length=20)
+    require_e2e: bool = False
+
+
+# Tenants and keys -----------------------------------------------------------------------
+
+
+class TenantCreate(RequestModel):
+    name: Name
+    policy: DataPolicy | None = None
+
+
+class TenantRead(BaseModel):
+    id: str
+    name: str
+    policy: DataPolicy
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TenantCreated(TenantRead):
+    api_key: str = Field(description="The tenant's first client API key; shown only now.")
+    api_key_id: str
+
+
+class TenantList(ListOf[TenantRead]):
+    pass
+
+
+class ApiKeyRead(BaseModel):
+    id: str
+    role: str
+    lookup_prefix: str = Field(description="The key's public prefix, to recognise it.")
+    tenant_id: str | None = None
+    team_id: str | None = None
+    member_id: str | None = None
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    api_key: str = Field(description="The API key itself; shown only now, stored as a digest.")
+
+
+class ApiKeyList(ListOf[ApiKeyRead]):
+    pass
+
+
+# Teams and members -----------------------------------------------------------------------
+
+
+class WorkingHours(RequestModel):
+    start: str = Field(default="09:00", pattern=r"^\d{2}:\d{2}$", description="Local HH:MM.")
+    end: str = Field(default="18:00", pattern=r"^\d{2}:\d{2}$", description="Local HH:MM.")
+    days: list[Annotated[int, Field(ge=0, le=6)]] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4],
+        min_length=1,
+        max_length=7,
+        description="0 = Monday ... 6 = Sunday.",
+    )
+
+
+class TeamCreate(RequestModel):
+    """An offshore team (kept by the router, which checks the finer rules)."""
+
+    name: Name
+    country: CountryCode
+    timezone: str = Field(description="IANA time zone, e.g. Asia/Kolkata.")
+    working_hours: WorkingHours | None = None
+    tier: Tier
+    skills: list[Domain] = Field(min_length=1, max_length=17)
+    certifications: list[Certification] = Field(default_factory=list, max_length=30)
+    languages: list[str] = Field(default_factory=list, max_length=30)
+    capacity: int = Field(ge=0, le=100_000, description="Jobs in progress at once.")
+    hourly_rate: float = Field(ge=0, le=100_000)
+    quality: float | None = Field(default=None, ge=0, le=1)
+    active: bool | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return _iana_zone(value)
+
+
+class TeamUpdate(RequestModel):
+    """Changes to a team; absent fields are left as they are."""
+
+    name: Name | None = None
+    country: CountryCode | None = None
+    timezone: str | None = None
+    working_hours: WorkingHours | None = None
+    tier: Tier | None = None
+    skills: list[Domain] | None = Field(default=None, min_length=1, max_length=17)
+    certifications: list[Certification] | None = Field(default=None, max_length=30)
+    languages: list[str] | None = Field(default=None, max_length=30)
+    capacity: int | None = Field(default=None, ge=0, le=100_000)
+    hourly_rate: float | None = Field(default=None, ge=0, le=100_000)
+    quality: float | None = Field(default=None, ge=0, le=1)
+    active: bool | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        return None if value is None else _iana_zone(value)
+
+
+def _iana_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone such as Asia/Kolkata") from None
+    return value
+
+
+class TeamRead(PassThrough):
+    id: str
+    name: str
+    country: str | None = None
+    timezone: str | None = None
+    working_hours: dict[str, Any] | None = None
+    tier: str | None = None
+    skills: list[str] = Field(default_factory=list)
+    certifications: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    capacity: int | None = None
+    hourly_rate: float | None = None
+    quality: float | None = None
+    active: bool | None = None
+    version: int | None = Field(default=None, description="Also sent as the ETag header.")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class TeamList(ListOf[TeamRead]):
+    pass
+
+
+class MemberCreate(RequestModel):
+    name: Name
+
+
+class MemberRead(BaseModel):
+    id: str
+    team_id: str
+    name: str
+    has_public_key: bool = False
+    created_at: datetime
+
+
+class MemberCreated(MemberRead):
+    api_key: str = Field(description="The member's API key; shown only now.")
+    api_key_id: str
+
+
+class MemberList(ListOf[MemberRead]):
+    pass
+
+
+# Jobs ------------------------------------------------------------------------------------
+
+
+class JobCreate(RequestModel):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
+    confidential: ConfidentialObject | None = Field(
+        default=None,
+        description="Any JSON object (≤ 64 KiB) the router must never see; sealed at the vault.",
+    )
+    confidential_sealed: dict[str, Any] | None = Field(
+        default=None, description="Client-side sealed envelope (not available yet)."
+    )
+    service: Domain | None = None
+    priority: Priority = Priority.NORMAL
+    due_at: AwareDatetime | None = None
+    data_policy: DataPolicyNarrowing | None = None
+    metadata: Annotated[dict[str, str], AfterValidator(check_metadata)] = Field(
+        default_factory=dict
+    )
+    callback_url: Annotated[str, AfterValidator(check_callback_url)] | None = None
+
+    @field_validator("confidential_sealed")
+    @classmethod
+    def _sealing_not_available(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            raise ValueError(
+                "client-side sealing is not available yet; send the data in `confidential` "
+                "(sealed at the vault on arrival)"
+            )
+        return value
+
+
+class Classification(PassThrough):
+    tier: str
+    domain: str
+    confidence: float
+    reasons: list[Any] = Field(default_factory=list)
+
+
+class Assignment(PassThrough):
+    team_id: str
+    team_name: str | None = None
+    assigned_at: datetime | None = None
+    score: float | None = None
+
+
+class Lease(PassThrough):
+    member_id: str
+    claimed_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+class _JobBase(BaseModel):
+    # "ignore": a job shows exactly the declared fields to each audience (see module doc).
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    status: str
+    title: str
+    description: str
+    service: str | None = None
+    priority: str
+    due_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    policy: dict[str, Any] | None = Field(default=None, description="The effective data policy.")
+    has_confidential: bool = False
+    classification: Classification | None = None
+    assignment: Assignment | None = None
+    completed_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+
+
+class JobRead(_JobBase):
+    """A job as its client sees it."""
+
+    callback_url: str | None = None
+
+
+class JobList(ListOf[JobRead]):
+    pass
+
+
+class TeamJobRead(_JobBase):
+    """A job as a team member sees it (no tenant, no internal references)."""
+
+    lease: Lease | None = None
+
+
+class TeamJobList(ListOf[TeamJobRead]):
+    pass
+
+
+class AdminJobRead(_JobBase):
+    """A job as an operator sees it."""
+
+    tenant_id: str
+    callback_url: str | None = None
+    lease: Lease | None = None
+
+
+class AdminJobList(ListOf[AdminJobRead]):
+    pass
+
+
+class JobEventRead(PassThrough):
+    seq: int
+    at: datetime
+    type: str
+    from_status: str | None = None
+    to_status: str | None = None
+    actor: str
+    reason: str | None = None
+
+
+class JobEventList(ListOf[JobEventRead]):
+    pass
+
+
+class RoutingRead(PassThrough):
+    """The decision record: eligible teams, excluded teams and why, the scores."""
+
+
+class JobCancel(RequestModel):
+    reason: Reason | None = None
+
+
+class JobResultRead(BaseModel):
+    result: Any = None
+    confidential_result: Any = Field(
+        default=None, description="Present when the member returned confidential data."
+    )
+
+
+class JobRoute(RequestModel):
+    team_id: Uuid
+    domain: Domain | None = Field(
+        default=None, description="The domain this choice teaches the classifier (optional)."
+    )
+
+
+# A member's work -------------------------------------------------------------------------
+
+
+class JobRelease(RequestModel):
+    reason: Reason | None = None
+
+
+class JobReject(RequestModel):
+    reason: Reason
+
+
+class JobComplete(RequestModel):
+    result: ResultObject
+    confidential_result: ConfidentialObject | None = None
+
+
+class ConfidentialRead(BaseModel):
+    confidential: Any
+
+
+# Operations ------------------------------------------------------------------------------
+
+
+class StatsRead(PassThrough):
+    """Counts by status, tier and domain; queue depth per team (the router's statistics)."""
+
+
+class AuditRecordRead(PassThrough):
+    """One record of the vault's hash-chained audit log."""
+
+
+class AuditList(ListOf[AuditRecordRead]):
+    pass
+
+
+class AuditVerification(PassThrough):
+    valid: bool
+    records: int
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, bool]

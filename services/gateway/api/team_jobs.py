@@ -1,0 +1,134 @@
+"""Member routes: the team's queue, leases, confidential data and completion.
+
+The member's team and id come from the key, never from the request. Confidential data moves
+only under a grant the router signs for the member holding the job's live lease; the gateway
+forwards the grant to the vault and cannot forge one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, Query
+
+from services.gateway.api.deps import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    MemberDep,
+    RouterDep,
+    VaultDep,
+)
+from services.gateway.api.routing import public_router
+from services.gateway.api.schemas import (
+    ConfidentialRead,
+    JobComplete,
+    JobReject,
+    JobRelease,
+    TeamJobList,
+    TeamJobRead,
+)
+from services.gateway.clients.router import RouterClient
+from services.gateway.domain.errors import EndToEndRequired
+from services.gateway.domain.jobs import TeamQueueStatus
+from services.gateway.domain.principal import Principal
+from services.gateway.domain.views import job_id_or_404, member_view
+
+router = public_router(prefix="/v1/team/jobs", tag="team")
+
+
+async def _act(
+    router_: RouterClient,
+    member: Principal,
+    job_id: str,
+    action: Literal["claim", "heartbeat", "release", "reject"],
+    reason: str | None = None,
+) -> dict[str, Any]:
+    job = await router_.member_action(
+        member.team, job_id_or_404(job_id), action, member_id=member.member, reason=reason
+    )
+    return member_view(job)
+
+
+@router.get("", response_model=TeamJobList)
+async def team_queue(
+    member: MemberDep,
+    router_: RouterDep,
+    status_: Annotated[TeamQueueStatus | None, Query(alias="status")] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
+    """The team's queued and in-progress jobs, highest priority and oldest first."""
+    page = await router_.team_jobs(
+        member.team, status=status_.value if status_ else None, limit=limit, cursor=cursor
+    )
+    return {**page, "data": [member_view(job) for job in page.get("data", [])]}
+
+
+@router.post("/{job_id}/claim", response_model=TeamJobRead)
+async def claim(job_id: str, member: MemberDep, router_: RouterDep) -> dict[str, Any]:
+    """Claim a queued job: the member gets a lease, kept alive by heartbeats."""
+    return await _act(router_, member, job_id, "claim")
+
+
+@router.post("/{job_id}/heartbeat", response_model=TeamJobRead)
+async def heartbeat(job_id: str, member: MemberDep, router_: RouterDep) -> dict[str, Any]:
+    """Extend the member's lease on a job."""
+    return await _act(router_, member, job_id, "heartbeat")
+
+
+@router.post("/{job_id}/release", response_model=TeamJobRead)
+async def release(
+    job_id: str,
+    member: MemberDep,
+    router_: RouterDep,
+    body: Annotated[JobRelease | None, Body()] = None,
+) -> dict[str, Any]:
+    """Give a claimed job back to the team's queue."""
+    return await _act(router_, member, job_id, "release", body.reason if body else None)
+
+
+@router.post("/{job_id}/reject", response_model=TeamJobRead)
+async def reject(
+    job_id: str, body: JobReject, member: MemberDep, router_: RouterDep
+) -> dict[str, Any]:
+    """Refuse a job for the team: it passes to the next eligible team."""
+    return await _act(router_, member, job_id, "reject", body.reason)
+
+
+@router.get("/{job_id}/confidential", response_model=ConfidentialRead)
+async def read_confidential(
+    job_id: str, member: MemberDep, router_: RouterDep, vault: VaultDep
+) -> dict[str, Any]:
+    """The job's confidential data, for the member holding its lease (audited by the vault)."""
+    grant = await router_.member_grant(
+        member.team, job_id_or_404(job_id), member_id=member.member, action="open"
+    )
+    if grant.require_e2e:
+        # End-to-end delivery (re-wrapping to the member's key) comes with a later issue;
+        # until then such data is never handed out in plaintext.
+        raise EndToEndRequired()
+    return {"confidential": await vault.open(grant=grant.grant)}
+
+
+@router.post("/{job_id}/complete", response_model=TeamJobRead)
+async def complete(
+    job_id: str, body: JobComplete, member: MemberDep, router_: RouterDep, vault: VaultDep
+) -> dict[str, Any]:
+    """Complete a job with its result; a confidential result is sealed at the vault first."""
+    job_id = job_id_or_404(job_id)
+    ref = None
+    if body.confidential_result is not None:
+        grant = await router_.member_grant(
+            member.team, job_id, member_id=member.member, action="seal"
+        )
+        sealed = await vault.seal_by_grant(grant=grant.grant, data=body.confidential_result)
+        ref = sealed.ref
+    job = await router_.complete(
+        member.team,
+        job_id,
+        member_id=member.member,
+        result=body.result,
+        confidential_result_ref=ref,
+    )
+    return member_view(job)

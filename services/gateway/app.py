@@ -1,0 +1,149 @@
+"""The gateway's app factory and lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import cast
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.middleware import Middleware
+
+from services.gateway.api import (
+    admin_audit,
+    admin_jobs,
+    admin_teams,
+    admin_tenants,
+    health,
+    jobs,
+    team_jobs,
+)
+from services.gateway.db.repository import ApiKeyRepository
+from services.gateway.domain import api_keys
+from services.gateway.settings import GatewaySettings
+from shared.app import create_service_app
+from shared.db import create_engine, create_sessionmaker
+from shared.http import create_service_client
+from shared.middleware import RequestContextMiddleware
+from shared.service_auth import ServiceIdentity
+
+logger = logging.getLogger("taskroute.gateway")
+
+# Replicas starting together race to insert the bootstrap key; one retry always suffices (the
+# loser then finds the winner's row), a third attempt covers a racing rotation.
+BOOTSTRAP_ATTEMPTS = 3
+
+DESCRIPTION = """\
+Taskroute's public API: clients submit KPO/BPO jobs with confidential data, team members work
+them under leases, operators manage tenants, teams, triage and audit.
+
+Authenticate with `Authorization: Bearer <api key>`. Errors are `application/problem+json`.
+"""
+
+OPENAPI_TAGS = [
+    {"name": "jobs", "description": "Clients: submit jobs and follow them."},
+    {"name": "team", "description": "Team members: the team's queue and leased work."},
+    {"name": "admin: tenants", "description": "Operators: tenants, client keys, policies."},
+    {"name": "admin: teams", "description": "Operators: teams and their members."},
+    {"name": "admin: jobs", "description": "Operators: triage, manual routing, statistics."},
+    {"name": "admin: audit", "description": "Operators: the vault's audit log."},
+    {"name": "health", "description": "Liveness and readiness."},
+]
+
+
+async def store_bootstrap_operator_key(
+    maker: async_sessionmaker[AsyncSession], key: str, *, pepper: bytes
+) -> bool:
+    """Make ``key`` an operator key (idempotent); True if the database changed."""
+    new_key = api_keys.bootstrap_key(key, pepper=pepper)
+    for attempt in range(BOOTSTRAP_ATTEMPTS):
+        async with maker() as session:
+            try:
+                changed = await ApiKeyRepository(session).ensure_bootstrap_operator(new_key)
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                if attempt + 1 == BOOTSTRAP_ATTEMPTS:
+                    raise
+                continue
+            return changed
+    raise AssertionError("unreachable")
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> FastAPI:
+    settings = settings or GatewaySettings()
+    transports = transports or {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pepper = settings.resolved_api_key_pepper()
+        engine = create_engine(settings.resolved_database_url())
+        maker = create_sessionmaker(engine)
+        identity = ServiceIdentity.load(
+            name="gateway", keys_dir=settings.keys_dir(), peers=("router", "vault")
+        )
+        router_http = create_service_client(
+            base_url=settings.router_url,
+            identity=identity,
+            audience="router",
+            timeout_seconds=settings.upstream_timeout_seconds,
+            transport=transports.get("router"),
+        )
+        vault_http = create_service_client(
+            base_url=settings.vault_url,
+            identity=identity,
+            audience="vault",
+            timeout_seconds=settings.upstream_timeout_seconds,
+            transport=transports.get("vault"),
+        )
+        try:
+            if settings.bootstrap_operator_key is not None:
+                changed = await store_bootstrap_operator_key(
+                    maker, settings.bootstrap_operator_key.get_secret_value(), pepper=pepper
+                )
+                logger.info("bootstrap operator key", extra={"stored": changed})
+            app.state.settings = settings
+            app.state.pepper = pepper
+            app.state.engine = engine
+            app.state.sessionmaker = maker
+            app.state.identity = identity
+            app.state.router_http = router_http
+            app.state.vault_http = vault_http
+            yield
+        finally:
+            await router_http.aclose()
+            await vault_http.aclose()
+            await engine.dispose()
+
+    app = create_service_app(
+        title="Taskroute gateway", description=DESCRIPTION, lifespan=lifespan, service="gateway"
+    )
+    app.openapi_tags = OPENAPI_TAGS
+    _limit_bodies(app, settings.max_body_bytes)
+    for module in (jobs, team_jobs, admin_tenants, admin_teams, admin_jobs, admin_audit, health):
+        app.include_router(module.router)
+    return app
+
+
+def _limit_bodies(app: FastAPI, max_body_bytes: int) -> None:
+    """Apply the configured body limit to the request-context middleware already installed.
+
+    ``create_service_app`` installs the middleware with the platform default; the gateway is the
+    only public service, so its limit is configurable. Replacing the entry (the stack is built on
+    the first request) keeps one middleware layer instead of stacking a second.
+    """
+    for index, entry in enumerate(app.user_middleware):
+        if cast(object, entry.cls) is RequestContextMiddleware:
+            app.user_middleware[index] = Middleware(
+                RequestContextMiddleware, max_body_bytes=max_body_bytes
+            )
+            return
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)

@@ -1,0 +1,1 @@
+"""Typed clients for the router's and the vault's internal APIs."""

@@ -1,0 +1,216 @@
+"""Typed client of the router's internal API (docs/architecture.md, "Router").
+
+Jobs come back as plain JSON objects: the gateway only filters them per audience (see
+:mod:`services.gateway.domain.views`) and its response models give them their public shape.
+Small answers the gateway acts on (grants, results) are parsed into models here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from shared.http import call_service
+
+SERVICE = "router"
+
+JsonObject = dict[str, Any]
+
+
+class Grant(BaseModel):
+    """A router-signed permission for the vault; opaque to the gateway."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    grant: str
+    tenant_id: str | None = None
+    require_e2e: bool = False
+
+    def __repr__(self) -> str:
+        return f"Grant(tenant_id={self.tenant_id!r}, grant='***')"
+
+
+class JobResult(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    result: Any = None
+    confidential_result_ref: str | None = None
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    """Query parameters without the ones left unset."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class RouterClient:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return await call_service(self._client, method, path, service=SERVICE, **kwargs)
+
+    async def healthy(self) -> bool:
+        try:
+            response = await self._client.get("/healthz")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    # Jobs --------------------------------------------------------------------------------
+
+    async def submit_job(self, submission: JsonObject) -> JsonObject:
+        result: JsonObject = await self._call("POST", "/internal/v1/jobs", json=submission)
+        return result
+
+    async def list_jobs(
+        self, *, tenant_id: str, status: str | None, limit: int, cursor: str | None
+    ) -> JsonObject:
+        result: JsonObject = await self._call(
+            "GET",
+            "/internal/v1/jobs",
+            params=_params(tenant_id=tenant_id, status=status, limit=limit, cursor=cursor),
+        )
+        return result
+
+    async def get_job(self, job_id: str, *, tenant_id: str | None) -> JsonObject:
+        result: JsonObject = await self._call(
+            "GET", f"/internal/v1/jobs/{job_id}", params=_params(tenant_id=tenant_id)
+        )
+        return result
+
+    async def job_events(self, job_id: str, *, tenant_id: str | None) -> JsonObject:
+        result: JsonObject = await self._call(
+            "GET", f"/internal/v1/jobs/{job_id}/events", params=_params(tenant_id=tenant_id)
+        )
+        return result
+
+    async def job_routing(self, job_id: str, *, tenant_id: str | None) -> JsonObject:
+        result: JsonObject = await self._call(
+            "GET", f"/internal/v1/jobs/{job_id}/routing", params=_params(tenant_id=tenant_id)
+        )
+        return result
+
+    async def cancel_job(self, job_id: str, *, tenant_id: str, reason: str | None) -> JsonObject:
+        result: JsonObject = await self._call(
+            "POST",
+            f"/internal/v1/jobs/{job_id}/cancel",
+            json=_params(tenant_id=tenant_id, reason=reason),
+        )
+        return result
+
+    async def job_result(self, job_id: str, *, tenant_id: str) -> JobResult:
+        body = await self._call(
+            "GET", f"/internal/v1/jobs/{job_id}/result", params={"tenant_id": tenant_id}
+        )
+        return JobResult.model_validate(body)
+
+    async def result_grant(self, job_id: str, *, tenant_id: str) -> Grant:
+        body = await self._call(
+            "POST", f"/internal/v1/jobs/{job_id}/result-grant", json={"tenant_id": tenant_id}
+        )
+        return Grant.model_validate(body)
+
+    async def route_job(
+        self, job_id: str, *, team_id: str, actor: str, domain: str | None = None
+    ) -> JsonObject:
+        result: JsonObject = await self._call(
+            "POST",
+            f"/internal/v1/jobs/{job_id}/route",
+            json=_params(team_id=team_id, actor=actor, domain=domain),
+        )
+        return result
+
+    async def triage(self, *, limit: int, cursor: str | None) -> JsonObject:
+        result: JsonObject = await self._call(
+            "GET", "/internal/v1/triage", params=_params(limit=limit, cursor=cursor)
+        )
+        return result
+
+    async def stats(self) -> JsonObject:
+        result: JsonObject = await self._call("GET", "/internal/v1/stats")
+        return result
+
+    # A team's queue and a member's work ----------------------------------------------------
+
+    async def team_jobs(
+        self, team_id: str, *, status: str | None, limit: int, cursor: str | None
+    ) -> JsonObject:
+        result: JsonObject = await self._call(
+            "GET",
+            f"/internal/v1/teams/{team_id}/jobs",
+            params=_params(status=status, limit=limit, cursor=cursor),
+        )
+        return result
+
+    async def member_action(
+        self,
+        team_id: str,
+        job_id: str,
+        action: Literal["claim", "heartbeat", "release", "reject"],
+        *,
+        member_id: str,
+        reason: str | None = None,
+    ) -> JsonObject:
+        result: JsonObject = await self._call(
+            "POST",
+            f"/internal/v1/teams/{team_id}/jobs/{job_id}/{action}",
+            json=_params(member_id=member_id, reason=reason),
+        )
+        return result
+
+    async def member_grant(
+        self, team_id: str, job_id: str, *, member_id: str, action: Literal["open", "seal"]
+    ) -> Grant:
+        body = await self._call(
+            "POST",
+            f"/internal/v1/teams/{team_id}/jobs/{job_id}/grant",
+            json={"member_id": member_id, "action": action},
+        )
+        return Grant.model_validate(body)
+
+    async def complete(
+        self,
+        team_id: str,
+        job_id: str,
+        *,
+        member_id: str,
+        result: Any,
+        confidential_result_ref: str | None,
+    ) -> JsonObject:
+        body: JsonObject = {"member_id": member_id, "result": result}
+        if confidential_result_ref is not None:
+            body["confidential_result_ref"] = confidential_result_ref
+        answer: JsonObject = await self._call(
+            "POST", f"/internal/v1/teams/{team_id}/jobs/{job_id}/complete", json=body
+        )
+        return answer
+
+    # Teams -------------------------------------------------------------------------------
+
+    async def create_team(self, team: JsonObject) -> JsonObject:
+        result: JsonObject = await self._call("POST", "/internal/v1/teams", json=team)
+        return result
+
+    async def list_teams(
+        self, *, limit: int, cursor: str | None, active: bool | None, tier: str | None
+    ) -> JsonObject:
+        params = _params(limit=limit, cursor=cursor, tier=tier)
+        if active is not None:
+            params["active"] = "true" if active else "false"
+        result: JsonObject = await self._call("GET", "/internal/v1/teams", params=params)
+        return result
+
+    async def get_team(self, team_id: str) -> JsonObject:
+        result: JsonObject = await self._call("GET", f"/internal/v1/teams/{team_id}")
+        return result
+
+    async def update_team(
+        self, team_id: str, changes: JsonObject, *, if_match: str | None
+    ) -> JsonObject:
+        headers = {"If-Match": if_match} if if_match else {}
+        result: JsonObject = await self._call(
+            "PATCH", f"/internal/v1/teams/{team_id}", json=changes, headers=headers
+        )
+        return result

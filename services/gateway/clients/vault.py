@@ -1,0 +1,74 @@
+"""Typed client of the vault's internal API (docs/architecture.md, "Vault").
+
+The gateway hands confidential values to the vault and gets opaque references back; it never
+holds a key. Values pass through memory only for the length of one request and are never
+logged (``call_service`` logs nothing of bodies either).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from shared.errors import ServiceUnavailable
+from shared.http import call_service
+
+SERVICE = "vault"
+
+
+class SealedRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    ref: str
+    key_version: int | str | None = None
+
+
+class VaultClient:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return await call_service(self._client, method, path, service=SERVICE, **kwargs)
+
+    async def healthy(self) -> bool:
+        try:
+            response = await self._client.get("/healthz")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def seal(self, *, tenant_id: str, job_id: str, purpose: str, data: Any) -> SealedRecord:
+        """Seal a job's confidential data under its tenant's key; returns the reference."""
+        body = await self._call(
+            "POST",
+            "/internal/v1/records",
+            json={"tenant_id": tenant_id, "job_id": job_id, "purpose": purpose, "data": data},
+        )
+        return SealedRecord.model_validate(body)
+
+    async def seal_by_grant(self, *, grant: str, data: Any) -> SealedRecord:
+        """Seal a result under a router-issued ``seal`` grant."""
+        body = await self._call(
+            "POST", "/internal/v1/records/sealed-by-grant", json={"grant": grant, "data": data}
+        )
+        return SealedRecord.model_validate(body)
+
+    async def open(self, *, grant: str) -> Any:
+        """Open the record a router-issued ``open`` grant names; returns the plaintext JSON."""
+        body = await self._call("POST", "/internal/v1/records/open", json={"grant": grant})
+        if not isinstance(body, dict) or "data" not in body:
+            raise ServiceUnavailable("The vault service gave an unexpected answer.")
+        return body["data"]
+
+    async def audit(self, *, tenant_id: str | None, limit: int, cursor: str | None) -> Any:
+        params: dict[str, Any] = {"limit": limit}
+        if tenant_id is not None:
+            params["tenant_id"] = tenant_id
+        if cursor is not None:
+            params["cursor"] = cursor
+        return await self._call("GET", "/internal/v1/audit", params=params)
+
+    async def verify_audit(self) -> Any:
+        return await self._call("GET", "/internal/v1/audit/verify")

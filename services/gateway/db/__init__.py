@@ -1,0 +1,1 @@
+"""The gateway's database: tenants, API key digests, members."""

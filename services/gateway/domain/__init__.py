@@ -1,0 +1,1 @@
+"""The gateway's rules: API keys, data policies, job views. No FastAPI, no I/O."""

@@ -1,0 +1,79 @@
+"""The gateway's errors (see :mod:`shared.errors` for the hierarchy they extend).
+
+Details are written for the caller to act on and never quote a key or a confidential value.
+"""
+
+from __future__ import annotations
+
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TaskrouteError,
+    Unauthorized,
+    UnprocessableContent,
+)
+
+
+class InvalidApiKey(Unauthorized):
+    problem = "invalid-api-key"
+
+    def __init__(self) -> None:
+        # One message for missing, malformed, unknown and revoked keys: the answer must not
+        # tell a prober which of those it hit.
+        super().__init__("A valid API key is required: send 'Authorization: Bearer <api key>'.")
+
+
+class WrongRole(Forbidden):
+    problem = "wrong-role"
+
+    def __init__(self, *, needed: str) -> None:
+        super().__init__(f"This endpoint needs a {needed} API key.")
+
+
+class TenantNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No tenant with this id.")
+
+
+class ApiKeyNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No API key with this id.")
+
+
+class JobNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No job with this id.")
+
+
+class TeamNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No team with this id.")
+
+
+class PolicyWidening(UnprocessableContent):
+    """A job's data policy that would leave no country the tenant allows."""
+
+    problem = "policy-widening"
+
+
+class EndToEndRequired(Conflict):
+    problem = "e2e-required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This job's data policy requires end-to-end delivery to a registered member key; "
+            "plaintext delivery is refused."
+        )
+
+
+class InvalidCursor(BadRequest):
+    problem = "invalid-cursor"
+
+    def __init__(self) -> None:
+        super().__init__("The cursor is not one this API returned; start again without it.")
+
+
+class PreconditionFailed(TaskrouteError):
+    status, title, problem = 412, "Precondition failed", "precondition-failed"

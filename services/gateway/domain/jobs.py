@@ -1,0 +1,137 @@
+"""The public vocabulary of jobs and the rules a submission must follow.
+
+The router owns the job lifecycle; the gateway checks a submission before anything is sealed or
+stored, so bad input is refused with a 422 that changes nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class Tier(StrEnum):
+    KPO = "KPO"
+    BPO = "BPO"
+
+
+class Domain(StrEnum):
+    """The contract's 17 service domains (12 KPO, 5 BPO)."""
+
+    RESEARCH = "research"
+    CLINICAL = "clinical"
+    PHARMACEUTICAL = "pharmaceutical"
+    BANKING = "banking"
+    LEGAL = "legal"
+    SALES = "sales"
+    MARKETING = "marketing"
+    DESIGN = "design"
+    ANIMATION = "animation"
+    DATABASE_DEVELOPMENT = "database_development"
+    WRITING = "writing"
+    CONTENT_DEVELOPMENT = "content_development"
+    DATA_ENTRY = "data_entry"
+    DATA_PROCESSING = "data_processing"
+    BOOKKEEPING = "bookkeeping"
+    TECHNICAL_SUPPORT = "technical_support"
+    CUSTOMER_SUPPORT = "customer_support"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    TRIAGE = "triage"
+    UNROUTABLE = "unroutable"
+    CANCELLED = "cancelled"
+
+
+class TeamQueueStatus(StrEnum):
+    """The statuses a team's queue shows."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+
+
+# 64 KiB of JSON: a contract, a patient summary or a spreadsheet extract fits; bulk files belong
+# in the client's own storage, referenced from here.
+MAX_CONFIDENTIAL_BYTES = 64 * 1024
+# Same bound for a result: it travels the same path (sealed, or stored by the router).
+MAX_RESULT_BYTES = 64 * 1024
+# Metadata are labels for the client's own bookkeeping (Stripe allows 50 keys of 40/500
+# characters); 20 short ones keep them from turning into a side channel for data.
+MAX_METADATA_KEYS = 20
+MAX_METADATA_KEY_CHARS = 40
+MAX_METADATA_VALUE_CHARS = 500
+# The router's bound on stored metadata, measured as it measures (compact, ASCII-escaped JSON):
+# checked here so a job is refused before anything is sealed.
+MAX_METADATA_BYTES = 8 * 1024
+# Long enough for any real webhook URL with a token-free path (the router's bound).
+MAX_CALLBACK_URL_CHARS = 2000
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON: what the vault seals and the limits count."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def check_json_object_size(value: dict[str, Any], *, limit: int) -> dict[str, Any]:
+    if json_size(value) > limit:
+        raise ValueError(f"must serialize to at most {limit} bytes of JSON")
+    return value
+
+
+def check_metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise ValueError(f"at most {MAX_METADATA_KEYS} keys")
+    for key, item in value.items():
+        if not key or len(key) > MAX_METADATA_KEY_CHARS:
+            raise ValueError(f"keys must be 1 to {MAX_METADATA_KEY_CHARS} characters")
+        if len(item) > MAX_METADATA_VALUE_CHARS:
+            # Name the key, never the value: a misplaced secret must not be echoed back.
+            raise ValueError(
+                f"the value of {key[:MAX_METADATA_KEY_CHARS]!r} is longer than "
+                f"{MAX_METADATA_VALUE_CHARS} characters"
+            )
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
+        raise ValueError(f"must serialize to at most {MAX_METADATA_BYTES} bytes of JSON")
+    return value
+
+
+def check_callback_url(value: str) -> str:
+    """An https URL, or plain http to a loopback host (local development); no credentials."""
+    if len(value) > MAX_CALLBACK_URL_CHARS:
+        raise ValueError(f"must be at most {MAX_CALLBACK_URL_CHARS} characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError("must be an absolute https URL") from None
+    if not host or parts.scheme not in ("https", "http"):
+        raise ValueError("must be an absolute https URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials; sign webhooks instead")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ValueError("must use https (plain http is accepted only for a loopback host)")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

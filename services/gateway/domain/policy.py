@@ -1,0 +1,90 @@
+"""Data policies: a tenant's default and a job's narrowing of it.
+
+A job may narrow its tenant's policy, never widen it: allowed countries are intersected (absent
+on either side means "no restriction from that side"), required certifications are unioned and
+``require_e2e`` is OR-ed. The result, the *effective* policy, travels with the job to the router,
+which never reads the tenant table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.gateway.domain.errors import PolicyWidening
+
+
+@dataclass(frozen=True)
+class DataPolicy:
+    allowed_countries: tuple[str, ...] | None = None
+    required_certifications: tuple[str, ...] = ()
+    require_e2e: bool = False
+
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        allowed_countries: Iterable[str] | None,
+        required_certifications: Iterable[str] = (),
+        require_e2e: bool = False,
+    ) -> DataPolicy:
+        """A policy in canonical form: upper-case codes, de-duplicated, sorted."""
+        countries = (
+            None
+            if allowed_countries is None
+            else tuple(sorted({c.upper() for c in allowed_countries}))
+        )
+        certifications = tuple(sorted({c.upper() for c in required_certifications}))
+        return cls(countries, certifications, bool(require_e2e))
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any] | None) -> DataPolicy:
+        value = value or {}
+        return cls.from_parts(
+            allowed_countries=value.get("allowed_countries"),
+            required_certifications=value.get("required_certifications") or (),
+            require_e2e=bool(value.get("require_e2e", False)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "allowed_countries": None
+            if self.allowed_countries is None
+            else list(self.allowed_countries),
+            "required_certifications": list(self.required_certifications),
+            "require_e2e": self.require_e2e,
+        }
+
+
+@dataclass(frozen=True)
+class PolicyNarrowing:
+    """What a job asks for; every field optional."""
+
+    allowed_countries: tuple[str, ...] | None = None
+    required_certifications: tuple[str, ...] = field(default=())
+    require_e2e: bool = False
+
+
+def effective_policy(tenant: DataPolicy, job: PolicyNarrowing | None) -> DataPolicy:
+    """The tenant's policy narrowed by the job's; refuses a narrowing that leaves no country."""
+    if job is None:
+        return tenant
+    countries: set[str] | None
+    if job.allowed_countries is None:
+        countries = None if tenant.allowed_countries is None else set(tenant.allowed_countries)
+    else:
+        asked = {c.upper() for c in job.allowed_countries}
+        countries = (
+            asked if tenant.allowed_countries is None else asked & set(tenant.allowed_countries)
+        )
+        if not countries:
+            raise PolicyWidening(
+                "data_policy.allowed_countries: none of these countries is allowed by the "
+                "tenant's policy, so no team could ever take the job."
+            )
+    return DataPolicy.from_parts(
+        allowed_countries=countries,
+        required_certifications={*tenant.required_certifications, *job.required_certifications},
+        require_e2e=tenant.require_e2e or job.require_e2e,
+    )

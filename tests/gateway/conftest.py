@@ -1,0 +1,103 @@
+"""Fixtures of the gateway's tests: database sessions, the gateway alone, the whole platform."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from shared.db import create_engine, create_sessionmaker
+from tests.conftest import running
+
+
+@pytest.fixture
+async def maker(databases: dict[str, str]) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(databases["gateway"])
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def session(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with maker() as session:
+        yield session
+        await session.rollback()
+
+
+# --- the gateway app, alone or wired to the real router and vault ----------------------------
+
+# A bootstrap operator key as a deployer would set it (any string of 32+ characters).
+OPERATOR_KEY = "tr_operator_test_" + "K7b2" * 10
+
+
+def gateway_settings(databases: dict[str, str], keys_dir: Path, data_dir: Path) -> GatewaySettings:
+    return GatewaySettings(
+        database_url=databases["gateway"],
+        data_dir=data_dir,
+        service_keys_dir=keys_dir,
+        bootstrap_operator_key=OPERATOR_KEY,
+        router_url="http://router",
+        vault_url="http://vault",
+    )
+
+
+def _unreachable(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("peer not running in this test", request=request)
+
+
+@dataclass
+class Platform:
+    """The gateway's HTTP client, plus what tests need to look behind it."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    databases: dict[str, str]
+    # Headers carrying the bootstrap operator key.
+    operator: dict[str, str]
+
+
+@pytest.fixture
+async def gateway_alone(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
+    """The gateway with unreachable peers: for what it decides on its own (auth, tenants, input)."""
+    transports = {
+        "router": httpx.MockTransport(_unreachable),
+        "vault": httpx.MockTransport(_unreachable),
+    }
+    app = create_app(gateway_settings(databases, keys_dir, tmp_path), transports=transports)
+    async with running(app) as client:
+        yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
+
+
+@pytest.fixture
+async def platform(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
+    """The gateway wired in-process to the real router and vault apps, lifespans running."""
+    from services.router.app import create_app as create_router_app
+    from services.router.settings import RouterSettings
+    from services.vault.app import create_app as create_vault_app
+    from services.vault.settings import VaultSettings
+
+    router_app = create_router_app(
+        RouterSettings(
+            database_url=databases["router"], data_dir=tmp_path, service_keys_dir=keys_dir
+        )
+    )
+    vault_app = create_vault_app(
+        VaultSettings(database_url=databases["vault"], data_dir=tmp_path, service_keys_dir=keys_dir)
+    )
+    async with running(router_app), running(vault_app):
+        transports = {
+            "router": httpx.ASGITransport(app=router_app),
+            "vault": httpx.ASGITransport(app=vault_app),
+        }
+        app = create_app(gateway_settings(databases, keys_dir, tmp_path), transports=transports)
+        async with running(app) as client:
+            yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})

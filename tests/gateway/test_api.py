@@ -1,0 +1,683 @@
+"""The public API: alone for what the gateway decides itself, and against the real router and
+vault (in-process, lifespans running) for the whole slice."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from services.gateway.app import create_app
+from services.gateway.db.models import ApiKey
+from services.gateway.db.repository import ApiKeyRepository
+from services.gateway.domain import api_keys
+from services.gateway.domain.api_keys import Role
+from shared.db import create_engine, create_sessionmaker
+from shared.logging import JsonFormatter
+from tests.conftest import running
+from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
+from tests.gateway.factories import make_member
+
+PROBLEM = "application/problem+json"
+# Appears in confidential data only: it must never show up anywhere but in the answers that
+# are meant to carry it.
+CANARY = "CANARY-7f3a9c-SSN-078-05-1120"
+RESULT_CANARY = "CANARY-RESULT-51e0d2-IBAN-DE89370400440532013000"
+
+BOOKKEEPING_TEAM = {
+    "name": "Pune Ledger Ops",
+    "country": "IN",
+    "timezone": "Asia/Kolkata",
+    "working_hours": {"start": "00:00", "end": "23:59", "days": [0, 1, 2, 3, 4, 5, 6]},
+    "tier": "BPO",
+    "skills": ["bookkeeping", "data_entry"],
+    "certifications": ["ISO27001"],
+    "languages": ["en"],
+    "capacity": 5,
+    "hourly_rate": 14.5,
+}
+
+BOOKKEEPING_JOB = {
+    "title": "Reconcile March bookkeeping ledgers",
+    "description": "Bookkeeping: reconcile the general ledger with bank statements, post "
+    "journal entries and prepare the trial balance for March.",
+    "service": "bookkeeping",
+    "priority": "high",
+}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_problem(response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    for field in ("type", "title", "detail", "request_id"):
+        assert body[field]
+    return body
+
+
+async def create_tenant(gateway: Platform, name: str = "Acme Health", **extra) -> dict[str, Any]:
+    response = await gateway.client.post(
+        "/v1/admin/tenants", json={"name": name, **extra}, headers=gateway.operator
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def raw_rows(service: str, url: str) -> list[str]:
+    """Every row of every table of a service's database, as text."""
+    models = importlib.import_module(f"services.{service}.db.models")
+    engine = create_engine(url)
+    rows: list[str] = []
+    try:
+        async with engine.connect() as connection:
+            for table in models.Base.metadata.sorted_tables:
+                result = await connection.execute(text(f'SELECT * FROM "{table.name}"'))
+                rows.extend(repr(tuple(row)) for row in result)
+    finally:
+        await engine.dispose()
+    return rows
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Every log line written while the test runs, formatted as production writes them."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
+# --- authentication and roles (the gateway alone) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": "Bearer tr_client_aaaaaaaaaaaaaaaa_" + "a" * 52},
+        {"Authorization": "Bearer " + OPERATOR_KEY[:-1] + "X"},
+    ],
+)
+async def test_missing_or_bad_key_is_401_with_challenge(gateway_alone, headers):
+    response = await gateway_alone.client.get("/v1/admin/tenants", headers=headers)
+    body = assert_problem(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "Bearer" in body["detail"]
+
+
+async def test_bootstrap_operator_key_works_and_is_stored_once(gateway_alone, keys_dir, tmp_path):
+    response = await gateway_alone.client.get("/v1/admin/tenants", headers=gateway_alone.operator)
+    assert response.status_code == 200
+    assert response.json() == {"data": [], "has_more": False, "next_cursor": None}
+    # A second start with the same key (a restart, another replica) adds nothing.
+    again = create_app(gateway_settings(gateway_alone.databases, keys_dir, tmp_path))
+    async with running(again) as client:
+        assert (await client.get("/v1/admin/tenants", headers=gateway_alone.operator)).is_success
+    engine = create_engine(gateway_alone.databases["gateway"])
+    try:
+        async with create_sessionmaker(engine)() as session:
+            rows = (await session.scalars(select(ApiKey))).all()
+    finally:
+        await engine.dispose()
+    assert len(rows) == 1
+    assert rows[0].role == "operator"
+    assert OPERATOR_KEY not in repr(tuple(vars(rows[0]).values()))
+
+
+async def test_wrong_role_is_403(gateway_alone):
+    tenant = await create_tenant(gateway_alone)
+    client_key = bearer(tenant["api_key"])
+    # A client key on operator and member routes.
+    assert_problem(await gateway_alone.client.get("/v1/admin/tenants", headers=client_key), 403)
+    assert_problem(await gateway_alone.client.get("/v1/team/jobs", headers=client_key), 403)
+    # A member key on operator and client routes.
+    engine = create_engine(gateway_alone.databases["gateway"])
+    try:
+        async with create_sessionmaker(engine)() as session:
+            member = await make_member(session, team_id="8c1d4a62-9a8e-4b7e-9a51-6f0c2b6f3e11")
+            pepper = gateway_alone.app.state.pepper
+            key = api_keys.generate_key(Role.MEMBER, pepper=pepper)
+            await ApiKeyRepository(session).add(
+                key, role=Role.MEMBER, team_id=member.team_id, member_id=member.id
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    member_key = bearer(key.plaintext)
+    body = assert_problem(
+        await gateway_alone.client.post(
+            "/v1/admin/tenants", json={"name": "x"}, headers=member_key
+        ),
+        403,
+    )
+    assert "operator" in body["detail"]
+    assert_problem(await gateway_alone.client.get("/v1/jobs", headers=member_key), 403)
+    # The operator key on client routes.
+    assert_problem(await gateway_alone.client.get("/v1/jobs", headers=gateway_alone.operator), 403)
+
+
+async def test_revoked_key_fails_on_the_next_request(gateway_alone):
+    tenant = await create_tenant(gateway_alone)
+    second = await gateway_alone.client.post(
+        f"/v1/admin/tenants/{tenant['id']}/keys", headers=gateway_alone.operator
+    )
+    assert second.status_code == 201
+    key = second.json()
+    assert key["api_key"].startswith("tr_client_")
+    # 403 (valid key, wrong role) proves the key is live before revocation.
+    assert (
+        await gateway_alone.client.get("/v1/team/jobs", headers=bearer(key["api_key"]))
+    ).status_code == 403
+    listed = await gateway_alone.client.get(
+        f"/v1/admin/tenants/{tenant['id']}/keys", headers=gateway_alone.operator
+    )
+    assert {k["id"] for k in listed.json()["data"]} == {tenant["api_key_id"], key["id"]}
+    assert "api_key" not in listed.text
+    assert tenant["api_key"] not in listed.text
+    assert key["api_key"] not in listed.text
+    revoked = await gateway_alone.client.delete(
+        f"/v1/admin/tenants/{tenant['id']}/keys/{key['id']}", headers=gateway_alone.operator
+    )
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"]
+    after = await gateway_alone.client.get("/v1/team/jobs", headers=bearer(key["api_key"]))
+    assert_problem(after, 401)
+    # The tenant's first key is untouched.
+    assert (
+        await gateway_alone.client.get("/v1/team/jobs", headers=bearer(tenant["api_key"]))
+    ).status_code == 403
+
+
+# --- tenants (the gateway alone) -------------------------------------------------------------
+
+
+async def test_tenant_lifecycle(gateway_alone):
+    created = await create_tenant(
+        gateway_alone,
+        policy={"allowed_countries": ["PH", "IN"], "required_certifications": ["hipaa"]},
+    )
+    assert created["api_key"].startswith("tr_client_")
+    assert created["policy"] == {
+        "allowed_countries": ["IN", "PH"],
+        "required_certifications": ["HIPAA"],
+        "require_e2e": False,
+    }
+    got = await gateway_alone.client.get(
+        f"/v1/admin/tenants/{created['id']}", headers=gateway_alone.operator
+    )
+    assert got.status_code == 200
+    assert "api_key" not in got.json()
+    assert got.headers["ETag"] == '"1"'
+    new_policy: dict[str, Any] = {
+        "allowed_countries": None,
+        "required_certifications": [],
+        "require_e2e": True,
+    }
+    put = await gateway_alone.client.put(
+        f"/v1/admin/tenants/{created['id']}/policy",
+        json=new_policy,
+        headers={**gateway_alone.operator, "If-Match": '"1"'},
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["policy"] == new_policy
+    assert put.headers["ETag"] == '"2"'
+    stale = await gateway_alone.client.put(
+        f"/v1/admin/tenants/{created['id']}/policy",
+        json=new_policy,
+        headers={**gateway_alone.operator, "If-Match": '"1"'},
+    )
+    assert_problem(stale, 412)
+    missing = await gateway_alone.client.get(
+        "/v1/admin/tenants/6b1f5a0e-0000-4000-8000-000000000000", headers=gateway_alone.operator
+    )
+    assert_problem(missing, 404)
+
+
+async def test_tenant_list_paginates(gateway_alone):
+    for i in range(3):
+        await create_tenant(gateway_alone, name=f"Tenant {i}")
+    first = (
+        await gateway_alone.client.get(
+            "/v1/admin/tenants", params={"limit": 2}, headers=gateway_alone.operator
+        )
+    ).json()
+    assert len(first["data"]) == 2
+    assert first["has_more"] is True
+    second = (
+        await gateway_alone.client.get(
+            "/v1/admin/tenants",
+            params={"limit": 2, "cursor": first["next_cursor"]},
+            headers=gateway_alone.operator,
+        )
+    ).json()
+    assert len(second["data"]) == 1
+    assert second["has_more"] is False
+    bad = await gateway_alone.client.get(
+        "/v1/admin/tenants", params={"cursor": "garbage"}, headers=gateway_alone.operator
+    )
+    assert_problem(bad, 400)
+
+
+# --- input validation (the gateway alone: nothing reaches a peer) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"title": ""}, "title"),
+        ({"description": "x" * 20001}, "description"),
+        ({"service": "astrology"}, "service"),
+        ({"priority": "asap"}, "priority"),
+        ({"due_at": "2030-01-01T10:00:00"}, "due_at"),
+        ({"confidential": "not an object"}, "confidential"),
+        ({"confidential": {"blob": "x" * 70000}}, "confidential"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"callback_url": "http://example.com/hook"}, "callback_url"),
+        ({"data_policy": {"allowed_countries": ["Ireland"]}}, "data_policy.allowed_countries"),
+        ({"surprise": True}, "surprise"),
+    ],
+)
+async def test_invalid_job_is_422_naming_the_field(gateway_alone, payload, field):
+    tenant = await create_tenant(gateway_alone)
+    response = await gateway_alone.client.post(
+        "/v1/jobs", json={**BOOKKEEPING_JOB, **payload}, headers=bearer(tenant["api_key"])
+    )
+    body = assert_problem(response, 422)
+    assert any(e["field"].startswith(field) for e in body["errors"]), body
+    assert body["detail"].startswith(field) or field in body["detail"] or body["errors"]
+
+
+async def test_sealed_confidential_is_refused_with_an_explanation(gateway_alone):
+    tenant = await create_tenant(gateway_alone)
+    response = await gateway_alone.client.post(
+        "/v1/jobs",
+        json={**BOOKKEEPING_JOB, "confidential_sealed": {"v": 1, "payload": CANARY}},
+        headers=bearer(tenant["api_key"]),
+    )
+    body = assert_problem(response, 422)
+    assert body["errors"][0]["field"] == "confidential_sealed"
+    assert "not available yet" in body["detail"]
+    assert CANARY not in response.text
+
+
+async def test_policy_that_leaves_no_country_is_422(gateway_alone):
+    tenant = await create_tenant(gateway_alone, policy={"allowed_countries": ["IN"]})
+    response = await gateway_alone.client.post(
+        "/v1/jobs",
+        json={**BOOKKEEPING_JOB, "data_policy": {"allowed_countries": ["US"]}},
+        headers=bearer(tenant["api_key"]),
+    )
+    body = assert_problem(response, 422)
+    assert "allowed_countries" in body["detail"]
+
+
+async def test_body_over_the_limit_is_413(gateway_alone):
+    tenant = await create_tenant(gateway_alone)
+    response = await gateway_alone.client.post(
+        "/v1/jobs",
+        content=b'{"title": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+        headers={**bearer(tenant["api_key"]), "Content-Type": "application/json"},
+    )
+    assert_problem(response, 413)
+
+
+async def test_peers_down_means_503_not_500(gateway_alone):
+    tenant = await create_tenant(gateway_alone)
+    response = await gateway_alone.client.post(
+        "/v1/jobs",
+        json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}},
+        headers=bearer(tenant["api_key"]),
+    )
+    body = assert_problem(response, 503)
+    assert CANARY not in response.text
+    assert "vault" in body["detail"]
+    ready = await gateway_alone.client.get("/readyz")
+    body = assert_problem(ready, 503)
+    assert body["checks"] == {"database": True, "router": False, "vault": False}
+
+
+async def test_openapi_documents_the_bearer_scheme(gateway_alone):
+    spec = (await gateway_alone.client.get("/openapi.json")).json()
+    assert spec["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    submit = spec["paths"]["/v1/jobs"]["post"]
+    assert submit["summary"].startswith("Submit a job")
+    assert submit["tags"] == ["jobs"]
+    assert submit["security"] == [{"ApiKey": []}]
+
+
+# --- the whole platform: real router and vault, in process ------------------------------------
+
+
+async def _setup_team_and_member(platform: Platform) -> tuple[dict[str, Any], dict[str, Any]]:
+    team = await platform.client.post(
+        "/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=platform.operator
+    )
+    assert team.status_code == 201, team.text
+    member = await platform.client.post(
+        f"/v1/admin/teams/{team.json()['id']}/members",
+        json={"name": "Priya Sharma"},
+        headers=platform.operator,
+    )
+    assert member.status_code == 201, member.text
+    assert member.json()["api_key"].startswith("tr_member_")
+    return team.json(), member.json()
+
+
+async def test_the_whole_slice(platform, log_output):
+    gw = platform.client
+    errors: list[str] = []  # every error body seen: none may carry a confidential value
+
+    tenant = await create_tenant(platform, policy={"allowed_countries": ["IN", "PH"]})
+    client_key = bearer(tenant["api_key"])
+    team, member = await _setup_team_and_member(platform)
+    member_key = bearer(member["api_key"])
+
+    # Submit: sealed at the vault, routed by the router.
+    submitted = await gw.post(
+        "/v1/jobs",
+        json={
+            **BOOKKEEPING_JOB,
+            "confidential": {"ssn": CANARY, "accounts": [1, 2]},
+            "metadata": {"po": "PO-1234"},
+            "data_policy": {"required_certifications": ["ISO27001"]},
+        },
+        headers=client_key,
+    )
+    assert submitted.status_code == 202, submitted.text
+    job = submitted.json()
+    assert job["status"] == "queued"
+    assert job["assignment"]["team_id"] == team["id"]
+    assert job["assignment"]["team_name"] == team["name"]
+    assert job["classification"]["domain"] == "bookkeeping"
+    assert job["has_confidential"] is True
+    assert job["policy"]["allowed_countries"] == ["IN", "PH"]
+    assert job["policy"]["required_certifications"] == ["ISO27001"]
+    assert "confidential_ref" not in job
+    assert CANARY not in submitted.text
+
+    # The member sees it in the queue, without tenant or reference.
+    queue = await gw.get("/v1/team/jobs", headers=member_key)
+    assert queue.status_code == 200, queue.text
+    [queued] = [j for j in queue.json()["data"] if j["id"] == job["id"]]
+    assert "tenant_id" not in queued
+    assert "confidential_ref" not in queued
+
+    # No lease, no confidential data.
+    early = await gw.get(f"/v1/team/jobs/{job['id']}/confidential", headers=member_key)
+    assert early.status_code in (403, 409), early.text
+    errors.append(early.text)
+
+    claimed = await gw.post(f"/v1/team/jobs/{job['id']}/claim", headers=member_key)
+    assert claimed.status_code == 200, claimed.text
+    assert claimed.json()["status"] == "in_progress"
+    assert claimed.json()["lease"]["member_id"] == member["id"]
+    again = await gw.post(f"/v1/team/jobs/{job['id']}/claim", headers=member_key)
+    assert_problem(again, 409)
+    errors.append(again.text)
+
+    beat = await gw.post(f"/v1/team/jobs/{job['id']}/heartbeat", headers=member_key)
+    assert beat.status_code == 200, beat.text
+
+    opened = await gw.get(f"/v1/team/jobs/{job['id']}/confidential", headers=member_key)
+    assert opened.status_code == 200, opened.text
+    assert opened.json() == {"confidential": {"ssn": CANARY, "accounts": [1, 2]}}
+
+    completed = await gw.post(
+        f"/v1/team/jobs/{job['id']}/complete",
+        json={
+            "result": {"summary": "Ledgers reconciled", "adjustments": 3},
+            "confidential_result": {"iban": RESULT_CANARY},
+        },
+        headers=member_key,
+    )
+    assert completed.status_code == 200, completed.text
+    assert completed.json()["status"] == "completed"
+    assert RESULT_CANARY not in completed.text
+
+    # The client sees it completed and reads the result, confidential part included.
+    seen = await gw.get(f"/v1/jobs/{job['id']}", headers=client_key)
+    assert seen.status_code == 200
+    assert seen.json()["status"] == "completed"
+    assert "confidential_ref" not in seen.json()
+    result = await gw.get(f"/v1/jobs/{job['id']}/result", headers=client_key)
+    assert result.status_code == 200, result.text
+    assert result.json() == {
+        "result": {"summary": "Ledgers reconciled", "adjustments": 3},
+        "confidential_result": {"iban": RESULT_CANARY},
+    }
+
+    events = await gw.get(f"/v1/jobs/{job['id']}/events", headers=client_key)
+    assert events.status_code == 200, events.text
+    statuses = [e["to_status"] for e in events.json()["data"] if e["to_status"]]
+    assert statuses[-2:] == ["in_progress", "completed"]
+    assert "queued" in statuses
+    routing = await gw.get(f"/v1/jobs/{job['id']}/routing", headers=client_key)
+    assert routing.status_code == 200, routing.text
+
+    listed = await gw.get("/v1/jobs", params={"status": "completed"}, headers=client_key)
+    assert [j["id"] for j in listed.json()["data"]] == [job["id"]]
+    assert "confidential_ref" not in listed.text
+
+    # Cancelling a completed job is refused and changes nothing.
+    late_cancel = await gw.post(f"/v1/jobs/{job['id']}/cancel", headers=client_key)
+    assert_problem(late_cancel, 409)
+    errors.append(late_cancel.text)
+
+    # Operators: the job, the stats, the audit log (which recorded seal and open).
+    admin_job = await gw.get(f"/v1/admin/jobs/{job['id']}", headers=platform.operator)
+    assert admin_job.status_code == 200
+    assert admin_job.json()["tenant_id"] == tenant["id"]
+    assert "confidential_ref" not in admin_job.json()
+    stats = await gw.get("/v1/admin/stats", headers=platform.operator)
+    assert stats.status_code == 200, stats.text
+    audit = await gw.get("/v1/admin/audit", headers=platform.operator)
+    assert audit.status_code == 200, audit.text
+    assert len(audit.json()["data"]) >= 3
+    verified = await gw.get("/v1/admin/audit/verify", headers=platform.operator)
+    assert verified.status_code == 200
+    assert verified.json()["valid"] is True
+
+    # Errors triggered with confidential values in hand carry none of them.
+    too_big = await gw.post(
+        "/v1/jobs",
+        json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY, "pad": "x" * 70000}},
+        headers=client_key,
+    )
+    assert_problem(too_big, 422)
+    errors.append(too_big.text)
+    misplaced = await gw.post(
+        "/v1/jobs",
+        json={**BOOKKEEPING_JOB, "metadata": {"note": CANARY * 30}, "ssn": CANARY},
+        headers=client_key,
+    )
+    assert_problem(misplaced, 422)
+    errors.append(misplaced.text)
+    for body in errors:
+        assert CANARY not in body
+        assert RESULT_CANARY not in body
+
+    # Nowhere at rest but sealed: no gateway row, no router row, no vault row in clear.
+    for service in ("gateway", "router", "vault"):
+        rows = await raw_rows(service, platform.databases[service])
+        assert len(rows) >= 3, service  # the search below is not vacuous
+        for row in rows:
+            assert CANARY not in row, service
+            assert RESULT_CANARY not in row, service
+
+    # No log line of any service (they share this process's loggers).
+    logs = log_output.getvalue()
+    # The capture works, and holds the inner services' lines too.
+    assert '"path": "/v1/jobs"' in logs
+    assert '"path": "/internal/v1/records/open"' in logs
+    assert CANARY not in logs
+    assert RESULT_CANARY not in logs
+    for line in logs.splitlines():
+        json.loads(line)
+
+
+async def test_another_tenants_job_is_404_like_an_unknown_one(platform):
+    gw = platform.client
+    acme = await create_tenant(platform, name="Acme")
+    globex = await create_tenant(platform, name="Globex")
+    await _setup_team_and_member(platform)
+    job = await gw.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(acme["api_key"]))
+    assert job.status_code == 202, job.text
+    job_id = job.json()["id"]
+    other = bearer(globex["api_key"])
+    unknown_id = "0b0e7d7e-1f0a-4b8e-9d55-3c2a1b0f9e77"
+    for suffix, method in (
+        ("", "GET"),
+        ("/events", "GET"),
+        ("/routing", "GET"),
+        ("/cancel", "POST"),
+        ("/result", "GET"),
+    ):
+        foreign = await gw.request(method, f"/v1/jobs/{job_id}{suffix}", headers=other)
+        unknown = await gw.request(method, f"/v1/jobs/{unknown_id}{suffix}", headers=other)
+        a, b = assert_problem(foreign, 404), assert_problem(unknown, 404)
+        assert (a["type"], a["title"], a["detail"]) == (b["type"], b["title"], b["detail"])
+    malformed = await gw.get("/v1/jobs/not-a-uuid", headers=other)
+    assert_problem(malformed, 404)
+    # Globex's own list does not show it; Acme's job is untouched (the cancel did nothing).
+    assert (await gw.get("/v1/jobs", headers=other)).json()["data"] == []
+    mine = await gw.get(f"/v1/jobs/{job_id}", headers=bearer(acme["api_key"]))
+    assert mine.json()["status"] == "queued"
+
+
+async def test_team_admin_and_etags(platform):
+    gw = platform.client
+    team, _member = await _setup_team_and_member(platform)
+    got = await gw.get(f"/v1/admin/teams/{team['id']}", headers=platform.operator)
+    assert got.status_code == 200
+    etag = got.headers["ETag"]
+    changed = await gw.patch(
+        f"/v1/admin/teams/{team['id']}",
+        json={"capacity": 9},
+        headers={**platform.operator, "If-Match": etag},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["capacity"] == 9
+    assert changed.headers["ETag"] != etag
+    stale = await gw.patch(
+        f"/v1/admin/teams/{team['id']}",
+        json={"capacity": 3},
+        headers={**platform.operator, "If-Match": etag},
+    )
+    assert_problem(stale, 412)
+    listed = await gw.get("/v1/admin/teams", headers=platform.operator)
+    assert [t["id"] for t in listed.json()["data"]] == [team["id"]]
+    missing = await gw.post(
+        "/v1/admin/teams/0b0e7d7e-1f0a-4b8e-9d55-3c2a1b0f9e77/members",
+        json={"name": "Nobody"},
+        headers=platform.operator,
+    )
+    assert_problem(missing, 404)
+    bad_team = await gw.post(
+        "/v1/admin/teams",
+        json={**BOOKKEEPING_TEAM, "timezone": "Mars/Olympus"},
+        headers=platform.operator,
+    )
+    body = assert_problem(bad_team, 422)
+    assert body["errors"][0]["field"] == "timezone"
+
+
+async def test_triage_and_manual_routing(platform):
+    gw = platform.client
+    tenant = await create_tenant(platform)
+    team, member = await _setup_team_and_member(platform)
+    vague = await gw.post(
+        "/v1/jobs",
+        json={"title": "Help", "description": "Please handle the attached matter soon."},
+        headers=bearer(tenant["api_key"]),
+    )
+    assert vague.status_code == 202, vague.text
+    assert vague.json()["status"] == "triage"
+    triage = await gw.get("/v1/admin/triage", headers=platform.operator)
+    assert [j["id"] for j in triage.json()["data"]] == [vague.json()["id"]]
+    routed = await gw.post(
+        f"/v1/admin/jobs/{vague.json()['id']}/route",
+        json={"team_id": team["id"], "domain": "bookkeeping"},
+        headers=platform.operator,
+    )
+    assert routed.status_code == 200, routed.text
+    assert routed.json()["status"] == "queued"
+    assert routed.json()["assignment"]["team_id"] == team["id"]
+    # The member can reject it: no other team, so it waits as unroutable.
+    rejected = await gw.post(
+        f"/v1/team/jobs/{vague.json()['id']}/reject",
+        json={"reason": "Not our kind of work"},
+        headers=bearer(member["api_key"]),
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["status"] in ("queued", "unroutable")
+    assert "tenant_id" not in rejected.json()
+
+
+async def test_cancel_and_release(platform):
+    gw = platform.client
+    tenant = await create_tenant(platform)
+    _team, member = await _setup_team_and_member(platform)
+    client_key, member_key = bearer(tenant["api_key"]), bearer(member["api_key"])
+    job = (await gw.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=client_key)).json()
+    assert (await gw.post(f"/v1/team/jobs/{job['id']}/claim", headers=member_key)).is_success
+    released = await gw.post(
+        f"/v1/team/jobs/{job['id']}/release", json={"reason": "shift over"}, headers=member_key
+    )
+    assert released.status_code == 200, released.text
+    assert released.json()["status"] == "queued"
+    assert released.json()["lease"] is None
+    cancelled = await gw.post(
+        f"/v1/jobs/{job['id']}/cancel", json={"reason": "no longer needed"}, headers=client_key
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    no_result = await gw.get(f"/v1/jobs/{job['id']}/result", headers=client_key)
+    assert_problem(no_result, 409)
+
+
+async def test_readyz_with_peers_up(platform):
+    ready = await platform.client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": True, "router": True, "vault": True}
+
+
+async def test_e2e_policy_refuses_plaintext_delivery(platform):
+    gw = platform.client
+    tenant = await create_tenant(platform, policy={"require_e2e": True})
+    _team, member = await _setup_team_and_member(platform)
+    member_key = bearer(member["api_key"])
+    job = await gw.post(
+        "/v1/jobs",
+        json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}},
+        headers=bearer(tenant["api_key"]),
+    )
+    assert job.status_code == 202, job.text
+    assert job.json()["policy"]["require_e2e"] is True
+    assert (await gw.post(f"/v1/team/jobs/{job.json()['id']}/claim", headers=member_key)).is_success
+    refused = await gw.get(f"/v1/team/jobs/{job.json()['id']}/confidential", headers=member_key)
+    body = assert_problem(refused, 409)
+    assert body["type"].endswith("e2e-required")
+    assert CANARY not in refused.text
