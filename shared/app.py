@@ -1,4 +1,4 @@
-"""What every service's app factory does the same way: errors, middleware, liveness."""
+"""What every service's app factory does the same way: errors, middleware, liveness, metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 
 from shared.errors import install_error_handlers
+from shared.metrics import MetricsRefresh, install_metrics
 from shared.middleware import RequestContextMiddleware
 
 
@@ -17,7 +18,14 @@ def create_service_app(
     description: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     public_docs: bool = True,
+    service: str = "service",
+    metrics_refresh: MetricsRefresh | None = None,
 ) -> FastAPI:
+    """A FastAPI app with problem+json errors, request ids, ``/healthz`` and ``/metrics``.
+
+    ``service`` labels this app's request metrics; ``metrics_refresh`` runs before each scrape
+    (see :mod:`shared.metrics`).
+    """
     app = FastAPI(
         title=title,
         description=description,
@@ -29,6 +37,9 @@ def create_service_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    # Added last, so outermost: it also times and counts the 413s and 500s the request-context
+    # middleware answers itself.
+    install_metrics(app, service=service, refresh=metrics_refresh)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     async def healthz() -> dict[str, str]:

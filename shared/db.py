@@ -11,10 +11,11 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from alembic import command
 from alembic.config import Config
+from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -111,11 +112,7 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def session_scope(
     maker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: commit on success, roll back on any error.
-
-    Used as a FastAPI dependency with ``scope="function"`` so the commit happens before the
-    response is sent: a client never sees a 2xx for a change that was not stored.
-    """
+    """One transaction: commit on success, roll back on any error (for use outside requests)."""
     async with maker() as session:
         try:
             yield session
@@ -123,6 +120,27 @@ async def session_scope(
         except BaseException:
             await session.rollback()
             raise
+
+
+async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's session and transaction: commit on success, roll back on any error.
+
+    FastAPI drives this generator itself, so an exception in the route is thrown in here and
+    rolls the transaction back at once. Used with ``scope="function"`` (see :data:`SessionDep`)
+    so the commit happens before the response is sent: a client never sees a 2xx for a change
+    that was not stored.
+    """
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(request_session, scope="function")]
 
 
 def alembic_config(*, script_location: Path, database_url: str, version_table: str) -> Config:

@@ -16,7 +16,8 @@ from shared.request_context import current_request_id
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
 )
 
 
@@ -55,5 +56,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         uv_logger = logging.getLogger(name)
         uv_logger.handlers[:] = []
         uv_logger.propagate = True
-    # Our middleware writes one access line per request; uvicorn's would repeat it.
+    # Our middleware writes one access line per request; uvicorn's would repeat it, and
+    # httpx's INFO line per outbound call would double the volume for nothing.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)

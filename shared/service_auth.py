@@ -30,6 +30,11 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+# Module level, not inside service_caller_dependency: with postponed annotations FastAPI resolves
+# the dependency's "Request" annotation in this module's globals; a local import left it
+# unresolved, so `request` became a required query parameter (422 instead of 401).
+from fastapi import Request
+
 from shared.errors import Unauthorized
 
 SERVICE_NAMES = ("gateway", "router", "vault")
@@ -198,8 +203,6 @@ def service_caller_dependency(*allowed: str) -> Any:
 
     The app must hold its :class:`ServiceIdentity` in ``app.state.identity``.
     """
-    from fastapi import Request  # local: keep this module importable without FastAPI wiring
-
     allowed_issuers = frozenset(allowed)
 
     async def require_service_caller(request: Request) -> str:

@@ -121,12 +121,15 @@ def up(
         say=lambda text: typer.echo(f"taskroute: {text}", err=True),
         run_dir=folder / "run",
     )
+    supervisor.install_signal_handlers()
     try:
-        supervisor.start()
-    except (RuntimeError, KeyboardInterrupt) as exc:
+        started = supervisor.start()
+    except RuntimeError as exc:
         typer.echo(f"taskroute: {exc}", err=True)
         supervisor.stop()
         raise typer.Exit(1) from None
+    if not started:
+        raise typer.Exit(supervisor.stop())
     gateway_url = _service_url(all_settings["gateway"])
     typer.echo(
         f"\nTaskroute is running.\n"

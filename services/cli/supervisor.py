@@ -81,14 +81,23 @@ class Supervisor:
         service.restart_at = None
         (self.run_dir / f"{service.name}.pid").write_text(f"{service.process.pid}\n")
 
-    def start(self) -> None:
+    def install_signal_handlers(self) -> None:
+        """Catch SIGINT/SIGTERM from the start, so a signal during start-up stops cleanly too."""
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+
+    def start(self) -> bool:
+        """Start every service in order; False if a stop was requested meanwhile."""
         for service in self.services:
+            if self._stopping:
+                return False
             self._spawn(service)
             self._wait_healthy(service)
+        return not self._stopping
 
     def _wait_healthy(self, service: ManagedService) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping:
             if service.process is not None and service.process.poll() is not None:
                 raise RuntimeError(
                     f"{service.name} exited with code {service.process.returncode} during start-up"
@@ -99,15 +108,14 @@ class Supervisor:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"{service.name} did not answer {service.url}/healthz in time")
+        if not self._stopping:
+            raise RuntimeError(f"{service.name} did not answer {service.url}/healthz in time")
 
     def request_stop(self, signum: int, _frame: object) -> None:
         self._stopping = True
         self.say(f"received {signal.Signals(signum).name}, stopping")
 
     def run_forever(self) -> int:
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGTERM, self.request_stop)
         while not self._stopping:
             now = time.monotonic()
             for service in self.services:

@@ -11,7 +11,7 @@ from tests.e2e.conftest import Platform
 def test_sigterm_stops_every_service_cleanly(platform: Platform) -> None:
     pids = [platform.pid(service) for service in ("gateway", "router", "vault")]
     platform.process.send_signal(signal.SIGTERM)
-    assert platform.process.wait(timeout=30) == 0
+    assert platform.process.wait(timeout=30) == 0, platform.logs()[-3000:]
     for pid in pids:
         try:
             os.kill(pid, 0)
