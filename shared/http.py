@@ -70,7 +70,7 @@ async def call_service(
         return None
     if response.is_success:
         return response.json()
-    if response.status_code in (401, 403):
+    if response.status_code == 401:
         # Our own credentials were refused: a deployment fault, not the caller's.
         raise ServiceUnavailable(f"The {service} service refused this service's credentials.")
     if 400 <= response.status_code < 500:

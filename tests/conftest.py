@@ -55,8 +55,8 @@ def _service_pg_url(admin_url: str, database: str) -> str:
     return base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{database}"
 
 
-async def _pg_admin(statement: str) -> None:
-    connection = await asyncpg.connect(_asyncpg_dsn(POSTGRES_ADMIN_URL), timeout=10)
+async def _pg_admin(statement: str, admin_url: str = POSTGRES_ADMIN_URL) -> None:
+    connection = await asyncpg.connect(_asyncpg_dsn(admin_url), timeout=10)
     try:
         await connection.execute(statement)
     finally:
@@ -75,7 +75,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @contextmanager
 def provisioned_databases(
-    backend: str, folder: Path, *, migrated: bool = True
+    backend: str, folder: Path, *, migrated: bool = True, admin_url: str = POSTGRES_ADMIN_URL
 ) -> Iterator[dict[str, str]]:
     """One database per service on ``backend``, created for this run and dropped after it."""
     run = uuid.uuid4().hex[:10]
@@ -87,15 +87,15 @@ def provisioned_databases(
                 urls[service] = f"sqlite+aiosqlite:///{folder / f'{service}.db'}"
             else:
                 name = f"tr_test_{run}_{service}"
-                asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+                asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"', admin_url))
                 created.append(name)
-                urls[service] = _service_pg_url(POSTGRES_ADMIN_URL, name)
+                urls[service] = _service_pg_url(admin_url, name)
             if migrated:
                 migrate(service, urls[service])
         yield urls
     finally:
         for name in created:
-            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_url))
 
 
 @pytest.fixture(scope="session")

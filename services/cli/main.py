@@ -12,6 +12,7 @@ import uvicorn
 
 from services.cli.registry import SERVICE_ORDER, SERVICES
 from services.cli.supervisor import ManagedService, Supervisor, child_environment
+from services.router.classifier.commands import app as classifier_app
 from shared.logging import configure_logging
 from shared.service_auth import ensure_service_keys
 from shared.settings import PlatformSettings, ServiceSettings
@@ -21,6 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+app.add_typer(classifier_app, name="classifier")
 
 OPERATOR_KEY_FILE = "operator.key"
 
@@ -95,7 +98,9 @@ def up(
         os.environ["TASKROUTE_DATA_DIR"] = str(data_dir)
     base = PlatformSettings()
     folder = base.data_dir.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    # The folder holds keys and databases: only its owner may enter it.
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
     os.environ["TASKROUTE_DATA_DIR"] = str(folder)
 
     all_settings = {name: SERVICES[name].settings() for name in SERVICE_ORDER}

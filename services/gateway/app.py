@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import cast
 
 import httpx
@@ -18,10 +21,18 @@ from services.gateway.api import (
     admin_jobs,
     admin_teams,
     admin_tenants,
+    admin_vault_keys,
+    classify,
+    edge,
     health,
     jobs,
+    member_keys,
     team_jobs,
+    vault_keys,
+    webhooks,
 )
+from services.gateway.api.job_events import JobEventsMiddleware
+from services.gateway.clients.webhooks import WebhookSender
 from services.gateway.db.repository import ApiKeyRepository
 from services.gateway.domain import api_keys
 from services.gateway.settings import GatewaySettings
@@ -47,6 +58,8 @@ Authenticate with `Authorization: Bearer <api key>`. Errors are `application/pro
 OPENAPI_TAGS = [
     {"name": "jobs", "description": "Clients: submit jobs and follow them."},
     {"name": "team", "description": "Team members: the team's queue and leased work."},
+    {"name": "vault", "description": "Clients: the tenant's public keys for sealed envelopes."},
+    {"name": "webhooks", "description": "Clients: signed job events pushed to your endpoints."},
     {"name": "admin: tenants", "description": "Operators: tenants, client keys, policies."},
     {"name": "admin: teams", "description": "Operators: teams and their members."},
     {"name": "admin: jobs", "description": "Operators: triage, manual routing, statistics."},
@@ -104,6 +117,16 @@ def create_app(
             timeout_seconds=settings.upstream_timeout_seconds,
             transport=transports.get("vault"),
         )
+        rate_limiter = edge.create_rate_limiter(settings)
+        purger = asyncio.create_task(edge.purge_expired_forever(maker))
+        sender = WebhookSender(
+            maker=maker,
+            pepper=pepper,
+            backoff_base=timedelta(seconds=settings.webhook_backoff_base_seconds),
+            poll_seconds=settings.webhook_poll_seconds,
+            transport=transports.get("webhooks"),
+        )
+        webhook_worker = asyncio.create_task(sender.run_forever())
         try:
             if settings.bootstrap_operator_key is not None:
                 changed = await store_bootstrap_operator_key(
@@ -117,8 +140,15 @@ def create_app(
             app.state.identity = identity
             app.state.router_http = router_http
             app.state.vault_http = vault_http
+            app.state.rate_limiter = rate_limiter
             yield
         finally:
+            for task in (purger, webhook_worker):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await sender.aclose()
+            await rate_limiter.aclose()
             await router_http.aclose()
             await vault_http.aclose()
             await engine.dispose()
@@ -128,8 +158,15 @@ def create_app(
     )
     app.openapi_tags = OPENAPI_TAGS
     _limit_bodies(app, settings.max_body_bytes)
+    edge.install_edge(app, settings)
+    app.user_middleware.append(Middleware(JobEventsMiddleware))  # innermost, see edge.py
     for module in (jobs, team_jobs, admin_tenants, admin_teams, admin_jobs, admin_audit, health):
         app.include_router(module.router)
+    app.include_router(vault_keys.router)
+    app.include_router(member_keys.router)
+    app.include_router(admin_vault_keys.router)
+    app.include_router(webhooks.router)
+    app.include_router(classify.router)
     return app
 
 

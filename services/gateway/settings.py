@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.gateway.clients.rate_limiter import parse_limit
 from shared.middleware import DEFAULT_MAX_BODY_BYTES
 from shared.settings import ServiceSettings
 
@@ -56,6 +57,37 @@ class GatewaySettings(ServiceSettings):
     # Largest request body accepted (413 beyond): confidential data is capped at 64 KiB, so the
     # default 1 MiB leaves room for descriptions without inviting memory exhaustion.
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0, le=16 * 1024 * 1024)
+
+    # --- the edge: rate limits and idempotency (services/gateway/api/edge.py) ---
+    # Redis shared by the gateway replicas for rate limits (redis://[:password@]host:port/db);
+    # unset: limits are kept in each process's memory. May carry a password, hence secret.
+    redis_url: SecretStr | None = None
+    # Every Redis call's deadline: a rate limit check must not hold a request up noticeably;
+    # past it the process falls back to its in-memory limiter (see clients/rate_limiter.py).
+    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=5)
+    # Prefix of the limiter's Redis keys, so several deployments can share one Redis.
+    redis_key_prefix: str = Field(default="taskroute-gateway", min_length=1, max_length=100)
+    # Requests per API key, moving window: 10/s sustained covers a busy integration's polling;
+    # a client that needs more gets its own limit later rather than starving others now.
+    rate_limit: str = "600/minute"
+    # Failed authentications per source address: enough for a person fixing a typo, far too
+    # few to guess anything.
+    failed_auth_rate_limit: str = "30/minute"
+    # An in-flight idempotency claim older than this is taken to be from a crashed replica and
+    # may be taken over: longer than a submission can run (two upstream calls of at most
+    # upstream_timeout_seconds each, plus the database).
+    idempotency_lock_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # --- webhooks (domain/webhooks.py, clients/webhooks.py) ---
+    # The first retry's wait, doubled per attempt: 10 s reaches a day of retries in 16 attempts.
+    webhook_backoff_base_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # How often each replica looks for due deliveries: events leave within about a second.
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+
+    @field_validator("rate_limit", "failed_auth_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_limit(value)
+        return value
 
     @field_validator("api_key_pepper")
     @classmethod

@@ -11,7 +11,10 @@ import httpx
 from fastapi import FastAPI
 
 from services.router.api import health, jobs, operators, team_jobs, teams
+from services.router.classifier.store import load_or_train
+from services.router.classifier.trained import TrainedClassifier
 from services.router.domain.classifier import Classifier, LexiconClassifier
+from services.router.member_keys import router as member_keys_router
 from services.router.metrics import refresh_job_metrics
 from services.router.settings import RouterSettings
 from services.router.sweeper import run_sweeper
@@ -27,9 +30,11 @@ SWEEPER_STOP_SECONDS = 10.0
 PEERS = ("gateway",)
 
 
-def build_classifier(settings: RouterSettings) -> Classifier:  # noqa: ARG001 - the model seam
-    """The classifier in use; a later issue swaps in a trained model here."""
-    return LexiconClassifier()
+def build_classifier(settings: RouterSettings) -> Classifier:
+    """The classifier in use: the trained model (default), or the rule-based lexicon."""
+    if settings.classifier == "lexicon":
+        return LexiconClassifier()
+    return TrainedClassifier(load_or_train(settings.classifier_dir()))
 
 
 def create_app(
@@ -86,4 +91,5 @@ def create_app(
     app.include_router(team_jobs.router)
     app.include_router(teams.router)
     app.include_router(operators.router)
+    app.include_router(member_keys_router)
     return app

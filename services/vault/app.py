@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from services.vault.api import audit, health, records
+from services.vault.api import audit, health, records, sealing, tenant_keys
 from services.vault.keys import root_key_provider
 from services.vault.metrics import set_sealed
 from services.vault.settings import VaultSettings
@@ -67,4 +67,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(records.router)
     app.include_router(audit.router)
+    app.include_router(sealing.router)
+    app.include_router(tenant_keys.router)
     return app

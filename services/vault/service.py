@@ -13,35 +13,55 @@ audit chain). Two rules shape it:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.vault.db.models import AuditRecord, Record, TenantKey
-from services.vault.db.repository import AuditRepository, VaultRepository
-from services.vault.domain import audit, envelope
+from services.vault.db.models import (
+    AuditRecord,
+    Record,
+    SealedRecord,
+    TenantKey,
+    TenantSealingKey,
+)
+from services.vault.db.repository import (
+    TENANT_KEY_ACTIVE,
+    TENANT_KEY_RETIRED,
+    AuditRepository,
+    VaultRepository,
+)
+from services.vault.domain import audit, envelope, sealing
 from services.vault.domain.errors import (
     AuditUnavailable,
+    EnvelopeRefused,
     GrantRefused,
+    KeyRetired,
     RecordExists,
     RecordIntegrityError,
     RecordNotFound,
+    RewrapPending,
     RootKeyMismatch,
+    TenantShredded,
+    UnknownSealingKey,
     VaultSealed,
 )
 from services.vault.domain.grants import (
     Grant,
     parse_grant,
+    require_delivery_grant,
     require_grant_covers,
     require_open_grant,
     require_seal_grant,
 )
 from services.vault.metrics import measure_audit_append
+from shared import sealed_envelope
 from shared.db import new_id, utcnow
 from shared.service_auth import ServiceAuthError, ServiceIdentity
 
@@ -58,6 +78,27 @@ GRANT_ISSUERS = frozenset({"router"})
 class SealResult:
     ref: str
     key_version: int
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    key_version: int
+    sealing_key_id: str
+    sealing_version: int
+
+
+@dataclass(frozen=True)
+class RewrapProgress:
+    rewrapped: int
+    remaining: int
+    key_version: int | None
+
+
+@dataclass(frozen=True)
+class RetireResult:
+    min_key_version: int
+    min_sealing_version: int
+    retired: int
 
 
 @dataclass(frozen=True)
@@ -121,6 +162,7 @@ class VaultService:
     ) -> SealResult:
         """Encrypt ``data`` for (tenant, job, purpose); 409 if that record already exists."""
         root = self._root()
+        await self._refuse_if_shredded(root, tenant_id, action="seal")
         if await self.records.record_exists(tenant_id=tenant_id, job_id=job_id, purpose=purpose):
             raise RecordExists(purpose)
         tenant_key = await self._tenant_key_for_seal(root, tenant_id)
@@ -238,7 +280,12 @@ class VaultService:
             assert grant.ref is not None  # require_open_grant checked it
             record = await self.records.record(grant.ref)
             if record is None:
-                raise RecordNotFound
+                sealed = await self.records.sealed_record(grant.ref)
+                if sealed is None:
+                    raise RecordNotFound
+                await self._refuse_if_shredded(root, sealed.tenant_id, action="open", grant=grant)
+                return await self._open_sealed(root, grant, sealed)
+            await self._refuse_if_shredded(root, record.tenant_id, action="open", grant=grant)
             require_grant_covers(
                 grant,
                 tenant_id=record.tenant_id,
@@ -256,6 +303,9 @@ class VaultService:
         if key_row is None:
             await self._audit_refusal(root, "open", "integrity_failure", grant)
             raise RecordIntegrityError
+        if key_row.state == TENANT_KEY_RETIRED:
+            await self._audit_refusal(root, "open", "key_retired", grant)
+            raise KeyRetired
         context = envelope.RecordContext(
             tenant_id=record.tenant_id,
             job_id=record.job_id,
@@ -271,6 +321,7 @@ class VaultService:
                 envelope.SealedRecord(
                     wrapped_data_key=record.wrapped_data_key, ciphertext=record.ciphertext
                 ),
+                payload_key_version=record.payload_key_version,
             )
         except (envelope.DecryptionError, RecordIntegrityError):
             logger.error("record failed its integrity check", extra={"ref": record.id})
@@ -279,6 +330,495 @@ class VaultService:
         await self._append(self.session, root, _grant_fields("open", "ok", None, grant))
         logger.info("record opened", extra={"ref": record.id, "tenant_id": record.tenant_id})
         return data
+
+    # -- client-side sealing ------------------------------------------------------------------
+
+    async def sealing_keys(self, *, tenant_id: str) -> Sequence[TenantSealingKey]:
+        """The tenant's active sealing keys, newest first; version 1 is made on first use."""
+        root = self._root()
+        await self._refuse_if_shredded(root, tenant_id, action="keygen")
+        rows = await self.records.sealing_keys(tenant_id)
+        if rows:
+            return rows
+        fresh = sealing.generate(root, tenant_id=tenant_id, version=FIRST_KEY_VERSION)
+        await self.records.insert_sealing_key_if_absent(
+            TenantSealingKey(
+                tenant_id=tenant_id,
+                version=FIRST_KEY_VERSION,
+                key_id=fresh.key_id,
+                public_key=fresh.public_key,
+                wrapped_private_key=fresh.wrapped_private_key,
+                root_key_id=root.key_id,
+                state=TENANT_KEY_ACTIVE,
+                created_at=self.clock(),
+            )
+        )
+        await self._append(
+            self.session,
+            root,
+            _Fields(action="keygen", outcome="ok", tenant_id=tenant_id, subject="vault"),
+        )
+        # Read back: a concurrent first request may have stored its own version 1 first.
+        return await self.records.sealing_keys(tenant_id)
+
+    def _sealing_private_key(
+        self, root: envelope.RootKey, row: TenantSealingKey
+    ) -> X25519PrivateKey:
+        if row.root_key_id != root.key_id:
+            raise RootKeyMismatch
+        try:
+            return sealing.unwrap(
+                root,
+                tenant_id=row.tenant_id,
+                version=row.version,
+                key_id=row.key_id,
+                wrapped=row.wrapped_private_key,
+            )
+        except envelope.DecryptionError:
+            logger.error(
+                "sealing key failed its integrity check", extra={"tenant_id": row.tenant_id}
+            )
+            raise RecordIntegrityError from None
+
+    async def store_sealed(
+        self,
+        *,
+        tenant_id: str,
+        job_id: str,
+        envelope_json: Any,
+        subject: str,
+        purpose: str = "job",
+        job_ref: str | None = None,
+        grant_id: str | None = None,
+    ) -> SealResult:
+        """Check a client-sealed envelope opens for this tenant, then store it as received.
+
+        The vault opens it only to authenticate it and check that it holds JSON (so a broken
+        envelope is refused now, not when a member needs it); the plaintext is dropped at once.
+        ``job_ref``, when given, is the reference the envelope must be bound to (a result is
+        bound to the job's id).
+        """
+        root = self._root()
+        await self._refuse_if_shredded(root, tenant_id, action="seal")
+        fields = _Fields(
+            action="seal",
+            outcome="refused",
+            tenant_id=tenant_id,
+            job_id=job_id,
+            subject=subject,
+            grant_id=grant_id,
+        )
+        try:
+            parsed = sealed_envelope.parse(envelope_json)
+            sealed_envelope.check_context(parsed, tenant_id=tenant_id, job_ref=job_ref)
+            key_row = await self.records.sealing_key(tenant_id, parsed.key_id)
+            if key_row is None or key_row.state != TENANT_KEY_ACTIVE:
+                await self._audit(root, replace(fields, reason="unknown_key"))
+                raise UnknownSealingKey
+            private = self._sealing_private_key(root, key_row)
+            try:
+                json.loads(sealed_envelope.open_envelope(parsed, private))
+            except ValueError as error:
+                if isinstance(error, sealed_envelope.EnvelopeError):
+                    raise
+                raise sealed_envelope.MalformedEnvelope(
+                    "the payload is not UTF-8 JSON", field="ciphertext"
+                ) from None
+        except sealed_envelope.EnvelopeError as error:
+            await self._audit(root, replace(fields, reason=error.code[:32]))
+            raise EnvelopeRefused(str(error), reason=error.code, field=error.field) from None
+        # Checked by a read before any write: a refusal's audit record is appended in a
+        # transaction of its own, which must not wait behind this one's write lock (SQLite).
+        if await self.records.sealed_exists(
+            tenant_id=tenant_id, job_id=job_id, job_ref=parsed.job_ref, purpose=purpose
+        ):
+            await self._audit(root, replace(fields, reason="exists"))
+            raise RecordExists("job (or job_ref)")
+        record_id = new_id()
+        stored = await self.records.insert_sealed_if_absent(
+            SealedRecord(
+                id=record_id,
+                tenant_id=tenant_id,
+                job_id=job_id,
+                job_ref=parsed.job_ref,
+                purpose=purpose,
+                key_id=parsed.key_id,
+                envelope=json.dumps(parsed.to_json(), separators=(",", ":")),
+                subject=subject,
+                created_at=self.clock(),
+            )
+        )
+        if not stored:  # a concurrent store of the same job won the race
+            raise RecordExists("job (or job_ref)")
+        await self._append(
+            self.session,
+            root,
+            replace(fields, outcome="ok", ref=record_id),
+        )
+        logger.info(
+            "sealed envelope stored",
+            extra={"ref": record_id, "tenant_id": tenant_id, "job_id": job_id},
+        )
+        return SealResult(ref=record_id, key_version=key_row.version)
+
+    async def store_sealed_by_grant(self, *, token: str, envelope_json: Any) -> SealResult:
+        """Store a result the member sealed for the tenant, under a router-signed seal grant."""
+        root = self._root()
+        grant = await self._verified_grant(root, token, action="seal")
+        try:
+            require_seal_grant(grant)
+        except GrantRefused as refusal:
+            await self._audit_refusal(root, "seal", refusal.reason, grant)
+            raise
+        return await self.store_sealed(
+            tenant_id=grant.tenant_id,
+            job_id=grant.job_id,
+            envelope_json=envelope_json,
+            subject=grant.subject,
+            purpose=grant.purpose,
+            job_ref=grant.job_id,
+            grant_id=grant.grant_id,
+        )
+
+    async def _open_sealed(self, root: envelope.RootKey, grant: Grant, record: SealedRecord) -> Any:
+        """Plaintext delivery of a client-sealed record (refused under require_e2e earlier)."""
+        require_grant_covers(
+            grant,
+            tenant_id=record.tenant_id,
+            job_id=record.job_id,
+            purpose=record.purpose,
+            ref=record.id,
+        )
+        try:
+            try:
+                data = json.loads(await self._sealed_plaintext(root, record))
+            except ValueError:  # checked when stored: this is damage, not input
+                raise RecordIntegrityError from None
+        except RecordIntegrityError:
+            await self._audit_refusal(root, "open", "integrity_failure", grant)
+            raise
+        except KeyRetired:
+            await self._audit_refusal(root, "open", "key_retired", grant)
+            raise
+        await self._append(self.session, root, _grant_fields("open", "ok", None, grant))
+        logger.info("sealed record opened", extra={"ref": record.id, "tenant_id": record.tenant_id})
+        return data
+
+    async def _sealed_private_key(
+        self, root: envelope.RootKey, record: SealedRecord
+    ) -> X25519PrivateKey:
+        key_row = await self.records.sealing_key(record.tenant_id, record.key_id)
+        if key_row is None:
+            raise RecordIntegrityError
+        if key_row.state == TENANT_KEY_RETIRED:
+            raise KeyRetired
+        return self._sealing_private_key(root, key_row)
+
+    async def _sealed_plaintext(self, root: envelope.RootKey, record: SealedRecord) -> bytes:
+        private = await self._sealed_private_key(root, record)
+        try:
+            return sealed_envelope.open_envelope(
+                sealed_envelope.parse(record.envelope),
+                private,
+                tenant_id=record.tenant_id,
+                job_ref=record.job_ref,
+            )
+        except sealed_envelope.EnvelopeError:
+            logger.error("sealed record failed its integrity check", extra={"ref": record.id})
+            raise RecordIntegrityError from None
+
+    async def deliver(self, *, token: str) -> dict[str, Any]:
+        """A job's data sealed to the member key the router put in the grant.
+
+        A client-sealed envelope keeps its payload: only the data key is re-wrapped. A record
+        the vault sealed itself is opened in the vault and sealed to the member's key at once.
+        Either way the gateway carries only ciphertext.
+        """
+        root = self._root()
+        grant = await self._verified_grant(root, token, action="deliver")
+        try:
+            recipient_text = require_delivery_grant(grant)
+            assert grant.ref is not None  # require_delivery_grant checked it
+            recipient = sealed_envelope.load_public_key(recipient_text)
+            sealed = await self.records.sealed_record(grant.ref)
+            record = None if sealed is not None else await self.records.record(grant.ref)
+            found = sealed or record
+            if found is None:
+                raise RecordNotFound
+            await self._refuse_if_shredded(root, found.tenant_id, action="deliver", grant=grant)
+            require_grant_covers(
+                grant,
+                tenant_id=found.tenant_id,
+                job_id=found.job_id,
+                purpose=found.purpose,
+                ref=found.id,
+            )
+        except GrantRefused as refusal:
+            await self._audit_refusal(root, "deliver", refusal.reason, grant)
+            raise
+        except sealed_envelope.EnvelopeError:
+            await self._audit_refusal(root, "deliver", "malformed_grant", grant)
+            raise GrantRefused(
+                "The grant's recipient key is not an X25519 key.", reason="malformed_grant"
+            ) from None
+        except RecordNotFound:
+            await self._audit_refusal(root, "deliver", "not_found", grant)
+            raise
+        try:
+            if sealed is not None:
+                private = await self._sealed_private_key(root, sealed)
+                try:
+                    delivered = sealed_envelope.rewrap(
+                        sealed_envelope.parse(sealed.envelope), private, recipient
+                    )
+                except sealed_envelope.EnvelopeError:
+                    raise RecordIntegrityError from None
+            else:
+                assert record is not None
+                delivered = sealed_envelope.seal_json(
+                    await self._plaintext(root, record),
+                    public_key=recipient,
+                    tenant_id=record.tenant_id,
+                    job_ref=record.job_id,
+                )
+        except RecordIntegrityError:
+            await self._audit_refusal(root, "deliver", "integrity_failure", grant)
+            raise
+        except KeyRetired:
+            await self._audit_refusal(root, "deliver", "key_retired", grant)
+            raise
+        await self._append(self.session, root, _grant_fields("deliver", "ok", None, grant))
+        logger.info("record delivered sealed", extra={"ref": grant.ref})
+        return delivered.to_json()
+
+    async def _plaintext(self, root: envelope.RootKey, record: Record) -> Any:
+        key_row = await self.records.tenant_key(record.tenant_id, record.key_version)
+        if key_row is None:
+            raise RecordIntegrityError
+        if key_row.state == TENANT_KEY_RETIRED:
+            raise KeyRetired
+        context = envelope.RecordContext(
+            tenant_id=record.tenant_id,
+            job_id=record.job_id,
+            purpose=record.purpose,
+            record_id=record.id,
+            key_version=record.key_version,
+        )
+        try:
+            return envelope.open_record(
+                self._unwrap(root, key_row),
+                context,
+                envelope.SealedRecord(
+                    wrapped_data_key=record.wrapped_data_key, ciphertext=record.ciphertext
+                ),
+                payload_key_version=record.payload_key_version,
+            )
+        except envelope.DecryptionError:
+            raise RecordIntegrityError from None
+
+    # -- rotation, rewrap, shredding -----------------------------------------------------------
+
+    async def _refuse_if_shredded(
+        self, root: envelope.RootKey, tenant_id: str, *, action: str, grant: Grant | None = None
+    ) -> None:
+        if not await self.records.tenant_shredded(tenant_id):
+            return
+        if grant is not None:
+            await self._audit_refusal(root, action, "shredded", grant)
+        else:
+            fields = _Fields(action=action, outcome="refused", reason="shredded")
+            await self._audit(root, replace(fields, tenant_id=tenant_id))
+        raise TenantShredded
+
+    async def rotate(self, *, tenant_id: str) -> RotationResult:
+        """Add a new version of the tenant's keys; new seals use it, old versions still open."""
+        root = self._root()
+        await self._refuse_if_shredded(root, tenant_id, action="rotate")
+        key_version, sealing_version = await self.records.newest_versions(tenant_id)
+        fresh = envelope.TenantKey(
+            tenant_id=tenant_id, version=key_version + 1, material=envelope.new_key()
+        )
+        await self.records.insert_tenant_key_if_absent(
+            tenant_id=tenant_id,
+            version=fresh.version,
+            wrapped_key=envelope.wrap_tenant_key(root, fresh),
+            root_key_id=root.key_id,
+            at=self.clock(),
+        )
+        pair = sealing.generate(root, tenant_id=tenant_id, version=sealing_version + 1)
+        await self.records.insert_sealing_key_if_absent(
+            TenantSealingKey(
+                tenant_id=tenant_id,
+                version=sealing_version + 1,
+                key_id=pair.key_id,
+                public_key=pair.public_key,
+                wrapped_private_key=pair.wrapped_private_key,
+                root_key_id=root.key_id,
+                state=TENANT_KEY_ACTIVE,
+                created_at=self.clock(),
+            )
+        )
+        # Read back: a concurrent rotation may have stored these versions first.
+        newest = (await self.records.sealing_keys(tenant_id))[0]
+        await self._append(
+            self.session,
+            root,
+            _Fields(
+                action="rotate",
+                outcome="ok",
+                tenant_id=tenant_id,
+                reason=f"v{fresh.version}",
+                subject="operator",
+            ),
+        )
+        logger.info("tenant keys rotated", extra={"tenant_id": tenant_id, "version": fresh.version})
+        return RotationResult(
+            key_version=fresh.version, sealing_key_id=newest.key_id, sealing_version=newest.version
+        )
+
+    async def rewrap(self, *, tenant_id: str, batch_size: int) -> RewrapProgress:
+        """Move up to ``batch_size`` data keys to the newest key versions; call until done.
+
+        Only data keys are decrypted and re-encrypted, never a payload. Each batch is one
+        transaction with compare-and-set updates, so an interrupted or concurrent rewrap is
+        simply resumed by the next call.
+        """
+        root = self._root()
+        await self._refuse_if_shredded(root, tenant_id, action="rewrap")
+        newest = await self.records.active_tenant_key(tenant_id)
+        sealing_rows = await self.records.sealing_keys(tenant_id)
+        newest_sealing = sealing_rows[0] if sealing_rows else None
+        moved = 0
+        if newest is not None:
+            new_key = self._unwrap(root, newest)
+            old_keys: dict[int, envelope.TenantKey] = {}
+            for record in await self.records.records_before_version(
+                tenant_id, newest.version, limit=batch_size
+            ):
+                if record.key_version not in old_keys:
+                    row = await self.records.tenant_key(tenant_id, record.key_version)
+                    if row is None:
+                        raise RecordIntegrityError
+                    old_keys[record.key_version] = self._unwrap(root, row)
+                context = envelope.RecordContext(
+                    tenant_id=record.tenant_id,
+                    job_id=record.job_id,
+                    purpose=record.purpose,
+                    record_id=record.id,
+                    key_version=record.key_version,
+                )
+                try:
+                    wrapped = envelope.rewrap_data_key(
+                        old_keys[record.key_version], new_key, context, record.wrapped_data_key
+                    )
+                except envelope.DecryptionError:
+                    logger.error("record failed its integrity check", extra={"ref": record.id})
+                    raise RecordIntegrityError from None
+                moved += await self.records.move_record_key(
+                    record,
+                    from_version=record.key_version,
+                    to_version=newest.version,
+                    wrapped=wrapped,
+                )
+        if newest_sealing is not None and moved < batch_size:
+            recipient = X25519PublicKey.from_public_bytes(newest_sealing.public_key)
+            for sealed in await self.records.sealed_not_on_key(
+                tenant_id, newest_sealing.key_id, limit=batch_size - moved
+            ):
+                private = await self._sealed_private_key(root, sealed)
+                try:
+                    rewrapped = sealed_envelope.rewrap(
+                        sealed_envelope.parse(sealed.envelope),
+                        private,
+                        recipient,
+                        check_payload=False,
+                    )
+                except sealed_envelope.EnvelopeError:
+                    logger.error(
+                        "sealed record failed its integrity check", extra={"ref": sealed.id}
+                    )
+                    raise RecordIntegrityError from None
+                moved += await self.records.move_sealed_key(
+                    sealed,
+                    from_key_id=sealed.key_id,
+                    to_key_id=newest_sealing.key_id,
+                    envelope=json.dumps(rewrapped.to_json(), separators=(",", ":")),
+                )
+        remaining = await self.records.count_to_rewrap(
+            tenant_id,
+            newest.version if newest is not None else 0,
+            newest_sealing.key_id if newest_sealing is not None else None,
+        )
+        await self._append(
+            self.session,
+            root,
+            _Fields(
+                action="rewrap",
+                outcome="ok",
+                tenant_id=tenant_id,
+                reason=f"{moved} moved, {remaining} left"[:32],
+                subject="operator",
+            ),
+        )
+        return RewrapProgress(
+            rewrapped=moved,
+            remaining=remaining,
+            key_version=newest.version if newest is not None else None,
+        )
+
+    async def retire_older(self, *, tenant_id: str) -> RetireResult:
+        """Retire every key version but the newest: the minimum decryption version goes up.
+
+        Refused (409) while any record still uses an older version, so retiring never makes
+        stored data unreadable; envelopes sealed to a retired key are refused from then on.
+        """
+        root = self._root()
+        await self._refuse_if_shredded(root, tenant_id, action="retire")
+        newest = await self.records.active_tenant_key(tenant_id)
+        sealing_rows = await self.records.sealing_keys(tenant_id)
+        key_version = newest.version if newest is not None else 0
+        sealing_version = sealing_rows[0].version if sealing_rows else 0
+        remaining = await self.records.count_to_rewrap(
+            tenant_id, key_version, sealing_rows[0].key_id if sealing_rows else None
+        )
+        if remaining:
+            raise RewrapPending(remaining)
+        retired = await self.records.retire_older(
+            tenant_id, key_version=key_version, sealing_version=sealing_version
+        )
+        await self._append(
+            self.session,
+            root,
+            _Fields(
+                action="retire",
+                outcome="ok",
+                tenant_id=tenant_id,
+                reason=f"below v{key_version}/v{sealing_version}"[:32],
+                subject="operator",
+            ),
+        )
+        return RetireResult(
+            min_key_version=key_version, min_sealing_version=sealing_version, retired=retired
+        )
+
+    async def shred(self, *, tenant_id: str) -> None:
+        """Destroy every key of the tenant: its records can never be opened again (410)."""
+        root = self._root()
+        await self.records.shred(tenant_id, root_key_id=root.key_id, at=self.clock())
+        await self._append(
+            self.session,
+            root,
+            _Fields(action="shred", outcome="ok", tenant_id=tenant_id, subject="operator"),
+        )
+        logger.warning("tenant keys shredded", extra={"tenant_id": tenant_id})
+
+    async def _audit(self, root: envelope.RootKey, fields: _Fields) -> None:
+        """Append a refusal in a transaction of its own (the request's is rolled back)."""
+        async with self.sessionmaker() as session, session.begin():
+            await self._append(session, root, fields)
+        logger.warning(
+            "vault request refused", extra={"action": fields.action, "reason": fields.reason}
+        )
 
     async def _verified_grant(self, root: envelope.RootKey, token: str, *, action: str) -> Grant:
         try:

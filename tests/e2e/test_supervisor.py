@@ -21,3 +21,4 @@ def test_sigterm_stops_every_service_cleanly(platform: Platform) -> None:
     assert "all services stopped" in platform.logs()
     # The root key file was made on first start, readable by its owner only.
     assert (platform.data_dir / "vault-root.key").stat().st_mode & 0o777 == 0o600
+    assert platform.data_dir.stat().st_mode & 0o777 == 0o700

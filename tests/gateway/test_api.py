@@ -310,16 +310,20 @@ async def test_invalid_job_is_422_naming_the_field(gateway_alone, payload, field
     assert body["detail"].startswith(field) or field in body["detail"] or body["errors"]
 
 
-async def test_sealed_confidential_is_refused_with_an_explanation(gateway_alone):
+async def test_plain_and_sealed_confidential_together_are_refused(gateway_alone):
     tenant = await create_tenant(gateway_alone)
     response = await gateway_alone.client.post(
         "/v1/jobs",
-        json={**BOOKKEEPING_JOB, "confidential_sealed": {"v": 1, "payload": CANARY}},
+        json={
+            **BOOKKEEPING_JOB,
+            "confidential": {"note": CANARY},
+            "confidential_sealed": {"v": 1, "payload": CANARY},
+        },
         headers=bearer(tenant["api_key"]),
     )
     body = assert_problem(response, 422)
     assert body["errors"][0]["field"] == "confidential_sealed"
-    assert "not available yet" in body["detail"]
+    assert "not both" in body["detail"]
     assert CANARY not in response.text
 
 
@@ -610,7 +614,7 @@ async def test_triage_and_manual_routing(platform):
     team, member = await _setup_team_and_member(platform)
     vague = await gw.post(
         "/v1/jobs",
-        json={"title": "Help", "description": "Please handle the attached matter soon."},
+        json={"title": "Help", "description": "Can you do the thing we discussed?"},
         headers=bearer(tenant["api_key"]),
     )
     assert vague.status_code == 202, vague.text

@@ -185,7 +185,7 @@ def test_valid_submission_with_every_field():
         ({"callback_url": "https://user:pw@client.example/hook"}, "callback_url"),
         ({"data_policy": {"allowed_countries": ["india"]}}, "data_policy"),
         ({"data_policy": {"allowed_countries": []}}, "data_policy"),
-        ({"confidential_sealed": {"v": 1}}, "confidential_sealed"),
+        ({"confidential": {"a": 1}, "confidential_sealed": {"v": 1}}, "confidential_sealed"),
         ({"unknown_field": 1}, "unknown_field"),
     ],
 )
@@ -196,10 +196,10 @@ def test_invalid_submissions_name_the_field(fields, field):
     assert any(loc.startswith(field) for loc in locations), locations
 
 
-def test_sealed_confidential_is_explained():
+def test_plain_and_sealed_confidential_together_are_explained():
     with pytest.raises(ValidationError) as caught:
-        JobCreate.model_validate(_job(confidential_sealed={"v": 1}))
-    assert "client-side sealing is not available yet" in str(caught.value)
+        JobCreate.model_validate(_job(confidential={"a": 1}, confidential_sealed={"v": 1}))
+    assert "not both" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
@@ -44,6 +45,32 @@ RouterDep = Annotated[RouterClient, Depends(get_router)]
 VaultDep = Annotated[VaultClient, Depends(get_vault)]
 
 
+async def authenticate(session: AsyncSession, key: str, *, pepper: bytes) -> Principal | None:
+    """The principal of a live API key, or None (same work for unknown and known prefixes).
+
+    Shared by the route dependency below and the edge middleware (rate limits, idempotency),
+    so there is exactly one way a key is checked.
+    """
+    key = key.strip()
+    prefix = api_keys.lookup_prefix(key)
+    if prefix is None:
+        return None
+    row = await ApiKeyRepository(session).by_prefix(prefix)
+    if row is None:
+        # Spend the same HMAC as a hit, so response time does not reveal which prefixes exist.
+        api_keys.matches(key, "0" * 64, pepper=pepper)
+        return None
+    if not api_keys.matches(key, row.digest, pepper=pepper) or row.revoked_at is not None:
+        return None
+    return Principal(
+        key_id=row.id,
+        role=Role(row.role),
+        tenant_id=row.tenant_id,
+        team_id=row.team_id,
+        member_id=row.member_id,
+    )
+
+
 async def get_principal(
     request: Request,
     session: SessionDep,
@@ -52,25 +79,12 @@ async def get_principal(
     """The caller behind the request's API key; 401 for anything but a live key."""
     if credentials is None:
         raise InvalidApiKey()
-    key = credentials.credentials.strip()
-    prefix = api_keys.lookup_prefix(key)
-    if prefix is None:
-        raise InvalidApiKey()
-    row = await ApiKeyRepository(session).by_prefix(prefix)
-    pepper: bytes = request.app.state.pepper
-    if row is None:
-        # Spend the same HMAC as a hit, so response time does not reveal which prefixes exist.
-        api_keys.matches(key, "0" * 64, pepper=pepper)
-        raise InvalidApiKey()
-    if not api_keys.matches(key, row.digest, pepper=pepper) or row.revoked_at is not None:
-        raise InvalidApiKey()
-    return Principal(
-        key_id=row.id,
-        role=Role(row.role),
-        tenant_id=row.tenant_id,
-        team_id=row.team_id,
-        member_id=row.member_id,
+    principal = await authenticate(
+        session, credentials.credentials, pepper=request.app.state.pepper
     )
+    if principal is None:
+        raise InvalidApiKey()
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

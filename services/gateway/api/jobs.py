@@ -19,6 +19,7 @@ from services.gateway.api.deps import (
     SessionDep,
     VaultDep,
 )
+from services.gateway.api.edge import reserved_resource_id
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import (
     JobCancel,
@@ -57,7 +58,7 @@ async def submit_job(
             require_e2e=body.data_policy.require_e2e,
         )
     policy = effective_policy(DataPolicy.from_json(tenant.policy), narrowing)
-    job_id = new_id()
+    job_id = reserved_resource_id() or new_id()  # an Idempotency-Key's id, kept by retries
     confidential_ref = None
     # Sealed first, since the router needs the reference. Every input rule was checked above,
     # so only a router outage can leave a sealed record unreferenced: ciphertext bound to a job
@@ -65,6 +66,12 @@ async def submit_job(
     if body.confidential is not None:
         sealed = await vault.seal(
             tenant_id=tenant.id, job_id=job_id, purpose="job", data=body.confidential
+        )
+        confidential_ref = sealed.ref
+    elif body.confidential_sealed is not None:
+        # Sealed by the client: the gateway never sees plaintext and passes the envelope as is.
+        sealed = await vault.store_sealed(
+            tenant_id=tenant.id, job_id=job_id, envelope=body.confidential_sealed
         )
         confidential_ref = sealed.ref
     submission: dict[str, Any] = {

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
 )
 
@@ -34,6 +35,7 @@ from services.gateway.domain.jobs import (
     check_json_object_size,
     check_metadata,
 )
+from services.gateway.domain.webhooks import check_endpoint_url
 
 T = TypeVar("T")
 
@@ -275,7 +277,9 @@ class JobCreate(RequestModel):
         description="Any JSON object (≤ 64 KiB) the router must never see; sealed at the vault.",
     )
     confidential_sealed: dict[str, Any] | None = Field(
-        default=None, description="Client-side sealed envelope (not available yet)."
+        default=None,
+        description="A sealed envelope (docs/envelope.md) made by the client with the tenant's "
+        "key from GET /v1/vault/public-key; passed to the vault untouched.",
     )
     service: Domain | None = None
     priority: Priority = Priority.NORMAL
@@ -288,12 +292,13 @@ class JobCreate(RequestModel):
 
     @field_validator("confidential_sealed")
     @classmethod
-    def _sealing_not_available(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            raise ValueError(
-                "client-side sealing is not available yet; send the data in `confidential` "
-                "(sealed at the vault on arrival)"
-            )
+    def _one_kind_of_confidential(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        # The envelope itself is parsed strictly by the vault (shared.sealed_envelope), which
+        # names the bad field; the gateway only refuses an ambiguous request.
+        if value is not None and info.data.get("confidential") is not None:
+            raise ValueError("send either `confidential` or `confidential_sealed`, not both")
         return value
 
 
@@ -420,10 +425,31 @@ class JobReject(RequestModel):
 class JobComplete(RequestModel):
     result: ResultObject
     confidential_result: ConfidentialObject | None = None
+    confidential_result_sealed: dict[str, Any] | None = Field(
+        default=None,
+        description="The confidential result sealed for the tenant (docs/envelope.md), with the "
+        "key from GET /v1/team/jobs/{id}/tenant-key and the job's id as job_ref.",
+    )
+
+    @field_validator("confidential_result_sealed")
+    @classmethod
+    def _one_kind_of_result(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        if value is not None and info.data.get("confidential_result") is not None:
+            raise ValueError(
+                "send either `confidential_result` or `confidential_result_sealed`, not both"
+            )
+        return value
 
 
 class ConfidentialRead(BaseModel):
-    confidential: Any
+    confidential: Any = Field(default=None, description="Plaintext (no registered member key).")
+    confidential_sealed: dict[str, Any] | None = Field(
+        default=None,
+        description="Sealed to the member's registered key (docs/envelope.md); open it with "
+        "shared/sealed_envelope.py and the member's private key.",
+    )
 
 
 # Operations ------------------------------------------------------------------------------
@@ -449,3 +475,54 @@ class AuditVerification(PassThrough):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, bool]
+
+
+# Webhooks --------------------------------------------------------------------------------
+
+
+class WebhookEndpointCreate(RequestModel):
+    url: Annotated[str, AfterValidator(check_callback_url), AfterValidator(check_endpoint_url)] = (
+        Field(description="https, or plain http to a loopback host for local development.")
+    )
+    description: Name | None = None
+
+
+class WebhookEndpointRead(BaseModel):
+    id: str
+    url: str
+    description: str | None = None
+    created_at: datetime
+
+
+class WebhookEndpointCreated(WebhookEndpointRead):
+    secret: str = Field(
+        description="The signing secret (`whsec_...`); shown only now. Verify "
+        "`Taskroute-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, '<t>.<body>')>`."
+    )
+
+
+class WebhookEndpointList(ListOf[WebhookEndpointRead]):
+    pass
+
+
+class WebhookAttemptRead(BaseModel):
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float | None = None
+
+
+class WebhookDeliveryRead(BaseModel):
+    id: str
+    event_id: str
+    event_type: str
+    status: str = Field(description="pending, succeeded or failed (retries spent).")
+    attempts: int
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    created_at: datetime
+    attempt_log: list[WebhookAttemptRead] = Field(default_factory=list)
+
+
+class WebhookDeliveryList(ListOf[WebhookDeliveryRead]):
+    pass

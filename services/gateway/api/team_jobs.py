@@ -17,6 +17,7 @@ from services.gateway.api.deps import (
     LimitQuery,
     MemberDep,
     RouterDep,
+    SessionDep,
     VaultDep,
 )
 from services.gateway.api.routing import public_router
@@ -29,6 +30,7 @@ from services.gateway.api.schemas import (
     TeamJobRead,
 )
 from services.gateway.clients.router import RouterClient
+from services.gateway.db.repository import MemberRepository
 from services.gateway.domain.errors import EndToEndRequired
 from services.gateway.domain.jobs import TeamQueueStatus
 from services.gateway.domain.principal import Principal
@@ -96,17 +98,22 @@ async def reject(
     return await _act(router_, member, job_id, "reject", body.reason)
 
 
-@router.get("/{job_id}/confidential", response_model=ConfidentialRead)
+@router.get(
+    "/{job_id}/confidential", response_model=ConfidentialRead, response_model_exclude_unset=True
+)
 async def read_confidential(
-    job_id: str, member: MemberDep, router_: RouterDep, vault: VaultDep
+    job_id: str, member: MemberDep, router_: RouterDep, vault: VaultDep, session: SessionDep
 ) -> dict[str, Any]:
     """The job's confidential data, for the member holding its lease (audited by the vault)."""
     grant = await router_.member_grant(
         member.team, job_id_or_404(job_id), member_id=member.member, action="open"
     )
+    registered = await MemberRepository(session).get(member.member, team_id=member.team)
+    if registered is not None and registered.public_key is not None:
+        # Sealed to the key the router put in the grant; the gateway carries only ciphertext.
+        return {"confidential_sealed": await vault.deliver(grant=grant.grant)}
     if grant.require_e2e:
-        # End-to-end delivery (re-wrapping to the member's key) comes with a later issue;
-        # until then such data is never handed out in plaintext.
+        # Without a registered key such data is never handed out in plaintext.
         raise EndToEndRequired()
     return {"confidential": await vault.open(grant=grant.grant)}
 
@@ -124,6 +131,15 @@ async def complete(
         )
         sealed = await vault.seal_by_grant(grant=grant.grant, data=body.confidential_result)
         ref = sealed.ref
+    elif body.confidential_result_sealed is not None:
+        # Sealed by the member for the tenant: passed to the vault untouched.
+        grant = await router_.member_grant(
+            member.team, job_id, member_id=member.member, action="seal"
+        )
+        stored = await vault.store_sealed_result(
+            grant=grant.grant, envelope=body.confidential_result_sealed
+        )
+        ref = stored.ref
     job = await router_.complete(
         member.team,
         job_id,

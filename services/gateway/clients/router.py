@@ -132,6 +132,13 @@ class RouterClient:
         result: JsonObject = await self._call("GET", "/internal/v1/stats")
         return result
 
+    async def classify(self, items: list[JsonObject], *, policy: JsonObject | None) -> JsonObject:
+        """The router's classification dry run (``{"results": [...]}`` in the order given)."""
+        result: JsonObject = await self._call(
+            "POST", "/internal/v1/classify", json={"items": items, "policy": policy}
+        )
+        return result
+
     # A team's queue and a member's work ----------------------------------------------------
 
     async def team_jobs(
@@ -159,6 +166,14 @@ class RouterClient:
             json=_params(member_id=member_id, reason=reason),
         )
         return result
+
+    async def register_member_key(self, team_id: str, member_id: str, *, public_key: str) -> None:
+        """Register a member's X25519 public key: the router names it in open grants."""
+        await self._call(
+            "PUT",
+            f"/internal/v1/teams/{team_id}/members/{member_id}/key",
+            json={"public_key": public_key},
+        )
 
     async def member_grant(
         self, team_id: str, job_id: str, *, member_id: str, action: Literal["open", "seal"]

@@ -62,6 +62,53 @@ class VaultClient:
             raise ServiceUnavailable("The vault service gave an unexpected answer.")
         return body["data"]
 
+    async def sealing_keys(self, *, tenant_id: str) -> Any:
+        """The tenant's public sealing keys (``{"keys": [...]}``); no private half ever."""
+        return await self._call("GET", f"/internal/v1/tenants/{tenant_id}/sealing-keys")
+
+    async def store_sealed(
+        self, *, tenant_id: str, job_id: str, envelope: dict[str, Any]
+    ) -> SealedRecord:
+        """Hand a client-sealed envelope to the vault untouched; returns the reference."""
+        body = await self._call(
+            "POST",
+            "/internal/v1/records/sealed",
+            json={"tenant_id": tenant_id, "job_id": job_id, "envelope": envelope},
+        )
+        return SealedRecord.model_validate(body)
+
+    async def store_sealed_result(self, *, grant: str, envelope: dict[str, Any]) -> SealedRecord:
+        """Hand a member's result, sealed for the tenant, to the vault under a seal grant."""
+        body = await self._call(
+            "POST",
+            "/internal/v1/records/sealed/by-grant",
+            json={"grant": grant, "envelope": envelope},
+        )
+        return SealedRecord.model_validate(body)
+
+    async def deliver(self, *, grant: str) -> Any:
+        """The record a router grant names, sealed to the member key in that grant."""
+        body = await self._call("POST", "/internal/v1/records/deliver", json={"grant": grant})
+        if not isinstance(body, dict) or not isinstance(body.get("envelope"), dict):
+            raise ServiceUnavailable("The vault service gave an unexpected answer.")
+        return body["envelope"]
+
+    async def rotate_tenant_keys(self, *, tenant_id: str) -> Any:
+        return await self._call("POST", f"/internal/v1/tenants/{tenant_id}/keys/rotate")
+
+    async def rewrap_tenant_records(self, *, tenant_id: str, batch_size: int) -> Any:
+        return await self._call(
+            "POST",
+            f"/internal/v1/tenants/{tenant_id}/keys/rewrap",
+            json={"batch_size": batch_size},
+        )
+
+    async def retire_tenant_keys(self, *, tenant_id: str) -> Any:
+        return await self._call("POST", f"/internal/v1/tenants/{tenant_id}/keys/retire")
+
+    async def shred_tenant_keys(self, *, tenant_id: str) -> Any:
+        return await self._call("DELETE", f"/internal/v1/tenants/{tenant_id}/keys")
+
     async def audit(self, *, tenant_id: str | None, limit: int, cursor: str | None) -> Any:
         params: dict[str, Any] = {"limit": limit}
         if tenant_id is not None:

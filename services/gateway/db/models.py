@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_base, new_id, utcnow
@@ -72,3 +72,74 @@ class ApiKey(Base):
     team_id: Mapped[str | None] = mapped_column(String(36), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class IdempotencyRecord(Base):
+    """One claimed Idempotency-Key (see :mod:`services.gateway.domain.idempotency`)."""
+
+    __tablename__ = "idempotency_records"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # "tenant:<id>", "member:<id>" or "operator:<key id>": whose key space this is.
+    scope: Mapped[str] = mapped_column(String(80))
+    # HMAC of the client's key; the key itself is never stored.
+    key_digest: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(2000))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # Made once at claim time (a job's id), reused by every retry of this request.
+    resource_id: Mapped[str] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(16))
+    # When the current holder claimed it; None once released after a 5xx.
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    response_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    # AES-GCM sealed answer (headers and body) under a key derived from the idempotency key.
+    response: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    __table_args__ = (UniqueConstraint("scope", "key_digest"),)
+
+
+class WebhookEndpoint(Base):
+    """A tenant's webhook receiver; its signing secret is stored sealed (domain/webhooks.py)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str | None] = mapped_column(String(200), default=None)
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the durable outbox row and its attempts."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    endpoint_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(36), index=True)
+    # Shared by the deliveries of one event to several endpoints (receivers dedupe on it).
+    event_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(64))
+    # The exact bytes sent (and signed): the event with the job as its client sees it.
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # A worker's claim: until then no other replica takes the row.
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # [{"at", "status_code", "error", "duration_ms"}] for every attempt, oldest first.
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)

@@ -10,15 +10,24 @@ import binascii
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import and_, delete, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.gateway.db.models import ApiKey, Member, Tenant
+from services.gateway.db.models import (
+    ApiKey,
+    IdempotencyRecord,
+    Member,
+    Tenant,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from services.gateway.domain.api_keys import NewApiKey, Role
 from services.gateway.domain.errors import InvalidCursor
+from services.gateway.domain.idempotency import State
+from services.gateway.domain.webhooks import DeliveryStatus
 from shared.db import new_id, utcnow
 
 BOOTSTRAP_SOURCE = "bootstrap"
@@ -249,3 +258,307 @@ class ApiKeyRepository:
             .values(revoked_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+
+
+class IdempotencyRepository:
+    """Idempotency records, always looked up within one caller's scope.
+
+    Every write is conditional (on the state and the holder's claim time) so that, across any
+    number of replicas, one request at a time holds a key and a holder that was taken over
+    cannot overwrite its successor's answer.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(
+        self,
+        *,
+        scope: str,
+        key_digest: str,
+        method: str,
+        path: str,
+        fingerprint: str,
+        now: datetime,
+        expires_at: datetime,
+    ) -> IdempotencyRecord:
+        """Claim a key; the flush raises ``IntegrityError`` when the scope already holds it."""
+        row = IdempotencyRecord(
+            id=new_id(),
+            scope=scope,
+            key_digest=key_digest,
+            method=method,
+            path=path,
+            fingerprint=fingerprint,
+            resource_id=new_id(),
+            state=State.IN_FLIGHT.value,
+            locked_at=now,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    async def get(self, *, scope: str, key_digest: str) -> IdempotencyRecord | None:
+        return await self.session.scalar(
+            select(IdempotencyRecord)
+            .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key_digest == key_digest)
+            .execution_options(populate_existing=True)
+        )
+
+    async def take_over(
+        self, record: IdempotencyRecord, *, now: datetime, stale_before: datetime
+    ) -> bool:
+        """Become the holder of a released or stale in-flight claim; False if another did."""
+        result = await self.session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.id == record.id,
+                IdempotencyRecord.scope == record.scope,
+                IdempotencyRecord.state == State.IN_FLIGHT.value,
+                or_(
+                    IdempotencyRecord.locked_at.is_(None),
+                    IdempotencyRecord.locked_at < stale_before,
+                ),
+            )
+            .values(locked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return getattr(result, "rowcount", 0) == 1
+
+    async def delete_expired_one(self, record: IdempotencyRecord, *, now: datetime) -> None:
+        """Drop an expired record so its key can be claimed afresh."""
+        await self.session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.id == record.id,
+                IdempotencyRecord.scope == record.scope,
+                IdempotencyRecord.expires_at <= now,
+            )
+        )
+
+    async def complete(
+        self,
+        *,
+        record_id: str,
+        scope: str,
+        holder_since: datetime,
+        status: int,
+        response: bytes,
+    ) -> bool:
+        result = await self.session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.id == record_id,
+                IdempotencyRecord.scope == scope,
+                IdempotencyRecord.state == State.IN_FLIGHT.value,
+                IdempotencyRecord.locked_at == holder_since,
+            )
+            .values(state=State.COMPLETED.value, response_status=status, response=response)
+            .execution_options(synchronize_session=False)
+        )
+        return getattr(result, "rowcount", 0) == 1
+
+    async def release(self, *, record_id: str, scope: str, holder_since: datetime) -> None:
+        """Give a claim back after a 5xx, keeping its resource id for the retry."""
+        await self.session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.id == record_id,
+                IdempotencyRecord.scope == scope,
+                IdempotencyRecord.state == State.IN_FLIGHT.value,
+                IdempotencyRecord.locked_at == holder_since,
+            )
+            .values(locked_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        """Delete every expired record (safe on any number of replicas at once)."""
+        result = await self.session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class WebhookRepository:
+    """Webhook endpoints and their delivery outbox, scoped to a tenant for every API read.
+
+    The worker's claim is a conditional UPDATE on ``locked_until``: of several replicas polling
+    at once, one wins each row, and a crashed worker's claim lapses by itself.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_endpoint(
+        self, *, endpoint_id: str, tenant_id: str, url: str, description: str | None, sealed: bytes
+    ) -> WebhookEndpoint:
+        row = WebhookEndpoint(
+            id=endpoint_id,
+            tenant_id=tenant_id,
+            url=url,
+            description=description,
+            sealed_secret=sealed,
+            created_at=utcnow(),
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    async def get_endpoint(self, endpoint_id: str, *, tenant_id: str) -> WebhookEndpoint | None:
+        return await self.session.scalar(
+            select(WebhookEndpoint).where(
+                WebhookEndpoint.id == endpoint_id,
+                WebhookEndpoint.tenant_id == tenant_id,
+                WebhookEndpoint.deleted_at.is_(None),
+            )
+        )
+
+    async def list_endpoints(
+        self, *, tenant_id: str, limit: int, cursor: str | None
+    ) -> Page[WebhookEndpoint]:
+        query = (
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.deleted_at.is_(None))
+            .order_by(WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
+        )
+        if cursor:
+            at, row_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    WebhookEndpoint.created_at < at,
+                    and_(WebhookEndpoint.created_at == at, WebhookEndpoint.id < row_id),
+                )
+            )
+        rows = list((await self.session.scalars(query.limit(limit + 1))).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more else None
+        return Page(rows, encode_cursor(last.created_at, last.id) if last else None)
+
+    async def delete_endpoint(self, endpoint_id: str, *, tenant_id: str) -> WebhookEndpoint | None:
+        row = await self.get_endpoint(endpoint_id, tenant_id=tenant_id)
+        if row is None:
+            return None
+        row.deleted_at = utcnow()
+        await self.session.flush()
+        return row
+
+    async def enqueue(
+        self, *, tenant_id: str, event_id: str, event_type: str, payload: str, now: datetime
+    ) -> int:
+        """One pending delivery per live endpoint of the tenant; how many were queued."""
+        endpoints = (
+            await self.session.scalars(
+                select(WebhookEndpoint.id).where(
+                    WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.deleted_at.is_(None)
+                )
+            )
+        ).all()
+        for endpoint_id in endpoints:
+            self.session.add(
+                WebhookDelivery(
+                    id=new_id(),
+                    endpoint_id=endpoint_id,
+                    tenant_id=tenant_id,
+                    event_id=event_id,
+                    event_type=event_type,
+                    payload=payload,
+                    status=DeliveryStatus.PENDING.value,
+                    attempts=0,
+                    next_attempt_at=now,
+                    attempt_log=[],
+                    created_at=now,
+                )
+            )
+        await self.session.flush()
+        return len(endpoints)
+
+    async def list_deliveries(
+        self, endpoint_id: str, *, tenant_id: str, limit: int, cursor: str | None
+    ) -> Page[WebhookDelivery]:
+        query = (
+            select(WebhookDelivery)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.tenant_id == tenant_id
+            )
+            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+        )
+        if cursor:
+            at, row_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    WebhookDelivery.created_at < at,
+                    and_(WebhookDelivery.created_at == at, WebhookDelivery.id < row_id),
+                )
+            )
+        rows = list((await self.session.scalars(query.limit(limit + 1))).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more else None
+        return Page(rows, encode_cursor(last.created_at, last.id) if last else None)
+
+    async def claim_due(
+        self, *, now: datetime, lease: timedelta, limit: int
+    ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+        """Claim up to ``limit`` due deliveries for this worker until ``now + lease``."""
+        candidates = (
+            await self.session.scalars(
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.status == DeliveryStatus.PENDING.value,
+                    WebhookDelivery.next_attempt_at <= now,
+                    or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+                )
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(limit)
+            )
+        ).all()
+        claimed: list[tuple[WebhookDelivery, WebhookEndpoint]] = []
+        for delivery_id in candidates:
+            result = await self.session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery_id,
+                    WebhookDelivery.status == DeliveryStatus.PENDING.value,
+                    or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+                )
+                .values(locked_until=now + lease)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                continue  # another replica took it
+            row = await self.session.execute(
+                select(WebhookDelivery, WebhookEndpoint)
+                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                .where(WebhookDelivery.id == delivery_id)
+                .execution_options(populate_existing=True)
+            )
+            delivery, endpoint = row.one()
+            claimed.append((delivery, endpoint))
+        return claimed
+
+    async def record_attempt(
+        self,
+        delivery: WebhookDelivery,
+        *,
+        attempt: dict[str, Any],
+        succeeded: bool,
+        retry_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Log one attempt and settle the row: delivered, retried later, or failed for good."""
+        delivery.attempts += 1
+        delivery.attempt_log = [*delivery.attempt_log, attempt]
+        delivery.locked_until = None
+        if succeeded:
+            delivery.status = DeliveryStatus.SUCCEEDED.value
+            delivery.delivered_at = now
+            delivery.next_attempt_at = None
+        elif retry_at is None:
+            delivery.status = DeliveryStatus.FAILED.value
+            delivery.next_attempt_at = None
+        else:
+            delivery.next_attempt_at = retry_at
+        await self.session.flush()

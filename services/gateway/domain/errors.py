@@ -77,3 +77,46 @@ class InvalidCursor(BadRequest):
 
 class PreconditionFailed(TaskrouteError):
     status, title, problem = 412, "Precondition failed", "precondition-failed"
+
+
+class IdempotencyKeyInvalid(BadRequest):
+    problem = "idempotency-key-invalid"
+
+    def __init__(self) -> None:
+        super().__init__("Idempotency-Key must be 1 to 255 printable ASCII characters.")
+
+
+class IdempotencyMismatch(UnprocessableContent):
+    problem = "idempotency-key-reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was used with a different request (method, path or body); "
+            "use a new key for a new request."
+        )
+
+
+class IdempotencyInFlight(Conflict):
+    problem = "idempotency-in-flight"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being processed; retry shortly to "
+            "receive its answer."
+        )
+
+
+class RateLimited(TaskrouteError):
+    status, title, problem = 429, "Too many requests", "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class WebhookEndpointNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No webhook endpoint with this id.")

@@ -23,6 +23,8 @@ from services.router.api.schemas import (
 from services.router.domain.errors import TeamNotFound
 from services.router.domain.grants import GRANT_AUDIENCE, GRANT_TYPE
 from services.router.domain.lifecycle import JobStatus
+from services.router.member_keys import recipient_claims
+from shared.db import SessionDep
 
 router = APIRouter(
     prefix="/internal/v1/teams/{team_id}/jobs",
@@ -105,16 +107,19 @@ async def create_grant(
     identity: IdentityDep,
     settings: SettingsDep,
     now: NowDep,
+    session: SessionDep,
 ) -> GrantRead:
     """A vault grant to open the job's data or seal a result, for the live lease holder only."""
     claims = await jobs.grant(
         team_id, job_id, member_id=body.member_id, action=body.action, now=now
     )
+    # The member's registered key (issue 3): the vault delivers sealed only to this key.
+    recipient = await recipient_claims(session, member_id=body.member_id, action=body.action)
     grant = identity.sign(
         audience=GRANT_AUDIENCE,
         typ=GRANT_TYPE,
         ttl_seconds=settings.grant_ttl_seconds,
-        claims=claims.to_claims(),
+        claims={**claims.to_claims(), **recipient},
     )
     return GrantRead(grant=grant, tenant_id=claims.tenant_id, require_e2e=claims.require_e2e)
 

@@ -154,3 +154,19 @@ class LabelledExample(Base):
     source: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str | None] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class MemberKey(Base):
+    """A member's registered X25519 public key (end-to-end delivery, issue 3).
+
+    The router puts it into the member's open grants as ``recipient_public_key``, so the vault
+    re-wraps data only to the key registered here, not to a key the gateway names later.
+    """
+
+    __tablename__ = "member_keys"
+
+    member_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(_ID))
+    # base64url of the raw 32-byte key, as the public API exchanges it.
+    public_key: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -302,6 +302,11 @@ class JobRepository:
         query = select(LabelledExample).where(LabelledExample.job_id == job_id)
         return (await self.session.scalars(query.order_by(LabelledExample.id))).all()
 
+    async def operator_examples(self) -> Sequence[LabelledExample]:
+        """Every operator-labelled example, oldest first (``classifier train`` merges them)."""
+        query = select(LabelledExample).where(LabelledExample.source == "operator")
+        return (await self.session.scalars(query.order_by(LabelledExample.id))).all()
+
     async def count_by(self, column: str) -> dict[str, int]:
         """Job counts grouped by ``status``, ``tier`` or ``domain`` (indexed or small scans)."""
         field = {"status": Job.status, "tier": Job.tier, "domain": Job.domain}[column]

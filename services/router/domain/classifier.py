@@ -2,8 +2,10 @@
 
 Design
 ------
-:class:`Classifier` is the seam: the routing code knows only that protocol, so a trained
-model can replace :class:`LexiconClassifier` without touching anything else.
+:class:`Classifier` is the seam: the routing code knows only that protocol. The router uses
+the trained model (:class:`services.router.classifier.trained.TrainedClassifier`); the
+:class:`LexiconClassifier` below is the rule-based baseline it replaced, kept for the
+evaluation's comparison and selectable with ``TASKROUTE_ROUTER_CLASSIFIER=lexicon``.
 
 The lexicon classifier normalises text (Unicode NFKD without accents, lower case, punctuation
 to spaces, naive singular forms) and matches every lexicon term of :mod:`.lexicon` as a whole

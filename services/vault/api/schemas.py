@@ -92,3 +92,74 @@ class AuditVerificationRead(BaseModel):
     problem: str | None = Field(
         default=None, description="A short code naming what failed first, when not valid."
     )
+
+
+class SealedRecordCreate(_Strict):
+    """Store a job's client-sealed envelope (shared/sealed_envelope.py, docs/envelope.md)."""
+
+    tenant_id: uuid.UUID
+    job_id: uuid.UUID
+    # Parsed strictly by the service (shared.sealed_envelope.parse), which names the bad field.
+    envelope: dict[str, JsonValue]
+
+
+class SealingKeyRead(BaseModel):
+    key_id: str
+    public_key: str = Field(description="The X25519 public key: 32 raw bytes, base64url.")
+    algorithm: str
+    version: int
+    created_at: datetime
+
+
+class SealingKeyList(BaseModel):
+    keys: list[SealingKeyRead]
+
+
+class SealedDelivery(BaseModel):
+    """A job's data sealed to the member's registered key (shared/sealed_envelope.py)."""
+
+    envelope: dict[str, JsonValue]
+
+
+# Rows per rewrap batch: large enough to move quickly, small enough that one transaction (and
+# the audit lock it ends with) stays short under live traffic.
+DEFAULT_REWRAP_BATCH = 100
+MAX_REWRAP_BATCH = 1000
+
+
+class RewrapCreate(_Strict):
+    batch_size: int = Field(default=DEFAULT_REWRAP_BATCH, ge=1, le=MAX_REWRAP_BATCH)
+
+
+class RotationRead(BaseModel):
+    tenant_id: str
+    key_version: int
+    sealing_key_id: str
+    sealing_version: int
+
+
+class RewrapRead(BaseModel):
+    tenant_id: str
+    rewrapped: int = Field(description="Data keys moved to the newest version by this call.")
+    remaining: int = Field(description="Records still on an older version: call again if > 0.")
+    done: bool
+    key_version: int | None
+
+
+class ShredRead(BaseModel):
+    tenant_id: str
+    shredded: bool
+
+
+class SealedResultCreate(_Strict):
+    """Store a result a member sealed for the tenant, under a router-signed seal grant."""
+
+    grant: str = Field(min_length=1, max_length=MAX_GRANT_LENGTH)
+    envelope: dict[str, JsonValue]
+
+
+class RetireRead(BaseModel):
+    tenant_id: str
+    min_key_version: int = Field(description="Older vault-sealing versions no longer decrypt.")
+    min_sealing_version: int = Field(description="Older client-sealing keys are refused.")
+    retired: int = Field(description="Key versions retired by this call.")

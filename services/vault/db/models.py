@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -69,6 +70,9 @@ class Record(Base):
     wrapped_data_key: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     subject: Mapped[str] = mapped_column(String(SUBJECT_LENGTH))
+    # The version the payload was sealed under, once a rewrap moved the data key to a newer
+    # one (NULL: same as key_version). The payload's associated data names this version.
+    payload_key_version: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -100,3 +104,48 @@ class AuditChainHead(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
+
+
+class TenantSealingKey(Base):
+    """A tenant's X25519 key pair for client-side sealing; the private half wrapped by root."""
+
+    __tablename__ = "tenant_sealing_keys"
+    __table_args__ = (UniqueConstraint("key_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # shared.sealed_envelope.key_id_for(public_key): derived, so it can never name another key.
+    key_id: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    root_key_id: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SealedRecord(Base):
+    """An envelope sealed by the client (shared.sealed_envelope), stored exactly as received.
+
+    The envelope's JSON holds only public ids and ciphertext: a dump of this table without the
+    root key (and the tenant's wrapped private key) yields nothing.
+    """
+
+    __tablename__ = "sealed_records"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "job_id", "purpose"),
+        # A client's job reference names one job: the same envelope cannot be reused for another.
+        UniqueConstraint(
+            "tenant_id", "job_ref", "purpose", name="uq_sealed_records_tenant_id_job_ref"
+        ),
+        CheckConstraint("purpose IN ('job', 'result')", name="purpose"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    job_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    job_ref: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(64))
+    envelope: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(String(SUBJECT_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -24,7 +24,14 @@ from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.vault.db.models import AuditChainHead, AuditRecord, Record, TenantKey
+from services.vault.db.models import (
+    AuditChainHead,
+    AuditRecord,
+    Record,
+    SealedRecord,
+    TenantKey,
+    TenantSealingKey,
+)
 from services.vault.domain.audit import GENESIS_HASH, AuditEntry, ChainedEntry, ChainHead
 
 # An arbitrary, fixed 64-bit number naming the vault's audit chain lock in PostgreSQL's shared
@@ -35,6 +42,13 @@ HEAD_ID = 1
 # Rows read per round trip when verifying the whole chain: bounded memory, few round trips.
 VERIFY_BATCH = 1000
 TENANT_KEY_ACTIVE = "active"
+# A destroyed key: its wrapped material is erased; data under it answers 410 for ever.
+TENANT_KEY_SHREDDED = "shredded"
+# An older version an operator retired after a rewrap: kept, but never used to decrypt.
+TENANT_KEY_RETIRED = "retired"
+# The tombstone version written on shredding, so a tenant without keys is shredded too and a
+# later seal cannot silently start a fresh key ring (real versions start at 1).
+TOMBSTONE_VERSION = 0
 
 
 class VaultRepository:
@@ -44,7 +58,9 @@ class VaultRepository:
     def _dialect(self) -> str:
         return self.session.get_bind().dialect.name
 
-    def _insert(self, table: type[TenantKey] | type[Record]) -> postgresql.Insert | sqlite.Insert:
+    def _insert(
+        self, table: type[TenantKey] | type[Record] | type[TenantSealingKey] | type[SealedRecord]
+    ) -> postgresql.Insert | sqlite.Insert:
         if self._dialect() == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
@@ -115,6 +131,220 @@ class VaultRepository:
             )
         )
         return result.first() is not None
+
+    # -- client-side sealing: tenant key pairs and sealed envelopes ----------------------------
+
+    async def sealing_keys(self, tenant_id: str) -> Sequence[TenantSealingKey]:
+        """The tenant's active sealing keys, newest version first."""
+        result = await self.session.execute(
+            select(TenantSealingKey)
+            .where(
+                TenantSealingKey.tenant_id == tenant_id,
+                TenantSealingKey.state == TENANT_KEY_ACTIVE,
+            )
+            .order_by(TenantSealingKey.version.desc())
+        )
+        return result.scalars().all()
+
+    async def sealing_key(self, tenant_id: str, key_id: str) -> TenantSealingKey | None:
+        result = await self.session.execute(
+            select(TenantSealingKey).where(
+                TenantSealingKey.tenant_id == tenant_id, TenantSealingKey.key_id == key_id
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def insert_sealing_key_if_absent(self, key: TenantSealingKey) -> None:
+        """Store a key version unless one exists (a concurrent first request may have won)."""
+        statement = (
+            self._insert(TenantSealingKey)
+            .values(
+                tenant_id=key.tenant_id,
+                version=key.version,
+                key_id=key.key_id,
+                public_key=key.public_key,
+                wrapped_private_key=key.wrapped_private_key,
+                root_key_id=key.root_key_id,
+                state=key.state,
+                created_at=key.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["tenant_id", "version"])
+        )
+        await self.session.execute(statement)
+
+    async def insert_sealed_if_absent(self, record: SealedRecord) -> bool:
+        """Store an envelope; False if the job (or the client's job reference) already has one."""
+        statement = (
+            self._insert(SealedRecord)
+            .values(
+                id=record.id,
+                tenant_id=record.tenant_id,
+                job_id=record.job_id,
+                job_ref=record.job_ref,
+                purpose=record.purpose,
+                key_id=record.key_id,
+                envelope=record.envelope,
+                subject=record.subject,
+                created_at=record.created_at,
+            )
+            .on_conflict_do_nothing()
+        )
+        result = await self.session.execute(statement)
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def sealed_exists(
+        self, *, tenant_id: str, job_id: str, job_ref: str, purpose: str
+    ) -> bool:
+        """Whether the job, or the client's job reference, already has a sealed envelope."""
+        result = await self.session.execute(
+            select(SealedRecord.id).where(
+                SealedRecord.tenant_id == tenant_id,
+                SealedRecord.purpose == purpose,
+                (SealedRecord.job_id == job_id) | (SealedRecord.job_ref == job_ref),
+            )
+        )
+        return result.first() is not None
+
+    # -- rotation, rewrap, shredding -------------------------------------------------------
+
+    async def tenant_shredded(self, tenant_id: str) -> bool:
+        result = await self.session.execute(
+            select(TenantKey.version).where(
+                TenantKey.tenant_id == tenant_id, TenantKey.state == TENANT_KEY_SHREDDED
+            )
+        )
+        return result.first() is not None
+
+    async def newest_versions(self, tenant_id: str) -> tuple[int, int]:
+        """The highest tenant key version and sealing key version (0 when none)."""
+        keys = await self.session.execute(
+            select(func.max(TenantKey.version)).where(TenantKey.tenant_id == tenant_id)
+        )
+        sealing = await self.session.execute(
+            select(func.max(TenantSealingKey.version)).where(
+                TenantSealingKey.tenant_id == tenant_id
+            )
+        )
+        return int(keys.scalar_one() or 0), int(sealing.scalar_one() or 0)
+
+    async def records_before_version(
+        self, tenant_id: str, version: int, *, limit: int
+    ) -> Sequence[Record]:
+        result = await self.session.execute(
+            select(Record)
+            .where(Record.tenant_id == tenant_id, Record.key_version < version)
+            .order_by(Record.id)
+            .limit(limit)
+        )
+        return result.scalars().all()
+
+    async def sealed_not_on_key(
+        self, tenant_id: str, key_id: str, *, limit: int
+    ) -> Sequence[SealedRecord]:
+        result = await self.session.execute(
+            select(SealedRecord)
+            .where(SealedRecord.tenant_id == tenant_id, SealedRecord.key_id != key_id)
+            .order_by(SealedRecord.id)
+            .limit(limit)
+        )
+        return result.scalars().all()
+
+    async def count_to_rewrap(self, tenant_id: str, version: int, key_id: str | None) -> int:
+        records = await self.session.execute(
+            select(func.count())
+            .select_from(Record)
+            .where(Record.tenant_id == tenant_id, Record.key_version < version)
+        )
+        count = int(records.scalar_one())
+        if key_id is not None:
+            sealed = await self.session.execute(
+                select(func.count())
+                .select_from(SealedRecord)
+                .where(SealedRecord.tenant_id == tenant_id, SealedRecord.key_id != key_id)
+            )
+            count += int(sealed.scalar_one())
+        return count
+
+    async def move_record_key(
+        self, record: Record, *, from_version: int, to_version: int, wrapped: bytes
+    ) -> bool:
+        """Compare-and-set: False if another rewrap moved the record first."""
+        result = await self.session.execute(
+            update(Record)
+            .where(Record.id == record.id, Record.key_version == from_version)
+            .values(
+                key_version=to_version,
+                wrapped_data_key=wrapped,
+                payload_key_version=record.payload_key_version or from_version,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def move_sealed_key(
+        self, record: SealedRecord, *, from_key_id: str, to_key_id: str, envelope: str
+    ) -> bool:
+        result = await self.session.execute(
+            update(SealedRecord)
+            .where(SealedRecord.id == record.id, SealedRecord.key_id == from_key_id)
+            .values(key_id=to_key_id, envelope=envelope)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def retire_older(self, tenant_id: str, *, key_version: int, sealing_version: int) -> int:
+        """Retire every active version below the given ones; returns how many were retired."""
+        keys = await self.session.execute(
+            update(TenantKey)
+            .where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.version < key_version,
+                TenantKey.state == TENANT_KEY_ACTIVE,
+            )
+            .values(state=TENANT_KEY_RETIRED)
+            .execution_options(synchronize_session=False)
+        )
+        sealing = await self.session.execute(
+            update(TenantSealingKey)
+            .where(
+                TenantSealingKey.tenant_id == tenant_id,
+                TenantSealingKey.version < sealing_version,
+                TenantSealingKey.state == TENANT_KEY_ACTIVE,
+            )
+            .values(state=TENANT_KEY_RETIRED)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(keys, "rowcount", 0) or 0) + int(getattr(sealing, "rowcount", 0) or 0)
+
+    async def shred(self, tenant_id: str, *, root_key_id: str, at: datetime) -> None:
+        """Erase every key of the tenant (wrapped material overwritten) and leave a tombstone."""
+        await self.session.execute(
+            update(TenantKey)
+            .where(TenantKey.tenant_id == tenant_id)
+            .values(wrapped_key=b"", state=TENANT_KEY_SHREDDED)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(
+            update(TenantSealingKey)
+            .where(TenantSealingKey.tenant_id == tenant_id)
+            .values(wrapped_private_key=b"", state=TENANT_KEY_SHREDDED)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(
+            self._insert(TenantKey)
+            .values(
+                tenant_id=tenant_id,
+                version=TOMBSTONE_VERSION,
+                wrapped_key=b"",
+                root_key_id=root_key_id,
+                state=TENANT_KEY_SHREDDED,
+                created_at=at,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def sealed_record(self, ref: str) -> SealedRecord | None:
+        return await self.session.get(SealedRecord, ref)
 
 
 class AuditRepository:

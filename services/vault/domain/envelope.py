@@ -47,7 +47,7 @@ import json
 import os
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -214,16 +214,49 @@ def seal_record(tenant_key: TenantKey, context: RecordContext, data: Any) -> Sea
     return SealedRecord(wrapped_data_key=wrapped, ciphertext=ciphertext)
 
 
-def open_record(tenant_key: TenantKey, context: RecordContext, sealed: SealedRecord) -> Any:
-    """Unwrap the data key and decrypt the payload; DecryptionError if anything was moved."""
+def open_record(
+    tenant_key: TenantKey,
+    context: RecordContext,
+    sealed: SealedRecord,
+    *,
+    payload_key_version: int | None = None,
+) -> Any:
+    """Unwrap the data key and decrypt the payload; DecryptionError if anything was moved.
+
+    ``payload_key_version`` is the key version the payload was first sealed under, when a
+    rewrap has since moved the data key to a newer version (see :func:`rewrap_data_key`).
+    """
     if tenant_key.tenant_id != context.tenant_id or tenant_key.version != context.key_version:
         raise DecryptionError("tenant key does not match the record context")
     fields = context.fields()
     data_key = decrypt(
         tenant_key.material, sealed.wrapped_data_key, encode_context("data-key", fields)
     )
-    plaintext = decrypt(data_key, sealed.ciphertext, encode_context("payload", fields))
+    payload_context = context
+    if payload_key_version is not None:
+        payload_context = replace(context, key_version=payload_key_version)
+    plaintext = decrypt(
+        data_key, sealed.ciphertext, encode_context("payload", payload_context.fields())
+    )
     return json.loads(plaintext)
+
+
+def rewrap_data_key(
+    old_key: TenantKey, new_key: TenantKey, context: RecordContext, wrapped: bytes
+) -> bytes:
+    """Move a record's data key from one tenant key version to another.
+
+    Only the 32-byte data key is decrypted and re-encrypted; the payload is never touched, so
+    its associated data keeps naming the version it was sealed under (stored by the caller as
+    the record's ``payload_key_version``).
+    """
+    if old_key.tenant_id != context.tenant_id or old_key.version != context.key_version:
+        raise DecryptionError("tenant key does not match the record context")
+    if new_key.tenant_id != context.tenant_id:
+        raise ValueError("the new key belongs to another tenant")
+    data_key = decrypt(old_key.material, wrapped, encode_context("data-key", context.fields()))
+    moved = replace(context, key_version=new_key.version)
+    return encrypt(new_key.material, data_key, encode_context("data-key", moved.fields()))
 
 
 def constant_time_equal(left: bytes | str, right: bytes | str) -> bool:

@@ -10,9 +10,11 @@ from shared.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    Gone,
     NotFound,
     ServiceUnavailable,
     TaskrouteError,
+    UnprocessableContent,
 )
 
 
@@ -89,3 +91,62 @@ class RootKeyMismatch(ServiceUnavailable):
 class InvalidCursor(BadRequest):
     def __init__(self) -> None:
         super().__init__("The cursor is not one this list returned; start again without it.")
+
+
+class EnvelopeRefused(UnprocessableContent):
+    """A client-sealed envelope is malformed, names another tenant or key, or does not open.
+
+    ``reason`` is the envelope error's code (stored in the audit log); ``field`` names the
+    envelope field at fault. Neither ever carries a byte of the envelope's content.
+    """
+
+    problem = "envelope-refused"
+
+    def __init__(self, detail: str, *, reason: str, field: str | None) -> None:
+        super().__init__(f"The sealed envelope was refused: {detail}.", field=field, code=reason)
+        self.reason = reason
+
+
+class UnknownSealingKey(UnprocessableContent):
+    problem = "unknown-sealing-key"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The envelope's key_id is not one of this tenant's vault keys; fetch the current "
+            "keys from GET /v1/vault/public-key and seal again.",
+            field="key_id",
+        )
+
+
+class TenantShredded(Gone):
+    """The tenant's keys were destroyed (crypto-shredding): its data can never be opened again."""
+
+    problem = "tenant-shredded"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This tenant's keys were destroyed; its confidential data can no longer be read "
+            "or added."
+        )
+
+
+class KeyRetired(Conflict):
+    """The data or envelope is under a key version an operator retired."""
+
+    problem = "key-retired"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This data is under a retired key version and is no longer decrypted; an operator "
+            "retires a version only after rewrapping, so quote the request id to one."
+        )
+
+
+class RewrapPending(Conflict):
+    problem = "rewrap-pending"
+
+    def __init__(self, remaining: int) -> None:
+        super().__init__(
+            f"{remaining} records still use an older key version; rewrap them before retiring "
+            "older versions."
+        )

@@ -21,6 +21,8 @@ from services.vault.domain.errors import GrantRefused
 ACTIONS = ("open", "seal")
 # member:<id> or tenant:<id>; ids are opaque but short and plain so they are safe to store.
 _SUBJECT = re.compile(r"^(member|tenant):[A-Za-z0-9._-]{1,128}$")
+# base64url (unpadded, canonical) of a raw 32-byte X25519 public key: 43 characters.
+_PUBLIC_KEY = re.compile(r"^[A-Za-z0-9_\-]{42}[AEIMQUYcgkosw048]$")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class Grant:
     subject: str
     require_e2e: bool
     grant_id: str | None  # the JWT id, kept in the audit record to tie it to the router's log
+    # The member's registered X25519 key (base64url), put in by the router: sealed delivery
+    # re-wraps only to this key, never to one the gateway names.
+    recipient_public_key: str | None = None
 
     @property
     def subject_is_member(self) -> bool:
@@ -66,6 +71,11 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
     raw_ref = claims.get("ref")
     ref = None if raw_ref is None else _uuid(raw_ref, "ref")
     jti = claims.get("jti")
+    recipient = claims.get("recipient_public_key")
+    if recipient is not None and (
+        not isinstance(recipient, str) or not _PUBLIC_KEY.match(recipient)
+    ):
+        raise GrantRefused("The grant's recipient key is malformed.", reason="malformed_grant")
     return Grant(
         action=str(action),
         tenant_id=tenant_id,
@@ -75,6 +85,7 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
         subject=subject,
         require_e2e=require_e2e,
         grant_id=jti if isinstance(jti, str) and len(jti) <= 64 else None,
+        recipient_public_key=recipient,
     )
 
 
@@ -115,3 +126,17 @@ def require_grant_covers(
         ref,
     ):
         raise GrantRefused("The grant does not cover this record.", reason="grant_mismatch")
+
+
+def require_delivery_grant(grant: Grant) -> str:
+    """A grant usable to deliver a record sealed to a member's key; returns that key."""
+    if grant.action != "open":
+        raise GrantRefused("This grant does not allow opening a record.", reason="wrong_action")
+    if grant.ref is None:
+        raise GrantRefused("An open grant must name the record (ref).", reason="malformed_grant")
+    if not grant.subject_is_member or grant.recipient_public_key is None:
+        raise GrantRefused(
+            "Sealed delivery needs a member grant naming the member's registered key.",
+            reason="no_recipient_key",
+        )
+    return grant.recipient_public_key

@@ -1,0 +1,128 @@
+"""Job events for webhooks, taken from the transitions the gateway itself carries out.
+
+A pure ASGI layer (innermost, see :mod:`services.gateway.api.edge`) watches the routes that
+change a job: submit, cancel, claim, release, reject, complete and an operator's manual routing.
+After a 2xx answer it queues ``job.<new status>`` for every webhook endpoint of the job's tenant
+in the outbox, in its own committed transaction, before the answer leaves (so a client that
+reacts to the answer finds the event queued). Idempotent replays never reach this layer, so a
+retried request queues nothing twice.
+
+Not seen here (no router feed exists yet): transitions that happen inside the router alone, such
+as a lease expiring back to ``queued``, an escalation passing a job to another team, or an
+``unroutable`` job routed later when capacity frees up. A crash between the router's change and
+this layer's commit also loses that one event. Both go away when the router publishes its own
+event feed for the gateway to poll.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.api.edge import edge_principal
+from services.gateway.api.schemas import JobRead
+from services.gateway.clients.router import RouterClient
+from services.gateway.db.repository import WebhookRepository
+from services.gateway.domain import webhooks as rules
+from services.gateway.domain.views import client_view
+from shared.db import utcnow
+
+logger = logging.getLogger("taskroute.gateway.job_events")
+
+# The POST routes that move a job, by audience (the member's answer lacks the tenant, so the
+# job is read back from the router as the operator view).
+_CLIENT_ACTION = re.compile(r"^/v1/jobs(?:/[^/]+/cancel)?$")
+_MEMBER_ACTION = re.compile(r"^/v1/team/jobs/(?P<job_id>[^/]+)/(?:claim|release|reject|complete)$")
+_OPERATOR_ACTION = re.compile(r"^/v1/admin/jobs/[^/]+/route$")
+# Event ids are derived from (job, status, the job's updated_at): a request run twice (an
+# idempotent retry after a crash, which the router answers with the stored job) queues the same
+# event id again, so receivers deduplicating on Taskroute-Event-Id see it once.
+_EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-3b8d-4e55-9a41-7c0d5e2b9f13")
+
+
+class JobEventsMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not (
+                _CLIENT_ACTION.match(path)
+                or _MEMBER_ACTION.match(path)
+                or _OPERATOR_ACTION.match(path)
+            )
+        ):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        if start is None:
+            return
+        body = b"".join(chunks)
+        if 200 <= int(start["status"]) < 300:
+            try:
+                await self._queue(scope, path, body)
+            except Exception as exc:  # noqa: BLE001 - the change is done; the answer must go
+                logger.error("job event not queued", extra={"error_type": type(exc).__name__})
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    async def _queue(self, scope: Scope, path: str, body: bytes) -> None:
+        answer: dict[str, Any] = json.loads(body)
+        app = scope["app"]
+        job: dict[str, Any]
+        if _CLIENT_ACTION.match(path):
+            principal = await edge_principal(scope)
+            if principal is None or principal.tenant_id is None:
+                return
+            tenant_id, job = principal.tenant_id, answer
+        else:
+            if _MEMBER_ACTION.match(path):
+                answer = await RouterClient(app.state.router_http).get_job(
+                    str(answer["id"]), tenant_id=None
+                )
+            tenant_id, job = str(answer["tenant_id"]), client_view(answer)
+        event_type = rules.job_event_type(str(job.get("status")))
+        if event_type is None:
+            return
+        now = utcnow()
+        event_id = str(
+            uuid.uuid5(_EVENT_NAMESPACE, f"{job['id']}:{job['status']}:{job.get('updated_at')}")
+        )
+        payload = json.dumps(
+            {
+                "id": event_id,
+                "type": event_type,
+                "created_at": now.isoformat(),
+                "data": {"object": JobRead.model_validate(job).model_dump(mode="json")},
+            },
+            separators=(",", ":"),
+        )
+        maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+        async with maker() as session:
+            await WebhookRepository(session).enqueue(
+                tenant_id=tenant_id,
+                event_id=event_id,
+                event_type=event_type,
+                payload=payload,
+                now=now,
+            )
+            await session.commit()

@@ -1,0 +1,35 @@
+"""The tenant's vault public keys, for clients that seal confidential data themselves.
+
+A client seals with :mod:`shared.sealed_envelope` (docs/envelope.md) to one of these keys and
+sends the envelope as ``confidential_sealed``; the gateway never holds a private key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from services.gateway.api.deps import ClientDep, VaultDep
+from services.gateway.api.routing import public_router
+
+router = public_router(prefix="/v1/vault", tag="vault")
+
+
+class VaultPublicKey(BaseModel):
+    key_id: str
+    public_key: str = Field(description="X25519 public key: 32 raw bytes, base64url unpadded.")
+    algorithm: str
+    created_at: datetime
+
+
+class VaultPublicKeyList(BaseModel):
+    keys: list[VaultPublicKey] = Field(description="Newest first: seal new data to the first.")
+
+
+@router.get("/public-key", response_model=VaultPublicKeyList)
+async def vault_public_keys(client: ClientDep, vault: VaultDep) -> dict[str, Any]:
+    """The tenant's current vault public key(s), with key ids, for `confidential_sealed`."""
+    answer = await vault.sealing_keys(tenant_id=client.tenant)
+    return {"keys": answer.get("keys", []) if isinstance(answer, dict) else []}

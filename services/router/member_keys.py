@@ -1,0 +1,71 @@
+"""Members' registered public keys, and the recipient they put into open grants (issue 3).
+
+Kept apart from the classifier and lifecycle code: registration is a plain upsert, and an open
+grant for a member with a registered key carries ``recipient_public_key``. The vault re-wraps a
+job's data key only to the key a router-signed grant names, so once a member registered, a
+compromised gateway cannot redirect delivery to a key of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.router.api.deps import NowDep, require_gateway
+from services.router.db.models import MemberKey
+from shared.db import SessionDep
+
+# base64url (unpadded) of a 32-byte X25519 key is exactly 43 characters, the last one limited
+# to the values that leave the two spare bits zero.
+_PUBLIC_KEY = re.compile(r"^[A-Za-z0-9_\-]{42}[AEIMQUYcgkosw048]$")
+
+router = APIRouter(
+    prefix="/internal/v1/teams/{team_id}/members",
+    tags=["member keys"],
+    dependencies=[Depends(require_gateway)],
+)
+
+
+class MemberKeyPut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    public_key: Annotated[str, Field(pattern=_PUBLIC_KEY.pattern)]
+
+
+class MemberKeyRead(BaseModel):
+    member_id: str
+    team_id: str
+    public_key: str
+    updated_at: datetime
+
+
+async def recipient_claims(session: AsyncSession, *, member_id: str, action: str) -> dict[str, Any]:
+    """Extra claims of a member's grant: the registered key, for an open grant only."""
+    if action != "open":
+        return {}
+    key = await session.get(MemberKey, member_id)
+    return {} if key is None else {"recipient_public_key": key.public_key}
+
+
+@router.put("/{member_id}/key")
+async def put_member_key(
+    team_id: str, member_id: str, body: MemberKeyPut, session: SessionDep, now: NowDep
+) -> MemberKeyRead:
+    """Register (or replace) a member's X25519 public key for end-to-end delivery."""
+    row = await session.get(MemberKey, member_id)
+    if row is None:
+        row = MemberKey(member_id=member_id, team_id=team_id, public_key=body.public_key)
+        session.add(row)
+    row.team_id, row.public_key, row.updated_at = team_id, body.public_key, now
+    await session.flush()
+    return MemberKeyRead(
+        member_id=row.member_id,
+        team_id=row.team_id,
+        public_key=row.public_key,
+        updated_at=row.updated_at,
+    )

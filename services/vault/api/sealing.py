@@ -1,0 +1,65 @@
+"""Client-side sealing: a tenant's public sealing keys, and storing client-sealed envelopes."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from services.vault.api.deps import VaultServiceDep
+from services.vault.api.schemas import (
+    RecordCreated,
+    RecordOpen,
+    SealedDelivery,
+    SealedRecordCreate,
+    SealedResultCreate,
+    SealingKeyList,
+    SealingKeyRead,
+)
+from services.vault.domain.sealing import ALGORITHM
+from shared.sealed_envelope import b64url_encode
+
+router = APIRouter(prefix="/internal/v1", tags=["sealing"])
+
+
+@router.get("/tenants/{tenant_id}/sealing-keys")
+async def list_sealing_keys(tenant_id: uuid.UUID, vault: VaultServiceDep) -> SealingKeyList:
+    """The tenant's current public sealing keys, newest first (version 1 made on first use)."""
+    rows = await vault.sealing_keys(tenant_id=str(tenant_id))
+    return SealingKeyList(
+        keys=[
+            SealingKeyRead(
+                key_id=row.key_id,
+                public_key=b64url_encode(row.public_key),
+                algorithm=ALGORITHM,
+                version=row.version,
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
+    )
+
+
+@router.post("/records/sealed", status_code=status.HTTP_201_CREATED)
+async def create_sealed_record(body: SealedRecordCreate, vault: VaultServiceDep) -> RecordCreated:
+    """Store a client-sealed envelope for a job, after checking it opens for its tenant."""
+    result = await vault.store_sealed(
+        tenant_id=str(body.tenant_id),
+        job_id=str(body.job_id),
+        envelope_json=body.envelope,
+        subject=f"tenant:{body.tenant_id}",
+    )
+    return RecordCreated(ref=result.ref, key_version=result.key_version)
+
+
+@router.post("/records/deliver")
+async def deliver_record(body: RecordOpen, vault: VaultServiceDep) -> SealedDelivery:
+    """A record sealed to the member key named in a router-signed open grant."""
+    return SealedDelivery(envelope=await vault.deliver(token=body.grant))
+
+
+@router.post("/records/sealed/by-grant", status_code=status.HTTP_201_CREATED)
+async def create_sealed_result(body: SealedResultCreate, vault: VaultServiceDep) -> RecordCreated:
+    """Store a member's result sealed for the tenant (bound to the job's id) under a seal grant."""
+    result = await vault.store_sealed_by_grant(token=body.grant, envelope_json=body.envelope)
+    return RecordCreated(ref=result.ref, key_version=result.key_version)

@@ -1,0 +1,348 @@
+"""Load benchmark of the whole job flow beside baseline A, measured in the same run.
+
+    .venv/bin/python -m tests.benchmarks.bench_flow [--seconds 10] [--concurrency 16]
+        [--postgres postgresql://postgres@127.0.0.1:5432/test]
+
+Starts baseline A (tests/benchmarks/baseline_app.py) and then a real `taskroute up` on free
+loopback ports (SQLite, or PostgreSQL databases made for the run and dropped after), drives
+each step with an asyncio load generator for a bounded time, and prints throughput,
+p50/p95/p99 latency, server CPU per request (from /proc, summed over the service processes)
+and errors, each as a ratio to baseline A. Loopback only; every loop is bounded in time.
+
+The generator shares the machine's two cores with the servers, so throughput figures are a
+floor; CPU per request is read from the servers' own counters and does not depend on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import SERVICES, provisioned_databases
+from tests.e2e.conftest import REPO_ROOT, free_port, wait_ready
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+DESCRIPTION_1K = (
+    "Code the adverse event narratives from the case report forms of our phase III trial to "
+    "MedDRA preferred terms and flag serious adverse events for pharmacovigilance review. "
+) * 6
+
+
+@dataclass
+class StepResult:
+    name: str
+    latencies_ms: list[float] = field(default_factory=list)
+    succeeded: list[int] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(q) - 1]
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        done = len(self.latencies_ms)
+        return self.cpu_seconds * 1000 / done if done else float("nan")
+
+
+def process_cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / CLOCK_TICKS
+
+
+async def drive(
+    name: str,
+    request: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    *,
+    base_url: str,
+    headers: dict[str, str],
+    pids: list[int],
+    seconds: float,
+    concurrency: int,
+    max_requests: int | None = None,
+) -> StepResult:
+    result = StepResult(name)
+    counter = iter(range(max_requests if max_requests is not None else 10**9))
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, limits=limits, timeout=30
+    ) as client:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                index = next(counter, None)
+                if index is None:
+                    return
+                started = time.perf_counter()
+                try:
+                    response = await request(client, index)
+                    ok = response.status_code < 400
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                    result.succeeded.append(index)
+                else:
+                    result.errors += 1
+
+        cpu_before = process_cpu_seconds(pids)
+        wall_before = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - wall_before
+        result.cpu_seconds = process_cpu_seconds(pids) - cpu_before
+    return result
+
+
+def report(results: list[StepResult], baseline: StepResult) -> None:
+    header = (
+        f"{'step':<28}{'req/s':>9}{'×A':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'CPU ms/req':>12}{'×A':>7}{'errors':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for step in [baseline, *results]:
+        print(
+            f"{step.name:<28}{step.throughput:>9.0f}{step.throughput / baseline.throughput:>7.2f}"
+            f"{step.percentile(50):>9.2f}{step.percentile(95):>9.2f}{step.percentile(99):>9.2f}"
+            f"{step.cpu_ms_per_request:>12.3f}"
+            f"{step.cpu_ms_per_request / baseline.cpu_ms_per_request:>7.2f}{step.errors:>8}"
+        )
+
+
+async def measure_baseline(seconds: float, concurrency: int) -> tuple[StepResult, StepResult]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.benchmarks.baseline_app", str(port)], cwd=REPO_ROOT
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.post(f"{url}/echo", json={"title": "t", "description": "d"}, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        body = {"title": "Baseline", "description": DESCRIPTION_1K[:1000]}
+
+        async def post(client: httpx.AsyncClient, _: int) -> httpx.Response:
+            return await client.post("/echo", json=body)
+
+        loaded = await drive(
+            "A: bare FastAPI POST",
+            post,
+            base_url=url,
+            headers={},
+            pids=[process.pid],
+            seconds=seconds,
+            concurrency=concurrency,
+        )
+        unloaded = await drive(
+            "A: unloaded (1 in flight)",
+            post,
+            base_url=url,
+            headers={},
+            pids=[process.pid],
+            seconds=min(seconds, 3),
+            concurrency=1,
+        )
+        return loaded, unloaded
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+async def measure_platform(
+    gateway: str, operator_key: str, pids: list[int], seconds: float, concurrency: int
+) -> list[StepResult]:
+    op = {"Authorization": f"Bearer {operator_key}"}
+    async with httpx.AsyncClient(base_url=gateway, headers=op, timeout=30) as admin:
+        tenant = (await admin.post("/v1/admin/tenants", json={"name": "Bench"})).json()
+        team = (
+            await admin.post(
+                "/v1/admin/teams",
+                json={
+                    "name": f"Bench Clinical {secrets.token_hex(3)}",
+                    "country": "IN",
+                    "timezone": "Asia/Kolkata",
+                    "working_hours": {"start": "00:00", "end": "23:59", "days": list(range(7))},
+                    "tier": "KPO",
+                    "skills": ["clinical"],
+                    "certifications": ["HIPAA"],
+                    "languages": ["en"],
+                    "capacity": 100_000,
+                    "hourly_rate": 30,
+                    "quality": 0.9,
+                },
+            )
+        ).json()
+        member = (
+            await admin.post(f"/v1/admin/teams/{team['id']}/members", json={"name": "Bench"})
+        ).json()
+    client_headers = {"Authorization": f"Bearer {tenant['api_key']}"}
+    member_headers = {"Authorization": f"Bearer {member['api_key']}"}
+    job_ids: list[str] = []
+    job = {
+        "title": "Code adverse events",
+        "description": DESCRIPTION_1K[:900],
+        "confidential": {"patient": "J. Doe", "mrn": 4711},
+    }
+
+    async def submit(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        response = await client.post("/v1/jobs", json=job)
+        if response.status_code == 202:
+            job_ids.append(response.json()["id"])
+        return response
+
+    results = [
+        await drive(
+            "submit (with confidential)",
+            submit,
+            base_url=gateway,
+            headers=client_headers,
+            pids=pids,
+            seconds=seconds,
+            concurrency=concurrency,
+        )
+    ]
+    results.append(
+        await drive(
+            "submit unloaded (1 in flight)",
+            submit,
+            base_url=gateway,
+            headers=client_headers,
+            pids=pids,
+            seconds=min(seconds, 3),
+            concurrency=1,
+        )
+    )
+
+    def step(
+        path: str, method: str = "POST"
+    ) -> Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]:
+        async def call(client: httpx.AsyncClient, index: int) -> httpx.Response:
+            return await client.request(method, path.format(job_ids[index]))
+
+        return call
+
+    async def complete(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        return await client.post(
+            f"/v1/team/jobs/{job_ids[index]}/complete",
+            json={"result": {"ok": True}, "confidential_result": {"note": "done"}},
+        )
+
+    # Each step works on the jobs the previous step got through, so a step that ran out of
+    # time does not turn into errors in the next one.
+    for name, request, headers in [
+        ("claim", step("/v1/team/jobs/{}/claim"), member_headers),
+        ("read confidential", step("/v1/team/jobs/{}/confidential", "GET"), member_headers),
+        ("complete (with confidential)", complete, member_headers),
+        ("read result", step("/v1/jobs/{}/result", "GET"), client_headers),
+    ]:
+        outcome = await drive(
+            name,
+            request,
+            base_url=gateway,
+            headers=headers,
+            pids=pids,
+            seconds=seconds,
+            concurrency=concurrency,
+            max_requests=len(job_ids),
+        )
+        results.append(outcome)
+        job_ids[:] = [job_ids[index] for index in sorted(outcome.succeeded)]
+    return results
+
+
+def start_platform(
+    data_dir: Path, database_urls: dict[str, str] | None
+) -> tuple[subprocess.Popen[bytes], dict[str, str], str]:
+    ports = {service: free_port() for service in SERVICES}
+    operator_key = "tr_operator_bench_" + secrets.token_urlsafe(32)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKROUTE_")}
+    env.update(
+        {
+            "TASKROUTE_DATA_DIR": str(data_dir),
+            "TASKROUTE_LOG_LEVEL": "WARNING",
+            "TASKROUTE_BOOTSTRAP_OPERATOR_KEY": operator_key,
+        }
+    )
+    for service, port in ports.items():
+        env[f"TASKROUTE_{service.upper()}_PORT"] = str(port)
+        if database_urls:
+            env[f"TASKROUTE_{service.upper()}_DATABASE_URL"] = database_urls[service]
+    log = (data_dir / "platform.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
+    wait_ready(urls["gateway"], process, data_dir / "platform.log")
+    return process, urls, operator_key
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    baseline, baseline_unloaded = await measure_baseline(args.seconds, args.concurrency)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        backend = "postgres" if args.postgres else "sqlite"
+        with provisioned_databases(
+            backend, data_dir, migrated=False, admin_url=args.postgres
+        ) as urls:
+            process, service_urls, operator_key = start_platform(
+                data_dir, urls if args.postgres else None
+            )
+            try:
+                pids = [int((data_dir / "run" / f"{s}.pid").read_text()) for s in SERVICES]
+                results = await measure_platform(
+                    service_urls["gateway"], operator_key, pids, args.seconds, args.concurrency
+                )
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+    print(
+        f"\nbackend: {backend}; {args.concurrency} in flight; {args.seconds:.0f} s per step; "
+        f"{os.cpu_count()} cores\n"
+    )
+    report(results, baseline)
+    print()
+    report([results[1]], baseline_unloaded)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--postgres", default="", help="admin URL; default: SQLite")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""Webhooks: endpoints, signed job events from the outbox, and a receiver that is down first and
+up later (a real HTTP server on a loopback port): nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.gateway.app import create_app
+from services.gateway.domain import webhooks as rules
+from services.gateway.settings import GatewaySettings
+from tests.conftest import running
+from tests.e2e.conftest import free_port
+from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
+from tests.gateway.test_api import (
+    BOOKKEEPING_JOB,
+    BOOKKEEPING_TEAM,
+    assert_problem,
+    bearer,
+    create_tenant,
+    raw_rows,
+)
+
+# Deliveries normally wait 10 s before the first retry; here 50 ms, so the test stays short.
+FAST = {"webhook_backoff_base_seconds": 0.05, "webhook_poll_seconds": 0.05}
+# Long enough for a few poll rounds on a loaded machine; the waits end as soon as they can.
+WAIT_SECONDS = 8.0
+
+
+@dataclass
+class Receiver:
+    """A minimal HTTP/1.1 server that records each request and answers 200."""
+
+    port: int
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.received.append((headers, body))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.fixture
+async def fast_platform(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
+    """The gateway with the real router and vault in-process, retrying webhooks quickly."""
+    from services.router.app import create_app as create_router_app
+    from services.router.settings import RouterSettings
+    from services.vault.app import create_app as create_vault_app
+    from services.vault.settings import VaultSettings
+
+    router_app = create_router_app(
+        RouterSettings(
+            database_url=databases["router"], data_dir=tmp_path, service_keys_dir=keys_dir
+        )
+    )
+    vault_app = create_vault_app(
+        VaultSettings(database_url=databases["vault"], data_dir=tmp_path, service_keys_dir=keys_dir)
+    )
+    async with running(router_app), running(vault_app):
+        transports = {
+            "router": httpx.ASGITransport(app=router_app),
+            "vault": httpx.ASGITransport(app=vault_app),
+        }
+        base = gateway_settings(databases, keys_dir, tmp_path)
+        settings = GatewaySettings.model_validate({**base.model_dump(), **FAST})
+        app = create_app(settings, transports=transports)
+        async with running(app) as client:
+            yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
+
+
+async def deliveries(platform: Platform, api_key: str, endpoint_id: str) -> list[dict[str, Any]]:
+    answer = await platform.client.get(
+        f"/v1/webhook-endpoints/{endpoint_id}/deliveries", headers=bearer(api_key)
+    )
+    assert answer.status_code == 200, answer.text
+    data: list[dict[str, Any]] = answer.json()["data"]
+    return data
+
+
+async def wait_for(check, what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_endpoint_lifecycle_and_secret_storage(gateway_alone):
+    tenant = await create_tenant(gateway_alone)
+    key = bearer(tenant["api_key"])
+    created = await gateway_alone.client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://hooks.example.com/taskroute", "description": "ERP"},
+        headers=key,
+    )
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    assert endpoint["secret"].startswith("whsec_")
+    listed = await gateway_alone.client.get("/v1/webhook-endpoints", headers=key)
+    assert [e["id"] for e in listed.json()["data"]] == [endpoint["id"]]
+    assert "secret" not in listed.json()["data"][0]
+    assert endpoint["secret"] not in listed.text
+    # Stored sealed: no row of the gateway's database holds the secret.
+    for row in await raw_rows("gateway", gateway_alone.databases["gateway"]):
+        assert endpoint["secret"] not in row
+        assert endpoint["secret"][len("whsec_") :] not in row
+    # Plain http is for loopback only; operators and members cannot register endpoints.
+    plain = await gateway_alone.client.post(
+        "/v1/webhook-endpoints", json={"url": "http://hooks.example.com/x"}, headers=key
+    )
+    assert_problem(plain, 422)
+    for internal in (
+        "https://169.254.169.254/latest",
+        "https://10.0.0.5/hook",
+        "https://[fc00::1]/",
+    ):
+        refused = await gateway_alone.client.post(
+            "/v1/webhook-endpoints", json={"url": internal}, headers=key
+        )
+        body = assert_problem(refused, 422)
+        assert body["errors"][0]["field"] == "url"
+    assert_problem(
+        await gateway_alone.client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "https://hooks.example.com/x"},
+            headers=gateway_alone.operator,
+        ),
+        403,
+    )
+    deleted = await gateway_alone.client.delete(
+        f"/v1/webhook-endpoints/{endpoint['id']}", headers=key
+    )
+    assert deleted.status_code == 200, deleted.text
+    assert (await gateway_alone.client.get("/v1/webhook-endpoints", headers=key)).json()[
+        "data"
+    ] == []
+    again = await gateway_alone.client.delete(
+        f"/v1/webhook-endpoints/{endpoint['id']}", headers=key
+    )
+    assert_problem(again, 404)
+
+
+async def test_events_reach_a_receiver_that_was_down_first(fast_platform):
+    gw = fast_platform.client
+    tenant = await create_tenant(fast_platform)
+    client_key = tenant["api_key"]
+    team = await gw.post("/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=fast_platform.operator)
+    assert team.status_code == 201, team.text
+    member = await gw.post(
+        f"/v1/admin/teams/{team.json()['id']}/members",
+        json={"name": "Priya"},
+        headers=fast_platform.operator,
+    )
+    member_key = bearer(member.json()["api_key"])
+    receiver = Receiver(port=free_port())  # nothing listens there yet
+    created = await gw.post(
+        "/v1/webhook-endpoints",
+        json={"url": f"http://127.0.0.1:{receiver.port}/hooks"},
+        headers=bearer(client_key),
+    )
+    assert created.status_code == 201, created.text
+    endpoint_id, secret = created.json()["id"], created.json()["secret"]
+
+    job = await gw.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(client_key))
+    assert job.status_code == 202, job.text
+    job_id = job.json()["id"]
+
+    async def failed_once() -> bool:
+        found = await deliveries(fast_platform, client_key, endpoint_id)
+        return bool(found) and found[0]["attempts"] >= 1
+
+    await wait_for(failed_once, "a failed attempt while the receiver is down")
+    [pending] = await deliveries(fast_platform, client_key, endpoint_id)
+    assert pending["status"] == "pending"
+    assert pending["event_type"] == "job.queued"
+    assert pending["attempt_log"][0]["error"] == "ConnectError"
+    assert pending["attempt_log"][0]["status_code"] is None
+
+    await receiver.start()
+    try:
+        claimed = await gw.post(f"/v1/team/jobs/{job_id}/claim", headers=member_key)
+        assert claimed.status_code == 200, claimed.text
+        done = await gw.post(
+            f"/v1/team/jobs/{job_id}/complete", json={"result": {"ok": True}}, headers=member_key
+        )
+        assert done.status_code == 200, done.text
+
+        async def all_delivered() -> bool:
+            found = await deliveries(fast_platform, client_key, endpoint_id)
+            return len(found) == 3 and all(d["status"] == "succeeded" for d in found)
+
+        await wait_for(all_delivered, "every event delivered")
+    finally:
+        await receiver.stop()
+
+    found = await deliveries(fast_platform, client_key, endpoint_id)
+    first = next(d for d in found if d["event_type"] == "job.queued")
+    assert first["attempts"] >= 2  # failed while down, delivered once up
+    assert first["attempt_log"][-1]["status_code"] == 200
+    # Each event arrived signed, with its id and the job as its client sees it.
+    types = []
+    for headers, body in receiver.received:
+        assert rules.verify_signature(secret, headers["taskroute-signature"], body=body)
+        assert not rules.verify_signature("whsec_wrong", headers["taskroute-signature"], body=body)
+        event = json.loads(body)
+        assert event["id"] == headers["taskroute-event-id"]
+        assert event["type"] == headers["taskroute-event-type"]
+        assert event["data"]["object"]["id"] == job_id
+        assert "confidential_ref" not in event["data"]["object"]
+        types.append(event["type"])
+    assert sorted(set(types)) == ["job.completed", "job.in_progress", "job.queued"]
+    assert len({d["event_id"] for d in found}) == 3
+
+
+def test_retry_schedule_spans_more_than_a_day():
+    base = timedelta(seconds=10)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    waits, attempt, at = [], 1, now
+    while (following := rules.next_attempt_at(attempt, now=at, base=base)) is not None:
+        waits.append(following - at)
+        at, attempt = following, attempt + 1
+    assert waits[0] == base
+    assert waits[1] == 2 * base
+    assert max(waits) == rules.MAX_BACKOFF
+    assert at - now > timedelta(days=1)
+    assert attempt == rules.MAX_ATTEMPTS
+
+
+def test_signature_is_stripe_style():
+    header = rules.signature("whsec_abc", timestamp=1700000000, body=b'{"a":1}')
+    assert header.startswith("t=1700000000,v1=")
+    assert len(header.split("v1=")[1]) == 64
+    assert rules.verify_signature("whsec_abc", header, body=b'{"a":1}')
+    assert not rules.verify_signature("whsec_abc", header, body=b'{"a":2}')
+    assert not rules.verify_signature("whsec_abc", "garbage", body=b'{"a":1}')
+
+
+async def test_two_workers_never_claim_the_same_delivery(maker):
+    from services.gateway.db.repository import WebhookRepository
+    from shared.db import utcnow
+    from tests.gateway.factories import PEPPER, make_tenant
+
+    async with maker() as session:
+        tenant = await make_tenant(session)
+        repository = WebhookRepository(session)
+        await repository.add_endpoint(
+            endpoint_id="5f0c7a52-0000-4000-8000-000000000001",
+            tenant_id=tenant.id,
+            url="https://hooks.example.com/x",
+            description=None,
+            sealed=rules.seal_secret(
+                "whsec_x",
+                endpoint_id="5f0c7a52-0000-4000-8000-000000000001",
+                tenant_id=tenant.id,
+                pepper=PEPPER,
+            ),
+        )
+        for n in range(6):
+            await repository.enqueue(
+                tenant_id=tenant.id,
+                event_id=f"event-{n}",
+                event_type="job.queued",
+                payload="{}",
+                now=utcnow(),
+            )
+        await session.commit()
+
+    async def claim() -> list[str]:
+        async with maker() as session:
+            claimed = await WebhookRepository(session).claim_due(
+                now=utcnow(), lease=timedelta(seconds=60), limit=10
+            )
+            await session.commit()
+            return [delivery.id for delivery, _ in claimed]
+
+    first, second = await asyncio.gather(claim(), claim())
+    assert len(first) + len(second) == 6
+    assert not set(first) & set(second)
+    assert await claim() == []  # all leased; nothing is due until the lease lapses
