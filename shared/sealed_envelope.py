@@ -181,7 +181,7 @@ def load_public_key(text: str) -> X25519PublicKey:
 
 
 def _check_identifier(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise MalformedEnvelope(
             f"{field} must be 1-128 characters of letters, digits and . _ : -", field=field
         )

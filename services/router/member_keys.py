@@ -8,6 +8,7 @@ compromised gateway cannot redirect delivery to a key of its own.
 
 from __future__ import annotations
 
+import hmac
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.api.deps import NowDep, require_gateway
 from services.router.db.models import MemberKey
+from services.router.domain.errors import MemberKeyConflict
 from shared.db import SessionDep
 
 # base64url (unpadded) of a 32-byte X25519 key is exactly 43 characters, the last one limited
@@ -56,12 +58,19 @@ async def recipient_claims(session: AsyncSession, *, member_id: str, action: str
 async def put_member_key(
     team_id: str, member_id: str, body: MemberKeyPut, session: SessionDep, now: NowDep
 ) -> MemberKeyRead:
-    """Register (or replace) a member's X25519 public key for end-to-end delivery."""
+    """Register a member's X25519 public key for end-to-end delivery (once; same key is a no-op)."""
     row = await session.get(MemberKey, member_id)
     if row is None:
         row = MemberKey(member_id=member_id, team_id=team_id, public_key=body.public_key)
         session.add(row)
-    row.team_id, row.public_key, row.updated_at = team_id, body.public_key, now
+        row.updated_at = now
+    elif row.team_id != team_id or not hmac.compare_digest(row.public_key, body.public_key):
+        # A registered key is never replaced through the gateway: otherwise a compromised
+        # gateway could swap in a key of its own and have the vault re-wrap data to it.
+        raise MemberKeyConflict(
+            "This member already registered a different public key; key changes need an "
+            "operator-side re-enrolment."
+        )
     await session.flush()
     return MemberKeyRead(
         member_id=row.member_id,

@@ -112,6 +112,7 @@ def test_job_travels_the_whole_slice_and_the_canary_stays_in_the_vault(
         confidential = worker.get(f"/v1/team/jobs/{job_id}/confidential")
         assert confidential.status_code == 200, confidential.text
         assert confidential.json() == {"confidential": {"patient": canary, "mrn": 4711}}
+        assert confidential.headers["cache-control"] == "no-store"
 
         completed = worker.post(
             f"/v1/team/jobs/{job_id}/complete",
@@ -125,6 +126,7 @@ def test_job_travels_the_whole_slice_and_the_canary_stays_in_the_vault(
         assert result.status_code == 200, result.text
         assert result.json()["result"] == {"coded_events": 37}
         assert result.json()["confidential_result"] == {"note": result_canary}
+        assert result.headers["cache-control"] == "no-store"
 
         events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
         transitions = [(event["from_status"], event["to_status"]) for event in events]

@@ -310,6 +310,19 @@ async def test_invalid_job_is_422_naming_the_field(gateway_alone, payload, field
     assert body["detail"].startswith(field) or field in body["detail"] or body["errors"]
 
 
+async def test_nan_in_confidential_is_422_not_a_failure(gateway_alone):
+    tenant = await create_tenant(gateway_alone)
+    # Python's JSON parser accepts NaN; it is not JSON, and must not reach the vault.
+    body = json.dumps({**BOOKKEEPING_JOB, "confidential": {"ratio": "NAN_HERE"}})
+    response = await gateway_alone.client.post(
+        "/v1/jobs",
+        content=body.replace('"NAN_HERE"', "NaN"),
+        headers={**bearer(tenant["api_key"]), "Content-Type": "application/json"},
+    )
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["field"].startswith("confidential")
+
+
 async def test_plain_and_sealed_confidential_together_are_refused(gateway_alone):
     tenant = await create_tenant(gateway_alone)
     response = await gateway_alone.client.post(

@@ -427,3 +427,15 @@ async def test_tenant_key_is_for_the_lease_holder_only(platform):
     assert response.status_code in (403, 409), response.text
     as_client = await platform.client.get(f"/v1/team/jobs/{job_id}/tenant-key", headers=client_key)
     assert_problem(as_client, 403)
+
+
+async def test_a_registered_member_key_cannot_be_replaced_through_the_gateway(platform):
+    _, member = await _setup_team_and_member(platform)
+    member_key = bearer(member["api_key"])
+    first = _member_keypair()[1]
+    await _register(platform, member_key, first)
+    await _register(platform, member_key, first)  # the same key again changes nothing
+    swapped = await platform.client.put(
+        "/v1/team/keys", json={"public_key": _member_keypair()[1]}, headers=member_key
+    )
+    assert_problem(swapped, 409)

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import stat
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from services.vault.domain import audit, envelope
 from services.vault.domain.errors import GrantRefused
 from services.vault.domain.grants import (
+    Grant,
     parse_grant,
     require_grant_covers,
     require_open_grant,
@@ -493,3 +495,21 @@ def test_production_never_generates_a_root_key():
     assert VaultSettings(environment="production", database_url=url).generate_root_key is False
     with pytest.raises(ValidationError, match="refused in production"):
         VaultSettings(environment="production", database_url=url, generate_root_key=True)
+
+
+def test_a_member_with_a_registered_key_never_gets_plaintext():
+    grant = Grant(
+        action="open",
+        tenant_id=str(uuid.uuid4()),
+        job_id=str(uuid.uuid4()),
+        purpose="job",
+        ref=str(uuid.uuid4()),
+        subject=f"member:{uuid.uuid4()}",
+        require_e2e=False,
+        grant_id=None,
+        recipient_public_key="A" * 43,
+    )
+    with pytest.raises(GrantRefused):
+        require_open_grant(grant)
+    # Without a registered key (and without require_e2e) the plaintext path stays open.
+    require_open_grant(dataclasses.replace(grant, recipient_public_key=None))

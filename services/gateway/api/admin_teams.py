@@ -30,8 +30,8 @@ from services.gateway.db.repository import ApiKeyRepository, MemberRepository
 from services.gateway.domain import api_keys
 from services.gateway.domain.api_keys import Role
 from services.gateway.domain.errors import TeamNotFound
-from services.gateway.domain.jobs import Tier
 from services.gateway.domain.views import uuid_or
+from shared.vocabulary import Tier
 
 router = public_router(prefix="/v1/admin/teams", tag="admin: teams")
 

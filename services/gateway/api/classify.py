@@ -15,8 +15,8 @@ from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import PassThrough, RequestModel
 from services.gateway.db.repository import TenantRepository
 from services.gateway.domain.errors import InvalidApiKey
-from services.gateway.domain.jobs import Domain, Tier
 from services.gateway.domain.policy import DataPolicy
+from shared.vocabulary import Domain, Tier
 
 router = public_router(prefix="/v1/classify", tag="jobs")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Body, Query, status
+from fastapi import Body, Query, Response, status
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -143,9 +143,11 @@ async def cancel_job(
 
 @router.get("/{job_id}/result", response_model=JobResultRead, response_model_exclude_unset=True)
 async def job_result(
-    job_id: str, client: ClientDep, router_: RouterDep, vault: VaultDep
+    job_id: str, client: ClientDep, router_: RouterDep, vault: VaultDep, response: Response
 ) -> dict[str, Any]:
     """The completed job's result, with its confidential part opened from the vault."""
+    # The confidential part must not linger in a browser or proxy cache.
+    response.headers["Cache-Control"] = "no-store"
     job_id = job_id_or_404(job_id)
     outcome = await router_.job_result(job_id, tenant_id=client.tenant)
     answer: dict[str, Any] = {"result": outcome.result}

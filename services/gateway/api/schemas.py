@@ -24,18 +24,15 @@ from pydantic import (
     field_validator,
 )
 
-from services.gateway.domain.countries import ISO_3166_ALPHA2
 from services.gateway.domain.jobs import (
     MAX_CONFIDENTIAL_BYTES,
     MAX_RESULT_BYTES,
-    Domain,
-    Priority,
-    Tier,
     check_callback_url,
     check_json_object_size,
     check_metadata,
 )
 from services.gateway.domain.webhooks import check_endpoint_url
+from shared.vocabulary import ISO_3166_ALPHA2, Domain, Priority, Tier
 
 T = TypeVar("T")
 

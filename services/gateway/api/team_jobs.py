@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Query
+from fastapi import Body, Query, Response
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -102,9 +102,16 @@ async def reject(
     "/{job_id}/confidential", response_model=ConfidentialRead, response_model_exclude_unset=True
 )
 async def read_confidential(
-    job_id: str, member: MemberDep, router_: RouterDep, vault: VaultDep, session: SessionDep
+    job_id: str,
+    member: MemberDep,
+    router_: RouterDep,
+    vault: VaultDep,
+    session: SessionDep,
+    response: Response,
 ) -> dict[str, Any]:
     """The job's confidential data, for the member holding its lease (audited by the vault)."""
+    # Confidential data must not linger in a browser or proxy cache.
+    response.headers["Cache-Control"] = "no-store"
     grant = await router_.member_grant(
         member.team, job_id_or_404(job_id), member_id=member.member, action="open"
     )

@@ -13,39 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-class Tier(StrEnum):
-    KPO = "KPO"
-    BPO = "BPO"
-
-
-class Domain(StrEnum):
-    """The contract's 17 service domains (12 KPO, 5 BPO)."""
-
-    RESEARCH = "research"
-    CLINICAL = "clinical"
-    PHARMACEUTICAL = "pharmaceutical"
-    BANKING = "banking"
-    LEGAL = "legal"
-    SALES = "sales"
-    MARKETING = "marketing"
-    DESIGN = "design"
-    ANIMATION = "animation"
-    DATABASE_DEVELOPMENT = "database_development"
-    WRITING = "writing"
-    CONTENT_DEVELOPMENT = "content_development"
-    DATA_ENTRY = "data_entry"
-    DATA_PROCESSING = "data_processing"
-    BOOKKEEPING = "bookkeeping"
-    TECHNICAL_SUPPORT = "technical_support"
-    CUSTOMER_SUPPORT = "customer_support"
-
-
-class Priority(StrEnum):
-    LOW = "low"
-    NORMAL = "normal"
-    HIGH = "high"
-
-
 class JobStatus(StrEnum):
     PENDING = "pending"
     QUEUED = "queued"
@@ -83,7 +50,13 @@ _LOOPBACK_NAMES = frozenset({"localhost"})
 
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact UTF-8 JSON: what the vault seals and the limits count."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    # allow_nan=False: NaN and Infinity are not JSON; refusing them here turns them into a 422
+    # instead of a failure when the body is re-encoded for the vault or the router.
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError("must not contain NaN or Infinity") from exc
+    return len(text.encode("utf-8"))
 
 
 def check_json_object_size(value: dict[str, Any], *, limit: int) -> dict[str, Any]:

@@ -26,10 +26,10 @@ from pydantic import (
 )
 
 from services.router.db.models import Job, JobEvent, Team
-from services.router.domain.countries import ISO_3166_ALPHA2
 from services.router.domain.grants import GrantAction
 from services.router.domain.routing import parse_hhmm
 from services.router.domain.taxonomy import Domain, Priority, Tier
+from shared.vocabulary import ISO_3166_ALPHA2
 
 # Small, non-secret labels: 8 KiB of JSON is plenty and keeps rows and lists light.
 MAX_METADATA_BYTES = 8 * 1024

@@ -60,3 +60,9 @@ class PreconditionFailed(TaskrouteError):
     """If-Match named a version that is no longer current (RFC 9110 412)."""
 
     status, title, problem = 412, "Precondition failed", "precondition-failed"
+
+
+class MemberKeyConflict(Conflict):
+    """A member already registered a different public key."""
+
+    problem = "member-key-conflict"

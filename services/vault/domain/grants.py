@@ -62,7 +62,7 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
     if purpose not in PURPOSES:
         raise GrantRefused("The grant names no known purpose.", reason="malformed_grant")
     subject = claims.get("subject")
-    if not isinstance(subject, str) or not _SUBJECT.match(subject):
+    if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
         raise GrantRefused("The grant's subject is malformed.", reason="malformed_grant")
     require_e2e = claims.get("require_e2e", False)
     if not isinstance(require_e2e, bool):
@@ -73,7 +73,7 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
     jti = claims.get("jti")
     recipient = claims.get("recipient_public_key")
     if recipient is not None and (
-        not isinstance(recipient, str) or not _PUBLIC_KEY.match(recipient)
+        not isinstance(recipient, str) or not _PUBLIC_KEY.fullmatch(recipient)
     ):
         raise GrantRefused("The grant's recipient key is malformed.", reason="malformed_grant")
     return Grant(
@@ -95,6 +95,15 @@ def require_open_grant(grant: Grant) -> None:
         raise GrantRefused("This grant does not allow opening a record.", reason="wrong_action")
     if grant.ref is None:
         raise GrantRefused("An open grant must name the record (ref).", reason="malformed_grant")
+    if grant.subject_is_member and grant.recipient_public_key is not None:
+        # The member registered a key: their data leaves the vault only sealed to it. Handing
+        # plaintext to the gateway here would let a compromised gateway read what the member's
+        # key protects (the sealed path is records/deliver).
+        raise GrantRefused(
+            "This member registered a public key: confidential data is delivered sealed to it, "
+            "never as plaintext.",
+            reason="e2e_required",
+        )
     if grant.require_e2e and grant.subject_is_member:
         # Policy says confidential data reaches a member only encrypted to the member's own key;
         # handing plaintext to the gateway for a member would break that promise.
