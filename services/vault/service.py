@@ -901,6 +901,12 @@ class VaultService:
             if limit is not None and batch[-1].entry.seq >= limit:
                 break
         result = verifier.finish(head)
+        if result.valid and result.records == 0 and await repo.vault_holds_data():
+            # Keys and records are only ever written together with their audit record, so an
+            # empty chain beside stored data means the log was wiped.
+            result = audit.Verification(
+                valid=False, records=0, first_invalid=1, problem="audit_log_missing"
+            )
         if not result.valid:
             logger.error(
                 "audit chain verification failed",

@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -292,6 +293,7 @@ async def test_tenant_list_paginates(gateway_alone):
         ({"service": "astrology"}, "service"),
         ({"priority": "asap"}, "priority"),
         ({"due_at": "2030-01-01T10:00:00"}, "due_at"),
+        ({"due_at": "0001-01-01T00:00:00+14:00"}, "due_at"),
         ({"confidential": "not an object"}, "confidential"),
         ({"confidential": {"blob": "x" * 70000}}, "confidential"),
         ({"metadata": {"k": 1}}, "metadata"),
@@ -308,6 +310,16 @@ async def test_invalid_job_is_422_naming_the_field(gateway_alone, payload, field
     body = assert_problem(response, 422)
     assert any(e["field"].startswith(field) for e in body["errors"]), body
     assert body["detail"].startswith(field) or field in body["detail"] or body["errors"]
+
+
+async def test_a_cursor_outside_the_utc_range_is_400_not_a_failure(gateway_alone):
+    tenant = await create_tenant(gateway_alone)
+    # ["0001-01-01T00:00:00+14:00", "x"]: valid JSON, but no time a database can hold in UTC.
+    cursor = "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzE0OjAwIiwgIngiXQ"
+    response = await gateway_alone.client.get(
+        "/v1/webhook-endpoints", params={"cursor": cursor}, headers=bearer(tenant["api_key"])
+    )
+    assert_problem(response, 400)
 
 
 async def test_nan_in_confidential_is_422_not_a_failure(gateway_alone):
@@ -698,3 +710,22 @@ async def test_e2e_policy_refuses_plaintext_delivery(platform):
     body = assert_problem(refused, 409)
     assert body["type"].endswith("e2e-required")
     assert CANARY not in refused.text
+
+
+async def test_an_operator_revokes_a_members_keys(platform):
+    team, member = await _setup_team_and_member(platform)
+    member_key = bearer(member["api_key"])
+    assert (await platform.client.get("/v1/team/jobs", headers=member_key)).status_code == 200
+    elsewhere = await platform.client.delete(
+        f"/v1/admin/teams/{uuid.uuid4()}/members/{member['id']}/keys", headers=platform.operator
+    )
+    assert_problem(elsewhere, 404)
+    by_member = await platform.client.delete(
+        f"/v1/admin/teams/{team['id']}/members/{member['id']}/keys", headers=member_key
+    )
+    assert_problem(by_member, 403)
+    revoked = await platform.client.delete(
+        f"/v1/admin/teams/{team['id']}/members/{member['id']}/keys", headers=platform.operator
+    )
+    assert revoked.status_code == 204
+    assert_problem(await platform.client.get("/v1/team/jobs", headers=member_key), 401)

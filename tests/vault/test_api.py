@@ -454,6 +454,16 @@ async def test_verify_finds_a_row_altered_in_the_database(
     }
 
 
+async def test_verify_catches_a_wiped_audit_log(vault, gateway_auth, databases):
+    for _ in range(2):
+        await seal_job_data(vault, gateway_auth, data={"x": 1})
+    await _sql(databases["vault"], "DELETE FROM audit_records")
+    await _sql(databases["vault"], "DELETE FROM audit_chain_head")
+    result = (await vault.get(VERIFY, headers=gateway_auth)).json()
+    assert result["valid"] is False
+    assert result["problem"] == "audit_log_missing"
+
+
 async def test_verify_and_appends_catch_a_truncated_tail(vault, gateway_auth, databases):
     for _ in range(3):
         await seal_job_data(vault, gateway_auth, data={"x": 1})

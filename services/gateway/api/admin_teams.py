@@ -29,7 +29,7 @@ from services.gateway.db.models import Member
 from services.gateway.db.repository import ApiKeyRepository, MemberRepository
 from services.gateway.domain import api_keys
 from services.gateway.domain.api_keys import Role
-from services.gateway.domain.errors import TeamNotFound
+from services.gateway.domain.errors import MemberNotFound, TeamNotFound
 from services.gateway.domain.views import uuid_or
 from shared.vocabulary import Tier
 
@@ -123,6 +123,17 @@ async def create_member(
         new_key, role=Role.MEMBER, team_id=member.team_id, member_id=member.id
     )
     return {**_member(member), "api_key": new_key.plaintext, "api_key_id": row.id}
+
+
+@router.delete("/{team_id}/members/{member_id}/keys", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_member_keys(
+    team_id: str, member_id: str, _operator: OperatorDep, session: SessionDep
+) -> None:
+    """Revoke every API key of a member (someone who left): effective on their next request."""
+    member = await MemberRepository(session).get(member_id, team_id=_team_id(team_id))
+    if member is None:
+        raise MemberNotFound()
+    await ApiKeyRepository(session).revoke_member_keys(member.id, team_id=member.team_id)
 
 
 @router.get("/{team_id}/members", response_model=MemberList)

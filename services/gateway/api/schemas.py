@@ -9,7 +9,7 @@ keep fields they do not name, since the router owns their shape.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -266,6 +266,15 @@ class MemberList(ListOf[MemberRead]):
 # Jobs ------------------------------------------------------------------------------------
 
 
+def _representable_in_utc(value: datetime) -> datetime:
+    """Refuse times that overflow when converted to UTC (e.g. year 1 at +14:00)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be a time that can be expressed in UTC") from None
+    return value
+
+
 class JobCreate(RequestModel):
     title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     description: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
@@ -280,7 +289,7 @@ class JobCreate(RequestModel):
     )
     service: Domain | None = None
     priority: Priority = Priority.NORMAL
-    due_at: AwareDatetime | None = None
+    due_at: Annotated[AwareDatetime, AfterValidator(_representable_in_utc)] | None = None
     data_policy: DataPolicyNarrowing | None = None
     metadata: Annotated[dict[str, str], AfterValidator(check_metadata)] = Field(
         default_factory=dict

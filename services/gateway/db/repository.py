@@ -10,7 +10,7 @@ import binascii
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import and_, delete, or_, select, text, update
@@ -59,8 +59,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(at)
         if moment.tzinfo is None or not isinstance(row_id, str):
             raise ValueError
+        # A time that cannot be expressed in UTC (year 1 at +14:00) is no cursor of ours.
+        moment.astimezone(UTC)
         return moment, row_id
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
         raise InvalidCursor() from None
 
 
@@ -203,6 +205,20 @@ class ApiKeyRepository:
         return await self.session.scalar(
             select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
         )
+
+    async def revoke_member_keys(self, member_id: str, *, team_id: str) -> int:
+        """Revoke every live key of a team's member; returns how many were revoked."""
+        result = await self.session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.member_id == member_id,
+                ApiKey.team_id == team_id,
+                ApiKey.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def revoke(self, key_id: str, *, tenant_id: str) -> ApiKey | None:
         """Revoke a tenant's key (idempotent: an already revoked key keeps its first date)."""

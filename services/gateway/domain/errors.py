@@ -52,6 +52,11 @@ class TeamNotFound(NotFound):
         super().__init__("No team with this id.")
 
 
+class MemberNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No such member in this team.")
+
+
 class PolicyWidening(UnprocessableContent):
     """A job's data policy that would leave no country the tenant allows."""
 

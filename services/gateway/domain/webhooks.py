@@ -25,6 +25,7 @@ import hmac
 import ipaddress
 import os
 import secrets
+import socket
 from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -131,18 +132,28 @@ def check_endpoint_url(value: str) -> str:
     through an egress proxy that refuses internal ranges.
     """
     host = urlsplit(value).hostname or ""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = _ip_literal(host)
+    if address is None or address.is_loopback:
         return value
-    if address.is_loopback:
-        return value
-    if (
-        address.is_private
-        or address.is_link_local
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_unspecified
-    ):
+    if not address.is_global or address.is_multicast:
+        # is_global also rules out shared (100.64/10), documentation and benchmark ranges.
         raise ValueError("must not point at a private, link-local or reserved address")
     return value
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, including IPv4 shorthand resolvers accept.
+
+    ``10.1``, ``2130706433`` and ``0x7f000001`` are IPv4 addresses to inet_aton (and so to the
+    HTTP client), though not to ``ipaddress``: they must not slip past the checks as "names".
+    """
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if host and all(part.isalnum() for part in host.split(".")) and host[0].isdigit():
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import BadRequest
@@ -45,7 +45,9 @@ def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
                 raise InvalidCursor
             try:
                 moment = datetime.fromisoformat(value)
-            except ValueError as exc:
+                # A time that cannot be expressed in UTC (year 1 at +14:00) is no cursor of ours.
+                moment.astimezone(UTC)
+            except (ValueError, OverflowError) as exc:
                 raise InvalidCursor from exc
             if moment.tzinfo is None:
                 raise InvalidCursor

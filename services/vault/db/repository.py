@@ -373,6 +373,13 @@ class AuditRepository:
             .on_conflict_do_nothing()
         )
 
+    async def vault_holds_data(self) -> bool:
+        """Whether any key or sealed record exists: each was audited when it was made."""
+        for model in (TenantKey, Record, SealedRecord, TenantSealingKey):
+            if await self.session.scalar(select(model).limit(1)) is not None:
+                return True
+        return False
+
     async def head(self) -> ChainHead | None:
         row = await self.session.get(AuditChainHead, HEAD_ID, populate_existing=True)
         if row is None:
