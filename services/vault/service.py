@@ -211,13 +211,7 @@ class VaultService:
 
     async def seal_by_grant(self, *, token: str, data: Any) -> SealResult:
         """Seal a job's result under a router-signed seal grant."""
-        root = self._root()
-        grant = await self._verified_grant(root, token, action="seal")
-        try:
-            require_seal_grant(grant)
-        except GrantRefused as refusal:
-            await self._audit_refusal(root, "seal", refusal.reason, grant)
-            raise
+        grant = await self._seal_grant(token)
         return await self.seal(
             tenant_id=grant.tenant_id,
             job_id=grant.job_id,
@@ -226,6 +220,17 @@ class VaultService:
             subject=grant.subject,
             grant_id=grant.grant_id,
         )
+
+    async def _seal_grant(self, token: str) -> Grant:
+        """A verified grant that allows sealing a result; a refusal is audited, then raised."""
+        root = self._root()
+        grant = await self._verified_grant(root, token, action="seal")
+        try:
+            require_seal_grant(grant)
+        except GrantRefused as refusal:
+            await self._audit_refusal(root, "seal", refusal.reason, grant)
+            raise
+        return grant
 
     async def _tenant_key_for_seal(
         self, root: envelope.RootKey, tenant_id: str
@@ -463,13 +468,7 @@ class VaultService:
 
     async def store_sealed_by_grant(self, *, token: str, envelope_json: Any) -> SealResult:
         """Store a result the member sealed for the tenant, under a router-signed seal grant."""
-        root = self._root()
-        grant = await self._verified_grant(root, token, action="seal")
-        try:
-            require_seal_grant(grant)
-        except GrantRefused as refusal:
-            await self._audit_refusal(root, "seal", refusal.reason, grant)
-            raise
+        grant = await self._seal_grant(token)
         return await self.store_sealed(
             tenant_id=grant.tenant_id,
             job_id=grant.job_id,

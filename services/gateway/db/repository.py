@@ -66,6 +66,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor() from None
 
 
+async def newest_first_page(
+    session: AsyncSession, query: Any, model: Any, *, limit: int, cursor: str | None
+) -> Page[Any]:
+    """Keyset pagination of ``query`` on (created_at, id), newest first."""
+    query = query.order_by(model.created_at.desc(), model.id.desc())
+    if cursor:
+        at, row_id = decode_cursor(cursor)
+        query = query.where(
+            or_(model.created_at < at, and_(model.created_at == at, model.id < row_id))
+        )
+    rows = list((await session.scalars(query.limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    return Page(rows, encode_cursor(last.created_at, last.id) if last else None)
+
+
 async def ping(session: AsyncSession) -> None:
     """A round trip to the database (readiness)."""
     await session.execute(text("SELECT 1"))
@@ -89,17 +106,8 @@ class TenantRepository:
 
     async def list(self, *, limit: int, cursor: str | None) -> Page[Tenant]:
         """Newest first, keyset-paginated on (created_at, id)."""
-        query = select(Tenant).order_by(Tenant.created_at.desc(), Tenant.id.desc())
-        if cursor:
-            at, row_id = decode_cursor(cursor)
-            query = query.where(
-                or_(Tenant.created_at < at, and_(Tenant.created_at == at, Tenant.id < row_id))
-            )
-        rows = list((await self.session.scalars(query.limit(limit + 1))).all())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if more else None
-        return Page(rows, encode_cursor(last.created_at, last.id) if last else None)
+        query = select(Tenant)
+        return await newest_first_page(self.session, query, Tenant, limit=limit, cursor=cursor)
 
     async def set_policy(
         self, tenant_id: str, *, policy: dict[str, Any], expected_version: int | None
@@ -141,21 +149,8 @@ class MemberRepository:
         )
 
     async def list_for_team(self, team_id: str, *, limit: int, cursor: str | None) -> Page[Member]:
-        query = (
-            select(Member)
-            .where(Member.team_id == team_id)
-            .order_by(Member.created_at.desc(), Member.id.desc())
-        )
-        if cursor:
-            at, row_id = decode_cursor(cursor)
-            query = query.where(
-                or_(Member.created_at < at, and_(Member.created_at == at, Member.id < row_id))
-            )
-        rows = list((await self.session.scalars(query.limit(limit + 1))).all())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if more else None
-        return Page(rows, encode_cursor(last.created_at, last.id) if last else None)
+        query = select(Member).where(Member.team_id == team_id)
+        return await newest_first_page(self.session, query, Member, limit=limit, cursor=cursor)
 
 
 class ApiKeyRepository:
@@ -434,24 +429,12 @@ class WebhookRepository:
     async def list_endpoints(
         self, *, tenant_id: str, limit: int, cursor: str | None
     ) -> Page[WebhookEndpoint]:
-        query = (
-            select(WebhookEndpoint)
-            .where(WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.deleted_at.is_(None))
-            .order_by(WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
+        query = select(WebhookEndpoint).where(
+            WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.deleted_at.is_(None)
         )
-        if cursor:
-            at, row_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    WebhookEndpoint.created_at < at,
-                    and_(WebhookEndpoint.created_at == at, WebhookEndpoint.id < row_id),
-                )
-            )
-        rows = list((await self.session.scalars(query.limit(limit + 1))).all())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if more else None
-        return Page(rows, encode_cursor(last.created_at, last.id) if last else None)
+        return await newest_first_page(
+            self.session, query, WebhookEndpoint, limit=limit, cursor=cursor
+        )
 
     async def delete_endpoint(self, endpoint_id: str, *, tenant_id: str) -> WebhookEndpoint | None:
         row = await self.get_endpoint(endpoint_id, tenant_id=tenant_id)
@@ -494,26 +477,12 @@ class WebhookRepository:
     async def list_deliveries(
         self, endpoint_id: str, *, tenant_id: str, limit: int, cursor: str | None
     ) -> Page[WebhookDelivery]:
-        query = (
-            select(WebhookDelivery)
-            .where(
-                WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.tenant_id == tenant_id
-            )
-            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+        query = select(WebhookDelivery).where(
+            WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.tenant_id == tenant_id
         )
-        if cursor:
-            at, row_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    WebhookDelivery.created_at < at,
-                    and_(WebhookDelivery.created_at == at, WebhookDelivery.id < row_id),
-                )
-            )
-        rows = list((await self.session.scalars(query.limit(limit + 1))).all())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if more else None
-        return Page(rows, encode_cursor(last.created_at, last.id) if last else None)
+        return await newest_first_page(
+            self.session, query, WebhookDelivery, limit=limit, cursor=cursor
+        )
 
     async def claim_due(
         self, *, now: datetime, lease: timedelta, limit: int
