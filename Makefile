@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/mypy services shared tests
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --dist loadscope
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

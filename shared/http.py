@@ -11,6 +11,7 @@ from collections.abc import Generator
 from typing import Any
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from shared.errors import ServiceUnavailable, TaskrouteError
 from shared.request_context import REQUEST_ID_HEADER, current_request_id
@@ -48,12 +49,16 @@ def create_service_client(
     timeout_seconds: float,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+    # aiohttp's connection pool under httpx's API: measured on the 2-core machine, an httpx
+    # hop cost ~1.7 ms of CPU at 64 requests in flight (its pool bookkeeping grows with the
+    # connections), an aiohttp one ~0.4 ms; every submit makes two such hops.
     return httpx.AsyncClient(
         base_url=base_url,
         auth=_ServiceCredentialAuth(identity, audience),
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 3.0)),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
-        transport=transport,
+        limits=limits,
+        transport=transport or AiohttpTransport(limits=limits, trust_env=False),
         headers={"User-Agent": f"taskroute-{identity.name}"},
     )
 

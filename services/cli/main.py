@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from services.cli.jobs import app as jobs_app
+from services.cli.keys import app as keys_app
 from services.cli.registry import SERVICE_ORDER, SERVICES
 from services.cli.supervisor import ManagedService, Supervisor, child_environment
 from services.router.classifier.commands import app as classifier_app
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 
 app.add_typer(classifier_app, name="classifier")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys_app, name="keys")
 
 OPERATOR_KEY_FILE = "operator.key"
 

@@ -27,15 +27,18 @@ from services.gateway.api import (
     health,
     jobs,
     member_keys,
+    openapi_docs,
     team_jobs,
     vault_keys,
     webhooks,
 )
 from services.gateway.api.job_events import JobEventsMiddleware
 from services.gateway.clients.webhooks import WebhookSender
+from services.gateway.console import install_console
 from services.gateway.db.repository import ApiKeyRepository
 from services.gateway.domain import api_keys
 from services.gateway.settings import GatewaySettings
+from services.gateway.submissions import create_sweeper
 from shared.app import create_service_app
 from shared.db import create_engine, create_sessionmaker
 from shared.http import create_service_client
@@ -127,6 +130,8 @@ def create_app(
             transport=transports.get("webhooks"),
         )
         webhook_worker = asyncio.create_task(sender.run_forever())
+        # Started once app.state is complete: it uses the peers' clients from there.
+        submission_worker: asyncio.Task[None] | None = None
         try:
             if settings.bootstrap_operator_key is not None:
                 changed = await store_bootstrap_operator_key(
@@ -141,9 +146,12 @@ def create_app(
             app.state.router_http = router_http
             app.state.vault_http = vault_http
             app.state.rate_limiter = rate_limiter
+            submission_worker = asyncio.create_task(create_sweeper(app).run_forever())
             yield
         finally:
-            for task in (purger, webhook_worker):
+            for task in (purger, webhook_worker, submission_worker):
+                if task is None:
+                    continue
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -159,6 +167,7 @@ def create_app(
     app.openapi_tags = OPENAPI_TAGS
     _limit_bodies(app, settings.max_body_bytes)
     edge.install_edge(app, settings)
+    openapi_docs.install(app)
     app.user_middleware.append(Middleware(JobEventsMiddleware))  # innermost, see edge.py
     for module in (jobs, team_jobs, admin_tenants, admin_teams, admin_jobs, admin_audit, health):
         app.include_router(module.router)
@@ -167,6 +176,7 @@ def create_app(
     app.include_router(admin_vault_keys.router)
     app.include_router(webhooks.router)
     app.include_router(classify.router)
+    install_console(app)  # /console: the web workspace (services/gateway/console)
     return app
 
 

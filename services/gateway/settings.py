@@ -82,6 +82,20 @@ class GatewaySettings(ServiceSettings):
     webhook_backoff_base_seconds: float = Field(default=10.0, gt=0, le=3600)
     # How often each replica looks for due deliveries: events leave within about a second.
     webhook_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    # --- the submission outbox (services/gateway/submissions.py) ---
+    # How often each replica forwards pending jobs to the router and rolls back dead
+    # submissions: a pending job is routed within about this long after the router returns.
+    submission_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    # A submission still unfinished this long after it began died mid-way (its request is
+    # bounded by two upstream timeouts): the sweeper rolls it back. Keep it well above
+    # 2 x upstream_timeout_seconds.
+    submission_grace_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # --- the console (services/gateway/console) ---
+    # A console session unused this long ends: an hour covers a long read of one job (an open
+    # job page's heartbeat keeps it in use) without leaving an unattended browser signed in.
+    console_session_idle_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    # No console session outlives this, used or not: one working day, then sign in again.
+    console_session_max_seconds: float = Field(default=43200.0, gt=0, le=7 * 86400)
 
     @field_validator("rate_limit", "failed_auth_rate_limit")
     @classmethod

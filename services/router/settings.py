@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.router.domain.queueing import PriorityDurations
 from services.router.domain.routing import ScoreWeights
 from shared.settings import ServiceSettings
 
@@ -41,6 +42,29 @@ class RouterSettings(ServiceSettings):
     # A grant is used at once by the gateway on the vault; a minute covers one slow hop.
     grant_ttl_seconds: int = Field(default=60, ge=5, le=600)
 
+    # Escalation (services/router/domain/queueing.py): a queued job nobody claims within its
+    # window passes to the next eligible team. Claiming only takes a moment (the work itself
+    # runs under a lease), so the window measures whether the team has anyone free: two hours
+    # is a quarter of a shift for normal work; a high-priority job cannot lose more than half an
+    # hour to a busy team; low-priority work may wait half a shift before it is moved around.
+    escalation_seconds_high: int = Field(default=1800, ge=60, le=30 * 86_400)
+    escalation_seconds: int = Field(default=7200, ge=60, le=30 * 86_400)
+    escalation_seconds_low: int = Field(default=14_400, ge=60, le=30 * 86_400)
+    # Aging: a team's queue is ordered by created_at minus these head starts. A high job goes
+    # ahead of four hours' worth of low jobs and a normal one ahead of one hour's; a low job
+    # that has waited longer than four hours is served before a fresh high one (no starvation).
+    head_start_seconds_high: int = Field(default=14_400, ge=0, le=30 * 86_400)
+    head_start_seconds_normal: int = Field(default=3600, ge=0, le=30 * 86_400)
+    head_start_seconds_low: int = Field(default=0, ge=0, le=30 * 86_400)
+
+    # Client feedback moves a team's quality by a Bayesian average
+    # (services/router/domain/quality.py). A new team without a stated quality starts at 0.8,
+    # "good until clients say otherwise"; the prior (the quality an operator set) weighs as
+    # much as ten ratings, so one unhappy client cannot sink a team but thirty consistent
+    # ratings carry three quarters of the weight.
+    quality_prior_mean: float = Field(default=0.8, ge=0, le=1)
+    quality_prior_weight: float = Field(default=10.0, ge=0, le=10_000)
+
     # Routing score weights (see services/router/domain/routing.py). Skill fit, quality and load
     # count fully; cost and time-zone fit break near-ties unless the job is urgent.
     weight_skill: float = Field(default=1.0, ge=0)
@@ -53,9 +77,27 @@ class RouterSettings(ServiceSettings):
     # How much more time-zone fit counts for an urgent job.
     urgent_timezone_multiplier: float = Field(default=3.0, ge=1)
 
+    # Where the trained classifier's artefact is kept; default <data dir>/classifier. Several
+    # routers may share one folder (artefacts are keyed by corpus digest, written atomically).
+    classifier_cache_dir: Path | None = None
+
     def classifier_dir(self) -> Path:
         """Where the trained classifier's artefact is cached (keyed by the corpus digest)."""
-        return self.data_dir / "classifier"
+        return self.classifier_cache_dir or self.data_dir / "classifier"
+
+    def escalation_windows(self) -> PriorityDurations:
+        return PriorityDurations(
+            high=self.escalation_seconds_high,
+            normal=self.escalation_seconds,
+            low=self.escalation_seconds_low,
+        )
+
+    def head_starts(self) -> PriorityDurations:
+        return PriorityDurations(
+            high=self.head_start_seconds_high,
+            normal=self.head_start_seconds_normal,
+            low=self.head_start_seconds_low,
+        )
 
     def score_weights(self) -> ScoreWeights:
         return ScoreWeights(

@@ -4,7 +4,10 @@ Every ``sweep_interval_seconds`` one pass, in its own transaction:
 
 1. jobs ``in_progress`` whose lease has expired go back to ``queued`` (event ``lease_expired``);
 2. ``unroutable`` jobs whose ``retry_at`` has come are routed again (teams or capacity may have
-   changed); those still without a team wait another ``unroutable_retry_seconds``.
+   changed); those still without a team wait another ``unroutable_retry_seconds``;
+3. ``queued`` jobs nobody claimed before their ``escalate_at`` pass to the next eligible team
+   (event ``escalated``), or stay where they are when no other team is eligible (event
+   ``escalation_held``; see :meth:`JobWorkflow.escalate_unclaimed`).
 
 Each change is a conditional UPDATE on the state the sweeper read, so several replicas sweeping
 at once cannot requeue a job twice or undo a heartbeat that landed in between. A failed pass is
@@ -33,6 +36,7 @@ logger = logging.getLogger("taskroute.router.sweeper")
 class SweepReport:
     requeued: int
     rerouted: int
+    escalated: int = 0
 
 
 async def sweep_once(
@@ -48,7 +52,10 @@ async def sweep_once(
     async with maker() as session, session.begin():
         workflow = JobWorkflow(session, settings=settings, classifier=classifier)
         rerouted = await workflow.retry_unroutable(now=now)
-    return SweepReport(requeued=requeued, rerouted=rerouted)
+    async with maker() as session, session.begin():
+        workflow = JobWorkflow(session, settings=settings, classifier=classifier)
+        escalated = await workflow.escalate_unclaimed(now=now)
+    return SweepReport(requeued=requeued, rerouted=rerouted, escalated=escalated)
 
 
 async def run_sweeper(
@@ -74,5 +81,12 @@ async def run_sweeper(
         except Exception as exc:  # noqa: BLE001 - a failed pass must not end the sweeper
             logger.error("sweep failed", extra={"error_type": type(exc).__name__})
             continue
-        if report.requeued or report.rerouted:
-            logger.info("sweep", extra={"requeued": report.requeued, "rerouted": report.rerouted})
+        if report.requeued or report.rerouted or report.escalated:
+            logger.info(
+                "sweep",
+                extra={
+                    "requeued": report.requeued,
+                    "rerouted": report.rerouted,
+                    "escalated": report.escalated,
+                },
+            )

@@ -17,12 +17,20 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router.db.models import Job, JobEvent, LabelledExample, RoutingDecision, Team
+from services.router.db.models import (
+    Job,
+    JobEvent,
+    JobFeedback,
+    LabelledExample,
+    RoutingDecision,
+    Team,
+)
 from services.router.db.repository import JobRepository, TeamRepository
 from services.router.domain.classifier import Classification, Classifier
 from services.router.domain.errors import (
     ConfidentialDataNotFound,
     DuplicateTeam,
+    FeedbackExists,
     InvalidRoute,
     InvalidTeam,
     InvalidTransition,
@@ -39,6 +47,8 @@ from services.router.domain.grants import (
     tenant_result_grant,
 )
 from services.router.domain.lifecycle import JobStatus, ensure_transition
+from services.router.domain.quality import updated_quality
+from services.router.domain.queueing import describe_duration, escalate_at, queue_order_at
 from services.router.domain.routing import (
     DataPolicy,
     Decision,
@@ -154,9 +164,19 @@ class JobWorkflow:
 
     # ----------------------------------------------------------------- routing
 
-    async def profiles(self) -> list[TeamProfile]:
-        loads = await self.jobs.team_loads()
-        return [team_profile(team, loads.get(team.id, 0)) for team in await self.teams.all()]
+    async def profiles(self, *, work: Classification | None = None) -> list[TeamProfile]:
+        """Every team with its load. With ``work``, loads are counted only for the teams able
+        to do it (active, its tier, its skill): load decides nothing for the others, and
+        counting every active job per decision made routing cost grow with the queue
+        (BENCHMARKS.md, "Routing at scale"). Their profiles then carry load 0, so a team
+        excluded for tier or skill is not also reported ``at_capacity``."""
+        teams = await self.teams.all()
+        able = None
+        if work is not None:
+            tier, domain = work.tier.value, work.domain.value
+            able = [t.id for t in teams if t.active and t.tier == tier and domain in t.skills]
+        loads = await self.jobs.team_loads(able)
+        return [team_profile(team, loads.get(team.id, 0)) for team in teams]
 
     def decide(
         self,
@@ -167,6 +187,7 @@ class JobWorkflow:
         rejected_by: Sequence[str],
         teams: Sequence[TeamProfile],
         now: datetime,
+        passed_through: Sequence[str] = (),
     ) -> Decision:
         request = RoutingRequest(
             tier=classification.tier,
@@ -175,6 +196,7 @@ class JobWorkflow:
             now=now,
             due_at=due_at,
             rejected_by=frozenset(rejected_by),
+            passed_through=frozenset(passed_through),
         )
         return decide(request=request, teams=teams, weights=self.weights)
 
@@ -198,6 +220,13 @@ class JobWorkflow:
             )
         )
 
+    def _escalate_at(self, job: Job, now: datetime) -> datetime:
+        return escalate_at(
+            queued_at=now,
+            priority=Priority(job.priority),
+            windows=self.settings.escalation_windows(),
+        )
+
     async def _move(
         self,
         job: Job,
@@ -214,6 +243,11 @@ class JobWorkflow:
         """One status change of ``job`` (as read), conditional on it not having moved since."""
         current = JobStatus(job.status)
         ensure_transition(current, to)
+        if to is JobStatus.QUEUED:
+            # Every arrival in a team's queue (re)starts the escalation clock.
+            values = {"escalate_at": self._escalate_at(job, now), **values}
+        else:
+            values = {**values, "escalate_at": None}
         updated = await self.jobs.transition(
             job.id,
             expected_status=current.value,
@@ -258,8 +292,9 @@ class JobWorkflow:
             policy=DataPolicy.from_json(job.policy),
             due_at=job.due_at,
             rejected_by=job.rejected_team_ids if rejected_by is None else rejected_by,
-            teams=await self.profiles(),
+            teams=await self.profiles(work=classification),
             now=now,
+            passed_through=job.passed_team_ids,
         )
         chosen = decision.chosen
         values = dict(extra_values or {})
@@ -295,9 +330,8 @@ class JobWorkflow:
 
     async def submit(self, submission: JobSubmission, *, now: datetime) -> tuple[Job, bool]:
         """Store, classify and route a job; ``(job, created)``. The same id again is a no-op."""
-        existing = await self.jobs.get(submission.id)
-        if existing is not None:
-            return self._same_submission(existing, submission), False
+        # No read first: the insert itself says whether the id is new (a retry is rare, a read
+        # on every submit is not), and a retry's classification costs well under a millisecond.
         classification = self.classifier.classify(
             title=submission.title,
             description=submission.description,
@@ -313,6 +347,11 @@ class JobWorkflow:
                 "service": submission.service.value if submission.service else None,
                 "priority": submission.priority.value,
                 "priority_rank": PRIORITY_RANK[submission.priority],
+                "queue_order_at": queue_order_at(
+                    created_at=now,
+                    priority=submission.priority,
+                    head_starts=self.settings.head_starts(),
+                ),
                 "due_at": submission.due_at,
                 "job_metadata": submission.metadata,
                 "policy": submission.policy.to_json(),
@@ -329,7 +368,7 @@ class JobWorkflow:
             }
         )
         if job is None:
-            # A concurrent submission of the same id won the insert; answer with its job.
+            # The id exists (a retry, or a concurrent submission won the insert): its job.
             stored = await self.jobs.get(submission.id)
             if stored is None:
                 raise InvalidTransition("The job changed while this request ran; retry.")
@@ -353,7 +392,7 @@ class JobWorkflow:
                 policy=submission.policy,
                 due_at=submission.due_at,
                 rejected_by=(),
-                teams=await self.profiles(),
+                teams=await self.profiles(work=classification),
                 now=now,
             )
             triaged = await self._move(
@@ -408,6 +447,72 @@ class JobWorkflow:
             raise ConfidentialDataNotFound("This job's result has no confidential part.")
         return tenant_result_grant(
             tenant_id=job.tenant_id, job_id=job.id, result_ref=job.confidential_result_ref
+        )
+
+    async def add_feedback(
+        self, job_id: str, *, tenant_id: str, rating: int, comment: str | None, now: datetime
+    ) -> JobFeedback:
+        """The client's rating of its completed job; it moves the team's quality (once)."""
+        job = await self.get(job_id, tenant_id=tenant_id)
+        if job.status != JobStatus.COMPLETED.value:
+            raise InvalidTransition(
+                f"The job is {job.status}; feedback is taken for completed jobs only."
+            )
+        # Insert first: the unique job id decides between concurrent feedbacks, and on SQLite
+        # the first write takes the database's write lock before the team is read below.
+        feedback_id = await self.jobs.add_feedback_if_new(
+            {
+                "job_id": job.id,
+                "tenant_id": tenant_id,
+                "team_id": job.team_id,
+                "rating": rating,
+                "comment": comment,
+                "created_at": now,
+            }
+        )
+        if feedback_id is None:
+            raise FeedbackExists("This job has feedback already; a job is rated once.")
+        quality_before = quality_after = None
+        team = await self.teams.get_for_update(job.team_id) if job.team_id else None
+        if team is not None:
+            quality_before = team.quality
+            quality_after = updated_quality(
+                quality=team.quality,
+                ratings_so_far=team.quality_rating_count,
+                rating=rating,
+                prior_weight=self.settings.quality_prior_weight,
+            )
+            moved = await self.teams.update_versioned(
+                team.id,
+                expected_version=team.version,
+                values={
+                    "quality": quality_after,
+                    "quality_rating_count": team.quality_rating_count + 1,
+                    "updated_at": now,
+                },
+            )
+            if moved is None:
+                raise InvalidTransition("The team changed while this request ran; retry.")
+        updated = await self.jobs.transition(
+            job.id, expected_status=JobStatus.COMPLETED.value, values={}, now=now
+        )
+        if updated is None:
+            raise InvalidTransition("The job changed while this request ran; retry.")
+        await self.jobs.add_event(
+            JobEvent(
+                job_id=job.id,
+                seq=updated.event_seq,
+                at=now,
+                type="feedback",
+                # Not a status change: the job stays completed.
+                from_status=None,
+                to_status=None,
+                actor=f"client:{tenant_id}",
+                reason=f"rated {rating}/5",
+            )
+        )
+        return await self.jobs.set_feedback_quality(
+            feedback_id, quality_before=quality_before, quality_after=quality_after
         )
 
     # ----------------------------------------------------------------- member actions
@@ -680,6 +785,7 @@ class JobWorkflow:
                 rejected_by=job.rejected_team_ids,
                 teams=profiles,
                 now=now,
+                passed_through=job.passed_team_ids,
             )
             chosen = decision.chosen
             if chosen is None:
@@ -711,6 +817,89 @@ class JobWorkflow:
             ]
             routed += 1
         return routed
+
+    async def escalate_unclaimed(self, *, now: datetime) -> int:
+        """Pass queued jobs nobody claimed within their escalation window to the next
+        eligible team; returns how many moved.
+
+        The team the job leaves joins its ``passed_team_ids`` and is excluded (code
+        ``passed_through``) from this and every later decision for the job. With no other
+        eligible team the job stays where it is, still claimable, with an
+        ``escalation_held`` event, and is tried again one window later: taking it out of a
+        queue where someone may yet claim it, to park it as ``unroutable``, would only delay
+        it further. Safe with many replicas: the jobs are row-locked with SKIP LOCKED, and each
+        move is conditional on the queue and clock the sweeper saw.
+        """
+        due = await self.jobs.due_escalations(now=now, limit=self.settings.sweep_batch_size)
+        if not due:
+            return 0
+        profiles = await self.profiles()
+        windows = self.settings.escalation_windows()
+        moved = 0
+        for job in due:
+            from_team, from_name = job.team_id, job.team_name or str(job.team_id)
+            window = describe_duration(windows.of(Priority(job.priority)))
+            passed = sorted({*job.passed_team_ids, *([from_team] if from_team else [])})
+            decision = self.decide(
+                classification=_stored_classification(job),
+                policy=DataPolicy.from_json(job.policy),
+                due_at=job.due_at,
+                rejected_by=job.rejected_team_ids,
+                teams=profiles,
+                now=now,
+                passed_through=passed,
+            )
+            # Only the queue and clock we read: a claim or another sweeper may have moved it.
+            conditions = [Job.team_id == from_team, Job.escalate_at == job.escalate_at]
+            chosen = decision.chosen
+            try:
+                if chosen is None:
+                    await self._move(
+                        job,
+                        to=JobStatus.QUEUED,
+                        values={},
+                        event_type="escalation_held",
+                        actor="system",
+                        reason=f"not claimed within {window} at {from_name}, but no other team"
+                        f" is eligible ({len(decision.excluded)} excluded); it stays in this"
+                        f" queue and is tried again in {window}",
+                        now=now,
+                        conditions=conditions,
+                    )
+                    continue
+                await self._move(
+                    job,
+                    to=JobStatus.QUEUED,
+                    values={
+                        **_assignment(chosen.team, chosen.score, now),
+                        "passed_team_ids": passed,
+                    },
+                    event_type="escalated",
+                    actor="system",
+                    reason=f"not claimed within {window} at {from_name}; passed to"
+                    f" {chosen.team.name} (score {chosen.score:g} among"
+                    f" {len(decision.eligible)} eligible)",
+                    now=now,
+                    conditions=conditions,
+                )
+            except InvalidTransition:
+                continue
+            trigger = {
+                "trigger": "escalation",
+                "escalated_from": {"team_id": from_team, "team_name": from_name},
+            }
+            await self._store_decision(job.id, replace(decision, extra=trigger), "queued")
+            # The job changes queues: keep the loads right for the rest of this pass.
+            profiles = [
+                team_profile_with_load(p, p.load + 1)
+                if p.id == chosen.team.id
+                else team_profile_with_load(p, max(0, p.load - 1))
+                if p.id == from_team
+                else p
+                for p in profiles
+            ]
+            moved += 1
+        return moved
 
 
 def team_profile_with_load(profile: TeamProfile, load: int) -> TeamProfile:
@@ -838,6 +1027,9 @@ class TeamWorkflow:
             if other is not None and other.id != team.id:
                 raise DuplicateTeam(f"A team named {changes['name']!r} exists already.")
         values = {k: v for k, v in merged.values().items() if k in changes}
+        if "quality" in changes:
+            # An operator's quality is a fresh prior: later ratings average from it anew.
+            values["quality_rating_count"] = 0
         try:
             updated = await self.teams.update_versioned(
                 team_id,

@@ -15,6 +15,7 @@ from services.vault.metrics import set_sealed
 from services.vault.settings import VaultSettings
 from shared.app import create_service_app
 from shared.db import create_engine, create_sessionmaker
+from shared.failpoints import failpoint
 from shared.service_auth import ServiceIdentity
 
 logger = logging.getLogger("taskroute.vault")
@@ -35,6 +36,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        failpoint("vault.startup")  # a vault that cannot come up (fault-injection tests)
         provider = root_key_provider(settings)
         root_key = provider.load()
         engine = create_engine(settings.resolved_database_url())

@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -70,6 +70,9 @@ logger = logging.getLogger("taskroute.vault")
 # Tenant keys start at version 1; rotation (a later issue) adds 2, 3, ...
 FIRST_KEY_VERSION = 1
 GRANT_TYPE = "grant"
+# How far back the gateway may discard a never-routed job's data: its sweeper acts within
+# minutes, and nothing older than this can be a submission still being rolled back.
+DISCARD_WINDOW = timedelta(hours=1)
 # Only the router issues grants: it alone knows who holds a job's lease.
 GRANT_ISSUERS = frozenset({"router"})
 
@@ -160,11 +163,13 @@ class VaultService:
         subject: str,
         grant_id: str | None = None,
     ) -> SealResult:
-        """Encrypt ``data`` for (tenant, job, purpose); 409 if that record already exists."""
+        """Encrypt ``data`` for (tenant, job, purpose), once.
+
+        The same data again answers the first record's reference (a caller retrying after a
+        lost answer, or a crash, must not be refused nor leave a second copy); other data for
+        that record is 409.
+        """
         root = self._root()
-        await self._refuse_if_shredded(root, tenant_id, action="seal")
-        if await self.records.record_exists(tenant_id=tenant_id, job_id=job_id, purpose=purpose):
-            raise RecordExists(purpose)
         tenant_key = await self._tenant_key_for_seal(root, tenant_id)
         record_id = new_id()
         context = envelope.RecordContext(
@@ -188,26 +193,76 @@ class VaultService:
                 created_at=self.clock(),
             )
         )
-        if not stored:  # a concurrent seal of the same record won the race
-            raise RecordExists(purpose)
-        await self._append(
-            self.session,
-            root,
-            _Fields(
-                action="seal",
-                outcome="ok",
-                tenant_id=tenant_id,
-                job_id=job_id,
-                ref=record_id,
-                subject=subject,
-                grant_id=grant_id,
-            ),
+        fields = _Fields(
+            action="seal",
+            outcome="ok",
+            tenant_id=tenant_id,
+            job_id=job_id,
+            ref=record_id,
+            subject=subject,
+            grant_id=grant_id,
         )
+        if not stored:  # sealed before (a retry) or by a concurrent call that won the insert
+            return await self._seal_again(
+                root, fields, tenant_id=tenant_id, job_id=job_id, purpose=purpose, data=data
+            )
+        await self._append(self.session, root, fields)
         logger.info(
             "record sealed",
             extra={"ref": record_id, "tenant_id": tenant_id, "job_id": job_id, "purpose": purpose},
         )
         return SealResult(ref=record_id, key_version=tenant_key.version)
+
+    async def _seal_again(
+        self,
+        root: envelope.RootKey,
+        fields: _Fields,
+        *,
+        tenant_id: str,
+        job_id: str,
+        purpose: str,
+        data: Any,
+    ) -> SealResult:
+        """A second seal of one record: the first one's reference if it holds the same data."""
+        existing = await self.records.record_for(
+            tenant_id=tenant_id, job_id=job_id, purpose=purpose
+        )
+        if existing is None or await self._plaintext(root, existing) != data:
+            raise RecordExists(purpose)
+        await self._append(self.session, root, replace(fields, ref=existing.id, reason="replayed"))
+        return SealResult(ref=existing.id, key_version=existing.key_version)
+
+    async def discard_unrouted(self, *, tenant_id: str, job_id: str) -> int:
+        """Delete the job data that a submission which never reached the router left behind.
+
+        Called by the gateway's sweeper when a submission died between sealing and routing
+        (the client never got a 2xx). Only records younger than ``DISCARD_WINDOW`` go, so a
+        compromised gateway cannot erase the confidential data of older, routed jobs; every
+        deletion is audited.
+        """
+        root = self._root()
+        refs = await self.records.discard_job_data(
+            tenant_id=tenant_id,
+            job_id=job_id,
+            purpose="job",
+            created_after=self.clock() - DISCARD_WINDOW,
+        )
+        for ref in refs:
+            fields = _Fields(
+                action="discard",
+                outcome="ok",
+                reason="never_routed",
+                tenant_id=tenant_id,
+                job_id=job_id,
+                ref=ref,
+                subject="gateway",
+            )
+            await self._append(self.session, root, fields)
+        if refs:
+            logger.info(
+                "unrouted job data discarded", extra={"tenant_id": tenant_id, "count": len(refs)}
+            )
+        return len(refs)
 
     async def seal_by_grant(self, *, token: str, data: Any) -> SealResult:
         """Seal a job's result under a router-signed seal grant."""
@@ -237,6 +292,8 @@ class VaultService:
     ) -> envelope.TenantKey:
         row = await self.records.active_tenant_key(tenant_id)
         if row is None:
+            # Shredding leaves no active key, so only a tenant without one can be shredded.
+            await self._refuse_if_shredded(root, tenant_id, action="seal")
             fresh = envelope.TenantKey(
                 tenant_id=tenant_id, version=FIRST_KEY_VERSION, material=envelope.new_key()
             )
@@ -434,9 +491,16 @@ class VaultService:
             raise EnvelopeRefused(str(error), reason=error.code, field=error.field) from None
         # Checked by a read before any write: a refusal's audit record is appended in a
         # transaction of its own, which must not wait behind this one's write lock (SQLite).
-        if await self.records.sealed_exists(
+        stored_form = json.dumps(parsed.to_json(), separators=(",", ":"))
+        existing = await self.records.existing_sealed(
             tenant_id=tenant_id, job_id=job_id, job_ref=parsed.job_ref, purpose=purpose
-        ):
+        )
+        if existing is not None:
+            if existing.job_id == job_id and existing.envelope == stored_form:
+                # The same envelope for the same job again: a retry after a lost answer.
+                replayed = replace(fields, outcome="ok", ref=existing.id, reason="replayed")
+                await self._append(self.session, root, replayed)
+                return SealResult(ref=existing.id, key_version=key_row.version)
             await self._audit(root, replace(fields, reason="exists"))
             raise RecordExists("job (or job_ref)")
         record_id = new_id()
@@ -448,7 +512,7 @@ class VaultService:
                 job_ref=parsed.job_ref,
                 purpose=purpose,
                 key_id=parsed.key_id,
-                envelope=json.dumps(parsed.to_json(), separators=(",", ":")),
+                envelope=stored_form,
                 subject=subject,
                 created_at=self.clock(),
             )
@@ -856,11 +920,10 @@ class VaultService:
         repo = AuditRepository(session)
         audit_key = root.audit_key()
         try:
-            await repo.lock_chain(timeout_seconds=self.audit_lock_timeout_seconds)
-            head = await repo.head()
-            last_seq = await repo.last_seq()
+            claimed = await repo.lock_and_read_head(timeout_seconds=self.audit_lock_timeout_seconds)
         except DBAPIError as exc:
             raise AuditUnavailable("The audit log is busy; nothing was done. Retry.") from exc
+        head, last_seq = claimed if claimed is not None else (None, -1)
         if head is None or head.seq != last_seq:
             logger.error("audit chain head does not match its records")
             raise AuditUnavailable(

@@ -23,6 +23,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,8 +31,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import SERVICES, provisioned_databases
-from tests.e2e.conftest import REPO_ROOT, free_port, wait_ready
+from tests.conftest import SERVICES
+from tests.e2e.conftest import REPO_ROOT, free_port, launch_platform
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 DESCRIPTION_1K = (
@@ -276,57 +277,25 @@ async def measure_platform(
     return results
 
 
-def start_platform(
-    data_dir: Path, database_urls: dict[str, str] | None
-) -> tuple[subprocess.Popen[bytes], dict[str, str], str]:
-    ports = {service: free_port() for service in SERVICES}
-    operator_key = "tr_operator_bench_" + secrets.token_urlsafe(32)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKROUTE_")}
-    env.update(
-        {
-            "TASKROUTE_DATA_DIR": str(data_dir),
-            "TASKROUTE_LOG_LEVEL": "WARNING",
-            "TASKROUTE_BOOTSTRAP_OPERATOR_KEY": operator_key,
-        }
-    )
-    for service, port in ports.items():
-        env[f"TASKROUTE_{service.upper()}_PORT"] = str(port)
-        if database_urls:
-            env[f"TASKROUTE_{service.upper()}_DATABASE_URL"] = database_urls[service]
-    log = (data_dir / "platform.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "up"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
-    wait_ready(urls["gateway"], process, data_dir / "platform.log")
-    return process, urls, operator_key
-
-
-async def main_async(args: argparse.Namespace) -> None:
-    baseline, baseline_unloaded = await measure_baseline(args.seconds, args.concurrency)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp)
-        backend = "postgres" if args.postgres else "sqlite"
-        with provisioned_databases(
-            backend, data_dir, migrated=False, admin_url=args.postgres
-        ) as urls:
-            process, service_urls, operator_key = start_platform(
-                data_dir, urls if args.postgres else None
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--postgres", default="", help="admin URL; default: SQLite")
+    args = parser.parse_args()
+    baseline, baseline_unloaded = asyncio.run(measure_baseline(args.seconds, args.concurrency))
+    backend = "postgres" if args.postgres else "sqlite"
+    quiet = {"TASKROUTE_LOG_LEVEL": "WARNING"}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        launch_platform(backend, Path(tmp), quiet, admin_url=args.postgres) as platform,
+    ):
+        pids = [platform.pid(service) for service in SERVICES]
+        results = asyncio.run(
+            measure_platform(
+                platform.gateway_url, platform.operator_key, pids, args.seconds, args.concurrency
             )
-            try:
-                pids = [int((data_dir / "run" / f"{s}.pid").read_text()) for s in SERVICES]
-                results = await measure_platform(
-                    service_urls["gateway"], operator_key, pids, args.seconds, args.concurrency
-                )
-            finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+        )
     print(
         f"\nbackend: {backend}; {args.concurrency} in flight; {args.seconds:.0f} s per step; "
         f"{os.cpu_count()} cores\n"
@@ -334,14 +303,6 @@ async def main_async(args: argparse.Namespace) -> None:
     report(results, baseline)
     print()
     report([results[1]], baseline_unloaded)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--postgres", default="", help="admin URL; default: SQLite")
-    asyncio.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -12,18 +12,21 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import SERVICES, provisioned_databases
+from tests.conftest import POSTGRES_ADMIN_URL, SERVICES, provisioned_databases
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_SECONDS = 90
+START_TIMEOUT_SECONDS = 240
+CLASSIFIER_CACHE = Path(tempfile.gettempdir()) / f"taskroute-test-classifier-{os.getuid()}"
 
 
 def free_port() -> int:
@@ -77,9 +80,15 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> No
     raise RuntimeError(f"platform not ready in time:\n{log_path.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def platform(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    data_dir = tmp_path_factory.mktemp("platform")
+@contextmanager
+def launch_platform(
+    backend: str,
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    admin_url: str = POSTGRES_ADMIN_URL,
+) -> Iterator[Platform]:
+    """``taskroute up`` on free ports in ``data_dir``, stopped (SIGTERM) on leaving."""
     log_path = data_dir / "platform.log"
     ports = {service: free_port() for service in SERVICES}
     operator_key = "tr_operator_e2e_" + secrets.token_urlsafe(32)
@@ -90,11 +99,16 @@ def platform(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "TASKROUTE_BOOTSTRAP_OPERATOR_KEY": operator_key,
             "TASKROUTE_LOG_LEVEL": "INFO",
             "PYTHONPATH": str(REPO_ROOT),
+            # Every platform of the run shares one trained classifier instead of fitting its own.
+            "TASKROUTE_ROUTER_CLASSIFIER_CACHE_DIR": str(CLASSIFIER_CACHE),
+            **(extra_env or {}),
         }
     )
     for service, port in ports.items():
         env[f"TASKROUTE_{service.upper()}_PORT"] = str(port)
-    with provisioned_databases(backend, data_dir, migrated=False) as database_urls:
+    with provisioned_databases(
+        backend, data_dir, migrated=False, admin_url=admin_url
+    ) as database_urls:
         if backend != "sqlite":
             for service, url in database_urls.items():
                 env[f"TASKROUTE_{service.upper()}_DATABASE_URL"] = url
@@ -127,3 +141,9 @@ def platform(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+@pytest.fixture(scope="module")
+def platform(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with launch_platform(backend, tmp_path_factory.mktemp("platform")) as running_platform:
+        yield running_platform

@@ -149,21 +149,25 @@ async def test_keys_are_scoped_to_the_tenant(platform):
 
 async def test_a_5xx_is_not_stored_and_the_retry_reuses_the_job_id(gateway_alone, platform):
     # gateway_alone and platform share the gateway database: the first attempt meets dead peers.
+    # (A dead vault is a 503 for a job with confidential data; a dead router alone is a 202
+    # pending job, see test_submissions.py.)
     tenant = await create_tenant(gateway_alone)
     await setup_team(platform)
     headers = keyed(tenant["api_key"], "retry-me")
-    down = await gateway_alone.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=headers)
+    job = {**BOOKKEEPING_JOB, "confidential": {"iban": "DE89370400440532013000"}}
+    down = await gateway_alone.client.post("/v1/jobs", json=job, headers=headers)
     assert_problem(down, 503)
-    down_again = await gateway_alone.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=headers)
+    down_again = await gateway_alone.client.post("/v1/jobs", json=job, headers=headers)
     assert_problem(down_again, 503)
     assert REPLAYED not in down_again.headers
     [record] = await records(platform)
     assert record.state == State.IN_FLIGHT.value
     assert record.locked_at is None  # released, free for the retry
-    up = await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=headers)
+    up = await platform.client.post("/v1/jobs", json=job, headers=headers)
     assert up.status_code == 202, up.text
     assert REPLAYED not in up.headers
     assert up.json()["id"] == record.resource_id
+    assert up.json()["status"] == "queued"
 
 
 async def test_a_stale_claim_is_taken_over_and_a_fresh_one_is_409(platform):

@@ -135,6 +135,21 @@ async def test_sealing_the_same_job_twice_is_409(vault, gateway_auth, databases)
     assert await _sql(databases["vault"], "SELECT count(*) FROM records") == [(1,)]
 
 
+async def test_sealing_the_same_data_again_answers_the_first_record(vault, gateway_auth, databases):
+    # A gateway that crashed after sealing, or lost the answer, retries with the same job id.
+    tenant_id, job_id, ref = await seal_job_data(vault, gateway_auth, data={"a": [1, 2]})
+    again = await vault.post(
+        RECORDS,
+        json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": {"a": [1, 2]}},
+        headers=gateway_auth,
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["ref"] == ref
+    assert await _sql(databases["vault"], "SELECT count(*) FROM records") == [(1,)]
+    replayed = await _sql(databases["vault"], "SELECT ref, reason FROM audit_records ORDER BY seq")
+    assert replayed == [(ref, None), (ref, "replayed")]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -532,10 +547,10 @@ async def test_canary_is_in_no_table_no_log_and_no_error(
     grant = make_grant(router_identity, tenant_id=tenant_id, job_id=job_id, ref=ref)
     opened = await vault.post(OPEN, json={"grant": grant}, headers=gateway_auth)
     assert opened.json() == {"data": data}  # the canary is really in there
-    # Error paths that receive it: a duplicate seal, a refused open, a validation failure.
+    # Error paths that receive it: a conflicting seal, a refused open, a validation failure.
     duplicate = await vault.post(
         RECORDS,
-        json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": data},
+        json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": [canary]},
         headers=gateway_auth,
     )
     assert duplicate.status_code == 409

@@ -212,9 +212,12 @@ async def test_record_insert_and_tenant_key_are_idempotent(engines, root_key, va
         key = await repo.active_tenant_key(tenant_id)
         assert key is not None
         assert key.wrapped_key != b"other"
-        assert await repo.record_exists(tenant_id=tenant_id, job_id=existing.job_id, purpose="job")
-        assert not await repo.record_exists(
-            tenant_id=tenant_id, job_id=existing.job_id, purpose="result"
+        found = await repo.record_for(tenant_id=tenant_id, job_id=existing.job_id, purpose="job")
+        assert found is not None
+        assert found.id == existing.id
+        assert (
+            await repo.record_for(tenant_id=tenant_id, job_id=existing.job_id, purpose="result")
+            is None
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from services.gateway.api.deps import DEFAULT_LIMIT, CursorQuery, LimitQuery, OperatorDep, RouterDep
 from services.gateway.api.routing import public_router
@@ -45,6 +47,14 @@ async def get_any_job(job_id: str, _operator: OperatorDep, router_: RouterDep) -
 
 
 @router.get("/stats", response_model=StatsRead)
-async def get_stats(_operator: OperatorDep, router_: RouterDep) -> dict[str, Any]:
-    """Counts by status, tier and domain, and each team's queue depth."""
-    return await router_.stats()
+async def get_stats(
+    _operator: OperatorDep,
+    router_: RouterDep,
+    window_seconds: Annotated[
+        int,
+        Query(ge=60, le=30 * 86_400, description="Window of the wait, expiry and SLA figures."),
+    ] = 86_400,
+) -> dict[str, Any]:
+    """Queue depths by team, tier and domain; wait times, lease expiries, SLA breaches,
+    triage and unroutable counts."""
+    return await router_.stats(window_seconds=window_seconds)

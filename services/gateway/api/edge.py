@@ -20,9 +20,9 @@ later, gets them without a line in its body::
   only then sent, so an immediate retry already finds it. The claim's resource id is handed to
   the route through :func:`reserved_resource_id` (``POST /v1/jobs`` uses it as the job id).
 
-Both identify the caller with :func:`services.gateway.api.deps.authenticate`, once per request
-(cached in the ASGI scope); the route's own dependency checks the key again, so revocation and
-roles are decided exactly as without this layer.
+Both identify the caller with :func:`services.gateway.api.deps.request_principal`, which looks
+the key up once per request (cached in the ASGI scope); the route's own dependency reads the
+same answer and decides roles exactly as without this layer.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.api.deps import authenticate
+from services.gateway.api.deps import request_principal
 from services.gateway.clients.rate_limiter import Decision, RateLimiter, parse_limit
 from services.gateway.db.repository import IdempotencyRepository
 from services.gateway.domain import idempotency as rules
@@ -52,7 +52,6 @@ from shared.errors import TaskrouteError, problem_response
 
 logger = logging.getLogger("taskroute.gateway.edge")
 
-_PRINCIPAL_STATE = "taskroute_edge_principal"
 # A claim lost to races more often than this (deleted and re-inserted under us each time) is
 # reported as in flight: the client retries and finds the settled record.
 CLAIM_ATTEMPTS = 3
@@ -75,24 +74,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return cast(bytes, value).decode("latin-1")
     return None
-
-
-async def edge_principal(scope: Scope) -> Principal | None:
-    """The caller of this request's API key (None without a live one), looked up once."""
-    state: dict[str, Any] = scope.setdefault("state", {})
-    if _PRINCIPAL_STATE in state:
-        return cast(Principal | None, state[_PRINCIPAL_STATE])
-    principal = None
-    authorization = _header(scope, b"authorization")
-    if authorization:
-        kind, _, key = authorization.partition(" ")
-        if kind.lower() == "bearer" and key.strip():
-            app = scope["app"]
-            maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
-            async with maker() as session:
-                principal = await authenticate(session, key, pepper=app.state.pepper)
-    state[_PRINCIPAL_STATE] = principal
-    return principal
 
 
 async def _send_error(error: TaskrouteError, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
@@ -131,7 +112,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limiter: RateLimiter = scope["app"].state.rate_limiter
-        principal = await edge_principal(scope)
+        principal = await request_principal(scope)
         if principal is not None:
             decision = await limiter.hit(self.per_key, "key", principal.key_id)
             refusal = "Too many requests for this API key; retry after the Retry-After seconds."
@@ -200,7 +181,7 @@ class IdempotencyMiddleware:
         except TaskrouteError as error:
             await _send_error(error, send, [])
             return
-        principal = await edge_principal(scope)
+        principal = await request_principal(scope)
         if principal is None:
             await self.app(scope, receive, send)  # the route answers 401; nothing is recorded
             return

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.api.edge import edge_principal
+from services.gateway.api.deps import request_principal
 from services.gateway.api.schemas import JobRead
 from services.gateway.clients.router import RouterClient
 from services.gateway.db.repository import WebhookRepository
@@ -90,7 +90,7 @@ class JobEventsMiddleware:
         app = scope["app"]
         job: dict[str, Any]
         if _CLIENT_ACTION.match(path):
-            principal = await edge_principal(scope)
+            principal = await request_principal(scope)
             if principal is None or principal.tenant_id is None:
                 return
             tenant_id, job = principal.tenant_id, answer
@@ -100,29 +100,36 @@ class JobEventsMiddleware:
                     str(answer["id"]), tenant_id=None
                 )
             tenant_id, job = str(answer["tenant_id"]), client_view(answer)
-        event_type = rules.job_event_type(str(job.get("status")))
-        if event_type is None:
-            return
-        now = utcnow()
-        event_id = str(
-            uuid.uuid5(_EVENT_NAMESPACE, f"{job['id']}:{job['status']}:{job.get('updated_at')}")
+        await enqueue_job_event(app.state.sessionmaker, tenant_id=tenant_id, job=job)
+
+
+async def enqueue_job_event(
+    maker: async_sessionmaker[AsyncSession], *, tenant_id: str, job: dict[str, Any]
+) -> None:
+    """Queue ``job.<status>`` for the tenant's endpoints (its own transaction); also used by
+    the submission sweeper for a pending job the router took later."""
+    event_type = rules.job_event_type(str(job.get("status")))
+    if event_type is None:
+        return
+    now = utcnow()
+    event_id = str(
+        uuid.uuid5(_EVENT_NAMESPACE, f"{job['id']}:{job['status']}:{job.get('updated_at')}")
+    )
+    payload = json.dumps(
+        {
+            "id": event_id,
+            "type": event_type,
+            "created_at": now.isoformat(),
+            "data": {"object": JobRead.model_validate(job).model_dump(mode="json")},
+        },
+        separators=(",", ":"),
+    )
+    async with maker() as session:
+        await WebhookRepository(session).enqueue(
+            tenant_id=tenant_id,
+            event_id=event_id,
+            event_type=event_type,
+            payload=payload,
+            now=now,
         )
-        payload = json.dumps(
-            {
-                "id": event_id,
-                "type": event_type,
-                "created_at": now.isoformat(),
-                "data": {"object": JobRead.model_validate(job).model_dump(mode="json")},
-            },
-            separators=(",", ":"),
-        )
-        maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
-        async with maker() as session:
-            await WebhookRepository(session).enqueue(
-                tenant_id=tenant_id,
-                event_id=event_id,
-                event_type=event_type,
-                payload=payload,
-                now=now,
-            )
-            await session.commit()
+        await session.commit()

@@ -6,10 +6,12 @@ same answer as for an unknown id.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Body, Query, Response, status
+from fastapi import Body, Query, Request, Response, status
 
+from services.gateway import submissions
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
     ClientDep,
@@ -25,24 +27,34 @@ from services.gateway.api.schemas import (
     JobCancel,
     JobCreate,
     JobEventList,
+    JobFeedbackCreate,
+    JobFeedbackRead,
     JobList,
     JobRead,
     JobResultRead,
     RoutingRead,
 )
-from services.gateway.db.repository import TenantRepository
+from services.gateway.db.repository import SubmissionRepository, TenantRepository
 from services.gateway.domain.errors import InvalidApiKey
 from services.gateway.domain.jobs import JobStatus
 from services.gateway.domain.policy import DataPolicy, PolicyNarrowing, effective_policy
 from services.gateway.domain.views import client_view, job_id_or_404
 from shared.db import new_id
+from shared.errors import ServiceUnavailable
+from shared.failpoints import failpoint
+from shared.http import UpstreamError
 
 router = public_router(prefix="/v1/jobs", tag="jobs")
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
 async def submit_job(
-    body: JobCreate, client: ClientDep, session: SessionDep, router_: RouterDep, vault: VaultDep
+    body: JobCreate,
+    client: ClientDep,
+    session: SessionDep,
+    router_: RouterDep,
+    vault: VaultDep,
+    request: Request,
 ) -> dict[str, Any]:
     """Submit a job: its confidential data is sealed at the vault, the rest goes to routing."""
     tenant = await TenantRepository(session).get(client.tenant)
@@ -59,21 +71,6 @@ async def submit_job(
         )
     policy = effective_policy(DataPolicy.from_json(tenant.policy), narrowing)
     job_id = reserved_resource_id() or new_id()  # an Idempotency-Key's id, kept by retries
-    confidential_ref = None
-    # Sealed first, since the router needs the reference. Every input rule was checked above,
-    # so only a router outage can leave a sealed record unreferenced: ciphertext bound to a job
-    # id nobody holds, which opens for no one (no grant can name a job the router lacks).
-    if body.confidential is not None:
-        sealed = await vault.seal(
-            tenant_id=tenant.id, job_id=job_id, purpose="job", data=body.confidential
-        )
-        confidential_ref = sealed.ref
-    elif body.confidential_sealed is not None:
-        # Sealed by the client: the gateway never sees plaintext and passes the envelope as is.
-        sealed = await vault.store_sealed(
-            tenant_id=tenant.id, job_id=job_id, envelope=body.confidential_sealed
-        )
-        confidential_ref = sealed.ref
     submission: dict[str, Any] = {
         "id": job_id,
         "tenant_id": tenant.id,
@@ -84,10 +81,43 @@ async def submit_job(
         "due_at": body.due_at.isoformat() if body.due_at else None,
         "policy": policy.to_json(),
         "metadata": body.metadata,
-        "confidential_ref": confidential_ref,
+        "confidential_ref": None,
         "callback_url": body.callback_url,
     }
-    return client_view(await router_.submit_job(submission))
+    # Sealed first, since the router needs the reference; the outbox row written before the
+    # seal lets a sweeper undo it if this process dies before the router has the job.
+    if body.confidential is not None or body.confidential_sealed is not None:
+        await submissions.begin_sealing(
+            request.app.state.sessionmaker,
+            job_id=job_id,
+            tenant_id=tenant.id,
+            submission=submission,
+            grace=timedelta(seconds=request.app.state.settings.submission_grace_seconds),
+        )
+        if body.confidential is not None:
+            sealed = await vault.seal(
+                tenant_id=tenant.id, job_id=job_id, purpose="job", data=body.confidential
+            )
+        else:
+            # Sealed by the client: the gateway never sees plaintext, passes the envelope on.
+            sealed = await vault.store_sealed(
+                tenant_id=tenant.id, job_id=job_id, envelope=body.confidential_sealed or {}
+            )
+        submission["confidential_ref"] = sealed.ref
+        failpoint("gateway.submit.after_seal")
+    outbox = SubmissionRepository(session)
+    try:
+        job = await router_.submit_job(submission)
+    except ServiceUnavailable:
+        # The router is away: the job is kept here (committed before the 202 leaves) and
+        # forwarded by the sweeper when it is back.
+        created_at = await submissions.park_pending(
+            session, job_id=job_id, tenant_id=tenant.id, submission=submission
+        )
+        return submissions.pending_view(submission, created_at=created_at)
+    if submission["confidential_ref"] is not None:
+        await outbox.delete(job_id)
+    return client_view(job)
 
 
 @router.get("", response_model=JobList)
@@ -109,9 +139,21 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-async def get_job(job_id: str, client: ClientDep, router_: RouterDep) -> dict[str, Any]:
+async def get_job(
+    job_id: str, client: ClientDep, router_: RouterDep, session: SessionDep
+) -> dict[str, Any]:
     """Read one job: status, classification, assignment."""
-    job = await router_.get_job(job_id_or_404(job_id), tenant_id=client.tenant)
+    job_id = job_id_or_404(job_id)
+    try:
+        job = await router_.get_job(job_id, tenant_id=client.tenant)
+    except (UpstreamError, ServiceUnavailable) as error:
+        # Not (yet) at the router: a job accepted while it was away is still the gateway's.
+        if isinstance(error, UpstreamError) and error.status != 404:
+            raise
+        pending = await submissions.pending_job(session, job_id, tenant_id=client.tenant)
+        if pending is None:
+            raise
+        return pending
     return client_view(job)
 
 
@@ -139,6 +181,18 @@ async def cancel_job(
         job_id_or_404(job_id), tenant_id=client.tenant, reason=body.reason if body else None
     )
     return client_view(job)
+
+
+@router.post(
+    "/{job_id}/feedback", status_code=status.HTTP_201_CREATED, response_model=JobFeedbackRead
+)
+async def job_feedback(
+    job_id: str, body: JobFeedbackCreate, client: ClientDep, router_: RouterDep
+) -> dict[str, Any]:
+    """Rate a completed job (1-5) once; the rating moves the team's quality score."""
+    return await router_.job_feedback(
+        job_id_or_404(job_id), tenant_id=client.tenant, rating=body.rating, comment=body.comment
+    )
 
 
 @router.get("/{job_id}/result", response_model=JobResultRead, response_model_exclude_unset=True)

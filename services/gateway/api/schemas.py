@@ -461,8 +461,70 @@ class ConfidentialRead(BaseModel):
 # Operations ------------------------------------------------------------------------------
 
 
+class QueueDepthRead(PassThrough):
+    """A team's queue: ``queued`` and ``in_progress`` jobs against its ``capacity``."""
+
+    team_id: str
+    team_name: str
+    queued: int
+    in_progress: int
+    capacity: int
+
+
+class QueueAgeRead(PassThrough):
+    """A team's longest-waiting queued job: assigned to the team at ``oldest_queued_since``."""
+
+    team_id: str
+    team_name: str
+    queued: int
+    oldest_queued_since: datetime
+    oldest_queued_age_seconds: float
+
+
+class WaitStatsRead(PassThrough):
+    """Queued-to-claimed wait over the window: exact ``count``, percentiles over the latest
+    ``sampled`` claims (nearest rank)."""
+
+    window_seconds: int
+    count: int
+    sampled: int
+    p50_seconds: float | None
+    p95_seconds: float | None
+    max_seconds: float | None
+
+
+class EventCountRead(PassThrough):
+    total: int
+    in_window: int
+
+
+class SlaStatsRead(PassThrough):
+    """Jobs with a ``due_at``: completed after it, completed by it, and still open past it."""
+
+    completed_late: int
+    completed_on_time: int
+    open_overdue: int
+
+
 class StatsRead(PassThrough):
     """Counts by status, tier and domain; queue depth per team (the router's statistics)."""
+
+    by_status: dict[str, int]
+    by_tier: dict[str, int]
+    by_domain: dict[str, int]
+    queues: list[QueueDepthRead]
+    # Appended for issue 4: queued jobs by tier and domain, queue ages, wait times over the
+    # window, lease expiries, SLA breaches, and the triage and unroutable counts.
+    generated_at: datetime
+    window_seconds: int
+    queued_by_tier: dict[str, int]
+    queued_by_domain: dict[str, int]
+    queue_ages: list[QueueAgeRead]
+    waits: WaitStatsRead
+    lease_expiries: EventCountRead
+    sla: SlaStatsRead
+    triage: int
+    unroutable: int
 
 
 class AuditRecordRead(PassThrough):
@@ -532,3 +594,28 @@ class WebhookDeliveryRead(BaseModel):
 
 class WebhookDeliveryList(ListOf[WebhookDeliveryRead]):
     pass
+
+
+# Feedback ---------------------------------------------------------------------------------
+
+# A comment is a few sentences for the team lead, not a report (the router's bound).
+MAX_FEEDBACK_COMMENT = 2000
+
+
+class JobFeedbackCreate(RequestModel):
+    """A rating of a completed job; each job is rated once."""
+
+    # Strict: "5", 4.0 or true are refused rather than guessed at.
+    rating: int = Field(strict=True, ge=1, le=5, description="1 (poor) to 5 (excellent) stars.")
+    comment: str | None = Field(
+        default=None,
+        max_length=MAX_FEEDBACK_COMMENT,
+        description="What went well or wrong; it reaches the team, never other tenants.",
+    )
+
+
+class JobFeedbackRead(BaseModel):
+    job_id: str
+    rating: int
+    comment: str | None = None
+    created_at: datetime

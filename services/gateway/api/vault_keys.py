@@ -26,10 +26,12 @@ class VaultPublicKey(BaseModel):
 
 class VaultPublicKeyList(BaseModel):
     keys: list[VaultPublicKey] = Field(description="Newest first: seal new data to the first.")
+    tenant_id: str = Field(description="The tenant id to bind envelopes to (`tenant_id`).")
 
 
 @router.get("/public-key", response_model=VaultPublicKeyList)
 async def vault_public_keys(client: ClientDep, vault: VaultDep) -> dict[str, Any]:
     """The tenant's current vault public key(s), with key ids, for `confidential_sealed`."""
     answer = await vault.sealing_keys(tenant_id=client.tenant)
-    return {"keys": answer.get("keys", []) if isinstance(answer, dict) else []}
+    keys = answer.get("keys", []) if isinstance(answer, dict) else []
+    return {"keys": keys, "tenant_id": client.tenant}

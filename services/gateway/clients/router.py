@@ -106,6 +106,17 @@ class RouterClient:
         )
         return JobResult.model_validate(body)
 
+    async def job_feedback(
+        self, job_id: str, *, tenant_id: str, rating: int, comment: str | None
+    ) -> JsonObject:
+        """Rate a completed job (the router moves its team's quality; 409 a second time)."""
+        result: JsonObject = await self._call(
+            "POST",
+            f"/internal/v1/jobs/{job_id}/feedback",
+            json=_params(tenant_id=tenant_id, rating=rating, comment=comment),
+        )
+        return result
+
     async def result_grant(self, job_id: str, *, tenant_id: str) -> Grant:
         body = await self._call(
             "POST", f"/internal/v1/jobs/{job_id}/result-grant", json={"tenant_id": tenant_id}
@@ -128,8 +139,10 @@ class RouterClient:
         )
         return result
 
-    async def stats(self) -> JsonObject:
-        result: JsonObject = await self._call("GET", "/internal/v1/stats")
+    async def stats(self, *, window_seconds: int = 86_400) -> JsonObject:
+        result: JsonObject = await self._call(
+            "GET", "/internal/v1/stats", params={"window_seconds": window_seconds}
+        )
         return result
 
     async def classify(self, items: list[JsonObject], *, policy: JsonObject | None) -> JsonObject:

@@ -48,6 +48,15 @@ class VaultClient:
         )
         return SealedRecord.model_validate(body)
 
+    async def discard_unrouted(self, *, tenant_id: str, job_id: str) -> int:
+        """Delete what a submission that never reached the router sealed; how many records."""
+        body = await self._call(
+            "POST",
+            "/internal/v1/records/discard",
+            json={"tenant_id": tenant_id, "job_id": job_id},
+        )
+        return int(body.get("discarded", 0)) if isinstance(body, dict) else 0
+
     async def seal_by_grant(self, *, grant: str, data: Any) -> SealedRecord:
         """Seal a result under a router-issued ``seal`` grant."""
         body = await self._call(

@@ -143,3 +143,50 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+
+class ConsoleSession(Base):
+    """A signed-in console user (services/gateway/console): only a digest of the cookie's token.
+
+    The API key used to sign in is never stored; the session points at its row, so revoking the
+    key ends every console session it opened on the next request.
+    """
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Hex SHA-256 of the random session token carried by the cookie.
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The earlier of (last use + idle timeout) and (creation + the longest session life).
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class JobSubmission(Base):
+    """A submission between the gateway and the router: the transactional outbox of submits.
+
+    ``sealing``: written (and committed) before the vault seals the job's data, deleted once the
+    router holds the job; one left behind marks a submission that died in between, which the
+    sweeper rolls back (services/gateway/submissions.py). ``pending``: the router could not take
+    the job; the client got 202 with status ``pending`` and the sweeper forwards it until the
+    router does. Holds no confidential value: only the vault's opaque reference.
+    """
+
+    __tablename__ = "job_submissions"
+
+    # The job's id: the router's submit is idempotent on it, so forwarding twice is harmless.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    # The router's submission body (title, description, policy, ..., confidential_ref).
+    submission: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the sweeper may next take the row; also its claim (moved forward when taken).
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # Why the last forward failed (a class name and status, never a body).
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)

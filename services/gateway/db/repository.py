@@ -14,11 +14,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import and_, delete, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.db.models import (
     ApiKey,
+    ConsoleSession,
     IdempotencyRecord,
+    JobSubmission,
     Member,
     Tenant,
     WebhookDelivery,
@@ -547,3 +550,141 @@ class WebhookRepository:
         else:
             delivery.next_attempt_at = retry_at
         await self.session.flush()
+
+
+class ConsoleSessionRepository:
+    """Console sessions, found by the digest of their token (services/gateway/console)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(
+        self, *, token_digest: str, api_key_id: str, now: datetime, expires_at: datetime
+    ) -> ConsoleSession:
+        row = ConsoleSession(
+            id=new_id(),
+            token_digest=token_digest,
+            api_key_id=api_key_id,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=expires_at,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    async def live(
+        self, token_digest: str, *, now: datetime
+    ) -> tuple[ConsoleSession, ApiKey] | None:
+        """The unexpired session with this digest and its API key, unless the key is revoked."""
+        found = (
+            await self.session.execute(
+                select(ConsoleSession, ApiKey)
+                .join(ApiKey, ApiKey.id == ConsoleSession.api_key_id)
+                .where(
+                    ConsoleSession.token_digest == token_digest,
+                    ConsoleSession.expires_at > now,
+                    ApiKey.revoked_at.is_(None),
+                )
+            )
+        ).first()
+        return None if found is None else (found[0], found[1])
+
+    async def touch(self, row: ConsoleSession, *, now: datetime, expires_at: datetime) -> None:
+        row.last_seen_at = now
+        row.expires_at = expires_at
+        await self.session.flush()
+
+    async def delete(self, token_digest: str) -> int:
+        result = await self.session.execute(
+            delete(ConsoleSession).where(ConsoleSession.token_digest == token_digest)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        result = await self.session.execute(
+            delete(ConsoleSession).where(ConsoleSession.expires_at <= now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class SubmissionRepository:
+    """The submission outbox (models.JobSubmission); every read is scoped by tenant or claim."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(
+        self,
+        *,
+        job_id: str,
+        tenant_id: str,
+        state: str,
+        submission: dict[str, Any],
+        now: datetime,
+        next_attempt_at: datetime,
+    ) -> None:
+        """Insert the row, or overwrite it for a retry of the same job (one statement)."""
+        values = {
+            "id": job_id,
+            "tenant_id": tenant_id,
+            "state": state,
+            "submission": submission,
+            "created_at": now,
+            "attempts": 0,
+            "next_attempt_at": next_attempt_at,
+            "last_error": None,
+        }
+        changed = {k: v for k, v in values.items() if k not in ("id", "tenant_id", "created_at")}
+        if self.session.get_bind().dialect.name == "postgresql":
+            pg = postgresql.insert(JobSubmission).values(**values)
+            await self.session.execute(
+                pg.on_conflict_do_update(index_elements=["id"], set_=changed)
+            )
+        else:
+            lite = sqlite.insert(JobSubmission).values(**values)
+            await self.session.execute(
+                lite.on_conflict_do_update(index_elements=["id"], set_=changed)
+            )
+
+    async def get_for_tenant(self, job_id: str, *, tenant_id: str) -> JobSubmission | None:
+        result = await self.session.execute(
+            select(JobSubmission).where(
+                JobSubmission.id == job_id, JobSubmission.tenant_id == tenant_id
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def delete(self, job_id: str) -> None:
+        await self.session.execute(delete(JobSubmission).where(JobSubmission.id == job_id))
+
+    async def due(self, *, now: datetime, limit: int) -> list[JobSubmission]:
+        result = await self.session.execute(
+            select(JobSubmission)
+            .where(JobSubmission.next_attempt_at <= now)
+            .order_by(JobSubmission.next_attempt_at)
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+    async def claim(self, row: JobSubmission, *, now: datetime, until: datetime) -> bool:
+        """Take a due row for this sweeper until ``until``; False if another replica has it."""
+        result = await self.session.execute(
+            update(JobSubmission)
+            .where(
+                JobSubmission.id == row.id,
+                JobSubmission.next_attempt_at == row.next_attempt_at,
+                JobSubmission.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=until, attempts=JobSubmission.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
+
+    async def note_failure(self, job_id: str, *, error: str, retry_at: datetime) -> None:
+        await self.session.execute(
+            update(JobSubmission)
+            .where(JobSubmission.id == job_id)
+            .values(last_error=error[:200], next_attempt_at=retry_at)
+            .execution_options(synchronize_session=False)
+        )

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from services.router.api.deps import IdentityDep, JobsDep, NowDep, SettingsDep, require_gateway
 from services.router.api.schemas import (
     CancelCreate,
+    FeedbackCreate,
+    FeedbackRead,
     GrantRead,
     JobCreate,
     JobEventList,
@@ -17,6 +19,7 @@ from services.router.api.schemas import (
     ResultGrantCreate,
     ResultRead,
     event_read,
+    feedback_read,
     job_read,
 )
 from services.router.domain.grants import GRANT_AUDIENCE, GRANT_TYPE
@@ -24,6 +27,7 @@ from services.router.domain.lifecycle import JobStatus
 from services.router.domain.routing import DataPolicy
 from services.router.workflow import JobSubmission
 from shared.errors import NotFound
+from shared.failpoints import failpoint
 
 router = APIRouter(
     prefix="/internal/v1/jobs", tags=["jobs"], dependencies=[Depends(require_gateway)]
@@ -49,6 +53,7 @@ async def submit_job(body: JobCreate, jobs: JobsDep, now: NowDep, response: Resp
         callback_url=body.callback_url,
     )
     job, created = await jobs.submit(submission, now=now)
+    failpoint("router.submit.before_commit")  # decided, not yet committed
     if not created:
         response.status_code = status.HTTP_200_OK
     return job_read(job)
@@ -118,6 +123,17 @@ async def get_result(
     """The non-confidential result and the vault ref of the confidential one (409 unless done)."""
     job = await jobs.result(job_id, tenant_id=tenant_id)
     return ResultRead(result=job.result, confidential_result_ref=job.confidential_result_ref)
+
+
+@router.post("/{job_id}/feedback", status_code=status.HTTP_201_CREATED)
+async def create_feedback(
+    job_id: str, body: FeedbackCreate, jobs: JobsDep, now: NowDep
+) -> FeedbackRead:
+    """Rate a completed job once (409 a second time); moves the team's quality."""
+    feedback = await jobs.add_feedback(
+        job_id, tenant_id=body.tenant_id, rating=body.rating, comment=body.comment, now=now
+    )
+    return feedback_read(feedback)
 
 
 @router.post("/{job_id}/result-grant")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -11,16 +12,22 @@ from services.router.api.schemas import (
     ClassifyCreate,
     ClassifyRead,
     ClassifyResult,
+    EventCountRead,
     JobList,
     JobRead,
+    QueueAge,
     QueueDepth,
     RouteCreate,
+    SlaStats,
     StatsRead,
     TeamRef,
+    WaitStats,
     job_read,
 )
+from services.router.db.repository import StatsRepository
 from services.router.domain.lifecycle import JobStatus
 from services.router.domain.routing import DataPolicy
+from services.router.domain.stats import WAIT_SAMPLE, summarise_waits
 
 router = APIRouter(
     prefix="/internal/v1", tags=["operators"], dependencies=[Depends(require_gateway)]
@@ -95,25 +102,87 @@ async def classify(body: ClassifyCreate, jobs: JobsDep, now: NowDep) -> Classify
     return ClassifyRead(results=results)
 
 
+# The default window of the recent figures (wait times, lease expiries): one day covers every
+# shift of a follow-the-sun roster once.
+STATS_WINDOW_SECONDS = 86_400
+
+
 @router.get("/stats")
-async def stats(jobs: JobsDep) -> StatsRead:
-    """Job counts by status, tier and domain, and every team's queue depth (grouped queries)."""
-    depths: dict[str, dict[str, int]] = {}
-    for team_id, job_status, count in await jobs.jobs.queue_depths():
-        depths.setdefault(team_id, {})[job_status] = count
+async def stats(
+    jobs: JobsDep,
+    now: NowDep,
+    window_seconds: Annotated[int, Query(ge=60, le=30 * 86_400)] = STATS_WINDOW_SECONDS,
+) -> StatsRead:
+    """Queue depth by team, tier and domain; wait times; lease expiries; SLA breaches; counts.
+
+    Every figure is an aggregate query; wait-time percentiles come from a bounded sample of the
+    window's latest claims (see services/router/domain/stats.py).
+    """
+    repository = StatsRepository(jobs.session)
+    since = now - timedelta(seconds=window_seconds)
+    team_rows = await repository.team_queues()
+    teams = await jobs.teams.all()
     queues = [
         QueueDepth(
             team_id=team.id,
             team_name=team.name,
-            queued=depths.get(team.id, {}).get(JobStatus.QUEUED.value, 0),
-            in_progress=depths.get(team.id, {}).get(JobStatus.IN_PROGRESS.value, 0),
+            queued=team_rows[team.id].queued if team.id in team_rows else 0,
+            in_progress=team_rows[team.id].in_progress if team.id in team_rows else 0,
             capacity=team.capacity,
         )
-        for team in await jobs.teams.all()
+        for team in teams
     ]
+    names = {team.id: team.name for team in teams}
+    queue_ages = sorted(
+        (
+            QueueAge(
+                team_id=row.team_id,
+                team_name=names.get(row.team_id, row.team_id),
+                queued=row.queued,
+                oldest_queued_since=row.oldest_queued_since,
+                oldest_queued_age_seconds=max(0.0, (now - row.oldest_queued_since).total_seconds()),
+            )
+            for row in team_rows.values()
+            if row.oldest_queued_since is not None
+        ),
+        key=lambda age: (-age.oldest_queued_age_seconds, age.team_name, age.team_id),
+    )
+    queued_by_tier: dict[str, int] = {}
+    queued_by_domain: dict[str, int] = {}
+    for tier, domain, count in await repository.queued_by_tier_and_domain():
+        queued_by_tier[tier] = queued_by_tier.get(tier, 0) + count
+        queued_by_domain[domain] = queued_by_domain.get(domain, 0) + count
+    waits = summarise_waits(
+        await repository.recent_waits(since=since, until=now, limit=WAIT_SAMPLE),
+        count=await repository.claim_count(since=since, until=now),
+    )
+    expiries = await repository.event_counts("lease_expired", since=since)
+    sla = await repository.sla_counts(now=now)
+    by_status = await jobs.jobs.count_by("status")
     return StatsRead(
-        by_status=await jobs.jobs.count_by("status"),
+        by_status=by_status,
         by_tier=await jobs.jobs.count_by("tier"),
         by_domain=await jobs.jobs.count_by("domain"),
         queues=queues,
+        generated_at=now,
+        window_seconds=window_seconds,
+        queued_by_tier=queued_by_tier,
+        queued_by_domain=queued_by_domain,
+        queue_ages=queue_ages,
+        waits=WaitStats(
+            window_seconds=window_seconds,
+            count=waits.count,
+            sampled=waits.sampled,
+            p50_seconds=waits.p50_seconds,
+            p95_seconds=waits.p95_seconds,
+            max_seconds=waits.max_seconds,
+        ),
+        lease_expiries=EventCountRead(total=expiries.total, in_window=expiries.in_window),
+        sla=SlaStats(
+            completed_late=sla.completed_late,
+            completed_on_time=sla.completed_on_time,
+            open_overdue=sla.open_overdue,
+        ),
+        triage=by_status.get(JobStatus.TRIAGE.value, 0),
+        unroutable=by_status.get(JobStatus.UNROUTABLE.value, 0),
     )

@@ -25,8 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from services.router.db.models import Job, JobEvent, Team
+from services.router.db.models import Job, JobEvent, JobFeedback, Team
 from services.router.domain.grants import GrantAction
+from services.router.domain.quality import MAX_RATING, MIN_RATING
 from services.router.domain.routing import parse_hhmm
 from services.router.domain.taxonomy import Domain, Priority, Tier
 from shared.vocabulary import ISO_3166_ALPHA2
@@ -40,6 +41,8 @@ MAX_DESCRIPTION = 20_000
 MAX_REF = 200
 # POST /classify is a dry run for up to this many texts (the contract's limit).
 MAX_CLASSIFY_ITEMS = 1000
+# A feedback comment is a few sentences for the team lead, not a report.
+MAX_COMMENT = 2000
 
 _TIMEZONES = frozenset(available_timezones())
 _CERTIFICATION = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,31}$")
@@ -231,6 +234,27 @@ class ResultGrantCreate(_Request):
     tenant_id: UUIDStr
 
 
+class FeedbackCreate(_Request):
+    """A client's rating of its completed job (domain/quality.py says what it does)."""
+
+    tenant_id: UUIDStr
+    rating: int = Field(strict=True, ge=MIN_RATING, le=MAX_RATING)
+    comment: Annotated[
+        str | None, StringConstraints(strip_whitespace=True, max_length=MAX_COMMENT)
+    ] = None
+
+
+class FeedbackRead(BaseModel):
+    job_id: str
+    team_id: str | None
+    rating: int
+    comment: str | None
+    # What the rating did to the team's quality (operators' view; the gateway drops them).
+    quality_before: float | None
+    quality_after: float | None
+    created_at: datetime
+
+
 class GrantRead(BaseModel):
     grant: str
     tenant_id: str
@@ -315,8 +339,8 @@ class TeamCreate(_Request):
     languages: list[Language] = Field(default_factory=list, max_length=30)
     capacity: int = Field(ge=0, le=100_000)
     hourly_rate: float = Field(ge=0, le=100_000)
-    # A new team starts as "good" until client feedback moves it.
-    quality: float = Field(default=0.8, ge=0, le=1)
+    # Absent: the settings' quality_prior_mean, until client feedback moves it.
+    quality: float | None = Field(default=None, ge=0, le=1)
     active: bool = True
 
     @field_validator("certifications", "languages")
@@ -422,11 +446,61 @@ class QueueDepth(BaseModel):
     capacity: int
 
 
+class QueueAge(BaseModel):
+    """How long a team's longest-waiting queued job has been in its queue."""
+
+    team_id: str
+    team_name: str
+    queued: int
+    # When that job was assigned to this team (a release or lease expiry does not reset it).
+    oldest_queued_since: datetime
+    oldest_queued_age_seconds: float
+
+
+class WaitStats(BaseModel):
+    """Time from ``queued`` to ``claimed`` for the claims made in the window."""
+
+    window_seconds: int
+    # Exact number of claims in the window.
+    count: int
+    # Claims the percentiles were computed over: the most recent ones, at most 10,000.
+    sampled: int
+    p50_seconds: float | None
+    p95_seconds: float | None
+    max_seconds: float | None
+
+
+class EventCountRead(BaseModel):
+    total: int
+    in_window: int
+
+
+class SlaStats(BaseModel):
+    """Jobs with a ``due_at``: finished late, finished in time, and still open past it."""
+
+    completed_late: int
+    completed_on_time: int
+    open_overdue: int
+
+
 class StatsRead(BaseModel):
     by_status: dict[str, int]
     by_tier: dict[str, int]
     by_domain: dict[str, int]
     queues: list[QueueDepth]
+    # Appended for issue 4 (statistics); the fields above keep their meaning.
+    generated_at: datetime
+    window_seconds: int
+    # Jobs waiting in a team's queue (status queued), by tier and by domain.
+    queued_by_tier: dict[str, int]
+    queued_by_domain: dict[str, int]
+    # Teams with at least one queued job, longest wait first.
+    queue_ages: list[QueueAge]
+    waits: WaitStats
+    lease_expiries: EventCountRead
+    sla: SlaStats
+    triage: int
+    unroutable: int
 
 
 # ----------------------------------------------------------------------------- from rows
@@ -501,6 +575,18 @@ def team_read(team: Team) -> TeamRead:
         version=team.version,
         created_at=team.created_at,
         updated_at=team.updated_at,
+    )
+
+
+def feedback_read(feedback: JobFeedback) -> FeedbackRead:
+    return FeedbackRead(
+        job_id=feedback.job_id,
+        team_id=feedback.team_id,
+        rating=feedback.rating,
+        comment=feedback.comment,
+        quality_before=feedback.quality_before,
+        quality_after=feedback.quality_after,
+        created_at=feedback.created_at,
     )
 
 

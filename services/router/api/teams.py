@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
-from services.router.api.deps import NowDep, TeamsDep, require_gateway
+from services.router.api.deps import NowDep, SettingsDep, TeamsDep, require_gateway
 from services.router.api.schemas import TeamCreate, TeamList, TeamRead, TeamUpdate, team_read
 from services.router.db.models import Team
 from services.router.domain.errors import PreconditionFailed
@@ -38,7 +38,7 @@ def expected_version(if_match: str | None) -> int | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_team(
-    body: TeamCreate, teams: TeamsDep, now: NowDep, response: Response
+    body: TeamCreate, teams: TeamsDep, settings: SettingsDep, now: NowDep, response: Response
 ) -> TeamRead:
     """Register a team (409 if the name is taken)."""
     fields = TeamFields(
@@ -52,7 +52,7 @@ async def create_team(
         languages=body.languages,
         capacity=body.capacity,
         hourly_rate=body.hourly_rate,
-        quality=body.quality,
+        quality=settings.quality_prior_mean if body.quality is None else body.quality,
         active=body.active,
     )
     team = await teams.create(fields, now=now)

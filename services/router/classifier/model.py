@@ -16,6 +16,7 @@ that explain a decision term by term, and a fit of a few seconds on the whole co
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -276,7 +277,8 @@ class LinearTextModel:
     def save(self, path: Path) -> None:
         """Write the arrays as a NumPy archive (no pickle: loading runs no code)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial.npz")
+        # Per process: routers sharing a cache folder may write the same artefact at once.
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npz")
         np.savez_compressed(
             partial,
             classes=np.asarray([domain.value for domain in self.classes]),

@@ -35,6 +35,11 @@ else:
 _ID = 36
 
 
+def _created_at(context: Any) -> Any:
+    """Default of ``queue_order_at``: the row's own ``created_at`` (no head start)."""
+    return context.get_current_parameters()["created_at"]
+
+
 class Team(Base):
     __tablename__ = "teams"
 
@@ -50,6 +55,8 @@ class Team(Base):
     capacity: Mapped[int] = mapped_column(Integer)
     hourly_rate: Mapped[float] = mapped_column(Float)
     quality: Mapped[float] = mapped_column(Float)
+    # Client ratings folded into ``quality`` since it was last set (domain/quality.py).
+    quality_rating_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     active: Mapped[bool] = mapped_column(Boolean)
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -68,8 +75,11 @@ class Job(Base):
     description: Mapped[str] = mapped_column(Text)
     service: Mapped[str | None] = mapped_column(String(32))
     priority: Mapped[str] = mapped_column(String(8))
-    # 0 = high, 1 = normal, 2 = low: the team queue sorts on it.
+    # 0 = high, 1 = normal, 2 = low (kept for filters and statistics).
     priority_rank: Mapped[int] = mapped_column(Integer)
+    # The team queue's order: created_at minus the priority's head start (domain/queueing.py).
+    # Rows written without it (fixtures, old code) queue by age alone.
+    queue_order_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_created_at)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # "metadata" is reserved on declarative classes, hence the attribute name.
     job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
@@ -88,6 +98,10 @@ class Job(Base):
     assignment_score: Mapped[float | None] = mapped_column(Float)
     # Teams that rejected this job; routing never offers it to them again.
     rejected_team_ids: Mapped[list[str]] = mapped_column(JSON)
+    # Teams this job was escalated away from (unclaimed in time); never offered it again.
+    passed_team_ids: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # While queued: when it passes to the next team if nobody claims it (domain/queueing.py).
+    escalate_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     lease_member_id: Mapped[str | None] = mapped_column(String(_ID))
     lease_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -104,8 +118,8 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
-        # A team's queue: its queued / in_progress jobs by priority, oldest first.
-        Index("ix_jobs_team_queue", "team_id", "status", "priority_rank", "created_at", "id"),
+        # A team's queue: its queued / in_progress jobs by priority with aging.
+        Index("ix_jobs_team_queue", "team_id", "status", "queue_order_at", "id"),
         # A tenant's jobs, newest first, optionally by status.
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
@@ -114,6 +128,7 @@ class Job(Base):
         # The sweeper's two scans.
         Index("ix_jobs_status_lease_expires", "status", "lease_expires_at"),
         Index("ix_jobs_status_retry", "status", "retry_at"),
+        Index("ix_jobs_status_escalate", "status", "escalate_at"),
     )
 
 
@@ -131,6 +146,24 @@ class JobEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_id_seq"),)
+
+
+class JobFeedback(Base):
+    """A client's rating of a completed job (one per job), and what it did to the team."""
+
+    __tablename__ = "job_feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Unique: the second feedback for a job is refused (409), also under concurrent posts.
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    tenant_id: Mapped[str] = mapped_column(String(_ID))
+    team_id: Mapped[str | None] = mapped_column(String(_ID), index=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    # The team's quality before and after this rating: the rule can be checked row by row.
+    quality_before: Mapped[float | None] = mapped_column(Float)
+    quality_after: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class RoutingDecision(Base):

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Insert, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Insert, and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from services.router.db.models import Job, JobEvent, LabelledExample, RoutingDecision, Team
+from services.router.db.models import (
+    Job,
+    JobEvent,
+    JobFeedback,
+    LabelledExample,
+    RoutingDecision,
+    Team,
+)
 from services.router.db.pagination import decode_cursor, encode_cursor
 from services.router.domain.lifecycle import JobStatus
 
@@ -36,19 +44,26 @@ class Page(Generic[T]):
 
 
 def _insert_if_absent(
-    session: AsyncSession, model: type[Any], values: dict[str, Any], *, unique: str
+    session: AsyncSession,
+    model: type[Any],
+    values: dict[str, Any],
+    *,
+    unique: str,
+    returning: Any = None,
 ) -> Insert:
-    """``INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING id`` on either backend.
+    """``INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING <returning>`` on either backend
+    (the new row's id by default, or whole ORM rows with ``returning=model``).
 
     Used instead of a savepoint: pysqlite starts no transaction before SAVEPOINT, so on SQLite a
     savepoint's RELEASE would commit the insert before the rest of the request's work.
     """
+    returned = model.id if returning is None else returning
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         pg_statement = postgresql.insert(model).values(**values)
-        return pg_statement.on_conflict_do_nothing(index_elements=[unique]).returning(model.id)
+        return pg_statement.on_conflict_do_nothing(index_elements=[unique]).returning(returned)
     lite_statement = sqlite.insert(model).values(**values)
-    return lite_statement.on_conflict_do_nothing(index_elements=[unique]).returning(model.id)
+    return lite_statement.on_conflict_do_nothing(index_elements=[unique]).returning(returned)
 
 
 def _page(rows: Sequence[Any], limit: int, key: Any) -> Page[Any]:
@@ -73,6 +88,12 @@ class TeamRepository:
 
     async def get(self, team_id: str) -> Team | None:
         return await self.session.get(Team, team_id)
+
+    async def get_for_update(self, team_id: str) -> Team | None:
+        """A team, row-locked until the transaction ends on PostgreSQL (read-modify-write)."""
+        query = select(Team).where(Team.id == team_id).with_for_update()
+        result = await self.session.scalars(query.execution_options(populate_existing=True))
+        return result.first()
 
     async def get_by_name(self, name: str) -> Team | None:
         result = await self.session.scalars(select(Team).where(Team.name == name))
@@ -130,9 +151,12 @@ class JobRepository:
     async def add_if_new(self, values: dict[str, Any]) -> Job | None:
         """Insert a job unless its id exists (then ``None``): concurrent submissions of one id
         make one row, without an error that would abort the transaction."""
-        statement = _insert_if_absent(self.session, Job, values, unique="id")
-        inserted = (await self.session.execute(statement)).scalar_one_or_none()
-        return None if inserted is None else await self.get(str(inserted))
+        # RETURNING the whole row: one round trip where a re-read made two.
+        statement = _insert_if_absent(self.session, Job, values, unique="id", returning=Job)
+        result = await self.session.execute(
+            statement, execution_options={"populate_existing": True}
+        )
+        return result.scalars().first()
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job | None:
         """A job by id; with ``tenant_id``, only if it belongs to that tenant."""
@@ -222,21 +246,21 @@ class JobRepository:
     async def team_queue(
         self, *, team_id: str, status: str | None, limit: int, cursor: str | None
     ) -> Page[Job]:
-        """A team's queued and in-progress jobs: high priority first, then oldest first."""
+        """A team's queued and in-progress jobs in serving order: priority with aging, i.e.
+        by the virtual enqueue time ``queue_order_at`` (see domain/queueing.py), then id."""
         statuses = [status] if status is not None else list(ACTIVE_STATUSES)
         query = select(Job).where(Job.team_id == team_id, Job.status.in_(statuses))
         if cursor:
-            rank, created_at, job_id = decode_cursor(cursor, (int, datetime, str))
+            order_at, job_id = decode_cursor(cursor, (datetime, str))
             query = query.where(
                 or_(
-                    Job.priority_rank > rank,
-                    and_(Job.priority_rank == rank, Job.created_at > created_at),
-                    and_(Job.priority_rank == rank, Job.created_at == created_at, Job.id > job_id),
+                    Job.queue_order_at > order_at,
+                    and_(Job.queue_order_at == order_at, Job.id > job_id),
                 )
             )
-        query = query.order_by(Job.priority_rank, Job.created_at, Job.id).limit(limit + 1)
+        query = query.order_by(Job.queue_order_at, Job.id).limit(limit + 1)
         rows = (await self.session.scalars(query)).all()
-        return _page(rows, limit, lambda job: [job.priority_rank, job.created_at, job.id])
+        return _page(rows, limit, lambda job: [job.queue_order_at, job.id])
 
     async def by_status(self, *, status: str, limit: int, cursor: str | None) -> Page[Job]:
         """Jobs in one status, oldest first (the triage queue)."""
@@ -253,22 +277,31 @@ class JobRepository:
         rows = (await self.session.scalars(query)).all()
         return _page(rows, limit, lambda job: [job.created_at, job.id])
 
-    async def team_loads(self) -> dict[str, int]:
-        """Queued plus in-progress jobs per team."""
+    async def team_loads(self, team_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Queued plus in-progress jobs per team (only ``team_ids``' when given: then the
+        count reads just their part of the team-queue index, not every active job)."""
+        if team_ids is not None and not team_ids:
+            return {}
         query = (
             select(Job.team_id, func.count())
             .where(Job.status.in_(ACTIVE_STATUSES), Job.team_id.is_not(None))
             .group_by(Job.team_id)
         )
+        if team_ids is not None:
+            query = query.where(Job.team_id.in_(team_ids))
         rows = (await self.session.execute(query)).all()
         return {str(team_id): int(count) for team_id, count in rows}
 
     async def expired_leases(self, *, now: datetime, limit: int) -> Sequence[Job]:
+        """In-progress jobs whose lease ran out, locked like :meth:`due_escalations` so sweeper
+        replicas share the work instead of queueing behind each other."""
         query = (
             select(Job)
             .where(Job.status == JobStatus.IN_PROGRESS.value, Job.lease_expires_at <= now)
-            .order_by(Job.lease_expires_at)
+            .order_by(Job.lease_expires_at, Job.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
         )
         return (await self.session.scalars(query)).all()
 
@@ -280,6 +313,50 @@ class JobRepository:
             .limit(limit)
         )
         return (await self.session.scalars(query)).all()
+
+    async def due_escalations(self, *, now: datetime, limit: int) -> Sequence[Job]:
+        """Queued jobs whose escalation time has come, locked for this sweeper's transaction.
+
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: a second replica sweeping at the same moment
+        takes other jobs instead of waiting for these (SQLite has one writer and ignores it).
+        Each move is still a conditional UPDATE, so a claim that landed first wins.
+        """
+        query = (
+            select(Job)
+            .where(Job.status == JobStatus.QUEUED.value, Job.escalate_at <= now)
+            .order_by(Job.escalate_at, Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def add_feedback_if_new(self, values: dict[str, Any]) -> int | None:
+        """Insert a job's feedback unless it has one already (then ``None``), atomically."""
+        statement = _insert_if_absent(self.session, JobFeedback, values, unique="job_id")
+        inserted = (await self.session.execute(statement)).scalar_one_or_none()
+        return None if inserted is None else int(inserted)
+
+    async def set_feedback_quality(
+        self, feedback_id: int, *, quality_before: float | None, quality_after: float | None
+    ) -> JobFeedback:
+        """Record what a feedback did to its team's quality; returns the stored feedback."""
+        statement = (
+            update(JobFeedback)
+            .where(JobFeedback.id == feedback_id)
+            .values(quality_before=quality_before, quality_after=quality_after)
+            .returning(JobFeedback)
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.session.execute(
+            statement, execution_options={"populate_existing": True}
+        )
+        return result.scalars().one()
+
+    async def feedback(self, job_id: str) -> JobFeedback | None:
+        query = select(JobFeedback).where(JobFeedback.job_id == job_id)
+        result = await self.session.scalars(query.execution_options(populate_existing=True))
+        return result.first()
 
     async def add_decision(self, decision: RoutingDecision) -> None:
         self.session.add(decision)
@@ -321,3 +398,159 @@ class JobRepository:
             .group_by(Job.team_id, Job.status)
         )
         return [(str(t), str(s), int(c)) for t, s, c in (await self.session.execute(query)).all()]
+
+
+# ----------------------------------------------------------------------------- statistics
+
+# Statuses in which a job can still miss its deadline (not yet completed or cancelled).
+OPEN_STATUSES = (
+    JobStatus.PENDING.value,
+    JobStatus.QUEUED.value,
+    JobStatus.IN_PROGRESS.value,
+    JobStatus.TRIAGE.value,
+    JobStatus.UNROUTABLE.value,
+)
+
+
+@dataclass(frozen=True)
+class TeamQueueRow:
+    team_id: str
+    queued: int
+    in_progress: int
+    # When the longest-waiting queued job was assigned to this team (None: nothing queued).
+    oldest_queued_since: datetime | None
+
+
+@dataclass(frozen=True)
+class SlaCounts:
+    completed_late: int
+    completed_on_time: int
+    open_overdue: int
+
+
+@dataclass(frozen=True)
+class EventCounts:
+    total: int
+    in_window: int
+
+
+class StatsRepository:
+    """Aggregate queries behind ``GET /internal/v1/stats``.
+
+    Every figure is a grouped count, sum or min computed by the database; the only rows brought
+    into Python are a bounded sample of recent claims for the wait-time percentiles. Datetime
+    arithmetic differs between SQLite (text) and PostgreSQL, so the queries only compare
+    datetimes (which both backends do correctly on the UTC values ``UTCDateTime`` stores) and
+    leave subtraction to Python.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def team_queues(self) -> dict[str, TeamQueueRow]:
+        """Queued and in-progress counts per team, with the oldest queued job's assignment time."""
+        query = (
+            select(Job.team_id, Job.status, func.count(), func.min(Job.assigned_at))
+            .where(Job.status.in_(ACTIVE_STATUSES), Job.team_id.is_not(None))
+            .group_by(Job.team_id, Job.status)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        oldest: dict[str, datetime | None] = {}
+        for team_id, status, count, since in (await self.session.execute(query)).all():
+            counts.setdefault(str(team_id), {})[str(status)] = int(count)
+            if status == JobStatus.QUEUED.value:
+                oldest[str(team_id)] = since
+        return {
+            team_id: TeamQueueRow(
+                team_id=team_id,
+                queued=by_status.get(JobStatus.QUEUED.value, 0),
+                in_progress=by_status.get(JobStatus.IN_PROGRESS.value, 0),
+                oldest_queued_since=oldest.get(team_id),
+            )
+            for team_id, by_status in counts.items()
+        }
+
+    async def queued_by_tier_and_domain(self) -> list[tuple[str, str, int]]:
+        """(tier, domain, count) of the jobs waiting in a team's queue."""
+        query = (
+            select(Job.tier, Job.domain, func.count())
+            .where(Job.status == JobStatus.QUEUED.value)
+            .group_by(Job.tier, Job.domain)
+        )
+        return [
+            (str(tier), str(domain), int(count))
+            for tier, domain, count in (await self.session.execute(query)).all()
+        ]
+
+    async def claim_count(self, *, since: datetime, until: datetime) -> int:
+        """Claims made in ``[since, until]`` (each one ended a wait in a queue)."""
+        query = select(func.count()).where(
+            JobEvent.type == "claimed", JobEvent.at >= since, JobEvent.at <= until
+        )
+        return int((await self.session.execute(query)).scalar_one())
+
+    async def recent_waits(
+        self, *, since: datetime, until: datetime, limit: int
+    ) -> list[tuple[datetime, datetime]]:
+        """(queued at, claimed at) of the latest ``limit`` claims in ``[since, until]``.
+
+        A claim's wait starts at the job's latest earlier event that brought it into the queue
+        from another status (routed, released, requeued after a lease expiry, routed from
+        triage), found through the unique ``(job_id, seq)`` index: a job requeued and claimed
+        again counts each wait separately. Moves from queue to queue (a reject of a queued job,
+        an escalation, an operator's reassignment) do not restart the wait: the job was waiting
+        all along.
+        """
+        claim = aliased(JobEvent)
+        entered = aliased(JobEvent)
+        earlier = aliased(JobEvent)
+        last_queued_seq = (
+            select(func.max(earlier.seq))
+            .where(
+                earlier.job_id == claim.job_id,
+                earlier.seq < claim.seq,
+                earlier.to_status == JobStatus.QUEUED.value,
+                or_(
+                    earlier.from_status.is_(None),
+                    earlier.from_status != JobStatus.QUEUED.value,
+                ),
+            )
+            .correlate(claim)
+            .scalar_subquery()
+        )
+        query = (
+            select(entered.at, claim.at)
+            .select_from(claim)
+            .join(entered, and_(entered.job_id == claim.job_id, entered.seq == last_queued_seq))
+            .where(claim.type == "claimed", claim.at >= since, claim.at <= until)
+            .order_by(claim.at.desc(), claim.id.desc())
+            .limit(limit)
+        )
+        return [(queued, claimed) for queued, claimed in (await self.session.execute(query)).all()]
+
+    async def event_counts(self, event_type: str, *, since: datetime) -> EventCounts:
+        """How many events of ``event_type`` exist, and how many happened since ``since``."""
+        query = select(
+            func.count(), func.coalesce(func.sum(case((JobEvent.at >= since, 1), else_=0)), 0)
+        ).where(JobEvent.type == event_type)
+        total, in_window = (await self.session.execute(query)).one()
+        return EventCounts(total=int(total), in_window=int(in_window))
+
+    async def sla_counts(self, *, now: datetime) -> SlaCounts:
+        """Jobs with a deadline: completed after it, completed by it, and open past it."""
+        completed = Job.status == JobStatus.COMPLETED.value
+        late = and_(completed, Job.completed_at > Job.due_at)
+        on_time = and_(completed, Job.completed_at <= Job.due_at)
+        overdue = and_(Job.status.in_(OPEN_STATUSES), Job.due_at < now)
+        query = select(
+            *(
+                func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+                for condition in (late, on_time, overdue)
+            )
+        ).where(Job.due_at.is_not(None))
+        late_count, on_time_count, overdue_count = (await self.session.execute(query)).one()
+        return SlaCounts(
+            completed_late=int(late_count),
+            completed_on_time=int(on_time_count),
+            open_overdue=int(overdue_count),
+        )

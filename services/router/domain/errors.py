@@ -66,3 +66,9 @@ class MemberKeyConflict(Conflict):
     """A member already registered a different public key."""
 
     problem = "member-key-conflict"
+
+
+class FeedbackExists(Conflict):
+    """The job has been rated already: one feedback per job."""
+
+    problem = "feedback-exists"

@@ -10,7 +10,8 @@ team's skills); ``country_not_allowed`` (policy ``allowed_countries`` set and th
 not in it); ``missing_certifications`` (the team lacks one of the policy's
 ``required_certifications``); ``at_capacity`` (the team's load, its ``queued`` plus
 ``in_progress`` jobs, has reached its ``capacity``); ``rejected`` (the team already rejected this
-job).
+job); ``passed_through`` (the job already sat in this team's queue past its escalation timeout:
+escalation never sends it back to a team it has left).
 
 Score
 -----
@@ -177,6 +178,8 @@ class RoutingRequest:
     now: datetime
     due_at: datetime | None = None
     rejected_by: frozenset[str] = frozenset()
+    # Teams the job was escalated away from (left unclaimed past the escalation timeout).
+    passed_through: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,10 @@ def exclusion_reasons(team: TeamProfile, request: RoutingRequest) -> list[tuple[
         failures.append(("at_capacity", f"at capacity ({team.load}/{team.capacity})"))
     if team.id in request.rejected_by:
         failures.append(("rejected", "team already rejected this job"))
+    if team.id in request.passed_through:
+        failures.append(
+            ("passed_through", "the job already passed through this team (escalated unclaimed)")
+        )
     return failures
 
 

@@ -10,8 +10,11 @@ from services.vault.api.schemas import (
     RecordCreateByGrant,
     RecordCreated,
     RecordData,
+    RecordDiscard,
     RecordOpen,
+    RecordsDiscarded,
 )
+from shared.failpoints import failpoint
 
 router = APIRouter(prefix="/internal/v1/records", tags=["records"])
 
@@ -26,6 +29,7 @@ async def create_record(body: RecordCreate, vault: VaultServiceDep) -> RecordCre
         data=body.data,
         subject=f"tenant:{body.tenant_id}",
     )
+    failpoint("vault.seal.before_commit")  # sealed and audited, not yet committed
     return RecordCreated(ref=result.ref, key_version=result.key_version)
 
 
@@ -42,3 +46,10 @@ async def create_record_by_grant(
 async def open_record(body: RecordOpen, vault: VaultServiceDep) -> RecordData:
     """Decrypt the record a router-signed open grant names (audited, refusals too)."""
     return RecordData(data=await vault.open(token=body.grant))
+
+
+@router.post("/discard")
+async def discard_records(body: RecordDiscard, vault: VaultServiceDep) -> RecordsDiscarded:
+    """Delete the job data a submission that never reached the router left (audited)."""
+    count = await vault.discard_unrouted(tenant_id=str(body.tenant_id), job_id=str(body.job_id))
+    return RecordsDiscarded(discarded=count)

@@ -39,6 +39,17 @@ class RecordCreate(_Strict):
     data: SealableData
 
 
+class RecordDiscard(_Strict):
+    """Discard a never-routed job's data (the gateway's rollback of a failed submission)."""
+
+    tenant_id: uuid.UUID
+    job_id: uuid.UUID
+
+
+class RecordsDiscarded(BaseModel):
+    discarded: int
+
+
 class RecordCreateByGrant(_Strict):
     """Seal a job's confidential result under a router-signed seal grant."""
 

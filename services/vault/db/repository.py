@@ -8,10 +8,10 @@ Concurrency, on both backends, without in-process locks:
   409, so two seals of the same (tenant, job, purpose) cannot both succeed.
 * Audit appends are serialized across processes. On PostgreSQL the transaction takes
   ``pg_advisory_xact_lock(AUDIT_LOCK_KEY)`` (under a ``lock_timeout``) before reading the chain
-  head. On SQLite the first statement of the append is a write (an upsert of the head row),
-  which takes the database's single write lock, and only then is the head read; the lock is
-  held until commit, so no other writer can append in between. (pysqlite opens the transaction
-  at the first write, so reads before it do not pin an older snapshot.)
+  head. On SQLite the head is read by a write (a no-op ``UPDATE ... RETURNING`` of the head
+  row), which takes the database's single write lock; the lock is held until commit, so no
+  other writer can append in between. (pysqlite opens the transaction at the first write, so
+  reads before it do not pin an older snapshot.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, text, update
+from sqlalchemy import Row, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -124,13 +124,13 @@ class VaultRepository:
     async def record(self, ref: str) -> Record | None:
         return await self.session.get(Record, ref)
 
-    async def record_exists(self, *, tenant_id: str, job_id: str, purpose: str) -> bool:
+    async def record_for(self, *, tenant_id: str, job_id: str, purpose: str) -> Record | None:
         result = await self.session.execute(
-            select(Record.id).where(
+            select(Record).where(
                 Record.tenant_id == tenant_id, Record.job_id == job_id, Record.purpose == purpose
             )
         )
-        return result.first() is not None
+        return result.scalar_one_or_none()
 
     # -- client-side sealing: tenant key pairs and sealed envelopes ----------------------------
 
@@ -192,18 +192,40 @@ class VaultRepository:
         result = await self.session.execute(statement)
         return bool(getattr(result, "rowcount", 0) == 1)
 
-    async def sealed_exists(
+    async def existing_sealed(
         self, *, tenant_id: str, job_id: str, job_ref: str, purpose: str
-    ) -> bool:
-        """Whether the job, or the client's job reference, already has a sealed envelope."""
+    ) -> SealedRecord | None:
+        """The envelope the job, or the client's job reference, already has (if any)."""
         result = await self.session.execute(
-            select(SealedRecord.id).where(
+            select(SealedRecord)
+            .where(
                 SealedRecord.tenant_id == tenant_id,
                 SealedRecord.purpose == purpose,
                 (SealedRecord.job_id == job_id) | (SealedRecord.job_ref == job_ref),
             )
+            .limit(1)
         )
-        return result.first() is not None
+        return result.scalar_one_or_none()
+
+    async def discard_job_data(
+        self, *, tenant_id: str, job_id: str, purpose: str, created_after: datetime
+    ) -> list[str]:
+        """Delete a job's recent records of ``purpose`` (either kind); their ids."""
+        refs: list[str] = []
+        for model in (Record, SealedRecord):
+            result = await self.session.execute(
+                delete(model)
+                .where(
+                    model.tenant_id == tenant_id,
+                    model.job_id == job_id,
+                    model.purpose == purpose,
+                    model.created_at >= created_after,
+                )
+                .returning(model.id)
+                .execution_options(synchronize_session=False)
+            )
+            refs.extend(str(ref) for ref in result.scalars())
+        return refs
 
     # -- rotation, rewrap, shredding -------------------------------------------------------
 
@@ -359,19 +381,42 @@ class AuditRepository:
             return postgresql.insert(table)
         return sqlite.insert(table)
 
-    async def lock_chain(self, *, timeout_seconds: float) -> None:
-        """Take the append lock (see the module docstring) and make sure the head row exists."""
+    async def lock_and_read_head(self, *, timeout_seconds: float) -> tuple[ChainHead, int] | None:
+        """Take the append lock (see the module docstring); the head and the last record's seq
+        (None only if the head row vanishes again as soon as it is made).
+
+        One statement in the common case: a no-op ``UPDATE`` of the head row that returns it
+        and ``max(seq)`` of the records. The update is the write that takes SQLite's lock, and
+        on PostgreSQL a row lock under the advisory one. The head row is created on first use.
+        """
         if self._dialect() == "postgresql":
             # lock_timeout bounds the wait: a stuck appender makes others fail fast (503).
             milliseconds = max(1, int(timeout_seconds * 1000))
             await self.session.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
             await self.session.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
-        # On SQLite this write is what takes the lock; on both it creates the head on first use.
-        await self.session.execute(
-            self._insert(AuditChainHead)
-            .values(id=HEAD_ID, seq=0, hash=GENESIS_HASH, mac="")
-            .on_conflict_do_nothing()
+        claimed = await self._claim_head()
+        if claimed is None:
+            await self.session.execute(
+                self._insert(AuditChainHead)
+                .values(id=HEAD_ID, seq=0, hash=GENESIS_HASH, mac="")
+                .on_conflict_do_nothing()
+            )
+            claimed = await self._claim_head()
+        return claimed
+
+    async def _claim_head(self) -> tuple[ChainHead, int] | None:
+        last_seq = select(func.max(AuditRecord.seq)).scalar_subquery()
+        result = await self.session.execute(
+            update(AuditChainHead)
+            .where(AuditChainHead.id == HEAD_ID)
+            .values(seq=AuditChainHead.seq)
+            .returning(AuditChainHead.seq, AuditChainHead.hash, AuditChainHead.mac, last_seq)
+            .execution_options(synchronize_session=False)
         )
+        row = result.first()
+        if row is None:
+            return None
+        return ChainHead(seq=row[0], hash=row[1], mac=row[2]), int(row[3] or 0)
 
     async def vault_holds_data(self) -> bool:
         """Whether any key or sealed record exists: each was audited when it was made."""
@@ -385,10 +430,6 @@ class AuditRepository:
         if row is None:
             return None
         return ChainHead(seq=row.seq, hash=row.hash, mac=row.mac)
-
-    async def last_seq(self) -> int:
-        result = await self.session.execute(select(func.max(AuditRecord.seq)))
-        return int(result.scalar_one() or 0)
 
     async def append(self, chained: ChainedEntry, *, head_mac: str) -> None:
         entry = chained.entry

@@ -1,0 +1,126 @@
+"""Console sign-in with an API key, sign-out, and the landing page of each role."""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+
+from services.gateway.api.deps import SessionDep, authenticate
+from services.gateway.clients.rate_limiter import RateLimiter, parse_limit
+from services.gateway.console import sessions
+from services.gateway.console.web import (
+    UserDep,
+    check_origin,
+    console_router,
+    read_form,
+    render,
+    see_other,
+)
+from services.gateway.db.repository import ConsoleSessionRepository
+from services.gateway.domain.api_keys import Role
+from shared.db import utcnow
+
+router = console_router()
+
+# An API key is at most a few hundred characters; anything longer is not worth an HMAC.
+MAX_KEY_CHARS = 600
+
+
+@router.get("")
+async def console_home(user: UserDep) -> Response:
+    """Each role's start page."""
+    return see_other("/console/floor" if user.is_operator else "/console/queue")
+
+
+@router.get("/sign-in")
+async def sign_in_page(request: Request) -> Response:
+    """The sign-in form."""
+    return render(request, "sign_in.html", {"user": None})
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, session: SessionDep) -> Response:
+    """Exchange an API key for a console session cookie."""
+    check_origin(request)
+    # Every attempt counts against the address's budget of failed authentications, the same
+    # limiter and limit as the API's (checked before the key, so guessing gains nothing).
+    limiter: RateLimiter = request.app.state.rate_limiter
+    address = request.client.host if request.client else "unknown"
+    decision = await limiter.hit(
+        parse_limit(request.app.state.settings.failed_auth_rate_limit), "auth-failed", address
+    )
+    if not decision.allowed:
+        refused = render(
+            request,
+            "sign_in.html",
+            {"user": None, "error": "Too many sign-in attempts. Wait a minute and try again."},
+            status_code=429,
+        )
+        refused.headers["Retry-After"] = str(max(1, decision.reset_after))
+        return refused
+    form = await read_form(request)
+    key = form.get("api_key", "").strip()
+    principal = None
+    if key and len(key) <= MAX_KEY_CHARS:
+        principal = await authenticate(session, key, pepper=request.app.state.pepper)
+    if principal is None:
+        return render(
+            request,
+            "sign_in.html",
+            {"user": None, "error": "That API key is not valid."},
+            status_code=401,
+        )
+    if principal.role is Role.CLIENT:
+        return render(
+            request,
+            "sign_in.html",
+            {
+                "user": None,
+                "error": "Client keys have no console: client systems use the REST API.",
+            },
+            status_code=403,
+        )
+    settings = request.app.state.settings
+    now = utcnow()
+    token = sessions.new_token()
+    repository = ConsoleSessionRepository(session)
+    await repository.purge_expired(now=now)
+    await repository.create(
+        token_digest=sessions.token_digest(token),
+        api_key_id=principal.key_id,
+        now=now,
+        expires_at=sessions.expires_at(
+            now=now,
+            created_at=now,
+            idle_seconds=settings.console_session_idle_seconds,
+            max_seconds=settings.console_session_max_seconds,
+        ),
+    )
+    response = see_other("/console")
+    # A browser-session cookie (no Max-Age): closing the browser on a shared machine signs out;
+    # the server ends the session on its own schedule either way.
+    response.set_cookie(
+        sessions.COOKIE_NAME,
+        token,
+        path=sessions.COOKIE_PATH,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, session: SessionDep) -> Response:
+    """End the session: the row is deleted, so any copy of the cookie is dead too."""
+    check_origin(request)
+    form = await read_form(request)
+    token = request.cookies.get(sessions.COOKIE_NAME)
+    if (
+        token
+        and sessions.plausible_token(token)
+        and sessions.csrf_valid(token, form.get("csrf_token"))
+    ):
+        await ConsoleSessionRepository(session).delete(sessions.token_digest(token))
+    response = see_other("/console/sign-in")
+    response.delete_cookie(sessions.COOKIE_NAME, path=sessions.COOKIE_PATH)
+    return response

@@ -1,0 +1,227 @@
+"""The submission outbox: no acknowledged job is lost, no half-made submission stays behind.
+
+A submit touches two other services (the vault seals, the router stores and routes), and any
+process may die between the steps. The gateway keeps a row per submission in flight
+(models.JobSubmission) so that whoever comes next can finish or undo the work:
+
+1. **Before sealing** (only jobs with confidential data), the row is written as ``sealing`` and
+   committed, so a crash after the vault's seal leaves a trace.
+2. The vault seals (idempotent per job id: a retry gets the same reference back).
+3. The router stores and routes the job (idempotent per job id). On success the row is deleted
+   in the request's transaction, which commits before the 202 leaves.
+4. If the router cannot be reached (or fails), the row becomes ``pending`` in the request's
+   transaction and the client gets 202 with status ``pending``: the job is durable in the
+   gateway and :class:`SubmissionSweeper` forwards it until the router takes it.
+
+The sweeper also finds ``sealing`` rows older than ``submission_grace_seconds``: their request
+died between steps 1 and 3 and the client never got a 2xx. If the router has the job after all
+(the crash came after step 3), the row is just deleted; otherwise the vault discards the job's
+sealed data (audited) and the row goes, so no confidential data is orphaned. A client that
+retries with its Idempotency-Key reuses the job id, so nothing is duplicated either way.
+
+Several gateway replicas may sweep at once: a row is claimed with a conditional update of its
+``next_attempt_at`` before it is worked on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.gateway.api.job_events import enqueue_job_event
+from services.gateway.clients.router import RouterClient
+from services.gateway.clients.vault import VaultClient
+from services.gateway.db.models import JobSubmission
+from services.gateway.db.repository import SubmissionRepository
+from services.gateway.domain.views import client_view
+from shared.db import utcnow
+from shared.errors import ServiceUnavailable
+from shared.http import UpstreamError
+
+logger = logging.getLogger("taskroute.gateway.submissions")
+
+SEALING = "sealing"
+PENDING = "pending"
+# Retries of a pending job back off from the poll interval to this, so a long router outage
+# costs one call per job every few minutes.
+MAX_BACKOFF = timedelta(minutes=5)
+BATCH = 100
+
+
+async def begin_sealing(
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    job_id: str,
+    tenant_id: str,
+    submission: dict[str, Any],
+    grace: timedelta,
+) -> None:
+    """Step 1: the durable trace of a submission about to seal data (its own transaction)."""
+    now = utcnow()
+    async with maker() as session:
+        await SubmissionRepository(session).put(
+            job_id=job_id,
+            tenant_id=tenant_id,
+            state=SEALING,
+            submission=submission,
+            now=now,
+            next_attempt_at=now + grace,
+        )
+        await session.commit()
+
+
+async def park_pending(
+    session: AsyncSession, *, job_id: str, tenant_id: str, submission: dict[str, Any]
+) -> datetime:
+    """Step 4: keep a job the router could not take; due for forwarding at once."""
+    now = utcnow()
+    await SubmissionRepository(session).put(
+        job_id=job_id,
+        tenant_id=tenant_id,
+        state=PENDING,
+        submission=submission,
+        now=now,
+        next_attempt_at=now,
+    )
+    return now
+
+
+def pending_view(submission: dict[str, Any], *, created_at: datetime) -> dict[str, Any]:
+    """The job as its client sees it while the gateway holds it for the router."""
+    return {
+        "id": submission["id"],
+        "status": PENDING,
+        "title": submission["title"],
+        "description": submission["description"],
+        "service": submission.get("service"),
+        "priority": submission["priority"],
+        "due_at": submission.get("due_at"),
+        "metadata": submission.get("metadata") or {},
+        "policy": submission.get("policy"),
+        "has_confidential": submission.get("confidential_ref") is not None,
+        "classification": None,
+        "assignment": None,
+        "callback_url": submission.get("callback_url"),
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+
+
+async def pending_job(
+    session: AsyncSession, job_id: str, *, tenant_id: str
+) -> dict[str, Any] | None:
+    """The tenant's job still pending in the gateway, as its client sees it (else None)."""
+    row = await SubmissionRepository(session).get_for_tenant(job_id, tenant_id=tenant_id)
+    if row is None or row.state != PENDING:
+        return None
+    return pending_view(row.submission, created_at=row.created_at)
+
+
+class SubmissionSweeper:
+    """Forwards pending jobs to the router and rolls back submissions that died mid-way."""
+
+    def __init__(
+        self,
+        *,
+        maker: async_sessionmaker[AsyncSession],
+        router: RouterClient,
+        vault: VaultClient,
+        poll_seconds: float,
+        grace: timedelta,
+    ) -> None:
+        self.maker = maker
+        self.router = router
+        self.vault = vault
+        self.poll_seconds = poll_seconds
+        self.grace = grace
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_once(utcnow())
+            except Exception as exc:  # noqa: BLE001 - a bad pass must not stop the next one
+                logger.error("submission sweep failed", extra={"error_type": type(exc).__name__})
+            await asyncio.sleep(self.poll_seconds)
+
+    async def sweep_once(self, now: datetime) -> int:
+        """One pass over the due rows; how many were settled (forwarded or rolled back)."""
+        async with self.maker() as session:
+            due = await SubmissionRepository(session).due(now=now, limit=BATCH)
+        settled = 0
+        for row in due:
+            if await self._claim(row, now):
+                settled += await self._settle(row)
+        return settled
+
+    async def _claim(self, row: JobSubmission, now: datetime) -> bool:
+        backoff = min(
+            MAX_BACKOFF, timedelta(seconds=self.poll_seconds * 2 ** min(row.attempts, 16))
+        )
+        until = now + max(backoff, self.grace if row.state == SEALING else backoff)
+        async with self.maker() as session:
+            taken = await SubmissionRepository(session).claim(row, now=now, until=until)
+            await session.commit()
+        return taken
+
+    async def _settle(self, row: JobSubmission) -> int:
+        try:
+            if row.state == PENDING:
+                await self._forward(row)
+            else:
+                await self._roll_back(row)
+        except (ServiceUnavailable, UpstreamError) as exc:
+            # Kept for the next pass (the claim already moved next_attempt_at forward).
+            error = type(exc).__name__ + (
+                f" {exc.status}" if isinstance(exc, UpstreamError) else ""
+            )
+            async with self.maker() as session:
+                await SubmissionRepository(session).note_failure(
+                    row.id, error=error, retry_at=await self._retry_at(session, row)
+                )
+                await session.commit()
+            return 0
+        async with self.maker() as session:
+            await SubmissionRepository(session).delete(row.id)
+            await session.commit()
+        return 1
+
+    async def _retry_at(self, session: AsyncSession, row: JobSubmission) -> datetime:
+        fresh = await SubmissionRepository(session).get_for_tenant(row.id, tenant_id=row.tenant_id)
+        return fresh.next_attempt_at if fresh is not None else utcnow()
+
+    async def _forward(self, row: JobSubmission) -> None:
+        job = await self.router.submit_job(row.submission)
+        logger.info("pending job forwarded", extra={"job_id": row.id, "status": job.get("status")})
+        try:
+            await enqueue_job_event(self.maker, tenant_id=row.tenant_id, job=client_view(job))
+        except Exception as exc:  # noqa: BLE001 - the job is routed; a lost event is logged
+            logger.error("job event not queued", extra={"error_type": type(exc).__name__})
+
+    async def _roll_back(self, row: JobSubmission) -> None:
+        try:
+            await self.router.get_job(row.id, tenant_id=row.tenant_id)
+            return  # the router has it: the submission got through before its process died
+        except UpstreamError as exc:
+            if exc.status != 404:
+                raise
+        discarded = await self.vault.discard_unrouted(tenant_id=row.tenant_id, job_id=row.id)
+        logger.warning(
+            "dead submission rolled back",
+            extra={"job_id": row.id, "tenant_id": row.tenant_id, "discarded": discarded},
+        )
+
+
+def create_sweeper(app: FastAPI) -> SubmissionSweeper:
+    settings = app.state.settings
+    return SubmissionSweeper(
+        maker=app.state.sessionmaker,
+        router=RouterClient(app.state.router_http),
+        vault=VaultClient(app.state.vault_http),
+        poll_seconds=settings.submission_poll_seconds,
+        grace=timedelta(seconds=settings.submission_grace_seconds),
+    )

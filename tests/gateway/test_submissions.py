@@ -1,0 +1,179 @@
+"""The submission outbox: jobs accepted while the router is away, dead submissions undone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from services.gateway.app import create_app
+from services.gateway.clients.router import RouterClient
+from services.gateway.clients.vault import VaultClient
+from services.gateway.submissions import begin_sealing, create_sweeper
+from services.router.app import create_app as create_router_app
+from services.router.settings import RouterSettings
+from services.vault.app import create_app as create_vault_app
+from services.vault.settings import VaultSettings
+from shared.db import utcnow
+from tests.conftest import running
+from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
+from tests.gateway.test_api import BOOKKEEPING_JOB, BOOKKEEPING_TEAM, CANARY, bearer
+
+
+class RouterLink(httpx.AsyncBaseTransport):
+    """The gateway's line to the real router app, which a test can cut and restore."""
+
+    def __init__(self, app: Any) -> None:
+        self.up = True
+        self._router = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.up:
+            raise httpx.ConnectError("router unreachable", request=request)
+        return await self._router.handle_async_request(request)
+
+
+@pytest.fixture
+async def outage(databases, keys_dir, tmp_path) -> AsyncIterator[tuple[Platform, RouterLink]]:
+    router_app = create_router_app(
+        RouterSettings(
+            database_url=databases["router"], data_dir=tmp_path, service_keys_dir=keys_dir
+        )
+    )
+    vault_app = create_vault_app(
+        VaultSettings(database_url=databases["vault"], data_dir=tmp_path, service_keys_dir=keys_dir)
+    )
+    async with running(router_app), running(vault_app):
+        link = RouterLink(router_app)
+        transports = {"router": link, "vault": httpx.ASGITransport(app=vault_app)}
+        settings = gateway_settings(databases, keys_dir, tmp_path)
+        # The sweeper is driven by the test (sweep_once), not by its background loop.
+        settings.submission_poll_seconds = 3600
+        app = create_app(settings, transports=transports)
+        async with running(app) as client:
+            yield Platform(app, client, databases, bearer(OPERATOR_KEY)), link
+
+
+async def scalar(url: str, sql: str, **params: Any) -> Any:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return (await connection.execute(text(sql), params)).scalar()
+    finally:
+        await engine.dispose()
+
+
+async def client_key(platform: Platform) -> tuple[str, str]:
+    created = await platform.client.post(
+        "/v1/admin/tenants", json={"name": "Acme"}, headers=platform.operator
+    )
+    team = await platform.client.post(
+        "/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=platform.operator
+    )
+    assert team.status_code == 201, team.text
+    return created.json()["id"], created.json()["api_key"]
+
+
+async def test_a_job_accepted_while_the_router_is_away_is_pending_then_routed(outage):
+    platform, link = outage
+    tenant_id, key = await client_key(platform)
+    link.up = False
+    accepted = await platform.client.post(
+        "/v1/jobs", json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}}, headers=bearer(key)
+    )
+    assert accepted.status_code == 202, accepted.text
+    job = accepted.json()
+    assert job["status"] == "pending"
+    assert job["has_confidential"] is True
+    assert job["classification"] is None
+    assert job["assignment"] is None
+    seen = await platform.client.get(f"/v1/jobs/{job['id']}", headers=bearer(key))
+    assert seen.status_code == 200
+    assert seen.json()["status"] == "pending"
+    # Kept by the gateway without the confidential value: only the vault's reference.
+    stored = await scalar(platform.databases["gateway"], "SELECT submission FROM job_submissions")
+    assert CANARY not in str(stored)
+    # Another tenant learns nothing: the same 503 as for any id while the router is away.
+    _, other = await client_key_other(platform)
+    hidden = await platform.client.get(f"/v1/jobs/{job['id']}", headers=bearer(other))
+    assert hidden.status_code == 503
+
+    sweeper = create_sweeper(platform.app)
+    assert await sweeper.sweep_once(utcnow()) == 0  # still away: kept, retried later
+    assert await scalar(platform.databases["gateway"], "SELECT count(*) FROM job_submissions") == 1
+    link.up = True
+    assert await sweeper.sweep_once(utcnow() + timedelta(minutes=10)) == 1
+    routed = await platform.client.get(f"/v1/jobs/{job['id']}", headers=bearer(key))
+    assert routed.json()["status"] == "queued"
+    assert routed.json()["assignment"]["team_name"] == BOOKKEEPING_TEAM["name"]
+    assert await scalar(platform.databases["gateway"], "SELECT count(*) FROM job_submissions") == 0
+    jobs = await scalar(
+        platform.databases["router"], "SELECT count(*) FROM jobs WHERE tenant_id = :t", t=tenant_id
+    )
+    assert jobs == 1
+    hidden = await platform.client.get(f"/v1/jobs/{job['id']}", headers=bearer(other))
+    assert hidden.status_code == 404
+
+
+async def client_key_other(platform: Platform) -> tuple[str, str]:
+    created = await platform.client.post(
+        "/v1/admin/tenants", json={"name": "Other"}, headers=platform.operator
+    )
+    return created.json()["id"], created.json()["api_key"]
+
+
+@pytest.mark.parametrize("reached_router", [False, True])
+async def test_a_submission_that_died_after_sealing_is_settled(outage, reached_router):
+    platform, _link = outage
+    tenant_id, key = await client_key(platform)
+    job_id = "6a2d4a8e-35f1-4a43-a3bb-0b4b3f0e6c11"
+    submission: dict[str, Any] = {
+        "id": job_id,
+        "tenant_id": tenant_id,
+        "title": BOOKKEEPING_JOB["title"],
+        "description": BOOKKEEPING_JOB["description"],
+        "service": "bookkeeping",
+        "priority": "normal",
+        "due_at": None,
+        "policy": {"allowed_countries": None, "required_certifications": [], "require_e2e": False},
+        "metadata": {},
+        "confidential_ref": None,
+        "callback_url": None,
+    }
+    grace = timedelta(seconds=60)
+    # What a gateway did before dying: the outbox row, then the seal (then maybe the router).
+    await begin_sealing(
+        platform.app.state.sessionmaker,
+        job_id=job_id,
+        tenant_id=tenant_id,
+        submission=submission,
+        grace=grace,
+    )
+    sealed = await VaultClient(platform.app.state.vault_http).seal(
+        tenant_id=tenant_id, job_id=job_id, purpose="job", data={"ssn": CANARY}
+    )
+    if reached_router:
+        await RouterClient(platform.app.state.router_http).submit_job(
+            {**submission, "confidential_ref": sealed.ref}
+        )
+    sweeper = create_sweeper(platform.app)
+    assert await sweeper.sweep_once(utcnow()) == 0  # within the grace: it may still be running
+    assert await sweeper.sweep_once(utcnow() + grace + timedelta(seconds=1)) == 1
+    assert await scalar(platform.databases["gateway"], "SELECT count(*) FROM job_submissions") == 0
+    records = await scalar(platform.databases["vault"], "SELECT count(*) FROM records")
+    discards = await scalar(
+        platform.databases["vault"], "SELECT count(*) FROM audit_records WHERE action = 'discard'"
+    )
+    jobs = await platform.client.get("/v1/jobs", headers=bearer(key))
+    if reached_router:  # the job exists: its data stays
+        assert (records, discards) == (1, 0)
+        assert [job["id"] for job in jobs.json()["data"]] == [job_id]
+    else:  # never acknowledged: rolled back, audited
+        assert (records, discards) == (0, 1)
+        assert jobs.json()["data"] == []
