@@ -348,6 +348,8 @@ def run_demo(*, gateway_url: str, operator_key: str) -> int:
     console.print(
         f"\nA member key for [bold]{first_team}[/bold] (shown once):\n  {member_keys[first_team]}\n"
         f"List that team's queue: curl -H 'Authorization: Bearer <member key>' "
-        f"{gateway_url}/v1/team/jobs"
+        f"{gateway_url}/v1/team/jobs\n"
+        f"Or sign in with it at {gateway_url}/console to work a job; the operator key shows "
+        f"the floor there."
     )
     return 0

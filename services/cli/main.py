@@ -144,6 +144,7 @@ def up(
         f"\nTaskroute is running.\n"
         f"  gateway   {gateway_url}\n"
         f"  API docs  {gateway_url}/docs\n"
+        f"  console   {gateway_url}/console (sign in with an operator or member key)\n"
         f"  router    {_service_url(all_settings['router'])} (internal)\n"
         f"  vault     {_service_url(all_settings['vault'])} (internal)\n"
         f"  data      {folder}\n"
