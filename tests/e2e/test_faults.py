@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from tests.conftest import POSTGRES_ADMIN_URL
 from tests.e2e.conftest import Platform, launch_platform
 
 SUBMISSION_GRACE_SECONDS = 3
@@ -262,3 +263,23 @@ def test_vault_down_refuses_confidential_jobs_and_accepts_the_rest(faulty: Platf
         eventually(lambda: outbox_rows(faulty, tenant_id) == 0, what="the refused submission swept")
         assert vault_records(faulty, tenant_id) == 0
         assert [j["id"] for j in tenant_jobs(client)] == [plain.json()["id"]]
+
+
+@pytest.mark.postgres_only  # SQLite has no connections to drop
+def test_dropped_database_connections_heal_without_a_restart(faulty: Platform) -> None:
+    with setup_tenant(faulty) as (client, _member, _tenant_id):
+        before = client.post("/v1/jobs", json=job_body("CANARY-" + secrets.token_hex(6)))
+        assert before.status_code == 202, before.text
+        # What a PostgreSQL restart or a failover does to every pooled connection.
+        databases = [url.rsplit("/", 1)[1] for url in faulty.database_urls.values()]
+        dropped = scalar(
+            POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1),
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = ANY(:names) AND pid <> pg_backend_pid()",
+            names=databases,
+        )
+        assert dropped > 0
+        after = client.post("/v1/jobs", json=job_body("CANARY-" + secrets.token_hex(6)))
+        assert after.status_code == 202, after.text
+        assert after.json()["status"] == "queued"
+        assert {before.json()["id"], after.json()["id"]} <= {j["id"] for j in tenant_jobs(client)}
