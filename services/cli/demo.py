@@ -350,6 +350,8 @@ def run_demo(*, gateway_url: str, operator_key: str) -> int:
         f"List that team's queue: curl -H 'Authorization: Bearer <member key>' "
         f"{gateway_url}/v1/team/jobs\n"
         f"Or sign in with it at {gateway_url}/console to work a job; the operator key shows "
-        f"the floor there."
+        f"the floor there.",
+        # Never break the key across lines: a copied key must work as pasted.
+        soft_wrap=True,
     )
     return 0
