@@ -159,12 +159,15 @@ class SubmissionSweeper:
         return settled
 
     async def _claim(self, row: JobSubmission, now: datetime) -> bool:
+        """Take the row and move its next attempt past this one: a failure below then only
+        has to note why (the claim already scheduled the retry)."""
         backoff = min(
             MAX_BACKOFF, timedelta(seconds=self.poll_seconds * 2 ** min(row.attempts, 16))
         )
-        until = now + max(backoff, self.grace if row.state == SEALING else backoff)
+        if row.state == SEALING:
+            backoff = max(backoff, self.grace)
         async with self.maker() as session:
-            taken = await SubmissionRepository(session).claim(row, now=now, until=until)
+            taken = await SubmissionRepository(session).claim(row, now=now, until=now + backoff)
             await session.commit()
         return taken
 
@@ -175,24 +178,18 @@ class SubmissionSweeper:
             else:
                 await self._roll_back(row)
         except (ServiceUnavailable, UpstreamError) as exc:
-            # Kept for the next pass (the claim already moved next_attempt_at forward).
+            # Kept for the next pass, which the claim already scheduled.
             error = type(exc).__name__ + (
                 f" {exc.status}" if isinstance(exc, UpstreamError) else ""
             )
             async with self.maker() as session:
-                await SubmissionRepository(session).note_failure(
-                    row.id, error=error, retry_at=await self._retry_at(session, row)
-                )
+                await SubmissionRepository(session).note_failure(row.id, error=error)
                 await session.commit()
             return 0
         async with self.maker() as session:
             await SubmissionRepository(session).delete(row.id)
             await session.commit()
         return 1
-
-    async def _retry_at(self, session: AsyncSession, row: JobSubmission) -> datetime:
-        fresh = await SubmissionRepository(session).get_for_tenant(row.id, tenant_id=row.tenant_id)
-        return fresh.next_attempt_at if fresh is not None else utcnow()
 
     async def _forward(self, row: JobSubmission) -> None:
         job = await self.router.submit_job(row.submission)

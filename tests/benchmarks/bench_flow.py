@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import SERVICES
-from tests.e2e.conftest import REPO_ROOT, free_port, launch_platform
+from tests.e2e.conftest import REPO_ROOT, clinical_team, free_port, launch_platform
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 DESCRIPTION_1K = (
@@ -184,19 +184,7 @@ async def measure_platform(
         team = (
             await admin.post(
                 "/v1/admin/teams",
-                json={
-                    "name": f"Bench Clinical {secrets.token_hex(3)}",
-                    "country": "IN",
-                    "timezone": "Asia/Kolkata",
-                    "working_hours": {"start": "00:00", "end": "23:59", "days": list(range(7))},
-                    "tier": "KPO",
-                    "skills": ["clinical"],
-                    "certifications": ["HIPAA"],
-                    "languages": ["en"],
-                    "capacity": 100_000,
-                    "hourly_rate": 30,
-                    "quality": 0.9,
-                },
+                json=clinical_team(f"Bench Clinical {secrets.token_hex(3)}"),
             )
         ).json()
         member = (

@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import SERVICES
-from tests.e2e.conftest import Platform, launch_platform
+from tests.e2e.conftest import Platform, clinical_team, launch_platform
 
 GRACE_SECONDS = 3
 CLINICAL = (
@@ -72,19 +72,7 @@ async def setup(platform: Platform) -> tuple[str, str, str]:
         team = (
             await operator.post(
                 "/v1/admin/teams",
-                json={
-                    "name": "Soak Clinical",
-                    "country": "IN",
-                    "timezone": "Asia/Kolkata",
-                    "working_hours": {"start": "00:00", "end": "23:59", "days": list(range(7))},
-                    "tier": "KPO",
-                    "skills": ["clinical"],
-                    "certifications": ["HIPAA"],
-                    "languages": ["en"],
-                    "capacity": 100_000,
-                    "hourly_rate": 30,
-                    "quality": 0.9,
-                },
+                json=clinical_team("Soak Clinical"),
             )
         ).json()
         member = (

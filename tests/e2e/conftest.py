@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,6 +65,24 @@ class Platform:
 
     def pid(self, service: str) -> int:
         return int((self.data_dir / "run" / f"{service}.pid").read_text())
+
+
+def clinical_team(name: str, *, capacity: int = 100_000) -> dict[str, Any]:
+    """A KPO clinical team in India at work around the clock: where the benchmarks' and the
+    fault tests' clinical jobs go."""
+    return {
+        "name": name,
+        "country": "IN",
+        "timezone": "Asia/Kolkata",
+        "working_hours": {"start": "00:00", "end": "23:59", "days": list(range(7))},
+        "tier": "KPO",
+        "skills": ["clinical"],
+        "certifications": ["HIPAA"],
+        "languages": ["en"],
+        "capacity": capacity,
+        "hourly_rate": 30,
+        "quality": 0.9,
+    }
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:

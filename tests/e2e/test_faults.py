@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.e2e.conftest import Platform, launch_platform
+from tests.e2e.conftest import Platform, clinical_team, launch_platform
 
 SUBMISSION_GRACE_SECONDS = 3
 
@@ -70,6 +70,13 @@ def ready(platform: Platform, service: str) -> bool:
     return httpx.get(f"{platform.urls[service]}/readyz", timeout=2).status_code == 200
 
 
+def down(platform: Platform, service: str) -> bool:
+    try:
+        return not ready(platform, service)
+    except httpx.TransportError:
+        return True  # nothing listening: as down as it gets
+
+
 def scalar(url: str, sql: str, **params: Any) -> Any:
     async def run() -> Any:
         engine = create_async_engine(url, poolclass=NullPool)
@@ -83,31 +90,14 @@ def scalar(url: str, sql: str, **params: Any) -> Any:
 
 
 @contextmanager
-def setup_tenant(platform: Platform) -> Iterator[tuple[httpx.Client, httpx.Client, str]]:
-    """A tenant, a clinical team with one member: (client, member, tenant id)."""
+def setup_tenant(platform: Platform) -> Iterator[tuple[httpx.Client, str]]:
+    """A tenant and one more clinical team for its jobs: (client, tenant id)."""
     with platform.operator() as operator:
         tenant = operator.post("/v1/admin/tenants", json={"name": "Faults"}).json()
-        team = operator.post(
-            "/v1/admin/teams",
-            json={
-                "name": f"Clinical {secrets.token_hex(3)}",
-                "country": "IN",
-                "timezone": "Asia/Kolkata",
-                "working_hours": {"start": "00:00", "end": "23:59", "days": list(range(7))},
-                "tier": "KPO",
-                "skills": ["clinical"],
-                "certifications": ["HIPAA"],
-                "languages": ["en"],
-                "capacity": 100,
-                "hourly_rate": 30,
-                "quality": 0.9,
-            },
-        ).json()
-        member = operator.post(
-            f"/v1/admin/teams/{team['id']}/members", json={"name": "Analyst"}
-        ).json()
-    with platform.client(tenant["api_key"]) as client, platform.client(member["api_key"]) as worker:
-        yield client, worker, tenant["id"]
+        team = clinical_team(f"Clinical {secrets.token_hex(3)}", capacity=100)
+        assert operator.post("/v1/admin/teams", json=team).status_code == 201
+    with platform.client(tenant["api_key"]) as client:
+        yield client, tenant["id"]
 
 
 def job_body(canary: str) -> dict[str, Any]:
@@ -160,7 +150,7 @@ def work_confidential(platform: Platform, client: httpx.Client, job_id: str) -> 
 
 
 def test_gateway_killed_after_sealing_and_a_keyed_retry_makes_one_job(faulty: Platform) -> None:
-    with setup_tenant(faulty) as (client, _member, tenant_id):
+    with setup_tenant(faulty) as (client, tenant_id):
         canary = "CANARY-" + secrets.token_hex(6)
         key = {"Idempotency-Key": secrets.token_hex(16)}
         arm(faulty, "gateway.submit.after_seal")
@@ -185,7 +175,7 @@ def test_gateway_killed_after_sealing_and_a_keyed_retry_makes_one_job(faulty: Pl
 
 
 def test_gateway_killed_after_sealing_leaves_nothing_behind(faulty: Platform) -> None:
-    with setup_tenant(faulty) as (client, _member, tenant_id):
+    with setup_tenant(faulty) as (client, tenant_id):
         arm(faulty, "gateway.submit.after_seal")
         with pytest.raises(httpx.TransportError):
             client.post("/v1/jobs", json=job_body("CANARY-" + secrets.token_hex(6)))
@@ -214,7 +204,7 @@ def test_gateway_killed_after_sealing_leaves_nothing_behind(faulty: Platform) ->
 
 
 def test_router_killed_mid_decision_the_job_waits_pending_then_routes(faulty: Platform) -> None:
-    with setup_tenant(faulty) as (client, _member, _tenant_id):
+    with setup_tenant(faulty) as (client, _tenant_id):
         canary = "CANARY-" + secrets.token_hex(6)
         arm(faulty, "router.submit.before_commit")
         accepted = client.post("/v1/jobs", json=job_body(canary))
@@ -233,7 +223,7 @@ def test_router_killed_mid_decision_the_job_waits_pending_then_routes(faulty: Pl
 
 
 def test_vault_killed_mid_seal_the_submit_is_refused_and_nothing_stays(faulty: Platform) -> None:
-    with setup_tenant(faulty) as (client, _member, tenant_id):
+    with setup_tenant(faulty) as (client, tenant_id):
         arm(faulty, "vault.seal.before_commit")
         refused = client.post("/v1/jobs", json=job_body("CANARY-" + secrets.token_hex(6)))
         disarm(faulty)
@@ -246,13 +236,10 @@ def test_vault_killed_mid_seal_the_submit_is_refused_and_nothing_stays(faulty: P
 
 
 def test_vault_down_refuses_confidential_jobs_and_accepts_the_rest(faulty: Platform) -> None:
-    with setup_tenant(faulty) as (client, _member, tenant_id):
+    with setup_tenant(faulty) as (client, tenant_id):
         arm(faulty, "vault.startup")  # the supervisor's restarts fail until disarmed
         os.kill(faulty.pid("vault"), signal.SIGKILL)
-        try:
-            eventually(lambda: not ready(faulty, "vault"), seconds=10, what="the vault down")
-        except AssertionError:
-            pass
+        eventually(lambda: down(faulty, "vault"), seconds=10, what="the vault down")
         refused = client.post("/v1/jobs", json=job_body("CANARY-" + secrets.token_hex(6)))
         plain = client.post("/v1/jobs", json={**job_body("x"), "confidential": None})
         disarm(faulty)
@@ -267,7 +254,7 @@ def test_vault_down_refuses_confidential_jobs_and_accepts_the_rest(faulty: Platf
 
 @pytest.mark.postgres_only  # SQLite has no connections to drop
 def test_dropped_database_connections_heal_without_a_restart(faulty: Platform) -> None:
-    with setup_tenant(faulty) as (client, _member, _tenant_id):
+    with setup_tenant(faulty) as (client, _tenant_id):
         before = client.post("/v1/jobs", json=job_body("CANARY-" + secrets.token_hex(6)))
         assert before.status_code == 202, before.text
         # What a PostgreSQL restart or a failover does to every pooled connection.

@@ -34,6 +34,7 @@ from services.gateway.api.schemas import (
     JobResultRead,
     RoutingRead,
 )
+from services.gateway.clients.vault import VaultClient
 from services.gateway.db.repository import SubmissionRepository, TenantRepository
 from services.gateway.domain.errors import InvalidApiKey
 from services.gateway.domain.jobs import JobStatus
@@ -94,16 +95,9 @@ async def submit_job(
             submission=submission,
             grace=timedelta(seconds=request.app.state.settings.submission_grace_seconds),
         )
-        if body.confidential is not None:
-            sealed = await vault.seal(
-                tenant_id=tenant.id, job_id=job_id, purpose="job", data=body.confidential
-            )
-        else:
-            # Sealed by the client: the gateway never sees plaintext, passes the envelope on.
-            sealed = await vault.store_sealed(
-                tenant_id=tenant.id, job_id=job_id, envelope=body.confidential_sealed or {}
-            )
-        submission["confidential_ref"] = sealed.ref
+        submission["confidential_ref"] = await _seal(
+            vault, body, tenant_id=tenant.id, job_id=job_id
+        )
         failpoint("gateway.submit.after_seal")
     outbox = SubmissionRepository(session)
     try:
@@ -118,6 +112,20 @@ async def submit_job(
     if submission["confidential_ref"] is not None:
         await outbox.delete(job_id)
     return client_view(job)
+
+
+async def _seal(vault: VaultClient, body: JobCreate, *, tenant_id: str, job_id: str) -> str:
+    """The vault's reference to the job's confidential data, sealed there or by the client."""
+    if body.confidential_sealed is not None:
+        # Sealed by the client: the gateway never sees plaintext and passes the envelope on.
+        stored = await vault.store_sealed(
+            tenant_id=tenant_id, job_id=job_id, envelope=body.confidential_sealed
+        )
+        return stored.ref
+    sealed = await vault.seal(
+        tenant_id=tenant_id, job_id=job_id, purpose="job", data=body.confidential
+    )
+    return sealed.ref
 
 
 @router.get("", response_model=JobList)

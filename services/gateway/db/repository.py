@@ -636,16 +636,15 @@ class SubmissionRepository:
             "last_error": None,
         }
         changed = {k: v for k, v in values.items() if k not in ("id", "tenant_id", "created_at")}
-        if self.session.get_bind().dialect.name == "postgresql":
-            pg = postgresql.insert(JobSubmission).values(**values)
-            await self.session.execute(
-                pg.on_conflict_do_update(index_elements=["id"], set_=changed)
-            )
-        else:
-            lite = sqlite.insert(JobSubmission).values(**values)
-            await self.session.execute(
-                lite.on_conflict_do_update(index_elements=["id"], set_=changed)
-            )
+        insert = (
+            postgresql.insert
+            if self.session.get_bind().dialect.name == "postgresql"
+            else sqlite.insert
+        )
+        statement = insert(JobSubmission).values(**values)
+        await self.session.execute(
+            statement.on_conflict_do_update(index_elements=["id"], set_=changed)
+        )
 
     async def get_for_tenant(self, job_id: str, *, tenant_id: str) -> JobSubmission | None:
         result = await self.session.execute(
@@ -681,10 +680,10 @@ class SubmissionRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0) == 1
 
-    async def note_failure(self, job_id: str, *, error: str, retry_at: datetime) -> None:
+    async def note_failure(self, job_id: str, *, error: str) -> None:
         await self.session.execute(
             update(JobSubmission)
             .where(JobSubmission.id == job_id)
-            .values(last_error=error[:200], next_attempt_at=retry_at)
+            .values(last_error=error[:200])
             .execution_options(synchronize_session=False)
         )
