@@ -13,9 +13,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/taskroute
 WORKDIR /src
-# Dependencies first, from the exact lock, so a code change reuses this layer.
+# Dependencies first, from the exact lock, so a code change reuses this layer. Every file pip
+# fetches must match a sha256 in the lock (--require-hashes): a changed or substituted
+# distribution fails the build instead of entering the image.
 COPY deploy/requirements.lock /src/deploy/requirements.lock
-RUN /opt/taskroute/bin/pip install --no-deps --require-virtualenv -r deploy/requirements.lock
+RUN /opt/taskroute/bin/pip install --no-deps --require-hashes --only-binary=:all: \
+    --require-virtualenv -r deploy/requirements.lock
 COPY pyproject.toml README.md /src/
 COPY shared /src/shared
 COPY services /src/services

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from shared.errors import install_error_handlers
 from shared.metrics import MetricsRefresh, install_metrics
 from shared.middleware import RequestContextMiddleware
+from shared.tracing import SpanRequestIdMiddleware, fastapi_telemetry, provider_for
 
 
 def create_service_app(
@@ -24,8 +25,10 @@ def create_service_app(
     """A FastAPI app with problem+json errors, request ids, ``/healthz`` and ``/metrics``.
 
     ``service`` labels this app's request metrics; ``metrics_refresh`` runs before each scrape
-    (see :mod:`shared.metrics`).
+    (see :mod:`shared.metrics`). With ``TASKROUTE_TRACING_ENABLED`` each request is also a span
+    of ``service`` (see :mod:`shared.tracing`); otherwise nothing of tracing is installed.
     """
+    tracer_provider = provider_for(service)
     app = FastAPI(
         title=title,
         description=description,
@@ -34,8 +37,12 @@ def create_service_app(
         docs_url="/docs" if public_docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if public_docs else None,
+        telemetry=fastapi_telemetry(tracer_provider),
     )
     install_error_handlers(app)
+    if tracer_provider is not None:
+        # Inside the request-context middleware (added next, so outside it): the id is set.
+        app.add_middleware(SpanRequestIdMiddleware)
     app.add_middleware(RequestContextMiddleware)
     # Added last, so outermost: it also times and counts the 413s and 500s the request-context
     # middleware answers itself.

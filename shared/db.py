@@ -2,7 +2,8 @@
 
 Each service owns its own database and its own Alembic history (kept in its own version table,
 so two services may share one PostgreSQL database in small deployments). SQLite runs in WAL mode
-with a busy timeout so the embedded default tolerates concurrent requests.
+and waits for a locked database on the event loop, so the embedded default tolerates
+concurrent requests (see :mod:`shared.sqlite_inline`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+
+from shared.sqlite_inline import BUSY_TIMEOUT_SECONDS, inline_creator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -77,10 +80,17 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, echo: bool = False, sqlite_busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS
+) -> AsyncEngine:
+    """A service's engine. On SQLite a statement waits at most ``sqlite_busy_timeout_seconds``
+    for another connection's write lock, then fails with "database is locked"."""
     if is_sqlite(url):
-        _ensure_sqlite_folder(url)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        path = _ensure_sqlite_folder(url)
+        # Statements run on the event loop's thread (see shared.sqlite_inline for why and how
+        # a locked database is waited for without blocking the loop).
+        creator = inline_creator(path, timeout=sqlite_busy_timeout_seconds)
+        engine = create_async_engine(url, echo=echo, async_creator=creator)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
@@ -88,20 +98,21 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     )
 
 
-def _ensure_sqlite_folder(url: str) -> None:
+def _ensure_sqlite_folder(url: str) -> str:
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers proceed during a write; NORMAL sync is durable across process crashes
-    # (not power loss) at a fraction of FULL's cost; busy_timeout makes writers queue, not fail.
+    # (not power loss) at a fraction of FULL's cost. No busy_timeout: a writer that finds the
+    # database locked waits on the event loop (shared.sqlite_inline), not in SQLite.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

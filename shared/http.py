@@ -16,6 +16,7 @@ from httpx_aiohttp import AiohttpTransport
 from shared.errors import ServiceUnavailable, TaskrouteError
 from shared.request_context import REQUEST_ID_HEADER, current_request_id
 from shared.service_auth import ServiceIdentity
+from shared.tracing import traced_transport
 
 
 class UpstreamError(TaskrouteError):
@@ -58,7 +59,12 @@ def create_service_client(
         auth=_ServiceCredentialAuth(identity, audience),
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 3.0)),
         limits=limits,
-        transport=transport or AiohttpTransport(limits=limits, trust_env=False),
+        # A client span and a W3C traceparent per call when tracing is on; else the bare transport.
+        transport=traced_transport(
+            transport or AiohttpTransport(limits=limits, trust_env=False),
+            service=identity.name,
+            peer=audience,
+        ),
         headers={"User-Agent": f"taskroute-{identity.name}"},
     )
 

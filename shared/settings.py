@@ -8,11 +8,19 @@ class adds fields under its own prefix (``TASKROUTE_GATEWAY_``, ``TASKROUTE_ROUT
 
 from __future__ import annotations
 
+import os
+import typing
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_DATA_DIR = Path("var")
 
@@ -25,6 +33,39 @@ class Environment(StrEnum):
 
 def _common(name: str) -> AliasChoices:
     return AliasChoices(f"TASKROUTE_{name}")
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """``<VARIABLE>_FILE`` for every secret setting (a ``SecretStr`` field): the value is read
+    from that file (a mounted secret), trailing newline dropped, unless ``<VARIABLE>`` itself is
+    set (the environment wins). Fields that have their own ``..._file`` setting (the pepper, the
+    vault root key) keep their own rules. E.g. ``TASKROUTE_GATEWAY_REDIS_URL_FILE``."""
+
+    def get_field_value(self, _field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = str(self.config.get("env_prefix", ""))
+        fields = self.settings_cls.model_fields
+        values: dict[str, Any] = {}
+        for name, field in fields.items():
+            if f"{name}_file" in fields or SecretStr not in typing.get_args(field.annotation):
+                continue
+            alias = field.validation_alias
+            env = str(alias.choices[0]) if isinstance(alias, AliasChoices) else prefix + name
+            path = os.environ.get(f"{env.upper()}_FILE")
+            if path:
+                values[name] = read_secret_file(Path(path))
+        return values
+
+
+def read_secret_file(path: Path) -> str:
+    """A secret file's text without the trailing newline an editor or ``echo`` leaves."""
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError:
+        # The path is configuration, not a secret: naming it helps the operator fix the mount.
+        raise ValueError(f"secret file {path} cannot be read") from None
 
 
 class PlatformSettings(BaseSettings):
@@ -53,6 +94,17 @@ class PlatformSettings(BaseSettings):
     upstream_timeout_seconds: float = Field(
         default=10.0, gt=0, validation_alias=_common("UPSTREAM_TIMEOUT_SECONDS")
     )
+    # OpenTelemetry tracing (shared/tracing.py): off unless set; read when an app is built.
+    tracing_enabled: bool = Field(default=False, validation_alias=_common("TRACING_ENABLED"))
+    # OTLP/HTTP traces endpoint (e.g. http://otel-collector:4318/v1/traces); unset with tracing
+    # on: spans are propagated between services but exported nowhere.
+    tracing_otlp_endpoint: str | None = Field(
+        default=None, validation_alias=_common("TRACING_OTLP_ENDPOINT")
+    )
+    # Share of new traces kept (a caller's sampling decision is followed as it is).
+    tracing_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, validation_alias=_common("TRACING_SAMPLE_RATIO")
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -61,6 +113,25 @@ class PlatformSettings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("log level must be DEBUG, INFO, WARNING or ERROR")
         return upper
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, with ``*_FILE`` secrets (:class:`SecretFilesSource`) right after
+        the environment."""
+        return (
+            init_settings,
+            env_settings,
+            SecretFilesSource(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
@@ -26,9 +27,13 @@ from sqlalchemy.pool import NullPool
 
 from shared.service_auth import ensure_service_keys
 
+if TYPE_CHECKING:
+    from tests.e2e.conftest import PlatformPool
+
 SERVICES = ("gateway", "router", "vault")
 POSTGRES_ADMIN_URL = os.environ.get("TASKROUTE_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_ADMIN_URL else [])
+ADMIN_CONNECT_ATTEMPTS = 30
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +61,15 @@ def _service_pg_url(admin_url: str, database: str) -> str:
 
 
 async def _pg_admin(statement: str, admin_url: str = POSTGRES_ADMIN_URL) -> None:
-    connection = await asyncpg.connect(_asyncpg_dsn(admin_url), timeout=10)
+    # A server busy with other tests' connections (a race test holds fifty) frees one soon.
+    for attempt in range(ADMIN_CONNECT_ATTEMPTS):
+        try:
+            connection = await asyncpg.connect(_asyncpg_dsn(admin_url), timeout=10)
+            break
+        except asyncpg.TooManyConnectionsError:
+            if attempt == ADMIN_CONNECT_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(1)
     try:
         await connection.execute(statement)
     finally:
@@ -66,6 +79,15 @@ async def _pg_admin(statement: str, admin_url: str = POSTGRES_ADMIN_URL) -> None
 def migrate(service: str, database_url: str) -> None:
     module = importlib.import_module(f"services.{service}.db.migrate")
     module.upgrade(database_url)
+
+
+@pytest.fixture(scope="session")
+def platform_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformPool]:
+    """The real platforms of this session (per xdist worker), see tests/e2e/conftest.py."""
+    from tests.e2e.conftest import PlatformPool  # noqa: PLC0415 - that module imports this one
+
+    with PlatformPool(tmp_path_factory) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -148,3 +170,62 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+# --- pytest-xdist: which worker runs what ------------------------------------------------------
+# A session's platforms (tests/e2e/conftest.py, PlatformPool) live in one worker, so the modules
+# that share them must run on the same worker: with ``--dist loadscope`` each group below is one
+# unit of work instead of one per module.
+PLATFORM_GROUPS: dict[str, tuple[str, ...]] = {
+    # PlatformPool.shared: modules whose tests make their own tenants and teams.
+    "shared-platform": (
+        "tests/console/test_browser.py",
+        "tests/e2e/test_observability.py",
+        "tests/e2e/test_slice.py",
+        "tests/sdk/test_cli.py",
+        "tests/sdk/test_client.py",
+    ),
+    # PlatformPool.fresh, then .spare: the supervisor's test stops the demo's platform.
+    "spare-platform": ("tests/e2e/test_demo.py", "tests/e2e/test_supervisor.py"),
+}
+# Units that start real platforms (tens of seconds each) go out first, longest first, so that
+# none of them is left to run alone at the end; the rest follow, largest first (as xdist's own
+# loadscope ordering).
+FIRST_UNITS: tuple[str, ...] = (
+    "tests/e2e/test_schemathesis.py",  # one test: a platform, then minutes of fuzzing
+    "shared-platform",
+    "tests/e2e/test_faults.py",
+    "spare-platform",
+    "tests/router/test_races.py",  # no platform, but minutes of concurrent claims
+    "tests/sdk/test_readme.py",
+    "tests/sdk/test_retries.py",
+)
+_GROUP_OF = {module: group for group, modules in PLATFORM_GROUPS.items() for module in modules}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with the platform groups above as units, platform units first."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        LoadScopeScheduling,
+    )
+
+    class PlatformAwareScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            scope = str(super()._split_scope(nodeid))
+            return _GROUP_OF.get(scope.split("::", 1)[0], scope)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:  # the first assignment: the queue is complete
+                self.ordered = True
+                rank = {unit: index for index, unit in enumerate(FIRST_UNITS)}
+                units = sorted(self.workqueue.items(), key=lambda u: rank.get(u[0], len(rank)))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+            super()._assign_work_unit(node)
+
+    return PlatformAwareScheduling(config, log)

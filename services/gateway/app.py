@@ -28,6 +28,7 @@ from services.gateway.api import (
     jobs,
     member_keys,
     openapi_docs,
+    reviews,
     team_jobs,
     vault_keys,
     webhooks,
@@ -176,6 +177,7 @@ def create_app(
     app.include_router(admin_vault_keys.router)
     app.include_router(webhooks.router)
     app.include_router(classify.router)
+    app.include_router(reviews.router)
     install_console(app)  # /console: the web workspace (services/gateway/console)
     return app
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 import httpx
 from fastapi import FastAPI
 
-from services.router.api import health, jobs, operators, team_jobs, teams
+from services.router.api import health, jobs, operators, reviews, team_jobs, teams
 from services.router.classifier.store import load_or_train
 from services.router.classifier.trained import TrainedClassifier
 from services.router.domain.classifier import Classifier, LexiconClassifier
@@ -89,6 +89,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(team_jobs.router)
+    app.include_router(reviews.router)
     app.include_router(teams.router)
     app.include_router(operators.router)
     app.include_router(member_keys_router)

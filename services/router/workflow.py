@@ -27,6 +27,7 @@ from services.router.db.models import (
 )
 from services.router.db.repository import JobRepository, TeamRepository
 from services.router.domain.classifier import Classification, Classifier
+from services.router.domain.decision_record import routing_view, stored_record, team_ids_of
 from services.router.domain.errors import (
     ConfidentialDataNotFound,
     DuplicateTeam,
@@ -49,6 +50,7 @@ from services.router.domain.grants import (
 from services.router.domain.lifecycle import JobStatus, ensure_transition
 from services.router.domain.quality import updated_quality
 from services.router.domain.queueing import describe_duration, escalate_at, queue_order_at
+from services.router.domain.review import reviewer_refusals
 from services.router.domain.routing import (
     DataPolicy,
     Decision,
@@ -162,6 +164,12 @@ class JobWorkflow:
             raise JobNotFound
         return job
 
+    async def routing_view(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A stored decision record as ``GET .../routing`` shows it (domain/decision_record.py)."""
+        ids = team_ids_of(record)
+        names = await self.teams.names(ids) if ids else {}
+        return routing_view(record, names)
+
     # ----------------------------------------------------------------- routing
 
     async def profiles(self, *, work: Classification | None = None) -> list[TeamProfile]:
@@ -206,7 +214,7 @@ class JobWorkflow:
     async def _store_decision(self, job_id: str, decision: Decision, outcome: str) -> None:
         record_decision(outcome)
         chosen = decision.chosen
-        record = decision.to_record()
+        record = stored_record(decision)
         record["outcome"] = outcome
         if outcome != "queued":
             # Teams were ranked for information only; nothing was assigned.
@@ -329,19 +337,61 @@ class JobWorkflow:
     # ----------------------------------------------------------------- submit
 
     async def submit(self, submission: JobSubmission, *, now: datetime) -> tuple[Job, bool]:
-        """Store, classify and route a job; ``(job, created)``. The same id again is a no-op."""
+        """Store, classify and route a job; ``(job, created)``. The same id again is a no-op.
+
+        Decided before anything is written, so the job row is inserted once, already in its
+        first status (queued, triage or unroutable), and its two events (``created``, then the
+        routing) go in one multi-row insert: five statements per submit where seven were (two
+        reads of teams and loads, the job, the events, the decision record)."""
         # No read first: the insert itself says whether the id is new (a retry is rare, a read
-        # on every submit is not), and a retry's classification costs well under a millisecond.
+        # on every submit is not); a retry's decision is thrown away unwritten.
         classification = self.classifier.classify(
             title=submission.title,
             description=submission.description,
             service_hint=submission.service.value if submission.service else None,
         )
+        decision = self.decide(
+            classification=classification,
+            policy=submission.policy,
+            due_at=submission.due_at,
+            rejected_by=(),
+            teams=await self.profiles(work=classification),
+            now=now,
+        )
+        chosen = decision.chosen
+        values: dict[str, Any]
+        if not self.is_confident(classification):
+            status, outcome, event_type, actor = JobStatus.TRIAGE, "triage", "triaged", "router"
+            reason = (
+                f"confidence {classification.confidence:.2f} is below the threshold"
+                f" {self.settings.triage_threshold:.2f}"
+            )
+            values = {}
+        elif chosen is not None:
+            status, outcome, event_type, actor = JobStatus.QUEUED, "queued", "routed", "router"
+            reason = (
+                f"routed to {chosen.team.name} (score {chosen.score:g}"
+                f" among {len(decision.eligible)} eligible)"
+            )
+            values = {
+                **_assignment(chosen.team, chosen.score, now),
+                "escalate_at": escalate_at(
+                    queued_at=now,
+                    priority=submission.priority,
+                    windows=self.settings.escalation_windows(),
+                ),
+            }
+        else:
+            status, outcome, event_type = JobStatus.UNROUTABLE, "unroutable", "unroutable"
+            actor = "router"
+            reason = f"no eligible team among {len(decision.excluded)}"
+            values = {"retry_at": now + timedelta(seconds=self.settings.unroutable_retry_seconds)}
+        ensure_transition(JobStatus.PENDING, status)
         job = await self.jobs.add_if_new(
             {
                 "id": submission.id,
                 "tenant_id": submission.tenant_id,
-                "status": JobStatus.PENDING.value,
+                "status": status.value,
                 "title": submission.title,
                 "description": submission.description,
                 "service": submission.service.value if submission.service else None,
@@ -362,9 +412,10 @@ class JobWorkflow:
                 "confidence": classification.confidence,
                 "reasons": classification.reasons,
                 "rejected_team_ids": [],
-                "event_seq": 1,
+                "event_seq": 2,
                 "created_at": now,
                 "updated_at": now,
+                **values,
             }
         )
         if job is None:
@@ -373,44 +424,32 @@ class JobWorkflow:
             if stored is None:
                 raise InvalidTransition("The job changed while this request ran; retry.")
             return self._same_submission(stored, submission), False
-        actor = f"client:{submission.tenant_id}"
-        await self.jobs.add_event(
-            JobEvent(
-                job_id=job.id,
-                seq=1,
-                at=now,
-                type="created",
-                from_status=None,
-                to_status=JobStatus.PENDING.value,
-                actor=actor,
-                reason="submitted",
-            )
+        await self.jobs.add_events(
+            [
+                {
+                    "job_id": job.id,
+                    "seq": 1,
+                    "at": now,
+                    "type": "created",
+                    "from_status": None,
+                    "to_status": JobStatus.PENDING.value,
+                    "actor": f"client:{submission.tenant_id}",
+                    "reason": "submitted",
+                },
+                {
+                    "job_id": job.id,
+                    "seq": 2,
+                    "at": now,
+                    "type": event_type,
+                    "from_status": JobStatus.PENDING.value,
+                    "to_status": status.value,
+                    "actor": actor,
+                    "reason": reason,
+                },
+            ]
         )
-        if not self.is_confident(classification):
-            decision = self.decide(
-                classification=classification,
-                policy=submission.policy,
-                due_at=submission.due_at,
-                rejected_by=(),
-                teams=await self.profiles(work=classification),
-                now=now,
-            )
-            triaged = await self._move(
-                job,
-                to=JobStatus.TRIAGE,
-                values={},
-                event_type="triaged",
-                actor="router",
-                reason=f"confidence {classification.confidence:.2f} is below the threshold"
-                f" {self.settings.triage_threshold:.2f}",
-                now=now,
-            )
-            await self._store_decision(job.id, decision, "triage")
-            return triaged, True
-        routed = await self._route_or_park(
-            job, classification=classification, actor="router", now=now, event_type="routed"
-        )
-        return routed, True
+        await self._store_decision(job.id, decision, outcome)
+        return job, True
 
     @staticmethod
     def _same_submission(stored: Job, submission: JobSubmission) -> Job:
@@ -597,6 +636,33 @@ class JobWorkflow:
     ) -> Job:
         job = await self.team_job(team_id, job_id)
         self._require_live_lease(job, member_id, now)
+        conditions = [Job.team_id == team_id, *self._live_lease(member_id, now)]
+        lost_race = LeaseConflict("The lease changed while this request ran.")
+        policy = DataPolicy.from_json(job.policy)
+        if policy.require_review:
+            # Four eyes: the result is held (the client sees no result) until a reviewer
+            # approves it. After a send-back without a new confidential result, the one sealed
+            # at the first submission stays (the vault keeps one result record per job).
+            review_team_id, reviewers = await self._review_team(job, policy)
+            return await self._move(
+                job,
+                to=JobStatus.IN_REVIEW,
+                values={
+                    **_lease_cleared(),
+                    "result": result,
+                    "confidential_result_ref": confidential_result_ref
+                    or job.confidential_result_ref,
+                    "review_team_id": review_team_id,
+                    "review_submitted_by": member_id,
+                    "review_submitted_at": now,
+                },
+                event_type="submitted_for_review",
+                actor=f"member:{member_id}",
+                reason=f"the tenant's policy requires review before completion; {reviewers}",
+                now=now,
+                conditions=conditions,
+                lost_race=lost_race,
+            )
         return await self._move(
             job,
             to=JobStatus.COMPLETED,
@@ -610,9 +676,33 @@ class JobWorkflow:
             actor=f"member:{member_id}",
             reason=None,
             now=now,
-            conditions=[Job.team_id == team_id, *self._live_lease(member_id, now)],
-            lost_race=LeaseConflict("The lease changed while this request ran."),
+            conditions=conditions,
+            lost_race=lost_race,
         )
+
+    async def _review_team(self, job: Job, policy: DataPolicy) -> tuple[str, str]:
+        """The team that reviews ``job`` and who in it, in words for the event.
+
+        The policy's reviewer team when it exists and may see the job (active, allowed
+        country, required certifications); otherwise the job's own team, whose *other* members
+        review: the work is never left waiting for a team that may not look at it.
+        """
+        assert job.team_id is not None  # in progress: assigned
+        own = f"reviewed by another member of {job.team_name or job.team_id}"
+        if policy.review_team_id is None or policy.review_team_id == job.team_id:
+            return job.team_id, own
+        reviewer = await self.teams.get(policy.review_team_id)
+        if reviewer is None:
+            return job.team_id, f"{own} (the policy's reviewer team does not exist)"
+        refusals = reviewer_refusals(
+            active=reviewer.active,
+            country=reviewer.country,
+            certifications=reviewer.certifications,
+            policy=policy,
+        )
+        if refusals:
+            return job.team_id, f"{own} (reviewer team {reviewer.name}: {'; '.join(refusals)})"
+        return reviewer.id, f"reviewed by team {reviewer.name}"
 
     async def reject(
         self,
@@ -720,7 +810,7 @@ class JobWorkflow:
             reason=f"routed by an operator to {team.name}",
             now=now,
         )
-        record = decision.to_record()
+        record = stored_record(decision)
         record_decision("manual")
         record.update(
             outcome="manual",

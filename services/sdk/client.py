@@ -184,10 +184,16 @@ class TaskrouteClient:
         return self.send(ops.get_job(job_id))
 
     def list_jobs(
-        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        **filters: str | None,
     ) -> Page[Job]:
-        """One page of the tenant's jobs, newest first."""
-        return self.send(ops.list_jobs(status=status, limit=limit, cursor=cursor))
+        """One page of the tenant's jobs, newest first; ``filters``: ``priority``, ``tier``,
+        ``domain``, ``created_after``, ``created_before`` (a cursor needs the same filters)."""
+        return self.send(ops.list_jobs(status=status, limit=limit, cursor=cursor, **filters))
 
     def iter_jobs(
         self, *, status: str | None = None, page_size: int = _core.MAX_PAGE_SIZE
@@ -245,6 +251,21 @@ class TaskrouteClient:
     def iter_webhook_endpoints(self) -> Iterator[WebhookEndpoint]:
         return self._pages(
             lambda c: ops.list_webhook_endpoints(limit=_core.MAX_PAGE_SIZE, cursor=c)
+        )
+
+    def rotate_webhook_secret(
+        self,
+        endpoint_id: str,
+        *,
+        overlap_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> WebhookEndpoint:
+        """A new signing secret (``secret``, in this answer only); deliveries carry both
+        signatures for ``overlap_seconds`` (a day by default)."""
+        return self.send(
+            ops.rotate_webhook_secret(
+                endpoint_id, overlap_seconds=overlap_seconds, idempotency_key=_key(idempotency_key)
+            )
         )
 
     def delete_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
@@ -357,8 +378,15 @@ class TaskrouteClient:
         """Issue another client key for a tenant; the key is in this answer only."""
         return self.send(ops.create_api_key(tenant_id, idempotency_key=_key(idempotency_key)))
 
-    def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
-        return self.send(ops.list_api_keys(tenant_id)).data
+    def list_api_keys(self, tenant_id: str, *, revoked: bool | None = None) -> list[ApiKey]:
+        """Every API key of the tenant (all pages), newest first; ``revoked`` narrows it."""
+        return list(
+            self._pages(
+                lambda c: ops.list_api_keys(
+                    tenant_id, limit=_core.MAX_PAGE_SIZE, cursor=c, revoked=revoked
+                )
+            )
+        )
 
     def revoke_api_key(self, tenant_id: str, key_id: str) -> ApiKey:
         return self.send(ops.revoke_api_key(tenant_id, key_id))
@@ -490,9 +518,14 @@ class AsyncTaskrouteClient:
         return await self.send(ops.get_job(job_id))
 
     async def list_jobs(
-        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        **filters: str | None,
     ) -> Page[Job]:
-        return await self.send(ops.list_jobs(status=status, limit=limit, cursor=cursor))
+        return await self.send(ops.list_jobs(status=status, limit=limit, cursor=cursor, **filters))
 
     def iter_jobs(
         self, *, status: str | None = None, page_size: int = _core.MAX_PAGE_SIZE
@@ -540,6 +573,19 @@ class AsyncTaskrouteClient:
         return await self.send(
             ops.create_webhook_endpoint(
                 url=url, description=description, idempotency_key=_key(idempotency_key)
+            )
+        )
+
+    async def rotate_webhook_secret(
+        self,
+        endpoint_id: str,
+        *,
+        overlap_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> WebhookEndpoint:
+        return await self.send(
+            ops.rotate_webhook_secret(
+                endpoint_id, overlap_seconds=overlap_seconds, idempotency_key=_key(idempotency_key)
             )
         )
 
@@ -657,8 +703,14 @@ class AsyncTaskrouteClient:
     async def create_api_key(self, tenant_id: str, *, idempotency_key: str | None = None) -> ApiKey:
         return await self.send(ops.create_api_key(tenant_id, idempotency_key=_key(idempotency_key)))
 
-    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
-        return (await self.send(ops.list_api_keys(tenant_id))).data
+    async def list_api_keys(self, tenant_id: str, *, revoked: bool | None = None) -> list[ApiKey]:
+        """Every API key of the tenant (all pages), newest first; ``revoked`` narrows it."""
+        pages = self._pages(
+            lambda c: ops.list_api_keys(
+                tenant_id, limit=_core.MAX_PAGE_SIZE, cursor=c, revoked=revoked
+            )
+        )
+        return [key async for key in pages]
 
     async def revoke_api_key(self, tenant_id: str, key_id: str) -> ApiKey:
         return await self.send(ops.revoke_api_key(tenant_id, key_id))

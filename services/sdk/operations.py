@@ -92,9 +92,27 @@ def get_job(job_id: str) -> Operation[Job]:
 
 
 def list_jobs(
-    *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    *,
+    status: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    priority: str | None = None,
+    tier: str | None = None,
+    domain: str | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
 ) -> Operation[Page[Job]]:
-    params = _page_params(limit, cursor, status=status)
+    """The tenant's jobs; the filters (RFC 3339 times) narrow the list and bind its cursors."""
+    params = _page_params(
+        limit,
+        cursor,
+        status=status,
+        priority=priority,
+        tier=tier,
+        domain=domain,
+        created_after=created_after,
+        created_before=created_before,
+    )
     return Operation(Request("GET", "/v1/jobs", params=params), model(Page[Job]))
 
 
@@ -154,6 +172,15 @@ def list_webhook_endpoints(
     return Operation(
         Request("GET", "/v1/webhook-endpoints", params=params), model(Page[WebhookEndpoint])
     )
+
+
+def rotate_webhook_secret(
+    endpoint_id: str, *, overlap_seconds: int | None, idempotency_key: str | None
+) -> Operation[WebhookEndpoint]:
+    """A new signing secret (in this answer only); the old one keeps signing for the overlap."""
+    body: dict[str, Any] = {} if overlap_seconds is None else {"overlap_seconds": overlap_seconds}
+    path = f"/v1/webhook-endpoints/{_id(endpoint_id)}/rotate-secret"
+    return Operation(_post(path, body, idempotency_key), model(WebhookEndpoint))
 
 
 def delete_webhook_endpoint(endpoint_id: str) -> Operation[WebhookEndpoint]:
@@ -246,9 +273,16 @@ def create_api_key(tenant_id: str, *, idempotency_key: str | None) -> Operation[
     return Operation(_post(path, None, idempotency_key, has_body=False), model(ApiKey))
 
 
-def list_api_keys(tenant_id: str) -> Operation[Page[ApiKey]]:
+def list_api_keys(
+    tenant_id: str,
+    *,
+    limit: int | None = None,
+    cursor: str | None = None,
+    revoked: bool | None = None,
+) -> Operation[Page[ApiKey]]:
     path = f"/v1/admin/tenants/{_id(tenant_id)}/keys"
-    return Operation(Request("GET", path), model(Page[ApiKey]))
+    params = _page_params(limit, cursor, revoked=revoked)
+    return Operation(Request("GET", path, params=params), model(Page[ApiKey]))
 
 
 def revoke_api_key(tenant_id: str, key_id: str) -> Operation[ApiKey]:

@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.vault.anchors import Anchor, AnchorStoreDamaged, AuditAnchorStore
 from services.vault.db.models import (
+    AuditKey,
     AuditRecord,
     Record,
     SealedRecord,
@@ -39,6 +41,7 @@ from services.vault.db.repository import (
 )
 from services.vault.domain import audit, envelope, sealing
 from services.vault.domain.errors import (
+    AnchoringOff,
     AuditUnavailable,
     EnvelopeRefused,
     GrantRefused,
@@ -75,6 +78,29 @@ GRANT_TYPE = "grant"
 DISCARD_WINDOW = timedelta(hours=1)
 # Only the router issues grants: it alone knows who holds a job's lease.
 GRANT_ISSUERS = frozenset({"router"})
+# The audit chain has one MAC key (its wrapping changes with the root key; the key does not).
+AUDIT_KEY_VERSION = 1
+AUDIT_KEY_RANDOM = "random"
+AUDIT_KEY_DERIVED = "derived"
+# The audit action of one root-key rotation batch (its ref names the new root key's id).
+ROTATE_ROOT_ACTION = "rotate-root"
+
+
+class AuditKeyCache:
+    """One process's unwrapped audit key (on ``app.state``), so appends need no extra query.
+
+    Held like the root key itself, for the life of the process: never logged or returned.
+    """
+
+    def __init__(self) -> None:
+        self.key: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"AuditKeyCache(loaded={self.key is not None})"
+
+    def keep(self, key: bytes) -> bytes:
+        self.key = key
+        return key
 
 
 @dataclass(frozen=True)
@@ -105,6 +131,13 @@ class RetireResult:
 
 
 @dataclass(frozen=True)
+class RootRotationProgress:
+    root_key_id: str
+    rewrapped: int
+    remaining: int
+
+
+@dataclass(frozen=True)
 class AuditPage:
     records: Sequence[AuditRecord]
     has_more: bool
@@ -131,22 +164,31 @@ class VaultService:
         *,
         session: AsyncSession,
         sessionmaker: async_sessionmaker[AsyncSession],
-        root_key: envelope.RootKey | None,
-        identity: ServiceIdentity,
+        root_key: envelope.RootKeyRing | envelope.RootKey | None,
+        identity: ServiceIdentity | None,
         actor: str,
         audit_lock_timeout_seconds: float,
         clock: Callable[[], datetime] = utcnow,
+        audit_keys: AuditKeyCache | None = None,
+        anchors: AuditAnchorStore | None = None,
     ) -> None:
+        """``identity`` may be None for operator jobs that check no grant (root rotation);
+        ``audit_keys`` is the process's cache of the audit key (one per app), ``anchors`` where
+        the chain's head is anchored (None: anchoring off)."""
         self.session = session
         self.sessionmaker = sessionmaker
+        if isinstance(root_key, envelope.RootKey):
+            root_key = envelope.RootKeyRing(current=root_key)
         self._root_key = root_key
         self.identity = identity
         self.actor = actor
         self.audit_lock_timeout_seconds = audit_lock_timeout_seconds
         self.clock = clock
+        self.audit_keys = audit_keys if audit_keys is not None else AuditKeyCache()
+        self.anchors = anchors
         self.records = VaultRepository(session)
 
-    def _root(self) -> envelope.RootKey:
+    def _root(self) -> envelope.RootKeyRing:
         if self._root_key is None:
             raise VaultSealed
         return self._root_key
@@ -215,7 +257,7 @@ class VaultService:
 
     async def _seal_again(
         self,
-        root: envelope.RootKey,
+        root: envelope.RootKeyRing,
         fields: _Fields,
         *,
         tenant_id: str,
@@ -288,7 +330,7 @@ class VaultService:
         return grant
 
     async def _tenant_key_for_seal(
-        self, root: envelope.RootKey, tenant_id: str
+        self, root: envelope.RootKeyRing, tenant_id: str
     ) -> envelope.TenantKey:
         row = await self.records.active_tenant_key(tenant_id)
         if row is None:
@@ -300,8 +342,8 @@ class VaultService:
             await self.records.insert_tenant_key_if_absent(
                 tenant_id=tenant_id,
                 version=FIRST_KEY_VERSION,
-                wrapped_key=envelope.wrap_tenant_key(root, fresh),
-                root_key_id=root.key_id,
+                wrapped_key=envelope.wrap_tenant_key(root.current, fresh),
+                root_key_id=root.current.key_id,
                 at=self.clock(),
             )
             # Read back rather than use ``fresh``: a concurrent first seal may have won.
@@ -310,20 +352,21 @@ class VaultService:
                 raise RecordIntegrityError
         return self._unwrap(root, row)
 
-    def _unwrap(self, root: envelope.RootKey, row: TenantKey) -> envelope.TenantKey:
-        if row.root_key_id != root.key_id:
+    def _unwrap(self, root: envelope.RootKeyRing, row: TenantKey) -> envelope.TenantKey:
+        key = root.get(row.root_key_id)
+        if key is None:
             logger.error(
-                "tenant key wrapped by another root key",
+                "tenant key wrapped by an unknown root key",
                 extra={
                     "tenant_id": row.tenant_id,
                     "stored": row.root_key_id,
-                    "loaded": root.key_id,
+                    "loaded": list(root.key_ids),
                 },
             )
             raise RootKeyMismatch
         try:
             return envelope.unwrap_tenant_key(
-                root, tenant_id=row.tenant_id, version=row.version, wrapped=row.wrapped_key
+                key, tenant_id=row.tenant_id, version=row.version, wrapped=row.wrapped_key
             )
         except envelope.DecryptionError:
             logger.error(
@@ -402,7 +445,7 @@ class VaultService:
         rows = await self.records.sealing_keys(tenant_id)
         if rows:
             return rows
-        fresh = sealing.generate(root, tenant_id=tenant_id, version=FIRST_KEY_VERSION)
+        fresh = sealing.generate(root.current, tenant_id=tenant_id, version=FIRST_KEY_VERSION)
         await self.records.insert_sealing_key_if_absent(
             TenantSealingKey(
                 tenant_id=tenant_id,
@@ -410,7 +453,7 @@ class VaultService:
                 key_id=fresh.key_id,
                 public_key=fresh.public_key,
                 wrapped_private_key=fresh.wrapped_private_key,
-                root_key_id=root.key_id,
+                root_key_id=root.current.key_id,
                 state=TENANT_KEY_ACTIVE,
                 created_at=self.clock(),
             )
@@ -424,13 +467,18 @@ class VaultService:
         return await self.records.sealing_keys(tenant_id)
 
     def _sealing_private_key(
-        self, root: envelope.RootKey, row: TenantSealingKey
+        self, root: envelope.RootKeyRing, row: TenantSealingKey
     ) -> X25519PrivateKey:
-        if row.root_key_id != root.key_id:
+        key = root.get(row.root_key_id)
+        if key is None:
+            logger.error(
+                "sealing key wrapped by an unknown root key",
+                extra={"tenant_id": row.tenant_id, "stored": row.root_key_id},
+            )
             raise RootKeyMismatch
         try:
             return sealing.unwrap(
-                root,
+                key,
                 tenant_id=row.tenant_id,
                 version=row.version,
                 key_id=row.key_id,
@@ -543,7 +591,9 @@ class VaultService:
             grant_id=grant.grant_id,
         )
 
-    async def _open_sealed(self, root: envelope.RootKey, grant: Grant, record: SealedRecord) -> Any:
+    async def _open_sealed(
+        self, root: envelope.RootKeyRing, grant: Grant, record: SealedRecord
+    ) -> Any:
         """Plaintext delivery of a client-sealed record (refused under require_e2e earlier)."""
         require_grant_covers(
             grant,
@@ -568,7 +618,7 @@ class VaultService:
         return data
 
     async def _sealed_private_key(
-        self, root: envelope.RootKey, record: SealedRecord
+        self, root: envelope.RootKeyRing, record: SealedRecord
     ) -> X25519PrivateKey:
         key_row = await self.records.sealing_key(record.tenant_id, record.key_id)
         if key_row is None:
@@ -577,7 +627,7 @@ class VaultService:
             raise KeyRetired
         return self._sealing_private_key(root, key_row)
 
-    async def _sealed_plaintext(self, root: envelope.RootKey, record: SealedRecord) -> bytes:
+    async def _sealed_plaintext(self, root: envelope.RootKeyRing, record: SealedRecord) -> bytes:
         private = await self._sealed_private_key(root, record)
         try:
             return sealed_envelope.open_envelope(
@@ -654,7 +704,7 @@ class VaultService:
         logger.info("record delivered sealed", extra={"ref": grant.ref})
         return delivered.to_json()
 
-    async def _plaintext(self, root: envelope.RootKey, record: Record) -> Any:
+    async def _plaintext(self, root: envelope.RootKeyRing, record: Record) -> Any:
         key_row = await self.records.tenant_key(record.tenant_id, record.key_version)
         if key_row is None:
             raise RecordIntegrityError
@@ -682,7 +732,7 @@ class VaultService:
     # -- rotation, rewrap, shredding -----------------------------------------------------------
 
     async def _refuse_if_shredded(
-        self, root: envelope.RootKey, tenant_id: str, *, action: str, grant: Grant | None = None
+        self, root: envelope.RootKeyRing, tenant_id: str, *, action: str, grant: Grant | None = None
     ) -> None:
         if not await self.records.tenant_shredded(tenant_id):
             return
@@ -704,11 +754,11 @@ class VaultService:
         await self.records.insert_tenant_key_if_absent(
             tenant_id=tenant_id,
             version=fresh.version,
-            wrapped_key=envelope.wrap_tenant_key(root, fresh),
-            root_key_id=root.key_id,
+            wrapped_key=envelope.wrap_tenant_key(root.current, fresh),
+            root_key_id=root.current.key_id,
             at=self.clock(),
         )
-        pair = sealing.generate(root, tenant_id=tenant_id, version=sealing_version + 1)
+        pair = sealing.generate(root.current, tenant_id=tenant_id, version=sealing_version + 1)
         await self.records.insert_sealing_key_if_absent(
             TenantSealingKey(
                 tenant_id=tenant_id,
@@ -716,7 +766,7 @@ class VaultService:
                 key_id=pair.key_id,
                 public_key=pair.public_key,
                 wrapped_private_key=pair.wrapped_private_key,
-                root_key_id=root.key_id,
+                root_key_id=root.current.key_id,
                 state=TENANT_KEY_ACTIVE,
                 created_at=self.clock(),
             )
@@ -867,7 +917,7 @@ class VaultService:
     async def shred(self, *, tenant_id: str) -> None:
         """Destroy every key of the tenant: its records can never be opened again (410)."""
         root = self._root()
-        await self.records.shred(tenant_id, root_key_id=root.key_id, at=self.clock())
+        await self.records.shred(tenant_id, root_key_id=root.current.key_id, at=self.clock())
         await self._append(
             self.session,
             root,
@@ -875,7 +925,127 @@ class VaultService:
         )
         logger.warning("tenant keys shredded", extra={"tenant_id": tenant_id})
 
-    async def _audit(self, root: envelope.RootKey, fields: _Fields) -> None:
+    # -- root-key rotation ----------------------------------------------------------------------
+
+    async def rotate_root_key_batch(self, *, batch_size: int) -> RootRotationProgress:
+        """Re-wrap up to ``batch_size`` stored keys under the current root key; call until done.
+
+        Only wrapped keys move: tenant key versions (active and retired), tenant sealing keys and
+        the audit key. No data key or payload is touched. Each batch is one transaction with
+        compare-and-set updates (see the repository), audited as ``rotate-root``; concurrent
+        seals and opens go on, since every row names the root key that opens it and the vault
+        knows both keys during the rotation.
+        """
+        root = self._root()
+        current = root.current
+        moved = 0
+        for key_row in await self.records.tenant_keys_not_under(current.key_id, limit=batch_size):
+            tenant_key = self._unwrap(root, key_row)
+            moved += await self.records.move_tenant_key_root(
+                key_row,
+                root_key_id=current.key_id,
+                wrapped=envelope.wrap_tenant_key(current, tenant_key),
+            )
+        if moved < batch_size:
+            for sealing_row in await self.records.sealing_keys_not_under(
+                current.key_id, limit=batch_size - moved
+            ):
+                old = root.get(sealing_row.root_key_id)
+                if old is None:
+                    logger.error(
+                        "sealing key wrapped by an unknown root key",
+                        extra={
+                            "tenant_id": sealing_row.tenant_id,
+                            "stored": sealing_row.root_key_id,
+                        },
+                    )
+                    raise RootKeyMismatch
+                try:
+                    wrapped = sealing.rewrap(
+                        old,
+                        current,
+                        tenant_id=sealing_row.tenant_id,
+                        version=sealing_row.version,
+                        key_id=sealing_row.key_id,
+                        wrapped=sealing_row.wrapped_private_key,
+                    )
+                except envelope.DecryptionError:
+                    logger.error(
+                        "sealing key failed its integrity check",
+                        extra={"tenant_id": sealing_row.tenant_id},
+                    )
+                    raise RecordIntegrityError from None
+                moved += await self.records.move_sealing_key_root(
+                    sealing_row, root_key_id=current.key_id, wrapped=wrapped
+                )
+        if moved < batch_size:
+            for audit_row in await self.records.audit_keys_not_under(current.key_id):
+                material = self._unwrap_audit_key(root, audit_row)
+                moved += await self.records.move_audit_key_root(
+                    audit_row,
+                    root_key_id=current.key_id,
+                    wrapped=envelope.wrap_audit_key(
+                        current, version=audit_row.version, material=material
+                    ),
+                )
+        usage = await self.records.root_key_usage()
+        remaining = sum(count for key_id, count in usage.items() if key_id != current.key_id)
+        await self._append(
+            self.session,
+            root,
+            _Fields(
+                action=ROTATE_ROOT_ACTION,
+                outcome="ok",
+                reason=f"{moved} moved, {remaining} left"[:32],
+                ref=current.key_id,
+                subject="operator",
+            ),
+        )
+        logger.info(
+            "root key rotation batch",
+            extra={"root_key_id": current.key_id, "moved": moved, "remaining": remaining},
+        )
+        return RootRotationProgress(
+            root_key_id=current.key_id, rewrapped=moved, remaining=remaining
+        )
+
+    async def root_key_usage(self) -> dict[str, int]:
+        """Live wrapped keys per root key id (the operator's view of a rotation)."""
+        return await self.records.root_key_usage()
+
+    # -- audit anchors -------------------------------------------------------------------------
+
+    async def anchor_audit_head(self, *, after_seq: int = 0) -> Anchor | None:
+        """Write the chain's current head to the anchor store; None if it is not past
+        ``after_seq`` (nothing new to anchor). The head's MAC is checked first: a head that
+        does not verify is not anchored (503), it is an operator's case."""
+        root = self._root()
+        if self.anchors is None:
+            raise AnchoringOff
+        repo = AuditRepository(self.session)
+        head = await repo.head()
+        if head is None or head.seq <= after_seq:
+            return None
+        key = await self._audit_key_for_reading(repo, root, head)
+        if not envelope.constant_time_equal(head.mac, audit.head_mac(key, head.seq, head.hash)):
+            logger.error("audit chain head does not verify; not anchored")
+            raise AuditUnavailable(
+                "The audit chain's head does not verify, so it was not anchored; verify the "
+                "chain (GET /v1/admin/audit/verify)."
+            )
+        anchor = Anchor(seq=head.seq, hash=head.hash, mac=head.mac, at=self.clock())
+        try:
+            await self.anchors.append(anchor)
+        except OSError as exc:
+            logger.error(
+                "audit anchor could not be written",
+                extra={"source": self.anchors.source, "error_type": type(exc).__name__},
+            )
+            raise AuditUnavailable("The audit anchor could not be written; try again.") from exc
+        logger.info("audit head anchored", extra={"seq": head.seq, "source": self.anchors.source})
+        return anchor
+
+    async def _audit(self, root: envelope.RootKeyRing, fields: _Fields) -> None:
         """Append a refusal in a transaction of its own (the request's is rolled back)."""
         async with self.sessionmaker() as session, session.begin():
             await self._append(session, root, fields)
@@ -883,7 +1053,11 @@ class VaultService:
             "vault request refused", extra={"action": fields.action, "reason": fields.reason}
         )
 
-    async def _verified_grant(self, root: envelope.RootKey, token: str, *, action: str) -> Grant:
+    async def _verified_grant(
+        self, root: envelope.RootKeyRing, token: str, *, action: str
+    ) -> Grant:
+        if self.identity is None:
+            raise RuntimeError("this vault service checks no grants (no service identity)")
         try:
             claims = self.identity.verify(token, typ=GRANT_TYPE, allowed_issuers=GRANT_ISSUERS)
             return parse_grant(claims)
@@ -901,13 +1075,15 @@ class VaultService:
     # -- audit -------------------------------------------------------------------------------
 
     async def _audit_refusal(
-        self, root: envelope.RootKey, action: str, reason: str, grant: Grant | None
+        self, root: envelope.RootKeyRing, action: str, reason: str, grant: Grant | None
     ) -> None:
         async with self.sessionmaker() as session, session.begin():
             await self._append(session, root, _grant_fields(action, "refused", reason, grant))
         logger.warning("vault request refused", extra={"action": action, "reason": reason})
 
-    async def _append(self, session: AsyncSession, root: envelope.RootKey, fields: _Fields) -> None:
+    async def _append(
+        self, session: AsyncSession, root: envelope.RootKeyRing, fields: _Fields
+    ) -> None:
         """Append one audit record, measured (see :mod:`services.vault.metrics`)."""
         with measure_audit_append(
             action=fields.action, outcome=fields.outcome, reason=fields.reason
@@ -915,10 +1091,9 @@ class VaultService:
             await self._append_record(session, root, fields)
 
     async def _append_record(
-        self, session: AsyncSession, root: envelope.RootKey, fields: _Fields
+        self, session: AsyncSession, root: envelope.RootKeyRing, fields: _Fields
     ) -> None:
         repo = AuditRepository(session)
-        audit_key = root.audit_key()
         try:
             claimed = await repo.lock_and_read_head(timeout_seconds=self.audit_lock_timeout_seconds)
         except DBAPIError as exc:
@@ -930,6 +1105,12 @@ class VaultService:
                 "The audit chain is inconsistent, so the vault refuses to act until an "
                 "operator verifies it."
             )
+        try:
+            audit_key = await self._audit_key_for_append(repo, root, head)
+        except DBAPIError as exc:
+            raise AuditUnavailable(
+                "The audit log could not record this; nothing was done."
+            ) from exc
         entry = audit.AuditEntry(
             seq=head.seq + 1,
             at=self.clock(),
@@ -951,12 +1132,121 @@ class VaultService:
                 "The audit log could not record this; nothing was done."
             ) from exc
 
+    # -- audit key ---------------------------------------------------------------------------
+    # The chain's MAC key is its own key, stored wrapped by the root key (``audit_keys``), so a
+    # root-key rotation re-wraps it like a tenant key and every old record keeps verifying. It
+    # is made on the first append, under the chain lock: 32 random bytes for a new chain; for a
+    # chain an earlier release began (MAC'd with a key derived from the root key) the key that
+    # chain was begun with, recognised by the head's MAC. Each process keeps the unwrapped key
+    # (as it keeps the root key) once it has read it back from the database, so an append costs
+    # no extra statement; a key this transaction only just inserted is not kept until a later
+    # read finds it committed (the transaction may still roll back).
+
+    async def _audit_key_for_append(
+        self, repo: AuditRepository, root: envelope.RootKeyRing, head: audit.ChainHead
+    ) -> bytes:
+        cached = self.audit_keys.key
+        if cached is not None:
+            return cached
+        row = await repo.audit_key(AUDIT_KEY_VERSION)
+        if row is not None:
+            return self.audit_keys.keep(self._unwrap_audit_key(root, row))
+        if head.seq == 0:
+            material, origin = envelope.new_key(), AUDIT_KEY_RANDOM
+        else:
+            legacy = self._legacy_audit_key(root, head)
+            if legacy is None:
+                logger.error("no audit key, and no known root key's derived key fits the head")
+                raise AuditUnavailable(
+                    "The audit chain's key is missing, so the vault refuses to act until an "
+                    "operator verifies the chain."
+                )
+            material, origin = legacy, AUDIT_KEY_DERIVED
+        await repo.insert_audit_key_if_absent(
+            AuditKey(
+                version=AUDIT_KEY_VERSION,
+                wrapped_key=envelope.wrap_audit_key(
+                    root.current, version=AUDIT_KEY_VERSION, material=material
+                ),
+                root_key_id=root.current.key_id,
+                origin=origin,
+                created_at=self.clock(),
+            )
+        )
+        row = await repo.audit_key(AUDIT_KEY_VERSION)
+        if row is None:
+            raise AuditUnavailable("The audit log could not record this; nothing was done.")
+        # Not kept yet: this transaction may roll back (see above).
+        return self._unwrap_audit_key(root, row)
+
+    async def _audit_key_for_reading(
+        self, repo: AuditRepository, root: envelope.RootKeyRing, head: audit.ChainHead | None
+    ) -> bytes:
+        cached = self.audit_keys.key
+        if cached is not None:
+            return cached
+        row = await repo.audit_key(AUDIT_KEY_VERSION)
+        if row is not None:
+            return self.audit_keys.keep(self._unwrap_audit_key(root, row))
+        # No key stored yet: an empty chain, or one an earlier release began.
+        legacy = self._legacy_audit_key(root, head) if head is not None and head.seq else None
+        return legacy if legacy is not None else root.current.audit_key()
+
+    @staticmethod
+    def _legacy_audit_key(root: envelope.RootKeyRing, head: audit.ChainHead) -> bytes | None:
+        """The derived key (of a known root key) the chain's head MAC was made with, if any."""
+        for key in (root.current, *root.previous):
+            candidate = key.audit_key()
+            if envelope.constant_time_equal(
+                head.mac, audit.head_mac(candidate, head.seq, head.hash)
+            ):
+                return candidate
+        return None
+
+    def _unwrap_audit_key(self, root: envelope.RootKeyRing, row: AuditKey) -> bytes:
+        key = root.get(row.root_key_id)
+        if key is None:
+            logger.error(
+                "audit key wrapped by an unknown root key", extra={"stored": row.root_key_id}
+            )
+            raise RootKeyMismatch
+        try:
+            return envelope.unwrap_audit_key(key, version=row.version, wrapped=row.wrapped_key)
+        except envelope.DecryptionError:
+            logger.error("audit key failed its integrity check")
+            raise AuditUnavailable(
+                "The audit key failed its integrity check; the vault refuses to act until an "
+                "operator restores it."
+            ) from None
+
     async def verify_audit(self) -> audit.Verification:
-        """Recompute the whole chain. The head is read first: later appends are not judged."""
+        """Recompute the whole chain and check it against the anchors kept outside the database.
+
+        Anchors are read first, then the head: later appends are not judged, and every anchor
+        read was written before the head was read, so the chain must reach it.
+        """
         root = self._root()
         repo = AuditRepository(self.session)
+        anchors: list[Anchor] = []
+        if self.anchors is not None:
+            try:
+                anchors = await self.anchors.read_all()
+            except AnchorStoreDamaged:
+                logger.error(
+                    "audit anchors are not readable", extra={"source": self.anchors.source}
+                )
+                return audit.Verification(
+                    valid=False, records=0, first_invalid=None, problem="anchor_unreadable"
+                )
+            except OSError as exc:
+                raise AuditUnavailable(
+                    "The audit anchors cannot be read now; verify again later."
+                ) from exc
         head = await repo.head()
-        verifier = audit.ChainVerifier(root.audit_key())
+        verifier = audit.ChainVerifier(
+            await self._audit_key_for_reading(repo, root, head),
+            [(a.seq, a.hash, a.mac) for a in anchors],
+        )
         limit = head.seq if head is not None else None
         async for batch in repo.all_in_order():
             verifier.feed(r for r in batch if limit is None or r.entry.seq <= limit)
@@ -967,7 +1257,11 @@ class VaultService:
             # Keys and records are only ever written together with their audit record, so an
             # empty chain beside stored data means the log was wiped.
             result = audit.Verification(
-                valid=False, records=0, first_invalid=1, problem="audit_log_missing"
+                valid=False,
+                records=0,
+                first_invalid=1,
+                problem="audit_log_missing",
+                anchors=result.anchors,
             )
         if not result.valid:
             logger.error(

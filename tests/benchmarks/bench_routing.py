@@ -10,15 +10,18 @@ asyncpg), then measures, in process on the real database:
 
 * **baseline**: a bare ``SELECT 1`` round trip through the router's session (the floor of any
   database-backed step in the same run);
-* **profiles**: ``JobWorkflow.profiles()`` alone: every team, plus the grouped count of queued
-  and in-progress jobs per team (what every decision reads);
+* **profiles**: ``JobWorkflow.profiles()`` alone: every team, plus each team's load, read from
+  the ``team_loads`` counters (migration 0005; the grouped ``COUNT(*)`` of queued and
+  in-progress jobs it replaced is measured beside it);
 * **decide**: the pure ranking (eligibility filters + score) over those profiles, no I/O;
 * **submit**: the real decision path, ``JobWorkflow.submit`` for one new job in its own
   committed transaction: classification, profiles, eligibility and ranking, the job row, its
   events and its decision record;
 * **classify**: one text through the classifier (texts/s), and a batch of 1,000 through
   ``POST /internal/v1/classify`` (in-process app, service credential), which also previews the
-  team each text would go to, so it grows with the team count too.
+  team each text would go to, so it grows with the team count too;
+* **per submit**: SQL statements (``before_cursor_execute``) and the stored decision record's
+  size, beside the size the old per-team record format would have had.
 
 Teams get capacity twice their share of the queue, so routing finds eligible teams at every
 scale (a team at capacity is excluded, which would make the larger runs cheaper, not dearer).
@@ -42,12 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from services.router.app import create_app
 from services.router.classifier.corpus import Example, load_corpus
 from services.router.classifier.store import load_or_train
 from services.router.classifier.trained import TrainedClassifier
+from services.router.domain.decision_record import stored_record
 from services.router.domain.routing import DataPolicy
 from services.router.domain.taxonomy import Domain, Priority, tier_of
 from services.router.settings import RouterSettings
@@ -282,14 +286,19 @@ async def measure_scale(
             ]
             teams_times = [await timed_ms(workflow.teams.all) for _ in range(PROFILE_ROUNDS)]
             loads_times = [await timed_ms(workflow.jobs.team_loads) for _ in range(PROFILE_ROUNDS)]
+            counted_times = [
+                await timed_ms(workflow.jobs.counted_team_loads) for _ in range(PROFILE_ROUNDS)
+            ]
+            assert await workflow.jobs.team_loads() == await workflow.jobs.counted_team_loads()
             profiles = await workflow.profiles()
             decide_times = []
+            record_sizes: list[tuple[int, int]] = []
             for submission in submissions(corpus, DECIDE_ROUNDS, now=now):
                 classification = classifier.classify(
                     title="", description=submission.description, service_hint=None
                 )
                 tick = time.perf_counter()
-                workflow.decide(
+                decision = workflow.decide(
                     classification=classification,
                     policy=submission.policy,
                     due_at=submission.due_at,
@@ -298,6 +307,12 @@ async def measure_scale(
                     now=now,
                 )
                 decide_times.append((time.perf_counter() - tick) * 1000)
+                record_sizes.append(
+                    (
+                        len(json.dumps(decision.to_record(), separators=(",", ":"))),
+                        len(json.dumps(stored_record(decision), separators=(",", ":"))),
+                    )
+                )
 
         outcomes: Counter[str] = Counter()
 
@@ -310,10 +325,23 @@ async def measure_scale(
         for submission in submissions(corpus, WARMUP, now=now):
             await submit(submission)
         outcomes.clear()
+        statements: list[str] = []
+
+        def count_statement(*args: Any) -> None:
+            statements.append(str(args[2]).split(None, 1)[0].upper())
+
+        event.listen(engine.sync_engine, "before_cursor_execute", count_statement)
         submit_times = [
             await timed_ms(lambda s=s: submit(s))  # type: ignore[misc]
             for s in submissions(corpus, decisions, now=now + timedelta(seconds=1))
         ]
+        event.remove(engine.sync_engine, "before_cursor_execute", count_statement)
+        async with maker() as session:
+            stored_bytes = (
+                await session.execute(
+                    text("SELECT avg(octet_length(record::text)) FROM routing_decisions")
+                )
+            ).scalar_one()
     finally:
         await engine.dispose()
 
@@ -323,7 +351,8 @@ async def measure_scale(
     for name, values in (
         ("profiles, every team's load (classify, sweeper)", profile_times),
         ("  of which: load every team", teams_times),
-        ("  of which: count jobs per team", loads_times),
+        ("  of which: read every team's load counter", loads_times),
+        ("  (before: COUNT(*) of active jobs per team)", counted_times),
         ("profiles, loads of the able teams (submit)", work_times),
         ("decide (rank, no I/O)", decide_times),
         ("submit (full decision path)", submit_times),
@@ -331,6 +360,13 @@ async def measure_scale(
         ratio = percentile(values, 50) / base_p50
         emit(f"| {label} | {name} | {summary(values)} | {ratio:,.0f}× |")
     shares = ", ".join(f"{status} {count}" for status, count in sorted(outcomes.items()))
+    kinds = ", ".join(f"{kind} {n / decisions:.1f}" for kind, n in Counter(statements).items())
+    emit(
+        f"| {label} | per submit: {len(statements) / decisions:.1f} statements ({kinds}); "
+        f"decision record {statistics.mean(new for _, new in record_sizes) / 1024:.1f} KB"
+        f" (stored avg {float(stored_bytes or 0) / 1024:.1f} KB; per-team format "
+        f"{statistics.mean(old for old, _ in record_sizes) / 1024:.1f} KB) | | | | |"
+    )
     emit(f"| {label} | (COPY of {jobs:,} jobs: {load_seconds:.1f} s; submits: {shares}) | | | | |")
 
     # The preview ranks every team for every text: at 1,000 teams a batch of 1,000 texts is a

@@ -1,8 +1,9 @@
 """The console in a real browser (Debian's Chromium via Playwright) against a real platform.
 
-One platform per module; each test opens its own browser contexts (own cookies). Data is made
-through the REST API, as a deployment would, and every console action is checked back through
-the REST API.
+The platform is shared with other modules (see tests/e2e/conftest.py): this module's tenants
+require a certification only its teams have, so their jobs go to these teams and no other. Each
+test opens its own browser contexts (own cookies). Data is made through the REST API, as a
+deployment would, and every console action is checked back through the REST API.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.e2e
 CLINICAL_NAME = "Bengaluru Clinical Insights"
 LEDGER_NAME = "Pune Ledger Ops"
 HOURS = {"start": "00:00", "end": "23:59", "days": [0, 1, 2, 3, 4, 5, 6]}
-CLINICAL_TEAM = {
+CLINICAL_TEAM: dict[str, Any] = {
     "name": CLINICAL_NAME,
     "country": "IN",
     "timezone": "Asia/Kolkata",
@@ -37,7 +38,7 @@ CLINICAL_TEAM = {
     "hourly_rate": 30.0,
     "quality": 0.9,
 }
-LEDGER_TEAM = {
+LEDGER_TEAM: dict[str, Any] = {
     "name": LEDGER_NAME,
     "country": "IN",
     "timezone": "Asia/Kolkata",
@@ -53,6 +54,8 @@ CLINICAL_DESCRIPTION = (
     "Code the adverse event narratives from the case report forms of our phase III trial "
     "to MedDRA terms and flag serious adverse events for pharmacovigilance review."
 )
+# Only this module's teams have it, and its tenants require it (the platform is shared).
+CERTIFICATION = "CONSOLE-" + secrets.token_hex(4).upper()
 # Appears only in confidential data: it must reach the member's page only on demand.
 CANARY = "CANARY-CONSOLE-" + secrets.token_hex(6)
 E2E_CANARY = "CANARY-SEALED-" + secrets.token_hex(6)
@@ -81,16 +84,26 @@ def _created(response: httpx.Response) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(platform: Platform) -> World:
+    certified = {"required_certifications": [CERTIFICATION]}
     with platform.operator() as op:
-        tenant = _created(op.post("/v1/admin/tenants", json={"name": "Acme Pharma"}))
+        tenant = _created(
+            op.post("/v1/admin/tenants", json={"name": "Acme Pharma", "policy": certified})
+        )
         e2e_tenant = _created(
             op.post(
                 "/v1/admin/tenants",
-                json={"name": "Sealed Trials Ltd", "policy": {"require_e2e": True}},
+                json={"name": "Sealed Trials Ltd", "policy": {**certified, "require_e2e": True}},
             )
         )
-        clinical = _created(op.post("/v1/admin/teams", json=CLINICAL_TEAM))
-        ledger = _created(op.post("/v1/admin/teams", json=LEDGER_TEAM))
+        clinical, ledger = (
+            _created(
+                op.post(
+                    "/v1/admin/teams",
+                    json={**team, "certifications": [*team["certifications"], CERTIFICATION]},
+                )
+            )
+            for team in (CLINICAL_TEAM, LEDGER_TEAM)
+        )
         members = {}
         for name, team in (("Asha", clinical), ("Bea", clinical), ("Li", ledger)):
             members[name] = _created(

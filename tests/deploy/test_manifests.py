@@ -47,7 +47,11 @@ KUBERNETES_VERSION = "1.30.0"
 PEERS = {"gateway": ("router", "vault"), "router": ("gateway",), "vault": ("gateway", "router")}
 PORTS = {"gateway": 8000, "router": 8001, "vault": 8002}
 # Names of variables that carry a secret when given a literal value.
-SECRET_NAME = re.compile(r"KEY|PEPPER|PASSWORD|SECRET|TOKEN|DATABASE_URL")
+SECRET_NAME = re.compile(r"KEY|PEPPER|PASSWORD|SECRET|TOKEN|DATABASE_URL|REDIS_URL")
+# What the Redis URL secret file holds in these tests (a password inside: hence a file).
+REDIS_URL = "redis://:redis-pw@redis:6379/0"
+# Compose's ``${NAME:-default}`` interpolation, as compose applies it with NAME unset.
+INTERPOLATION = re.compile(r"\$\{[A-Z_]+:-([^}]*)\}")
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -336,18 +340,51 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_runs_taskroute():
     assert "!services/**" in ignored
 
 
+def read_lock() -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``deploy/requirements.lock`` (pip-compile's format): name -> version, name -> sha256s."""
+    versions: dict[str, str] = {}
+    hashes: dict[str, list[str]] = {}
+    current = ""
+    for line in (DEPLOY / "requirements.lock").read_text().splitlines():
+        entry = line.strip().removesuffix("\\").strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if not line[0].isspace():
+            assert not entry.startswith("-"), f"no pip options in the lock: {entry}"
+            name, version = entry.split("==")
+            current = re.sub(r"[-_.]+", "-", name).lower()
+            versions[current], hashes[current] = version, []
+        else:
+            assert entry.startswith("--hash=sha256:"), entry
+            hashes[current].append(entry.removeprefix("--hash=sha256:"))
+    return versions, hashes
+
+
 def test_the_image_lock_pins_every_runtime_dependency_as_pyproject_does():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    lock = {}
-    for line in (DEPLOY / "requirements.lock").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, version = line.split("==")
-            lock[re.sub(r"[-_.]+", "-", name).lower()] = version
+    lock, _ = read_lock()
     for requirement in project["dependencies"]:
         name, version = re.sub(r"\[.*\]", "", requirement).split("==")
         assert lock.get(re.sub(r"[-_.]+", "-", name).lower()) == version, requirement
-    for dev_tool in ("pytest", "mypy", "ruff", "yamllint"):
+    for dev_tool in ("pytest", "mypy", "ruff", "yamllint", "pip-tools"):
         assert dev_tool not in lock
+
+
+def test_the_image_installs_only_files_whose_hashes_are_locked():
+    """Every locked package carries the sha256 of its files, and the image's pip refuses any
+    other file (``--require-hashes``), so a substituted distribution fails the build."""
+    versions, hashes = read_lock()
+    assert len(versions) > 40
+    for name, digests in hashes.items():
+        assert digests, f"{name} has no --hash"
+        assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in digests), name
+    [install] = [
+        value
+        for kind, value in dockerfile_instructions()
+        if kind == "RUN" and "requirements.lock" in value
+    ]
+    assert "--require-hashes" in install.split()
+    assert "--no-deps" in install.split()  # the lock is complete: nothing resolved at build time
 
 
 # ----------------------------------------------------------------------------- settings
@@ -362,11 +399,13 @@ def secret_files(tmp_path: Path) -> dict[str, Path]:
         "operator": tmp_path / "operator.key",
         "root": tmp_path / "vault-root.key",
         "pgpass": tmp_path / "pgpass",
+        "redis_url": tmp_path / "redis-url",
     }
     files["pepper"].write_text("p" * 48 + "\n")
     files["operator"].write_text("tr_operator_" + "o" * 40 + "\n")
     files["root"].write_bytes(os.urandom(32))
     files["pgpass"].write_text("postgres:5432:*:taskroute:pw\n")
+    files["redis_url"].write_text(REDIS_URL + "\n")
     for service, peers in PEERS.items():
         folder = tmp_path / f"{service}-keys"
         folder.mkdir()
@@ -385,6 +424,7 @@ def local_path(service: str, container_path: str, tmp_path: Path, files: dict[st
         (("operator.key", "operator_key"), files["operator"]),
         (("vault-root.key", "vault_root_key"), files["root"]),
         (("pgpass",), files["pgpass"]),
+        (("redis-url", "redis_url"), files["redis_url"]),
     ):
         if container_path.endswith(name):
             return str(path)
@@ -401,8 +441,12 @@ def assert_settings_work(service: str, expected_url: str, files: dict[str, Path]
         name=service, keys_dir=settings.keys_dir(), peers=PEERS[service]
     )
     assert set(identity.peer_keys) == set(PEERS[service])
+    assert settings.tracing_enabled is False  # on only when an operator says so
     if isinstance(settings, GatewaySettings):
         assert settings.resolved_api_key_pepper() == b"p" * 48
+        # The replicas share rate limits through Redis, its URL read from the secret file.
+        assert settings.redis_url is not None
+        assert settings.redis_url.get_secret_value() == REDIS_URL
         assert settings.bootstrap_operator_key is not None
         assert settings.router_url == "http://router:8001"
         assert settings.vault_url == "http://vault:8002"
@@ -417,7 +461,7 @@ def test_the_compose_environment_alone_makes_valid_settings(service, tmp_path, m
     files = secret_files(tmp_path)
     environment = compose()["services"][service]["environment"]
     for name, value in environment.items():
-        text = str(value)
+        text = INTERPOLATION.sub(lambda match: match.group(1), str(value))
         if text.startswith("/run/secrets/"):
             text = local_path(service, text, tmp_path, files)
         monkeypatch.setenv(name, text)

@@ -10,13 +10,19 @@ from typing import Any
 import yaml
 from prometheus_client import REGISTRY
 
+import services.gateway.metrics
 import services.router.metrics
 import services.vault.metrics
 import shared.metrics
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 METRIC = re.compile(r"\btaskroute_[a-z_]+")
-MODULES = (shared.metrics, services.router.metrics, services.vault.metrics)
+MODULES = (
+    shared.metrics,
+    services.gateway.metrics,
+    services.router.metrics,
+    services.vault.metrics,
+)
 
 
 def exported_names() -> set[str]:
@@ -34,6 +40,7 @@ def test_alert_rules_are_well_formed_and_use_exported_metrics():
     names = {rule["alert"] for rule in alerts}
     assert {"TaskrouteVaultSealed", "TaskrouteAuditFailures", "TaskrouteHigh5xxRate"} <= names
     assert {"TaskrouteUnroutableGrowing", "TaskrouteTriageRateHigh"} <= names
+    assert {"TaskrouteWebhookFailuresHigh", "TaskrouteWebhookDeliveriesGivenUp"} <= names
     used = {name for rule in alerts for name in METRIC.findall(rule["expr"])}
     assert used
     assert used <= exported_names()
@@ -44,7 +51,17 @@ def test_alert_rules_are_well_formed_and_use_exported_metrics():
 
 def test_the_dashboard_uses_exported_metrics():
     dashboard = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
-    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    expressions = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
     used = {name for expr in expressions for name in METRIC.findall(expr)}
     assert len(dashboard["panels"]) >= 8
     assert used <= exported_names()
+    # Webhook deliveries have their panels; the tracing note says how to find a trace.
+    assert {
+        "taskroute_gateway_webhook_attempts_total",
+        "taskroute_gateway_webhook_attempt_duration_seconds_bucket",
+        "taskroute_gateway_webhook_outbox_backlog",
+    } <= used
+    notes = [p["options"]["content"] for p in dashboard["panels"] if p["type"] == "text"]
+    assert any("taskroute.request_id" in note for note in notes)

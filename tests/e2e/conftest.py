@@ -2,6 +2,13 @@
 
 Three service processes, real HTTP between them, SQLite files or PostgreSQL databases made for
 the run. Every line the services log goes to one file that tests can search.
+
+A platform takes tens of seconds to start on two cores, so the run starts as few as it can
+(``PlatformPool``, one per pytest-xdist worker): modules whose tests make their own tenants and
+teams share one platform per backend (``platform``); a test that needs a platform as it starts
+(the demo's) gets a fresh one (``fresh_platform``), which a test that may stop it (the
+supervisor's) takes afterwards. Modules with settings of their own start their own platform.
+tests/conftest.py keeps the modules of one pool together on one worker (``PLATFORM_GROUPS``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +169,78 @@ def launch_platform(
                     process.wait()
 
 
+class PlatformPool:
+    """The platforms of one test session (one pytest-xdist worker), stopped when it ends.
+
+    - ``shared(backend)``: one platform per backend with the default settings, for every module
+      whose tests make their own tenants, teams and members and look only at those (a test must
+      never count what other modules made, nor need the platform to itself).
+    - ``fresh(backend)``: a platform no test has used yet; ``retire`` it when done with it.
+    - ``spare(backend)``: a platform no other test will use again, which the caller may stop
+      (a retired one if there is one, else a new one).
+
+    A platform whose ``taskroute up`` exited (a test stopped it) is never handed out again.
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp_path_factory = tmp_path_factory
+        self._stack = ExitStack()
+        self._platforms: list[Platform] = []
+        self._shared: dict[str, Platform] = {}
+        self._spares: dict[str, list[Platform]] = {}
+
+    def __enter__(self) -> PlatformPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Stop them all at once, then wait for each: every platform takes seconds to stop.
+        for platform in self._platforms:
+            if platform.process.poll() is None:
+                platform.process.send_signal(signal.SIGTERM)
+        self._stack.close()
+
+    def _launch(self, backend: str) -> Platform:
+        data_dir = self._tmp_path_factory.mktemp("platform")
+        platform = self._stack.enter_context(launch_platform(backend, data_dir))
+        self._platforms.append(platform)
+        return platform
+
+    def shared(self, backend: str) -> Platform:
+        current = self._shared.get(backend)
+        if current is None or current.process.poll() is not None:
+            current = self._shared[backend] = self._launch(backend)
+        return current
+
+    def fresh(self, backend: str) -> Platform:
+        return self._launch(backend)
+
+    def retire(self, backend: str, platform: Platform) -> None:
+        self._spares.setdefault(backend, []).append(platform)
+
+    def spare(self, backend: str) -> Platform:
+        spares = self._spares.get(backend, [])
+        while spares:
+            platform = spares.pop()
+            if platform.process.poll() is None:
+                return platform
+        return self._launch(backend)
+
+
 @pytest.fixture(scope="module")
-def platform(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    with launch_platform(backend, tmp_path_factory.mktemp("platform")) as running_platform:
-        yield running_platform
+def platform(backend: str, platform_pool: PlatformPool) -> Platform:
+    """The platform this backend's modules share (see ``PlatformPool.shared``)."""
+    return platform_pool.shared(backend)
+
+
+@pytest.fixture(scope="module")
+def fresh_platform(backend: str, platform_pool: PlatformPool) -> Iterator[Platform]:
+    """A platform no test used before this module (see ``PlatformPool.fresh``)."""
+    platform = platform_pool.fresh(backend)
+    yield platform
+    platform_pool.retire(backend, platform)
+
+
+@pytest.fixture(scope="module")
+def spare_platform(backend: str, platform_pool: PlatformPool) -> Platform:
+    """A platform this module may stop (see ``PlatformPool.spare``)."""
+    return platform_pool.spare(backend)

@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.conftest import Platform
 from tests.e2e.inspect import dump_database
 
-TEAM = {
+TEAM: dict[str, Any] = {
     "name": "E2E Clinical Team",
     "country": "IN",
     "timezone": "Asia/Kolkata",
@@ -45,15 +45,22 @@ _teams: dict[str, dict[str, Any]] = {}
 def _setup_tenant_team_member(
     platform: Platform,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """A new tenant and member; one clinical team per platform, so jobs have one place to go."""
+    """A new tenant and member; one clinical team per platform, so jobs have one place to go:
+    the tenants require a certification only that team has (other modules' teams share the
+    platform)."""
     with platform.operator() as operator:
-        tenant = operator.post("/v1/admin/tenants", json={"name": f"Acme {secrets.token_hex(3)}"})
-        assert tenant.status_code == 201, tenant.text
         if platform.gateway_url not in _teams:
-            team = operator.post("/v1/admin/teams", json=TEAM)
+            certification = f"E2E-{secrets.token_hex(4).upper()}"
+            body = {**TEAM, "certifications": [*TEAM["certifications"], certification]}
+            team = operator.post("/v1/admin/teams", json=body)
             assert team.status_code == 201, team.text
-            _teams[platform.gateway_url] = team.json()
+            _teams[platform.gateway_url] = {**team.json(), "certification": certification}
         team_id = _teams[platform.gateway_url]["id"]
+        policy = {"required_certifications": [_teams[platform.gateway_url]["certification"]]}
+        tenant = operator.post(
+            "/v1/admin/tenants", json={"name": f"Acme {secrets.token_hex(3)}", "policy": policy}
+        )
+        assert tenant.status_code == 201, tenant.text
         member = operator.post(f"/v1/admin/teams/{team_id}/members", json={"name": "Asha"})
         assert member.status_code == 201, member.text
     return tenant.json(), _teams[platform.gateway_url], member.json()

@@ -20,6 +20,7 @@ UNKNOWN_ID = "0b0e7d7e-1f0a-4b8e-9d55-3c2a1b0f9e77"
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/jobs"): BOOKKEEPING_JOB,
     ("POST", "/v1/jobs/{job_id}/cancel"): {"reason": "walk"},
+    ("POST", "/v1/team/jobs/{job_id}/send-back"): {"comment": "walk"},
     ("POST", "/v1/jobs/{job_id}/feedback"): {"rating": 1, "comment": "walk"},
     ("POST", "/v1/team/jobs/{job_id}/release"): {"reason": "walk"},
     ("POST", "/v1/team/jobs/{job_id}/reject"): {"reason": "walk"},

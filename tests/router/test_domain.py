@@ -491,6 +491,11 @@ def test_terminal_statuses_and_the_reject_extension():
     assert allowed - set(CONTRACT_MOVES) == {
         (S.QUEUED, S.UNROUTABLE),
         (S.IN_PROGRESS, S.UNROUTABLE),
+        # Four-eyes review (docs/architecture.md): held results, approved or sent back.
+        (S.IN_PROGRESS, S.IN_REVIEW),
+        (S.IN_REVIEW, S.COMPLETED),
+        (S.IN_REVIEW, S.IN_PROGRESS),
+        (S.IN_REVIEW, S.CANCELLED),
     }
 
 

@@ -1,8 +1,8 @@
 """Fixtures of the client's end-to-end tests: real platforms, and tenants, teams and members.
 
-``platform`` is the e2e one (``taskroute up`` on free ports), shared by the whole package
-since a platform takes long to start on two cores; ``limited_platform`` is the same with a tiny
-per-key rate limit, so the real limiter answers 429 within a few requests.
+``platform`` is the e2e one (``taskroute up`` on free ports), shared with other modules since a
+platform takes long to start on two cores (see tests/e2e/conftest.py); ``limited_platform`` is
+the same with a tiny per-key rate limit, so the real limiter answers 429 within a few requests.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import pytest
 
 from services.sdk import RetryPolicy, TaskrouteClient
 from tests.e2e.conftest import Platform
+from tests.e2e.conftest import platform as platform  # noqa: F401 - the fixture, re-exported
 from tests.sdk.platforms import started_platform
 
-# Jobs of these tests all go to one 24/7 clinical team, large enough never to be full. Not in
-# India: the README's tenant allows India and Ireland only, so its jobs go to its own team.
+# Jobs of these tests all go to one 24/7 clinical team, large enough never to be full: their
+# tenants require a certification only that team has (made per platform, as other modules'
+# teams share the platform).
 TEAM: dict[str, Any] = {
     "name": "SDK Clinical Team",
     "country": "PH",
@@ -52,12 +54,6 @@ class Tenancy:
     member_key: str
 
 
-@pytest.fixture(scope="package")
-def platform(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    with started_platform(tmp_path_factory, {"TASKROUTE_LOG_LEVEL": "INFO"}, backend) as p:
-        yield p
-
-
 @pytest.fixture(scope="module")
 def limited_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     # 4 a second: a burst of a dozen requests meets the limiter, a 1 s Retry-After clears it.
@@ -74,16 +70,22 @@ def operator_client(platform: Platform, **kwargs: Any) -> TaskrouteClient:
     return TaskrouteClient(platform.gateway_url, platform.operator_key, retry=FAST_RETRY, **kwargs)
 
 
-_teams: dict[str, str] = {}
+# Per platform: the SDK team's id and the certification that only it has.
+_teams: dict[str, tuple[str, str]] = {}
 
 
 def new_tenancy(platform: Platform) -> Tenancy:
     """A new tenant and member; one team per platform, so every job has one place to go."""
     with operator_client(platform) as operator:
-        tenant = operator.create_tenant(f"SDK tenant {secrets.token_hex(3)}")
         if platform.gateway_url not in _teams:
-            _teams[platform.gateway_url] = str(operator.create_team(TEAM)["id"])
-        team_id = _teams[platform.gateway_url]
+            certification = f"SDK-{secrets.token_hex(4).upper()}"
+            team = {**TEAM, "certifications": [*TEAM["certifications"], certification]}
+            _teams[platform.gateway_url] = (str(operator.create_team(team)["id"]), certification)
+        team_id, certification = _teams[platform.gateway_url]
+        tenant = operator.create_tenant(
+            f"SDK tenant {secrets.token_hex(3)}",
+            policy={"required_certifications": [certification]},
+        )
         member = operator.create_member(team_id, "Asha")
     assert tenant.api_key is not None
     return Tenancy(

@@ -27,3 +27,35 @@ def test_common_settings_come_from_taskroute_variables(monkeypatch, tmp_path):
     monkeypatch.setenv("TASKROUTE_LOG_LEVEL", "chatty")
     with pytest.raises(ValidationError):
         PlatformSettings()
+
+
+def test_a_secret_setting_can_come_from_a_file(monkeypatch, tmp_path):
+    from services.gateway.settings import GatewaySettings
+
+    secret = tmp_path / "redis-url"
+    secret.write_text("redis://:s3cret@redis:6379/0\n")
+    monkeypatch.setenv("TASKROUTE_GATEWAY_REDIS_URL_FILE", str(secret))
+    settings = GatewaySettings()
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://:s3cret@redis:6379/0"
+    assert "s3cret" not in repr(settings)
+
+    # The variable itself wins over the file; a missing file is an error naming the path.
+    monkeypatch.setenv("TASKROUTE_GATEWAY_REDIS_URL", "redis://direct:6379/0")
+    direct = GatewaySettings().redis_url
+    assert direct is not None
+    assert direct.get_secret_value() == "redis://direct:6379/0"
+    monkeypatch.delenv("TASKROUTE_GATEWAY_REDIS_URL")
+    monkeypatch.setenv("TASKROUTE_GATEWAY_REDIS_URL_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="cannot be read"):
+        GatewaySettings()
+
+
+def test_tracing_settings_default_off_and_are_validated(monkeypatch):
+    settings = PlatformSettings()
+    assert settings.tracing_enabled is False
+    assert settings.tracing_otlp_endpoint is None
+    assert settings.tracing_sample_ratio == 1.0
+    monkeypatch.setenv("TASKROUTE_TRACING_SAMPLE_RATIO", "1.5")
+    with pytest.raises(ValidationError):
+        PlatformSettings()

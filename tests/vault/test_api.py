@@ -416,7 +416,13 @@ async def test_seal_open_and_refusals_are_audited(vault, gateway_auth, router_id
     assert records[1]["prev_hash"] == records[2]["hash"]
 
     verify = await vault.get(VERIFY, headers=gateway_auth)
-    assert verify.json() == {"valid": True, "records": 4, "first_invalid": None, "problem": None}
+    assert verify.json() == {
+        "valid": True,
+        "records": 4,
+        "first_invalid": None,
+        "problem": None,
+        "anchors": 0,
+    }
 
 
 async def test_audit_list_filters_by_tenant_and_pages(vault, gateway_auth):
@@ -466,6 +472,7 @@ async def test_verify_finds_a_row_altered_in_the_database(
         "records": 3,
         "first_invalid": 2,
         "problem": "record_altered",
+        "anchors": 0,
     }
 
 

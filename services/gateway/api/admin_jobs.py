@@ -7,9 +7,15 @@ from typing import Annotated, Any
 from fastapi import Query
 
 from services.gateway.api.deps import DEFAULT_LIMIT, CursorQuery, LimitQuery, OperatorDep, RouterDep
+from services.gateway.api.list_filters import (
+    CreatedAfterQuery,
+    CreatedBeforeQuery,
+    time_range,
+)
 from services.gateway.api.routing import public_router
-from services.gateway.api.schemas import AdminJobList, AdminJobRead, JobRoute, StatsRead
+from services.gateway.api.schemas import AdminJobList, AdminJobRead, JobRoute, StatsRead, Uuid
 from services.gateway.domain.views import job_id_or_404, operator_view
+from shared.vocabulary import Domain, Priority, Tier
 
 router = public_router(prefix="/v1/admin", tag="admin: jobs")
 
@@ -20,9 +26,34 @@ async def list_triage(
     router_: RouterDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
+    tenant_id: Annotated[Uuid | None, Query(description="Only this tenant's jobs.")] = None,
+    tier: Annotated[Tier | None, Query(description="Only jobs guessed in this tier.")] = None,
+    domain: Annotated[
+        list[Domain] | None,
+        Query(max_length=17, description="Only jobs guessed in this domain; repeatable."),
+    ] = None,
+    priority: Annotated[
+        list[Priority] | None,
+        Query(max_length=3, description="Only jobs of this priority; repeatable."),
+    ] = None,
+    created_after: CreatedAfterQuery = None,
+    created_before: CreatedBeforeQuery = None,
 ) -> dict[str, Any]:
-    """Jobs the classifier could not place with confidence, waiting for an operator."""
-    page = await router_.triage(limit=limit, cursor=cursor)
+    """Jobs the classifier could not place with confidence, waiting for an operator, oldest
+    first, narrowed by the filters given (all must hold; the cursor is bound to them)."""
+    after, before = time_range(created_after, created_before)
+    page = await router_.triage(
+        limit=limit,
+        cursor=cursor,
+        filters={
+            "tenant_id": tenant_id,
+            "tier": tier.value if tier else None,
+            "domain": sorted({d.value for d in domain or ()}),
+            "priority": sorted({p.value for p in priority or ()}),
+            "created_after": after,
+            "created_before": before,
+        },
+    )
     return {**page, "data": [operator_view(job) for job in page.get("data", [])]}
 
 

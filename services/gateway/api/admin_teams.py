@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Header, Request, Response, status
+from fastapi import Header, Query, Request, Response, status
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -15,8 +15,16 @@ from services.gateway.api.deps import (
     SessionDep,
 )
 from services.gateway.api.etags import etag
+from services.gateway.api.list_filters import (
+    CreatedAfterQuery,
+    CreatedBeforeQuery,
+    NameQuery,
+    created_range,
+)
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import (
+    Certification,
+    CountryCode,
     MemberCreate,
     MemberCreated,
     MemberList,
@@ -31,7 +39,7 @@ from services.gateway.domain import api_keys
 from services.gateway.domain.api_keys import Role
 from services.gateway.domain.errors import MemberNotFound, TeamNotFound
 from services.gateway.domain.views import uuid_or
-from shared.vocabulary import Tier
+from shared.vocabulary import Domain, Tier
 
 router = public_router(prefix="/v1/admin/teams", tag="admin: teams")
 
@@ -71,12 +79,40 @@ async def list_teams(
     router_: RouterDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
-    active: bool | None = None,
-    tier: Tier | None = None,
+    active: Annotated[
+        bool | None, Query(description="Only active (true) or inactive (false) teams.")
+    ] = None,
+    tier: Annotated[Tier | None, Query(description="Only teams of this tier.")] = None,
+    country: Annotated[
+        list[CountryCode] | None,
+        Query(max_length=50, description="Only teams in this country (ISO 3166); repeatable."),
+    ] = None,
+    skill: Annotated[
+        list[Domain] | None,
+        Query(
+            max_length=17,
+            description="Only teams skilled in this domain; repeated, in every one of them.",
+        ),
+    ] = None,
+    certification: Annotated[
+        list[Certification] | None,
+        Query(
+            max_length=20,
+            description="Only teams holding this certification; repeated, every one of them.",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    """List teams."""
+    """List teams in registration order, narrowed by the filters given (all must hold)."""
     return await router_.list_teams(
-        limit=limit, cursor=cursor, active=active, tier=tier.value if tier else None
+        limit=limit,
+        cursor=cursor,
+        active=active,
+        tier=tier.value if tier else None,
+        filters={
+            "country": sorted(set(country or ())),
+            "skill": sorted({s.value for s in skill or ()}),
+            "certification": sorted(set(certification or ())),
+        },
     )
 
 
@@ -143,10 +179,17 @@ async def list_members(
     session: SessionDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
+    name: NameQuery = None,
+    created_after: CreatedAfterQuery = None,
+    created_before: CreatedBeforeQuery = None,
 ) -> dict[str, Any]:
-    """List a team's members, newest first."""
+    """List a team's members, newest first, narrowed by the filters given."""
     page = await MemberRepository(session).list_for_team(
-        _team_id(team_id), limit=limit, cursor=cursor
+        _team_id(team_id),
+        limit=limit,
+        cursor=cursor,
+        name=name,
+        created=created_range(created_after, created_before),
     )
     return {
         "data": [_member(m) for m in page.items],

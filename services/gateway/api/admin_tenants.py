@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Header, Request, Response, status
+from fastapi import Header, Query, Request, Response, status
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -14,6 +14,12 @@ from services.gateway.api.deps import (
     SessionDep,
 )
 from services.gateway.api.etags import etag, parse_if_match
+from services.gateway.api.list_filters import (
+    CreatedAfterQuery,
+    CreatedBeforeQuery,
+    NameQuery,
+    created_range,
+)
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import (
     ApiKeyCreated,
@@ -66,6 +72,8 @@ def _canonical(policy: DataPolicy | None) -> dict[str, Any]:
         allowed_countries=policy.allowed_countries,
         required_certifications=policy.required_certifications,
         require_e2e=policy.require_e2e,
+        require_review=policy.require_review,
+        review_team_id=policy.review_team_id,
     ).to_json()
 
 
@@ -93,9 +101,17 @@ async def list_tenants(
     session: SessionDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
+    name: NameQuery = None,
+    created_after: CreatedAfterQuery = None,
+    created_before: CreatedBeforeQuery = None,
 ) -> dict[str, Any]:
-    """List tenants, newest first."""
-    page = await TenantRepository(session).list(limit=limit, cursor=cursor)
+    """List tenants, newest first, narrowed by the filters given (all must hold)."""
+    page = await TenantRepository(session).list(
+        limit=limit,
+        cursor=cursor,
+        name=name,
+        created=created_range(created_after, created_before),
+    )
     return {
         "data": [_tenant(t) for t in page.items],
         "has_more": page.has_more,
@@ -147,11 +163,33 @@ async def create_key(
 
 
 @router.get("/{tenant_id}/keys", response_model=ApiKeyList)
-async def list_keys(tenant_id: str, _operator: OperatorDep, session: SessionDep) -> dict[str, Any]:
-    """List the tenant's API keys (prefixes and dates; the keys themselves are never shown)."""
+async def list_keys(
+    tenant_id: str,
+    _operator: OperatorDep,
+    session: SessionDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+    revoked: Annotated[
+        bool | None, Query(description="Only revoked (true) or live (false) keys.")
+    ] = None,
+    created_after: CreatedAfterQuery = None,
+    created_before: CreatedBeforeQuery = None,
+) -> dict[str, Any]:
+    """List the tenant's API keys, newest first (prefixes and dates; the keys themselves are
+    never shown), narrowed by the filters given."""
     await _existing(session, tenant_id)
-    rows = await ApiKeyRepository(session).list_for_tenant(tenant_id)
-    return {"data": [_key(r) for r in rows], "has_more": False, "next_cursor": None}
+    page = await ApiKeyRepository(session).page_for_tenant(
+        tenant_id,
+        limit=limit,
+        cursor=cursor,
+        revoked=revoked,
+        created=created_range(created_after, created_before),
+    )
+    return {
+        "data": [_key(r) for r in page.items],
+        "has_more": page.has_more,
+        "next_cursor": page.next_cursor,
+    }
 
 
 @router.delete("/{tenant_id}/keys/{key_id}", response_model=ApiKeyRead)

@@ -34,11 +34,11 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_router(request: Request) -> RouterClient:
+async def get_router(request: Request) -> RouterClient:
     return RouterClient(request.app.state.router_http)
 
 
-def get_vault(request: Request) -> VaultClient:
+async def get_vault(request: Request) -> VaultClient:
     return VaultClient(request.app.state.vault_http)
 
 
@@ -56,7 +56,7 @@ async def authenticate(session: AsyncSession, key: str, *, pepper: bytes) -> Pri
     prefix = api_keys.lookup_prefix(key)
     if prefix is None:
         return None
-    row = await ApiKeyRepository(session).by_prefix(prefix)
+    row = await ApiKeyRepository(session).credentials(prefix)
     if row is None:
         # Spend the same HMAC as a hit, so response time does not reveal which prefixes exist.
         api_keys.matches(key, "0" * 64, pepper=pepper)
@@ -119,15 +119,15 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_operator(principal: PrincipalDep) -> Principal:
+async def require_operator(principal: PrincipalDep) -> Principal:
     return principal.require(Role.OPERATOR)
 
 
-def require_client(principal: PrincipalDep) -> Principal:
+async def require_client(principal: PrincipalDep) -> Principal:
     return principal.require(Role.CLIENT)
 
 
-def require_member(principal: PrincipalDep) -> Principal:
+async def require_member(principal: PrincipalDep) -> Principal:
     return principal.require(Role.MEMBER)
 
 

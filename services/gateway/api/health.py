@@ -32,7 +32,9 @@ async def _database_answers(request: Request) -> bool:
 async def readyz(request: Request) -> Readiness:
     """Readiness: 200 when the database, the router and the vault all answer; 503 otherwise."""
     database, router_ok, vault_ok = await asyncio.gather(
-        _database_answers(request), get_router(request).healthy(), get_vault(request).healthy()
+        _database_answers(request),
+        (await get_router(request)).healthy(),
+        (await get_vault(request)).healthy(),
     )
     checks = {"database": database, "router": router_ok, "vault": vault_ok}
     if not all(checks.values()):

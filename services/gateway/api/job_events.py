@@ -35,8 +35,8 @@ from shared.db import utcnow
 
 logger = logging.getLogger("taskroute.gateway.job_events")
 
-# The POST routes that move a job, by audience (the member's answer lacks the tenant, so the
-# job is read back from the router as the operator view).
+# The POST routes that move a job, by audience (the member's answer lacks the tenant: the route
+# keeps the router's full answer for this layer, see remember_moved_job).
 _CLIENT_ACTION = re.compile(r"^/v1/jobs(?:/[^/]+/cancel)?$")
 _MEMBER_ACTION = re.compile(r"^/v1/team/jobs/(?P<job_id>[^/]+)/(?:claim|release|reject|complete)$")
 _OPERATOR_ACTION = re.compile(r"^/v1/admin/jobs/[^/]+/route$")
@@ -44,6 +44,13 @@ _OPERATOR_ACTION = re.compile(r"^/v1/admin/jobs/[^/]+/route$")
 # idempotent retry after a crash, which the router answers with the stored job) queues the same
 # event id again, so receivers deduplicating on Taskroute-Event-Id see it once.
 _EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-3b8d-4e55-9a41-7c0d5e2b9f13")
+_MOVED_JOB = "taskroute_moved_job"
+
+
+def remember_moved_job(scope: Scope, job: dict[str, Any]) -> None:
+    """Keep the router's answer to a member's move (the tenant included, which the member's
+    answer hides) for this layer, so queuing the event needs no second call to the router."""
+    scope.setdefault("state", {})[_MOVED_JOB] = job
 
 
 class JobEventsMiddleware:
@@ -96,8 +103,13 @@ class JobEventsMiddleware:
             tenant_id, job = principal.tenant_id, answer
         else:
             if _MEMBER_ACTION.match(path):
-                answer = await RouterClient(app.state.router_http).get_job(
-                    str(answer["id"]), tenant_id=None
+                moved = scope.get("state", {}).get(_MOVED_JOB)
+                answer = (
+                    moved
+                    if moved is not None
+                    else await RouterClient(app.state.router_http).get_job(
+                        str(answer["id"]), tenant_id=None
+                    )
                 )
             tenant_id, job = str(answer["tenant_id"]), client_view(answer)
         await enqueue_job_event(app.state.sessionmaker, tenant_id=tenant_id, job=job)

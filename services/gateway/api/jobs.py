@@ -6,7 +6,7 @@ same answer as for an unknown id.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Body, Query, Request, Response, status
@@ -22,6 +22,11 @@ from services.gateway.api.deps import (
     VaultDep,
 )
 from services.gateway.api.edge import reserved_resource_id
+from services.gateway.api.list_filters import (
+    CreatedAfterQuery,
+    CreatedBeforeQuery,
+    time_range,
+)
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import (
     JobCancel,
@@ -34,16 +39,24 @@ from services.gateway.api.schemas import (
     JobResultRead,
     RoutingRead,
 )
+from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
-from services.gateway.db.repository import SubmissionRepository, TenantRepository
+from services.gateway.db.repository import (
+    IdempotencyRepository,
+    SubmissionRepository,
+    TenantRepository,
+)
+from services.gateway.domain import idempotency
 from services.gateway.domain.errors import InvalidApiKey
 from services.gateway.domain.jobs import JobStatus
 from services.gateway.domain.policy import DataPolicy, PolicyNarrowing, effective_policy
+from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import client_view, job_id_or_404
 from shared.db import new_id
 from shared.errors import ServiceUnavailable
 from shared.failpoints import failpoint
 from shared.http import UpstreamError
+from shared.vocabulary import Domain, Priority, Tier
 
 router = public_router(prefix="/v1/jobs", tag="jobs")
 
@@ -58,8 +71,9 @@ async def submit_job(
     request: Request,
 ) -> dict[str, Any]:
     """Submit a job: its confidential data is sealed at the vault, the rest goes to routing."""
-    tenant = await TenantRepository(session).get(client.tenant)
-    if tenant is None:
+    tenant_id = client.tenant
+    stored_policy = await TenantRepository(session).policy(tenant_id)
+    if stored_policy is None:
         raise InvalidApiKey()  # the key outlived its tenant
     narrowing = None
     if body.data_policy is not None:
@@ -69,12 +83,13 @@ async def submit_job(
             else tuple(body.data_policy.allowed_countries),
             required_certifications=tuple(body.data_policy.required_certifications),
             require_e2e=body.data_policy.require_e2e,
+            require_review=body.data_policy.require_review,
         )
-    policy = effective_policy(DataPolicy.from_json(tenant.policy), narrowing)
+    policy = effective_policy(DataPolicy.from_json(stored_policy), narrowing)
     job_id = reserved_resource_id() or new_id()  # an Idempotency-Key's id, kept by retries
     submission: dict[str, Any] = {
         "id": job_id,
-        "tenant_id": tenant.id,
+        "tenant_id": tenant_id,
         "title": body.title,
         "description": body.description,
         "service": body.service.value if body.service else None,
@@ -91,12 +106,12 @@ async def submit_job(
         await submissions.begin_sealing(
             request.app.state.sessionmaker,
             job_id=job_id,
-            tenant_id=tenant.id,
+            tenant_id=tenant_id,
             submission=submission,
             grace=timedelta(seconds=request.app.state.settings.submission_grace_seconds),
         )
         submission["confidential_ref"] = await _seal(
-            vault, body, tenant_id=tenant.id, job_id=job_id
+            vault, body, tenant_id=tenant_id, job_id=job_id
         )
         failpoint("gateway.submit.after_seal")
     outbox = SubmissionRepository(session)
@@ -106,7 +121,7 @@ async def submit_job(
         # The router is away: the job is kept here (committed before the 202 leaves) and
         # forwarded by the sweeper when it is back.
         created_at = await submissions.park_pending(
-            session, job_id=job_id, tenant_id=tenant.id, submission=submission
+            session, job_id=job_id, tenant_id=tenant_id, submission=submission
         )
         return submissions.pending_view(submission, created_at=created_at)
     if submission["confidential_ref"] is not None:
@@ -132,16 +147,47 @@ async def _seal(vault: VaultClient, body: JobCreate, *, tenant_id: str, job_id: 
 async def list_jobs(
     client: ClientDep,
     router_: RouterDep,
-    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    status_: Annotated[
+        list[JobStatus] | None,
+        Query(
+            alias="status",
+            max_length=10,
+            description="Only jobs in this status; repeat for any of several.",
+        ),
+    ] = None,
+    priority: Annotated[
+        list[Priority] | None,
+        Query(max_length=3, description="Only jobs of this priority; repeat for several."),
+    ] = None,
+    tier: Annotated[Tier | None, Query(description="Only jobs classified in this tier.")] = None,
+    domain: Annotated[
+        list[Domain] | None,
+        Query(max_length=17, description="Only jobs classified in this domain; repeatable."),
+    ] = None,
+    created_after: CreatedAfterQuery = None,
+    created_before: CreatedBeforeQuery = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> dict[str, Any]:
-    """List the tenant's jobs, newest first."""
+    """List the tenant's jobs, newest first, narrowed by the filters given (all must hold).
+
+    The filters run in the router's query, so pages stay exact; a `next_cursor` only
+    continues the list under the same filters (400 `invalid-cursor` otherwise).
+    """
+    after, before = time_range(created_after, created_before)
     page = await router_.list_jobs(
         tenant_id=client.tenant,
-        status=status_.value if status_ else None,
+        status=None,
         limit=limit,
         cursor=cursor,
+        filters={
+            "status": sorted({s.value for s in status_ or ()}),
+            "priority": sorted({p.value for p in priority or ()}),
+            "tier": tier.value if tier else None,
+            "domain": sorted({d.value for d in domain or ()}),
+            "created_after": after,
+            "created_before": before,
+        },
     )
     return {**page, "data": [client_view(job) for job in page.get("data", [])]}
 
@@ -182,13 +228,95 @@ async def cancel_job(
     job_id: str,
     client: ClientDep,
     router_: RouterDep,
+    session: SessionDep,
     body: Annotated[JobCancel | None, Body()] = None,
 ) -> dict[str, Any]:
-    """Cancel a job that is not yet completed."""
-    job = await router_.cancel_job(
-        job_id_or_404(job_id), tenant_id=client.tenant, reason=body.reason if body else None
-    )
+    """Cancel a job that is not yet completed (409 if it is completed or cancelled already).
+
+    With an `Idempotency-Key`, a retry after a lost answer (a timeout, a dropped connection)
+    answers 200 with the job even though the first attempt's cancel was applied: see
+    :func:`_cancelled_under_this_key`.
+    """
+    job_id = job_id_or_404(job_id)
+    reason = body.reason if body else None
+    try:
+        job = await router_.cancel_job(job_id, tenant_id=client.tenant, reason=reason)
+    except UpstreamError as error:
+        if error.status != status.HTTP_409_CONFLICT:
+            raise
+        earlier = await _cancelled_under_this_key(
+            session, router_, job_id, client=client, reason=reason
+        )
+        if earlier is None:
+            raise
+        job = earlier
+    failpoint("gateway.cancel.after_router")  # applied at the router, answer not yet stored
     return client_view(job)
+
+
+# How far the router's clock may trail the gateway's when telling whether a cancel happened
+# after a key's first attempt began.
+CLOCK_SKEW = timedelta(seconds=5)
+
+
+async def _cancelled_under_this_key(
+    session: SessionDep,
+    router_: RouterClient,
+    job_id: str,
+    *,
+    client: Principal,
+    reason: str | None,
+) -> dict[str, Any] | None:
+    """The job, if a keyed cancel refused with 409 is a retry whose earlier attempt did it.
+
+    Why this is needed: the idempotency record is the gateway's, the cancel is applied in the
+    router's database. When the router applied the first attempt but its answer never became
+    the stored one (the call timed out or the connection dropped, so the 5xx released the claim;
+    or this process died or failed to store the answer, so the claim was taken over later), the
+    retry runs the cancel again and the router refuses it: "already cancelled". Stripe's
+    semantics want the first answer instead. The router keeps no request ids, so the gateway
+    recognises its own earlier attempt: this is a retry (the key's claim was taken again after
+    a release or a take-over, not its first attempt), and the job's timeline shows it
+    cancelled by this tenant, for this reason, no earlier than the key's first attempt (less
+    clock skew). A cancel by another request of the same tenant for the same reason in that
+    window is answered the same way, which is what the client asked for.
+    """
+    resource_id = reserved_resource_id()
+    if resource_id is None:
+        return None  # no key: the 409 is the answer
+    times = await IdempotencyRepository(session).claim_times(
+        scope=idempotency.scope_of(client), resource_id=resource_id
+    )
+    if times is None:
+        return None
+    first_attempt, this_attempt = times
+    if this_attempt is not None and this_attempt <= first_attempt:
+        return None  # the key's first attempt: nothing earlier can have cancelled it
+    job = await router_.get_job(job_id, tenant_id=client.tenant)
+    if job.get("status") != JobStatus.CANCELLED.value:
+        return None
+    timeline = await router_.job_events(job_id, tenant_id=client.tenant)
+    cancels = [e for e in timeline.get("data", []) if e.get("to_status") == "cancelled"]
+    if not cancels:
+        return None
+    cancel = cancels[-1]
+    try:
+        at = datetime.fromisoformat(str(cancel.get("at")))
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    if (
+        cancel.get("actor") != f"client:{client.tenant}"
+        or cancel.get("reason") != (reason or DEFAULT_CANCEL_REASON)
+        or at < first_attempt - CLOCK_SKEW
+    ):
+        return None
+    return job
+
+
+# The reason the router records for a cancel without one (services/router/workflow.py).
+DEFAULT_CANCEL_REASON = "cancelled by the client"
 
 
 @router.post(

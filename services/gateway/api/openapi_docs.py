@@ -129,6 +129,9 @@ EXAMPLES: dict[str, Any] = {
     "create_member": {"name": "Asha"},
     "route_job": {"team_id": "5b0c8a8e-2f4d-4c1e-9a57-3d2b1c0e9f41", "domain": "clinical"},
     "rewrap_vault_key": {"batch_size": 100},
+    "rotate_secret": {"overlap_seconds": 86400},
+    "approve": {},
+    "send_back": {"comment": "Please recheck the MedDRA codes for events 12-15."},
 }
 
 

@@ -19,9 +19,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_serializer,
 )
 
 from services.gateway.domain.jobs import (
@@ -98,6 +100,27 @@ class DataPolicy(RequestModel):
         default=False,
         description="Confidential data may reach a member only encrypted to that member's key.",
     )
+    require_review: bool = Field(
+        default=False,
+        description="Four eyes: a member's completed work waits `in_review` until another "
+        "member (of the reviewer team, if set, else of the same team) approves it or sends it "
+        "back. Shown only when true.",
+    )
+    review_team_id: Uuid | None = Field(
+        default=None,
+        description="The reviewer team (it must meet each job's policy, else the working "
+        "team's other members review). Shown only when set.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _review_fields_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Policies without review keep the shape clients already read (three fields).
+        value: dict[str, Any] = handler(self)
+        if not value.get("require_review"):
+            value.pop("require_review", None)
+        if value.get("review_team_id") is None:
+            value.pop("review_team_id", None)
+        return value
 
 
 class DataPolicyNarrowing(RequestModel):
@@ -106,6 +129,8 @@ class DataPolicyNarrowing(RequestModel):
     allowed_countries: list[CountryCode] | None = Field(default=None, min_length=1)
     required_certifications: list[Certification] = Field(default_factory=list, max_length=20)
     require_e2e: bool = False
+    # May turn review on for this job; false never waives the tenant's requirement.
+    require_review: bool = False
 
 
 # Tenants and keys -----------------------------------------------------------------------
@@ -619,3 +644,21 @@ class JobFeedbackRead(BaseModel):
     rating: int
     comment: str | None = None
     created_at: datetime
+
+
+class WebhookSecretRotate(RequestModel):
+    overlap_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=7 * 86_400,
+        description="How long deliveries stay signed with the old secret too (both `v1=` "
+        "signatures sent), so receivers can switch without losing an event; 0 drops it now.",
+    )
+
+
+class WebhookSecretRotated(WebhookEndpointRead):
+    secret: str = Field(description="The new signing secret (`whsec_...`); shown only now.")
+    previous_secret_expires_at: datetime | None = Field(
+        default=None,
+        description="Until when deliveries are also signed with the replaced secret.",
+    )

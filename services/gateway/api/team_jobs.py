@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Query, Response
+from fastapi import Body, Query, Request, Response
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -20,6 +20,7 @@ from services.gateway.api.deps import (
     SessionDep,
     VaultDep,
 )
+from services.gateway.api.job_events import remember_moved_job
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import (
     ConfidentialRead,
@@ -45,10 +46,13 @@ async def _act(
     job_id: str,
     action: Literal["claim", "heartbeat", "release", "reject"],
     reason: str | None = None,
+    request: Request | None = None,
 ) -> dict[str, Any]:
     job = await router_.member_action(
         member.team, job_id_or_404(job_id), action, member_id=member.member, reason=reason
     )
+    if request is not None:
+        remember_moved_job(request.scope, job)
     return member_view(job)
 
 
@@ -68,9 +72,11 @@ async def team_queue(
 
 
 @router.post("/{job_id}/claim", response_model=TeamJobRead)
-async def claim(job_id: str, member: MemberDep, router_: RouterDep) -> dict[str, Any]:
+async def claim(
+    job_id: str, member: MemberDep, router_: RouterDep, request: Request
+) -> dict[str, Any]:
     """Claim a queued job: the member gets a lease, kept alive by heartbeats."""
-    return await _act(router_, member, job_id, "claim")
+    return await _act(router_, member, job_id, "claim", request=request)
 
 
 @router.post("/{job_id}/heartbeat", response_model=TeamJobRead)
@@ -84,18 +90,21 @@ async def release(
     job_id: str,
     member: MemberDep,
     router_: RouterDep,
+    request: Request,
     body: Annotated[JobRelease | None, Body()] = None,
 ) -> dict[str, Any]:
     """Give a claimed job back to the team's queue."""
-    return await _act(router_, member, job_id, "release", body.reason if body else None)
+    return await _act(
+        router_, member, job_id, "release", body.reason if body else None, request=request
+    )
 
 
 @router.post("/{job_id}/reject", response_model=TeamJobRead)
 async def reject(
-    job_id: str, body: JobReject, member: MemberDep, router_: RouterDep
+    job_id: str, body: JobReject, member: MemberDep, router_: RouterDep, request: Request
 ) -> dict[str, Any]:
     """Refuse a job for the team: it passes to the next eligible team."""
-    return await _act(router_, member, job_id, "reject", body.reason)
+    return await _act(router_, member, job_id, "reject", body.reason, request=request)
 
 
 @router.get(
@@ -127,7 +136,12 @@ async def read_confidential(
 
 @router.post("/{job_id}/complete", response_model=TeamJobRead)
 async def complete(
-    job_id: str, body: JobComplete, member: MemberDep, router_: RouterDep, vault: VaultDep
+    job_id: str,
+    body: JobComplete,
+    member: MemberDep,
+    router_: RouterDep,
+    vault: VaultDep,
+    request: Request,
 ) -> dict[str, Any]:
     """Complete a job with its result; a confidential result is sealed at the vault first."""
     job_id = job_id_or_404(job_id)
@@ -154,4 +168,5 @@ async def complete(
         result=body.result,
         confidential_result_ref=ref,
     )
+    remember_moved_job(request.scope, job)
     return member_view(job)

@@ -7,12 +7,13 @@ Small answers the gateway acts on (grants, results) are parsed into models here.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from shared.http import call_service
+from services.gateway.clients.resilience import resilient_call
 
 SERVICE = "router"
 
@@ -44,12 +45,35 @@ def _params(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _list_params(filters: JsonObject | None) -> dict[str, Any]:
+    """A list's filters as query parameters: unset and empty ones left out, times as
+    RFC 3339, lists as repeated parameters."""
+    params: dict[str, Any] = {}
+    for name, value in (filters or {}).items():
+        if value is None or value == [] or value == ():
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, list | tuple):
+            value = [str(item) for item in value]
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        params[name] = value
+    return params
+
+
 class RouterClient:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return await call_service(self._client, method, path, service=SERVICE, **kwargs)
+    async def _call(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
+    ) -> Any:
+        """One call through the upstream's breaker, retried if ``idempotent`` (reads are;
+        writes only when repeating them cannot do anything twice): clients/resilience.py."""
+        return await resilient_call(
+            self._client, method, path, service=SERVICE, idempotent=idempotent, **kwargs
+        )
 
     async def healthy(self) -> bool:
         try:
@@ -61,17 +85,29 @@ class RouterClient:
     # Jobs --------------------------------------------------------------------------------
 
     async def submit_job(self, submission: JsonObject) -> JsonObject:
-        result: JsonObject = await self._call("POST", "/internal/v1/jobs", json=submission)
+        # The job id is chosen here: the router answers a repeat with the stored job.
+        result: JsonObject = await self._call(
+            "POST", "/internal/v1/jobs", json=submission, idempotent=True
+        )
         return result
 
     async def list_jobs(
-        self, *, tenant_id: str, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        tenant_id: str,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        filters: JsonObject | None = None,
     ) -> JsonObject:
-        result: JsonObject = await self._call(
-            "GET",
-            "/internal/v1/jobs",
-            params=_params(tenant_id=tenant_id, status=status, limit=limit, cursor=cursor),
-        )
+        """A tenant's jobs; ``filters`` (status, priority, tier, domain, created_after,
+        created_before; lists for repeated parameters) go to the router's query as they are.
+        The tenant is always this argument: no filter can name another."""
+        params = _list_params(filters)
+        params.update(_params(tenant_id=tenant_id, limit=limit, cursor=cursor))
+        if status is not None:
+            params["status"] = [status, *params.get("status", [])]
+        result: JsonObject = await self._call("GET", "/internal/v1/jobs", params=params)
         return result
 
     async def get_job(self, job_id: str, *, tenant_id: str | None) -> JsonObject:
@@ -119,7 +155,10 @@ class RouterClient:
 
     async def result_grant(self, job_id: str, *, tenant_id: str) -> Grant:
         body = await self._call(
-            "POST", f"/internal/v1/jobs/{job_id}/result-grant", json={"tenant_id": tenant_id}
+            "POST",
+            f"/internal/v1/jobs/{job_id}/result-grant",
+            json={"tenant_id": tenant_id},
+            idempotent=True,  # only signs a grant
         )
         return Grant.model_validate(body)
 
@@ -133,10 +172,13 @@ class RouterClient:
         )
         return result
 
-    async def triage(self, *, limit: int, cursor: str | None) -> JsonObject:
-        result: JsonObject = await self._call(
-            "GET", "/internal/v1/triage", params=_params(limit=limit, cursor=cursor)
-        )
+    async def triage(
+        self, *, limit: int, cursor: str | None, filters: JsonObject | None = None
+    ) -> JsonObject:
+        """The triage queue; ``filters``: tenant_id, tier, domain, priority, created_*."""
+        params = _list_params(filters)
+        params.update(_params(limit=limit, cursor=cursor))
+        result: JsonObject = await self._call("GET", "/internal/v1/triage", params=params)
         return result
 
     async def stats(self, *, window_seconds: int = 86_400) -> JsonObject:
@@ -148,7 +190,10 @@ class RouterClient:
     async def classify(self, items: list[JsonObject], *, policy: JsonObject | None) -> JsonObject:
         """The router's classification dry run (``{"results": [...]}`` in the order given)."""
         result: JsonObject = await self._call(
-            "POST", "/internal/v1/classify", json={"items": items, "policy": policy}
+            "POST",
+            "/internal/v1/classify",
+            json={"items": items, "policy": policy},
+            idempotent=True,  # a dry run: nothing stored
         )
         return result
 
@@ -195,6 +240,7 @@ class RouterClient:
             "POST",
             f"/internal/v1/teams/{team_id}/jobs/{job_id}/grant",
             json={"member_id": member_id, "action": action},
+            idempotent=True,  # only signs a grant
         )
         return Grant.model_validate(body)
 
@@ -222,9 +268,17 @@ class RouterClient:
         return result
 
     async def list_teams(
-        self, *, limit: int, cursor: str | None, active: bool | None, tier: str | None
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        active: bool | None,
+        tier: str | None,
+        filters: JsonObject | None = None,
     ) -> JsonObject:
-        params = _params(limit=limit, cursor=cursor, tier=tier)
+        """Teams; ``filters``: country, skill, certification (lists)."""
+        params = _list_params(filters)
+        params.update(_params(limit=limit, cursor=cursor, tier=tier))
         if active is not None:
             params["active"] = "true" if active else "false"
         result: JsonObject = await self._call("GET", "/internal/v1/teams", params=params)

@@ -7,13 +7,14 @@ logged (``call_service`` logs nothing of bodies either).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from services.gateway.clients.resilience import resilient_call
 from shared.errors import ServiceUnavailable
-from shared.http import call_service
 
 SERVICE = "vault"
 
@@ -29,8 +30,14 @@ class VaultClient:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return await call_service(self._client, method, path, service=SERVICE, **kwargs)
+    async def _call(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
+    ) -> Any:
+        """One call through the upstream's breaker, retried if ``idempotent`` (reads are;
+        writes only when repeating them cannot do anything twice): clients/resilience.py."""
+        return await resilient_call(
+            self._client, method, path, service=SERVICE, idempotent=idempotent, **kwargs
+        )
 
     async def healthy(self) -> bool:
         try:
@@ -45,6 +52,7 @@ class VaultClient:
             "POST",
             "/internal/v1/records",
             json={"tenant_id": tenant_id, "job_id": job_id, "purpose": purpose, "data": data},
+            idempotent=True,  # the same data again answers the first record's reference
         )
         return SealedRecord.model_validate(body)
 
@@ -54,6 +62,7 @@ class VaultClient:
             "POST",
             "/internal/v1/records/discard",
             json={"tenant_id": tenant_id, "job_id": job_id},
+            idempotent=True,  # deleting what is gone already deletes nothing
         )
         return int(body.get("discarded", 0)) if isinstance(body, dict) else 0
 
@@ -66,7 +75,9 @@ class VaultClient:
 
     async def open(self, *, grant: str) -> Any:
         """Open the record a router-issued ``open`` grant names; returns the plaintext JSON."""
-        body = await self._call("POST", "/internal/v1/records/open", json={"grant": grant})
+        body = await self._call(
+            "POST", "/internal/v1/records/open", json={"grant": grant}, idempotent=True
+        )
         if not isinstance(body, dict) or "data" not in body:
             raise ServiceUnavailable("The vault service gave an unexpected answer.")
         return body["data"]
@@ -97,7 +108,9 @@ class VaultClient:
 
     async def deliver(self, *, grant: str) -> Any:
         """The record a router grant names, sealed to the member key in that grant."""
-        body = await self._call("POST", "/internal/v1/records/deliver", json={"grant": grant})
+        body = await self._call(
+            "POST", "/internal/v1/records/deliver", json={"grant": grant}, idempotent=True
+        )
         if not isinstance(body, dict) or not isinstance(body.get("envelope"), dict):
             raise ServiceUnavailable("The vault service gave an unexpected answer.")
         return body["envelope"]
@@ -118,8 +131,20 @@ class VaultClient:
     async def shred_tenant_keys(self, *, tenant_id: str) -> Any:
         return await self._call("DELETE", f"/internal/v1/tenants/{tenant_id}/keys")
 
-    async def audit(self, *, tenant_id: str | None, limit: int, cursor: str | None) -> Any:
+    async def audit(
+        self,
+        *,
+        tenant_id: str | None,
+        limit: int,
+        cursor: str | None,
+        filters: dict[str, Any] | None = None,
+    ) -> Any:
+        """Audit records; ``filters``: action, outcome (lists), job_id, since, until."""
         params: dict[str, Any] = {"limit": limit}
+        for name, value in (filters or {}).items():
+            if value is None or value == []:
+                continue
+            params[name] = value.isoformat() if isinstance(value, datetime) else value
         if tenant_id is not None:
             params["tenant_id"] = tenant_id
         if cursor is not None:

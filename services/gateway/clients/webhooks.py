@@ -10,13 +10,17 @@ posts it again after its claim lapses), hence ``Taskroute-Event-Id`` for dedupli
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.gateway import metrics as webhook_metrics
 from services.gateway.db.models import WebhookDelivery, WebhookEndpoint
 from services.gateway.db.repository import WebhookRepository
 from services.gateway.domain import webhooks as rules
@@ -33,6 +37,89 @@ CLAIM_LEASE = timedelta(seconds=60)
 BATCH_SIZE = 20
 # Only the start of a receiver's error is worth keeping in the attempt log.
 MAX_ERROR_CHARS = 200
+
+
+# Why a delivery was not sent: recorded in the attempt log the tenant reads. The resolved
+# address itself is left out: it could be an internal one the tenant should not learn.
+REFUSED_ADDRESS = (
+    "refused: the endpoint's host resolves to a private, loopback, link-local or reserved address"
+)
+DNS_FAILED = "DNS lookup of the endpoint's host failed"
+LOOPBACK_NAMES = ("localhost",)
+
+
+def _refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address a webhook must never reach: anything not globally routable (private,
+    loopback, link-local including cloud metadata, shared, reserved) or multicast."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return _refused(address.ipv4_mapped)
+    return not address.is_global or address.is_multicast
+
+
+async def delivery_address_refusal(url: str) -> str | None:
+    """Why ``url`` must not be posted to now, or None.
+
+    Run before every attempt. An IP literal was checked at registration; it is checked again
+    here with the same rule (a loopback literal stays allowed, as at registration, for local
+    development and tests). A host *name* is resolved now and refused if any address it
+    resolves to is internal, loopback included: a name that pointed at the internet when it
+    was registered may point inside since (DNS rebinding). ``localhost`` names may resolve to
+    loopback only. A window remains between this lookup and the HTTP client's own; production
+    should still send webhooks through an egress proxy that refuses internal ranges.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".").lower()
+    literal = rules.ip_literal(host)
+    if literal is not None:
+        return None if literal.is_loopback or not _refused(literal) else REFUSED_ADDRESS
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        return DNS_FAILED
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+    if not addresses:
+        return DNS_FAILED
+    local_name = host in LOOPBACK_NAMES or host.endswith(".localhost")
+    for address in addresses:
+        if local_name and address.is_loopback:
+            continue
+        if _refused(address):
+            return REFUSED_ADDRESS
+    return None
+
+
+def signing_secrets(endpoint: WebhookEndpoint, *, pepper: bytes, now: datetime) -> list[str]:
+    """The secrets a delivery to ``endpoint`` is signed with now: the current one, and the one
+    a rotation replaced while its overlap lasts."""
+    secrets = [
+        rules.open_secret(
+            endpoint.sealed_secret,
+            endpoint_id=endpoint.id,
+            tenant_id=endpoint.tenant_id,
+            pepper=pepper,
+        )
+    ]
+    expires_at = endpoint.previous_secret_expires_at
+    if endpoint.previous_sealed_secret is not None and expires_at is not None and now < expires_at:
+        secrets.append(
+            rules.open_secret(
+                endpoint.previous_sealed_secret,
+                endpoint_id=endpoint.id,
+                tenant_id=endpoint.tenant_id,
+                pepper=pepper,
+            )
+        )
+    return secrets
+
+
+def signature_header(
+    endpoint: WebhookEndpoint, *, pepper: bytes, body: bytes, now: datetime
+) -> str:
+    """``Taskroute-Signature`` for ``body``: one ``v1=`` per secret in use (see above)."""
+    return rules.signatures(
+        signing_secrets(endpoint, pepper=pepper, now=now), timestamp=int(time.time()), body=body
+    )
 
 
 class WebhookSender:
@@ -63,6 +150,7 @@ class WebhookSender:
         while True:
             try:
                 await self.deliver_due()
+                await webhook_metrics.refresh_outbox_backlog(self.maker)  # at most every 15 s
             except Exception as exc:  # noqa: BLE001 - retried next round; never kill the worker
                 logger.warning("webhook round failed", extra={"error_type": type(exc).__name__})
             await asyncio.sleep(self.poll_seconds)
@@ -84,26 +172,23 @@ class WebhookSender:
         if endpoint.deleted_at is not None:
             error = "endpoint deleted"
         else:
-            secret = rules.open_secret(
-                endpoint.sealed_secret,
-                endpoint_id=endpoint.id,
-                tenant_id=endpoint.tenant_id,
-                pepper=self.pepper,
-            )
             body = delivery.payload.encode()
             headers = {
                 "Content-Type": "application/json",
-                rules.SIGNATURE_HEADER: rules.signature(
-                    secret, timestamp=int(time.time()), body=body
+                rules.SIGNATURE_HEADER: signature_header(
+                    endpoint, pepper=self.pepper, body=body, now=utcnow()
                 ),
                 rules.EVENT_ID_HEADER: delivery.event_id,
                 rules.EVENT_TYPE_HEADER: delivery.event_type,
             }
+            # Names are resolved again now, not trusted from registration (DNS rebinding).
+            error = await delivery_address_refusal(endpoint.url)
             try:
-                response = await self.http.post(endpoint.url, content=body, headers=headers)
-                status_code = response.status_code
-                if not response.is_success:
-                    error = f"HTTP {status_code}"
+                if error is None:
+                    response = await self.http.post(endpoint.url, content=body, headers=headers)
+                    status_code = response.status_code
+                    if not response.is_success:
+                        error = f"HTTP {status_code}"
             except httpx.HTTPError as exc:
                 # The error's type only: its text can quote the URL, which may carry a token.
                 error = type(exc).__name__
@@ -119,6 +204,13 @@ class WebhookSender:
             None
             if succeeded or endpoint.deleted_at is not None
             else rules.next_attempt_at(delivery.attempts + 1, now=now, base=self.backoff_base)
+        )
+        webhook_metrics.observe_delivery_attempt(
+            endpoint_deleted=endpoint.deleted_at is not None,
+            status_code=status_code,
+            error=error,
+            seconds=time.perf_counter() - started,
+            final=retry_at is None,
         )
         async with self.maker() as session:
             row = await session.get(WebhookDelivery, delivery.id)

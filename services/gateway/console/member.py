@@ -93,7 +93,9 @@ async def claim(
     job_id: str, request: Request, user: MemberUser, _form: FormDep, router_: RouterDep
 ) -> Response:
     """Claim a queued job and open its page."""
-    job = await team_jobs.claim(job_id=job_id, member=user.principal, router_=router_)
+    job = await team_jobs.claim(
+        job_id=job_id, member=user.principal, router_=router_, request=request
+    )
     await queue_job_event(request.app, f"/v1/team/jobs/{job['id']}/claim", job)
     return see_other(f"/console/jobs/{job['id']}?done=claimed")
 
@@ -174,7 +176,9 @@ async def release(
     """Give the job back to the team's queue."""
     reason = form.get("reason", "").strip()
     body = JobRelease(reason=reason) if reason else None
-    job = await team_jobs.release(job_id=job_id, member=user.principal, router_=router_, body=body)
+    job = await team_jobs.release(
+        job_id=job_id, member=user.principal, router_=router_, request=request, body=body
+    )
     await queue_job_event(request.app, f"/v1/team/jobs/{job['id']}/release", job)
     return see_other("/console/queue?done=released")
 
@@ -185,7 +189,9 @@ async def reject(
 ) -> Response:
     """Refuse the job for the team, with a reason."""
     body = JobReject(reason=form.get("reason", ""))
-    job = await team_jobs.reject(job_id=job_id, body=body, member=user.principal, router_=router_)
+    job = await team_jobs.reject(
+        job_id=job_id, body=body, member=user.principal, router_=router_, request=request
+    )
     await queue_job_event(request.app, f"/v1/team/jobs/{job['id']}/reject", job)
     return see_other("/console/queue?done=rejected")
 
@@ -205,7 +211,12 @@ async def complete(
         confidential_result=_object_field(form, "confidential_result", required=False),
     )
     job = await team_jobs.complete(
-        job_id=job_id, body=body, member=user.principal, router_=router_, vault=vault
+        job_id=job_id,
+        body=body,
+        member=user.principal,
+        router_=router_,
+        vault=vault,
+        request=request,
     )
     await queue_job_event(request.app, f"/v1/team/jobs/{job['id']}/complete", job)
     return see_other("/console/queue?done=completed")

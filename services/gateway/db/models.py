@@ -113,6 +113,10 @@ class WebhookEndpoint(Base):
     url: Mapped[str] = mapped_column(String(2000))
     description: Mapped[str | None] = mapped_column(String(200), default=None)
     sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    # After a rotation: the secret it replaced, sealed the same way, and until when deliveries
+    # are signed with it too (both signatures sent); cleared by the next rotation.
+    previous_sealed_secret: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 

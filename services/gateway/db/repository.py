@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, delete, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +33,7 @@ from services.gateway.domain.errors import InvalidCursor
 from services.gateway.domain.idempotency import State
 from services.gateway.domain.webhooks import DeliveryStatus
 from shared.db import new_id, utcnow
+from shared.errors import BadRequest
 
 BOOTSTRAP_SOURCE = "bootstrap"
 GENERATED_SOURCE = "generated"
@@ -50,32 +52,110 @@ class Page(Generic[T]):
         return self.next_cursor is not None
 
 
-def encode_cursor(created_at: datetime, row_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), row_id], separators=(",", ":")).encode()
+def encode_cursor(created_at: datetime, row_id: str, *, fingerprint: str | None = None) -> str:
+    values: list[Any] = [created_at.isoformat(), row_id]
+    if fingerprint is not None:
+        values.append({"f": fingerprint})
+    raw = json.dumps(values, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str, *, fingerprint: str | None = None) -> tuple[datetime, str]:
+    """A cursor's position; 400 for a cursor not issued under the same ``fingerprint``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, row_id = json.loads(raw)
+        values = json.loads(raw)
+        if not isinstance(values, list) or len(values) not in (2, 3):
+            raise ValueError
+        issued_under = None
+        if len(values) == 3:
+            marker = values[2]
+            if not isinstance(marker, dict) or not isinstance(marker.get("f"), str):
+                raise ValueError
+            issued_under = marker["f"]
+        at, row_id = values[0], values[1]
         moment = datetime.fromisoformat(at)
         if moment.tzinfo is None or not isinstance(row_id, str):
             raise ValueError
         # A time that cannot be expressed in UTC (year 1 at +14:00) is no cursor of ours.
         moment.astimezone(UTC)
-        return moment, row_id
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
         raise InvalidCursor() from None
+    if issued_under != fingerprint:
+        raise CursorFiltersChanged()
+    return moment, row_id
+
+
+class CursorFiltersChanged(InvalidCursor):
+    """A cursor used with other filters than the request that returned it (400)."""
+
+    def __init__(self) -> None:
+        BadRequest.__init__(
+            self,
+            "The cursor was issued for other filters; repeat the first request's filters "
+            "or start again without a cursor.",
+        )
+
+
+def filters_fingerprint(filters: dict[str, Any] | None) -> str | None:
+    """A short digest of the filters that are set, bound into a list's cursors so that a
+    cursor cannot continue a list under other filters (None when no filter is set)."""
+    plain: dict[str, Any] = {}
+    for name, value in (filters or {}).items():
+        if value is None or value == () or value == []:
+            continue
+        if isinstance(value, datetime):
+            value = value.astimezone(UTC).isoformat()
+        elif isinstance(value, list | tuple | set | frozenset):
+            value = sorted(str(item) for item in value)
+        plain[name] = value
+    if not plain:
+        return None
+    raw = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CreatedRange:
+    """``created_at`` bounds of a list: ``after`` inclusive, ``before`` exclusive."""
+
+    after: datetime | None = None
+    before: datetime | None = None
+
+    def apply(self, query: Any, model: Any) -> Any:
+        if self.after is not None:
+            query = query.where(model.created_at >= self.after)
+        if self.before is not None:
+            query = query.where(model.created_at < self.before)
+        return query
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"created_after": self.after, "created_before": self.before}
+
+
+def name_contains(column: Any, text_: str) -> Any:
+    """Case-insensitive substring match, with LIKE's wildcards in ``text_`` taken literally."""
+    escaped = text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike(f"%{escaped}%", escape="\\")
 
 
 async def newest_first_page(
-    session: AsyncSession, query: Any, model: Any, *, limit: int, cursor: str | None
+    session: AsyncSession,
+    query: Any,
+    model: Any,
+    *,
+    limit: int,
+    cursor: str | None,
+    filters: dict[str, Any] | None = None,
 ) -> Page[Any]:
-    """Keyset pagination of ``query`` on (created_at, id), newest first."""
+    """Keyset pagination of ``query`` on (created_at, id), newest first.
+
+    ``filters`` are the filters already applied to ``query``: the cursors are bound to them.
+    """
+    fingerprint = filters_fingerprint(filters)
     query = query.order_by(model.created_at.desc(), model.id.desc())
     if cursor:
-        at, row_id = decode_cursor(cursor)
+        at, row_id = decode_cursor(cursor, fingerprint=fingerprint)
         query = query.where(
             or_(model.created_at < at, and_(model.created_at == at, model.id < row_id))
         )
@@ -83,12 +163,44 @@ async def newest_first_page(
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if more else None
-    return Page(rows, encode_cursor(last.created_at, last.id) if last else None)
+    return Page(
+        rows, encode_cursor(last.created_at, last.id, fingerprint=fingerprint) if last else None
+    )
 
 
 async def ping(session: AsyncSession) -> None:
     """A round trip to the database (readiness)."""
     await session.execute(text("SELECT 1"))
+
+
+# Two reads on every request (the key's owner) or every submit (the tenant's policy), run as
+# Core statements built once: an ORM entity load costs about twice the CPU of the same row read
+# from the table, and building a statement per call about as much again.
+_API_KEYS: Table = ApiKey.__table__  # type: ignore[assignment]
+_TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
+_KEY_CREDENTIALS = select(
+    _API_KEYS.c.id,
+    _API_KEYS.c.digest,
+    _API_KEYS.c.role,
+    _API_KEYS.c.tenant_id,
+    _API_KEYS.c.team_id,
+    _API_KEYS.c.member_id,
+    _API_KEYS.c.revoked_at,
+).where(_API_KEYS.c.lookup_prefix == bindparam("lookup_prefix"))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCredentials:
+    id: str
+    digest: str
+    role: str
+    tenant_id: str | None
+    team_id: str | None
+    member_id: str | None
+    revoked_at: datetime | None
+
+
+_TENANT_POLICY = select(_TENANTS.c.policy).where(_TENANTS.c.id == bindparam("tenant_id"))
 
 
 class TenantRepository:
@@ -107,10 +219,30 @@ class TenantRepository:
     async def get(self, tenant_id: str) -> Tenant | None:
         return await self.session.get(Tenant, tenant_id)
 
-    async def list(self, *, limit: int, cursor: str | None) -> Page[Tenant]:
-        """Newest first, keyset-paginated on (created_at, id)."""
-        query = select(Tenant)
-        return await newest_first_page(self.session, query, Tenant, limit=limit, cursor=cursor)
+    async def policy(self, tenant_id: str) -> dict[str, Any] | None:
+        """The tenant's stored policy (None: no such tenant), read without loading the tenant."""
+        result = await self.session.execute(_TENANT_POLICY, {"tenant_id": tenant_id})
+        policy: dict[str, Any] | None = result.scalar_one_or_none()
+        return policy
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        name: str | None = None,
+        created: CreatedRange | None = None,
+    ) -> Page[Tenant]:
+        """Newest first, keyset-paginated on (created_at, id); ``name`` matches a part of the
+        name, case-insensitively."""
+        created = created or CreatedRange()
+        query = created.apply(select(Tenant), Tenant)
+        if name:
+            query = query.where(name_contains(Tenant.name, name))
+        filters = {"name": name, **created.as_dict()}
+        return await newest_first_page(
+            self.session, query, Tenant, limit=limit, cursor=cursor, filters=filters
+        )
 
     async def set_policy(
         self, tenant_id: str, *, policy: dict[str, Any], expected_version: int | None
@@ -151,9 +283,24 @@ class MemberRepository:
             select(Member).where(Member.id == member_id, Member.team_id == team_id)
         )
 
-    async def list_for_team(self, team_id: str, *, limit: int, cursor: str | None) -> Page[Member]:
-        query = select(Member).where(Member.team_id == team_id)
-        return await newest_first_page(self.session, query, Member, limit=limit, cursor=cursor)
+    async def list_for_team(
+        self,
+        team_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        name: str | None = None,
+        created: CreatedRange | None = None,
+    ) -> Page[Member]:
+        """The team's members, newest first; the team condition always applies."""
+        created = created or CreatedRange()
+        query = created.apply(select(Member).where(Member.team_id == team_id), Member)
+        if name:
+            query = query.where(name_contains(Member.name, name))
+        filters = {"name": name, **created.as_dict()}
+        return await newest_first_page(
+            self.session, query, Member, limit=limit, cursor=cursor, filters=filters
+        )
 
 
 class ApiKeyRepository:
@@ -185,6 +332,12 @@ class ApiKeyRepository:
         await self.session.flush()
         return row
 
+    async def credentials(self, lookup_prefix: str) -> KeyCredentials | None:
+        """What authenticating a key needs (id, digest, role, owner, revoked_at), read only."""
+        result = await self.session.execute(_KEY_CREDENTIALS, {"lookup_prefix": lookup_prefix})
+        row = result.mappings().first()
+        return None if row is None else KeyCredentials(**row)
+
     async def by_prefix(self, lookup_prefix: str) -> ApiKey | None:
         """The key stored under a lookup prefix, revoked or not (the caller decides)."""
         return await self.session.scalar(
@@ -198,6 +351,28 @@ class ApiKeyRepository:
             .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
         )
         return list(rows.all())
+
+    async def page_for_tenant(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        revoked: bool | None = None,
+        created: CreatedRange | None = None,
+    ) -> Page[ApiKey]:
+        """The tenant's API keys, newest first; ``revoked`` keeps only revoked (True) or live
+        (False) keys."""
+        created = created or CreatedRange()
+        query = created.apply(select(ApiKey).where(ApiKey.tenant_id == tenant_id), ApiKey)
+        if revoked is not None:
+            query = query.where(
+                ApiKey.revoked_at.is_not(None) if revoked else ApiKey.revoked_at.is_(None)
+            )
+        filters = {"revoked": revoked, **created.as_dict()}
+        return await newest_first_page(
+            self.session, query, ApiKey, limit=limit, cursor=cursor, filters=filters
+        )
 
     async def get_for_tenant(self, key_id: str, *, tenant_id: str) -> ApiKey | None:
         return await self.session.scalar(
@@ -313,6 +488,22 @@ class IdempotencyRepository:
         self.session.add(row)
         await self.session.flush()
         return row
+
+    async def claim_times(
+        self, *, scope: str, resource_id: str
+    ) -> tuple[datetime, datetime | None] | None:
+        """For the key whose claim carries ``resource_id`` in ``scope``: when it was first
+        claimed (its first attempt began) and when the current holder claimed it (later than
+        the first for a retry after a release or a take-over); None without such a record."""
+        row = (
+            await self.session.execute(
+                select(IdempotencyRecord.created_at, IdempotencyRecord.locked_at).where(
+                    IdempotencyRecord.scope == scope,
+                    IdempotencyRecord.resource_id == resource_id,
+                )
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
 
     async def get(self, *, scope: str, key_digest: str) -> IdempotencyRecord | None:
         return await self.session.scalar(
@@ -430,14 +621,58 @@ class WebhookRepository:
         )
 
     async def list_endpoints(
-        self, *, tenant_id: str, limit: int, cursor: str | None
+        self,
+        *,
+        tenant_id: str,
+        limit: int,
+        cursor: str | None,
+        url: str | None = None,
+        created: CreatedRange | None = None,
     ) -> Page[WebhookEndpoint]:
-        query = select(WebhookEndpoint).where(
-            WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.deleted_at.is_(None)
+        """The tenant's live endpoints, newest first; ``url`` matches a part of the URL."""
+        created = created or CreatedRange()
+        query = created.apply(
+            select(WebhookEndpoint).where(
+                WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.deleted_at.is_(None)
+            ),
+            WebhookEndpoint,
         )
+        if url:
+            query = query.where(name_contains(WebhookEndpoint.url, url))
+        filters = {"url": url, **created.as_dict()}
         return await newest_first_page(
-            self.session, query, WebhookEndpoint, limit=limit, cursor=cursor
+            self.session, query, WebhookEndpoint, limit=limit, cursor=cursor, filters=filters
         )
+
+    async def rotate_secret(
+        self,
+        row: WebhookEndpoint,
+        *,
+        sealed: bytes,
+        previous_expires_at: datetime | None,
+    ) -> WebhookEndpoint | None:
+        """Replace the endpoint's secret with ``sealed``; the one replaced is kept (sealed as it
+        was) until ``previous_expires_at`` (None: dropped at once). Conditional on the secret
+        still being the one read, so of two rotations at once one wins and the other gets
+        None instead of silently discarding the winner's secret."""
+        result = await self.session.execute(
+            update(WebhookEndpoint)
+            .where(
+                WebhookEndpoint.id == row.id,
+                WebhookEndpoint.tenant_id == row.tenant_id,
+                WebhookEndpoint.deleted_at.is_(None),
+                WebhookEndpoint.sealed_secret == row.sealed_secret,
+            )
+            .values(
+                sealed_secret=sealed,
+                previous_sealed_secret=None if previous_expires_at is None else row.sealed_secret,
+                previous_secret_expires_at=previous_expires_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            return None
+        return await self.session.get(WebhookEndpoint, row.id, populate_existing=True)
 
     async def delete_endpoint(self, endpoint_id: str, *, tenant_id: str) -> WebhookEndpoint | None:
         row = await self.get_endpoint(endpoint_id, tenant_id=tenant_id)
@@ -478,13 +713,39 @@ class WebhookRepository:
         return len(endpoints)
 
     async def list_deliveries(
-        self, endpoint_id: str, *, tenant_id: str, limit: int, cursor: str | None
+        self,
+        endpoint_id: str,
+        *,
+        tenant_id: str,
+        limit: int,
+        cursor: str | None,
+        statuses: tuple[str, ...] = (),
+        event_types: tuple[str, ...] = (),
+        event_id: str | None = None,
+        created: CreatedRange | None = None,
     ) -> Page[WebhookDelivery]:
-        query = select(WebhookDelivery).where(
-            WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.tenant_id == tenant_id
+        """The endpoint's deliveries, newest first; the tenant condition always applies."""
+        created = created or CreatedRange()
+        query = created.apply(
+            select(WebhookDelivery).where(
+                WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.tenant_id == tenant_id
+            ),
+            WebhookDelivery,
         )
+        if statuses:
+            query = query.where(WebhookDelivery.status.in_(statuses))
+        if event_types:
+            query = query.where(WebhookDelivery.event_type.in_(event_types))
+        if event_id is not None:
+            query = query.where(WebhookDelivery.event_id == event_id)
+        filters = {
+            "status": statuses,
+            "event_type": event_types,
+            "event_id": event_id,
+            **created.as_dict(),
+        }
         return await newest_first_page(
-            self.session, query, WebhookDelivery, limit=limit, cursor=cursor
+            self.session, query, WebhookDelivery, limit=limit, cursor=cursor, filters=filters
         )
 
     async def claim_due(

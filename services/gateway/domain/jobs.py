@@ -17,6 +17,7 @@ class JobStatus(StrEnum):
     PENDING = "pending"
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
+    IN_REVIEW = "in_review"
     COMPLETED = "completed"
     TRIAGE = "triage"
     UNROUTABLE = "unroutable"

@@ -47,7 +47,16 @@ MAX_ATTEMPTS = 17
 MAX_BACKOFF = timedelta(hours=4)
 # Event names of the job statuses a client can be told about.
 JOB_EVENT_STATUSES = frozenset(
-    {"queued", "in_progress", "completed", "cancelled", "triage", "unroutable", "pending"}
+    {
+        "queued",
+        "in_progress",
+        "in_review",
+        "completed",
+        "cancelled",
+        "triage",
+        "unroutable",
+        "pending",
+    }
 )
 
 
@@ -93,15 +102,35 @@ def signature(secret: str, *, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac}"
 
 
+def signatures(secrets_: list[str], *, timestamp: int, body: bytes) -> str:
+    """One ``Taskroute-Signature`` header signing ``body`` with each secret in turn:
+    ``t=<t>,v1=<mac under the first>,v1=<mac under the second>``. During a secret rotation's
+    overlap a delivery carries both, so a receiver holding either secret accepts it (Stripe's
+    scheme; receivers compare against every ``v1``)."""
+    macs = [
+        signature(secret, timestamp=timestamp, body=body).split(",", 1)[1] for secret in secrets_
+    ]
+    return ",".join([f"t={timestamp}", *macs])
+
+
+# How long the replaced secret still signs deliveries after a rotation, unless the request
+# names another overlap: a day covers a receiver's deploy; a week at most.
+DEFAULT_SECRET_OVERLAP = timedelta(hours=24)
+MAX_SECRET_OVERLAP = timedelta(days=7)
+
+
 def verify_signature(secret: str, header: str, *, body: bytes) -> bool:
     """Whether ``header`` signs ``body`` under ``secret`` (for receivers and tests)."""
-    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    pairs = [part.split("=", 1) for part in header.split(",") if "=" in part]
     try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
+        (timestamp,) = [int(value) for name, value in pairs if name == "t"]
+    except ValueError:
         return False
     expected = signature(secret, timestamp=timestamp, body=body)
-    return hmac.compare_digest(expected, f"t={timestamp},v1={parts.get('v1', '')}")
+    matched = False
+    for mac in (value for name, value in pairs if name == "v1"):  # several during a rotation
+        matched |= hmac.compare_digest(expected, f"t={timestamp},v1={mac}")
+    return matched
 
 
 def backoff(attempts: int, *, base: timedelta) -> timedelta:
@@ -139,6 +168,11 @@ def check_endpoint_url(value: str) -> str:
         # is_global also rules out shared (100.64/10), documentation and benchmark ranges.
         raise ValueError("must not point at a private, link-local or reserved address")
     return value
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` names literally (see :func:`_ip_literal`), or None for a name."""
+    return _ip_literal(host)
 
 
 def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -18,22 +18,22 @@ from shared.service_auth import ServiceIdentity, service_caller_dependency
 require_gateway = service_caller_dependency("gateway")
 
 
-def get_settings(request: Request) -> RouterSettings:
+async def get_settings(request: Request) -> RouterSettings:
     settings: RouterSettings = request.app.state.settings
     return settings
 
 
-def get_identity(request: Request) -> ServiceIdentity:
+async def get_identity(request: Request) -> ServiceIdentity:
     identity: ServiceIdentity = request.app.state.identity
     return identity
 
 
-def get_classifier(request: Request) -> Classifier:
+async def get_classifier(request: Request) -> Classifier:
     classifier: Classifier = request.app.state.classifier
     return classifier
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     clock: Callable[[], datetime] = request.app.state.clock
     return clock()
 
@@ -44,13 +44,13 @@ ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-def get_job_workflow(
+async def get_job_workflow(
     session: SessionDep, settings: SettingsDep, classifier: ClassifierDep
 ) -> JobWorkflow:
     return JobWorkflow(session, settings=settings, classifier=classifier)
 
 
-def get_team_workflow(session: SessionDep) -> TeamWorkflow:
+async def get_team_workflow(session: SessionDep) -> TeamWorkflow:
     return TeamWorkflow(session)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from services.router.api.deps import IdentityDep, JobsDep, NowDep, SettingsDep, require_gateway
 from services.router.api.schemas import (
@@ -22,9 +24,11 @@ from services.router.api.schemas import (
     feedback_read,
     job_read,
 )
+from services.router.db.repository import JobFilters
 from services.router.domain.grants import GRANT_AUDIENCE, GRANT_TYPE
 from services.router.domain.lifecycle import JobStatus
 from services.router.domain.routing import DataPolicy
+from services.router.domain.taxonomy import Domain, Priority, Tier
 from services.router.workflow import JobSubmission
 from shared.errors import NotFound
 from shared.failpoints import failpoint
@@ -63,22 +67,45 @@ async def submit_job(body: JobCreate, jobs: JobsDep, now: NowDep, response: Resp
 async def list_jobs(
     jobs: JobsDep,
     tenant_id: Annotated[str, Query(max_length=64)],
-    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    status_filter: Annotated[list[JobStatus] | None, Query(alias="status", max_length=10)] = None,
+    priority: Annotated[list[Priority] | None, Query(max_length=3)] = None,
+    tier: Annotated[Tier | None, Query()] = None,
+    domain: Annotated[list[Domain] | None, Query(max_length=17)] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
+    created_before: Annotated[datetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobList:
-    """A tenant's jobs, newest first."""
+    """A tenant's jobs, newest first, narrowed by the filters (all of them must hold; a
+    repeated parameter matches any of its values). The cursor is bound to the filters."""
+    filters = JobFilters(
+        statuses=tuple(sorted({s.value for s in status_filter or ()})),
+        priorities=tuple(sorted({p.value for p in priority or ()})),
+        tiers=(tier.value,) if tier else (),
+        domains=tuple(sorted({d.value for d in domain or ()})),
+        created_after=utc_or_none(created_after),
+        created_before=utc_or_none(created_before),
+    )
     page = await jobs.jobs.list_for_tenant(
-        tenant_id=tenant_id,
-        status=status_filter.value if status_filter else None,
-        limit=limit,
-        cursor=cursor,
+        tenant_id=tenant_id, status=None, limit=limit, cursor=cursor, filters=filters
     )
     return JobList(
         data=[job_read(job) for job in page.items],
         has_more=page.has_more,
         next_cursor=page.next_cursor,
     )
+
+
+def utc_or_none(moment: datetime | None) -> datetime | None:
+    """A filter's time in UTC; one given without an offset is taken to be UTC."""
+    if moment is None:
+        return None
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # year 1 at +14:00: no time UTC can express
+        raise RequestValidationError(
+            [{"loc": ("query",), "msg": "a time is out of range", "type": "value_error"}]
+        ) from None
 
 
 @router.get("/{job_id}")
@@ -105,7 +132,7 @@ async def get_routing_decision(
     decision = await jobs.jobs.latest_decision(job.id)
     if decision is None:
         raise NotFound("This job has no routing decision yet.")
-    return decision.record
+    return await jobs.routing_view(decision.record)
 
 
 @router.post("/{job_id}/cancel")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
 from services.router.api.deps import JobsDep, NowDep, require_gateway
+from services.router.api.jobs import utc_or_none
 from services.router.api.schemas import (
     ClassifyCreate,
     ClassifyRead,
@@ -24,10 +25,11 @@ from services.router.api.schemas import (
     WaitStats,
     job_read,
 )
-from services.router.db.repository import StatsRepository
+from services.router.db.repository import JobFilters, StatsRepository
 from services.router.domain.lifecycle import JobStatus
 from services.router.domain.routing import DataPolicy
 from services.router.domain.stats import WAIT_SAMPLE, summarise_waits
+from services.router.domain.taxonomy import Domain, Priority, Tier
 
 router = APIRouter(
     prefix="/internal/v1", tags=["operators"], dependencies=[Depends(require_gateway)]
@@ -39,9 +41,25 @@ async def list_triage(
     jobs: JobsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    tenant_id: Annotated[str | None, Query(max_length=64)] = None,
+    tier: Tier | None = None,
+    domain: Annotated[list[Domain] | None, Query(max_length=17)] = None,
+    priority: Annotated[list[Priority] | None, Query(max_length=3)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> JobList:
-    """Jobs waiting for an operator's decision, oldest first."""
-    page = await jobs.jobs.by_status(status=JobStatus.TRIAGE.value, limit=limit, cursor=cursor)
+    """Jobs waiting for an operator's decision, oldest first, narrowed by the filters."""
+    filters = JobFilters(
+        priorities=tuple(sorted({p.value for p in priority or ()})),
+        tiers=(tier.value,) if tier else (),
+        domains=tuple(sorted({d.value for d in domain or ()})),
+        created_after=utc_or_none(created_after),
+        created_before=utc_or_none(created_before),
+        tenant_id=tenant_id,
+    )
+    page = await jobs.jobs.by_status(
+        status=JobStatus.TRIAGE.value, limit=limit, cursor=cursor, filters=filters
+    )
     return JobList(
         data=[job_read(job) for job in page.items],
         has_more=page.has_more,

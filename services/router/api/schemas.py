@@ -116,6 +116,9 @@ class PolicyCreate(_Request):
     allowed_countries: list[CountryCode] | None = Field(default=None, max_length=250)
     required_certifications: list[Certification] = Field(default_factory=list, max_length=20)
     require_e2e: bool = False
+    # Four eyes before completion (services/router/reviews.py).
+    require_review: bool = False
+    review_team_id: UUIDStr | None = None
 
     @field_validator("allowed_countries")
     @classmethod

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
+from pydantic import StringConstraints
 
 from services.router.api.deps import NowDep, SettingsDep, TeamsDep, require_gateway
 from services.router.api.schemas import TeamCreate, TeamList, TeamRead, TeamUpdate, team_read
 from services.router.db.models import Team
+from services.router.db.repository import TeamFilters
 from services.router.domain.errors import PreconditionFailed
-from services.router.domain.taxonomy import Tier
+from services.router.domain.taxonomy import Domain, Tier
 from services.router.workflow import TeamFields
 
 router = APIRouter(
@@ -67,10 +69,27 @@ async def list_teams(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     active: bool | None = None,
     tier: Tier | None = None,
+    country: Annotated[
+        list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")]] | None,
+        Query(max_length=50),
+    ] = None,
+    skill: Annotated[list[Domain] | None, Query(max_length=17)] = None,
+    certification: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None,
+        Query(max_length=20),
+    ] = None,
 ) -> TeamList:
-    """Teams in the order they were registered."""
+    """Teams in the order they were registered, narrowed by the filters (all must hold; a
+    repeated ``country`` matches any, repeated ``skill``/``certification`` require all)."""
+    filters = TeamFilters(
+        active=active,
+        tiers=(tier.value,) if tier else (),
+        countries=tuple(sorted({c.upper() for c in country or ()})),
+        skills=tuple(sorted({s.value for s in skill or ()})),
+        certifications=tuple(sorted(set(certification or ()))),
+    )
     page = await teams.teams.list(
-        limit=limit, cursor=cursor, active=active, tier=tier.value if tier else None
+        limit=limit, cursor=cursor, active=None, tier=None, filters=filters
     )
     return TeamList(
         data=[team_read(team) for team in page.items],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,13 +15,15 @@ from services.router.classifier.corpus import (
     load_wild,
     parse_line,
 )
-from services.router.classifier.evaluation import evaluate, format_report
-from services.router.classifier.model import LinearTextModel
-from services.router.classifier.store import save_for_router, train
 from services.router.db.repository import JobRepository
 from services.router.settings import RouterSettings
 from shared.db import create_engine, create_sessionmaker
 
+if TYPE_CHECKING:
+    from services.router.classifier.model import LinearTextModel
+
+# The model's modules (numpy, scikit-learn) are imported by the commands that use them: this
+# module is part of the `taskroute` command line, which every service process starts through.
 app = typer.Typer(help="Train and evaluate the router's job classifier.", no_args_is_help=True)
 
 
@@ -69,6 +71,8 @@ def train_command(
     ] = False,
 ) -> None:
     """Fit the model on the repository's corpus and store it where the router loads it."""
+    from services.router.classifier.store import save_for_router, train
+
     settings = RouterSettings()
     examples = load_corpus()
     extra: list[Example] = []
@@ -88,6 +92,8 @@ def evaluate_command(
     wild: Annotated[bool, typer.Option(help="also score the wild set")] = True,
 ) -> None:
     """Print held-out, cross-validated, calibration and wild-set figures of the model."""
+    from services.router.classifier.evaluation import evaluate, format_report
+
     examples = load_corpus()
     wild_examples = load_wild() if wild else []
     report = evaluate(examples, wild=wild_examples, folds=folds)

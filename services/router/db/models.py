@@ -65,6 +65,25 @@ class Team(Base):
     __table_args__ = (Index("ix_teams_created_at_id", "created_at", "id"),)
 
 
+class TeamLoad(Base):
+    """A team's queued plus in-progress jobs, kept by the database itself.
+
+    Triggers on ``jobs`` (migration 0005) add or subtract one in the same statement as every
+    insert, delete or change of a job's ``status`` or ``team_id`` that moves it into or out of
+    a team's queued/in-progress set, and a trigger on ``teams`` makes each team's row. Every
+    writer (the workflow, the sweeper, a bulk load, an operator's SQL) keeps it right, and the
+    increment is an atomic ``active_jobs = active_jobs + 1`` under the row's lock. Routing
+    reads it instead of counting jobs (:meth:`JobRepository.team_loads`).
+    """
+
+    __tablename__ = "team_loads"
+
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    active_jobs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -110,6 +129,11 @@ class Job(Base):
     result: Mapped[Any | None] = mapped_column(JSON)
     confidential_result_ref: Mapped[str | None] = mapped_column(String(200))
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Four-eyes review (issue 4 item 5; services/router/reviews.py): while ``in_review``, the
+    # team whose members review it, and the member whose completion awaits their decision.
+    review_team_id: Mapped[str | None] = mapped_column(String(_ID))
+    review_submitted_by: Mapped[str | None] = mapped_column(String(_ID))
+    review_submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # When the sweeper next tries to route an unroutable job.
     retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The seq of the job's last event; bumped in the same conditional UPDATE as the change.
@@ -129,6 +153,8 @@ class Job(Base):
         Index("ix_jobs_status_lease_expires", "status", "lease_expires_at"),
         Index("ix_jobs_status_retry", "status", "retry_at"),
         Index("ix_jobs_status_escalate", "status", "escalate_at"),
+        # A reviewer team's queue: its jobs in review, oldest submission first.
+        Index("ix_jobs_review_queue", "review_team_id", "status", "review_submitted_at", "id"),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -61,3 +62,67 @@ def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
                 raise InvalidCursor
             decoded.append(value)
     return decoded
+
+
+# Filtered lists ---------------------------------------------------------------------------
+#
+# A list's cursor is bound to the filters it was issued under: it carries a short fingerprint
+# of them as a last element (``[created_at, id, {"f": "<16 hex>"}]``). Continuing with other
+# filters would silently skip or repeat rows, so it is refused (400 ``invalid-cursor`` saying
+# so) instead. A list read without filters issues the plain ``[created_at, id]`` form, so
+# cursors issued before filters existed stay valid for unfiltered reads.
+
+
+class CursorFiltersChanged(InvalidCursor):
+    def __init__(self) -> None:
+        BadRequest.__init__(
+            self,
+            "The cursor was issued for other filters; repeat the first request's filters "
+            "or start again without a cursor.",
+        )
+
+
+def filters_fingerprint(filters: dict[str, Any]) -> str | None:
+    """A short digest of the filters that are set (None when none is)."""
+    plain: dict[str, Any] = {}
+    for name, value in filters.items():
+        if value is None or value == () or value == []:
+            continue
+        if isinstance(value, datetime):
+            value = value.astimezone(UTC).isoformat()
+        elif isinstance(value, list | tuple | set | frozenset):
+            value = sorted(str(item) for item in value)
+        plain[name] = value
+    if not plain:
+        return None
+    raw = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def encode_filtered_cursor(values: list[Any], filters: dict[str, Any]) -> str:
+    """A cursor for ``values`` (the last row's sort key) bound to ``filters``."""
+    fingerprint = filters_fingerprint(filters)
+    return encode_cursor(values if fingerprint is None else [*values, {"f": fingerprint}])
+
+
+def decode_filtered_cursor(
+    cursor: str, kinds: tuple[type, ...], filters: dict[str, Any]
+) -> list[Any]:
+    """Decode a cursor of :func:`encode_filtered_cursor`; 400 if issued under other filters."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor from exc
+    if not isinstance(values, list):
+        raise InvalidCursor
+    issued_under: str | None = None
+    if len(values) == len(kinds) + 1:
+        marker = values[-1]
+        if not isinstance(marker, dict) or not isinstance(marker.get("f"), str):
+            raise InvalidCursor
+        issued_under = marker["f"]
+        values = values[:-1]
+    if issued_under != filters_fingerprint(filters):
+        raise CursorFiltersChanged
+    return decode_cursor(encode_cursor(values), kinds)

@@ -13,8 +13,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Insert, and_, case, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -25,8 +39,13 @@ from services.router.db.models import (
     LabelledExample,
     RoutingDecision,
     Team,
+    TeamLoad,
 )
-from services.router.db.pagination import decode_cursor, encode_cursor
+from services.router.db.pagination import (
+    decode_filtered_cursor,
+    encode_cursor,
+    encode_filtered_cursor,
+)
 from services.router.domain.lifecycle import JobStatus
 
 # Statuses that occupy a team: they count against its capacity and make its queue.
@@ -76,6 +95,95 @@ def _page(rows: Sequence[Any], limit: int, key: Any) -> Page[Any]:
     )
 
 
+def _filtered_page(rows: Sequence[Any], limit: int, key: Any, filters: dict[str, Any]) -> Page[Any]:
+    """A page whose next cursor is bound to ``filters`` (see pagination.py)."""
+    items = list(rows[:limit])
+    has_more = len(rows) > limit
+    return Page(
+        items=items,
+        has_more=has_more,
+        next_cursor=encode_filtered_cursor(key(items[-1]), filters) if has_more else None,
+    )
+
+
+def _json_list_contains(session: AsyncSession, column: Any, value: str) -> ColumnElement[bool]:
+    """``value`` is an element of the JSON array in ``column``, in the database's own terms."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column.cast(JSONB).contains([value])  # type: ignore[no-any-return]
+    each = func.json_each(column).table_valued("value").alias()
+    return exists(select(literal(1)).select_from(each).where(each.c.value == value))
+
+
+@dataclass(frozen=True)
+class TeamFilters:
+    """What an operator may narrow the team list by; every field set must hold (AND)."""
+
+    active: bool | None = None
+    tiers: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    # Teams skilled in every one of these domains / holding every one of these certifications.
+    skills: tuple[str, ...] = ()
+    certifications: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "active": self.active,
+            "tier": self.tiers,
+            "country": self.countries,
+            "skill": self.skills,
+            "certification": self.certifications,
+        }
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    """What a job list may be narrowed by; applied in the query, every field set must hold."""
+
+    statuses: tuple[str, ...] = ()
+    priorities: tuple[str, ...] = ()
+    tiers: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    # Operators' lists only (the triage queue): never set from a client's request.
+    tenant_id: str | None = None
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.statuses:
+            query = query.where(Job.status.in_(self.statuses))
+        if self.priorities:
+            query = query.where(Job.priority.in_(self.priorities))
+        if self.tiers:
+            query = query.where(Job.tier.in_(self.tiers))
+        if self.domains:
+            query = query.where(Job.domain.in_(self.domains))
+        if self.created_after is not None:
+            query = query.where(Job.created_at >= self.created_after)
+        if self.created_before is not None:
+            query = query.where(Job.created_at < self.created_before)
+        if self.tenant_id is not None:
+            query = query.where(Job.tenant_id == self.tenant_id)
+        return query
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.statuses,
+            "priority": self.priorities,
+            "tier": self.tiers,
+            "domain": self.domains,
+            "created_after": self.created_after,
+            "created_before": self.created_before,
+            "tenant_id": self.tenant_id,
+        }
+
+
+def _with_status(filters: JobFilters, status: str | None) -> JobFilters:
+    """``filters`` plus the single ``status`` argument older callers pass."""
+    if status is None or status in filters.statuses:
+        return filters
+    return JobFilters(**{**filters.__dict__, "statuses": (*filters.statuses, status)})
+
+
 class TeamRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -95,6 +203,11 @@ class TeamRepository:
         result = await self.session.scalars(query.execution_options(populate_existing=True))
         return result.first()
 
+    async def names(self, team_ids: Sequence[str]) -> dict[str, str]:
+        """Team names by id (the teams a decision record names)."""
+        query = select(Team.id, Team.name).where(Team.id.in_(list(team_ids)))
+        return {str(i): str(n) for i, n in (await self.session.execute(query)).all()}
+
     async def get_by_name(self, name: str) -> Team | None:
         result = await self.session.scalars(select(Team).where(Team.name == name))
         return result.first()
@@ -104,15 +217,41 @@ class TeamRepository:
         return result.all()
 
     async def list(
-        self, *, limit: int, cursor: str | None, active: bool | None, tier: str | None
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        active: bool | None,
+        tier: str | None,
+        filters: TeamFilters | None = None,
     ) -> Page[Team]:
+        """Teams in registration order, narrowed in the query by ``filters`` (and the older
+        ``active``/``tier`` arguments); the cursor is bound to the filters."""
+        filters = filters or TeamFilters()
+        tiers = tuple(sorted({*filters.tiers, *((tier,) if tier else ())}))
+        filters = TeamFilters(
+            active=filters.active if active is None else active,
+            tiers=tiers,
+            countries=filters.countries,
+            skills=filters.skills,
+            certifications=filters.certifications,
+        )
         query = select(Team)
-        if active is not None:
-            query = query.where(Team.active == active)
-        if tier is not None:
-            query = query.where(Team.tier == tier)
+        if filters.active is not None:
+            query = query.where(Team.active == filters.active)
+        if filters.tiers:
+            query = query.where(Team.tier.in_(filters.tiers))
+        if filters.countries:
+            query = query.where(Team.country.in_(filters.countries))
+        for skill in filters.skills:
+            query = query.where(_json_list_contains(self.session, Team.skills, skill))
+        for certification in filters.certifications:
+            query = query.where(
+                _json_list_contains(self.session, Team.certifications, certification)
+            )
+        scope = filters.as_dict()
         if cursor:
-            created_at, team_id = decode_cursor(cursor, (datetime, str))
+            created_at, team_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
                 or_(
                     Team.created_at > created_at,
@@ -122,7 +261,7 @@ class TeamRepository:
         rows = (
             await self.session.scalars(query.order_by(Team.created_at, Team.id).limit(limit + 1))
         ).all()
-        return _page(rows, limit, lambda team: [team.created_at, team.id])
+        return _filtered_page(rows, limit, lambda team: [team.created_at, team.id], scope)
 
     async def update_versioned(
         self, team_id: str, *, expected_version: int | None, values: dict[str, Any]
@@ -218,6 +357,10 @@ class JobRepository:
         self.session.add(event)
         await self.session.flush()
 
+    async def add_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Several events in one multi-row INSERT (one statement, one round trip)."""
+        await self.session.execute(insert(JobEvent).values(list(rows)))
+
     async def events(self, job_id: str) -> Sequence[JobEvent]:
         result = await self.session.scalars(
             select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
@@ -225,14 +368,24 @@ class JobRepository:
         return result.all()
 
     async def list_for_tenant(
-        self, *, tenant_id: str, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        tenant_id: str,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        filters: JobFilters | None = None,
     ) -> Page[Job]:
-        """A tenant's jobs, newest first."""
-        query = select(Job).where(Job.tenant_id == tenant_id)
-        if status is not None:
-            query = query.where(Job.status == status)
+        """A tenant's jobs, newest first, narrowed in the query by ``filters``.
+
+        The tenant condition is always added: no filter can widen the list beyond it.
+        """
+        filters = _with_status(filters or JobFilters(), status)
+        filters = JobFilters(**{**filters.__dict__, "tenant_id": None})
+        query = filters.apply(select(Job).where(Job.tenant_id == tenant_id))
+        scope = filters.as_dict()
         if cursor:
-            created_at, job_id = decode_cursor(cursor, (datetime, str))
+            created_at, job_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
                 or_(
                     Job.created_at < created_at,
@@ -241,17 +394,28 @@ class JobRepository:
             )
         query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
         rows = (await self.session.scalars(query)).all()
-        return _page(rows, limit, lambda job: [job.created_at, job.id])
+        return _filtered_page(rows, limit, lambda job: [job.created_at, job.id], scope)
 
     async def team_queue(
-        self, *, team_id: str, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        team_id: str,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        filters: JobFilters | None = None,
     ) -> Page[Job]:
         """A team's queued and in-progress jobs in serving order: priority with aging, i.e.
-        by the virtual enqueue time ``queue_order_at`` (see domain/queueing.py), then id."""
-        statuses = [status] if status is not None else list(ACTIVE_STATUSES)
-        query = select(Job).where(Job.team_id == team_id, Job.status.in_(statuses))
+        by the virtual enqueue time ``queue_order_at`` (see domain/queueing.py), then id.
+
+        ``filters`` narrow it (their statuses only within the queue's own statuses)."""
+        filters = _with_status(filters or JobFilters(), status)
+        allowed = [s for s in (filters.statuses or ACTIVE_STATUSES) if s in ACTIVE_STATUSES]
+        narrowed = JobFilters(**{**filters.__dict__, "statuses": (), "tenant_id": None})
+        query = narrowed.apply(select(Job).where(Job.team_id == team_id, Job.status.in_(allowed)))
+        scope = {**narrowed.as_dict(), "status": filters.statuses}
         if cursor:
-            order_at, job_id = decode_cursor(cursor, (datetime, str))
+            order_at, job_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
                 or_(
                     Job.queue_order_at > order_at,
@@ -260,13 +424,18 @@ class JobRepository:
             )
         query = query.order_by(Job.queue_order_at, Job.id).limit(limit + 1)
         rows = (await self.session.scalars(query)).all()
-        return _page(rows, limit, lambda job: [job.queue_order_at, job.id])
+        return _filtered_page(rows, limit, lambda job: [job.queue_order_at, job.id], scope)
 
-    async def by_status(self, *, status: str, limit: int, cursor: str | None) -> Page[Job]:
-        """Jobs in one status, oldest first (the triage queue)."""
-        query = select(Job).where(Job.status == status)
+    async def by_status(
+        self, *, status: str, limit: int, cursor: str | None, filters: JobFilters | None = None
+    ) -> Page[Job]:
+        """Jobs in one status, oldest first (the triage queue), narrowed by ``filters``
+        (their own statuses are ignored: the list is of ``status`` alone)."""
+        narrowed = JobFilters(**{**(filters or JobFilters()).__dict__, "statuses": ()})
+        query = narrowed.apply(select(Job).where(Job.status == status))
+        scope = narrowed.as_dict()
         if cursor:
-            created_at, job_id = decode_cursor(cursor, (datetime, str))
+            created_at, job_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
                 or_(
                     Job.created_at > created_at,
@@ -275,20 +444,29 @@ class JobRepository:
             )
         query = query.order_by(Job.created_at, Job.id).limit(limit + 1)
         rows = (await self.session.scalars(query)).all()
-        return _page(rows, limit, lambda job: [job.created_at, job.id])
+        return _filtered_page(rows, limit, lambda job: [job.created_at, job.id], scope)
 
     async def team_loads(self, team_ids: Sequence[str] | None = None) -> dict[str, int]:
-        """Queued plus in-progress jobs per team (only ``team_ids``' when given: then the
-        count reads just their part of the team-queue index, not every active job)."""
+        """Queued plus in-progress jobs per team with any (only ``team_ids``' when given).
+
+        Read from the ``team_loads`` counters the database keeps in step with every job write
+        (models.TeamLoad, migration 0005): one indexed row per team, however long the queues.
+        :meth:`counted_team_loads` is the same figure counted from the jobs."""
         if team_ids is not None and not team_ids:
             return {}
+        query = select(TeamLoad.team_id, TeamLoad.active_jobs).where(TeamLoad.active_jobs != 0)
+        if team_ids is not None:
+            query = query.where(TeamLoad.team_id.in_(team_ids))
+        rows = (await self.session.execute(query)).all()
+        return {str(team_id): int(count) for team_id, count in rows}
+
+    async def counted_team_loads(self) -> dict[str, int]:
+        """``team_loads()`` by ``COUNT(*)`` over the jobs (to check the counters)."""
         query = (
             select(Job.team_id, func.count())
             .where(Job.status.in_(ACTIVE_STATUSES), Job.team_id.is_not(None))
             .group_by(Job.team_id)
         )
-        if team_ids is not None:
-            query = query.where(Job.team_id.in_(team_ids))
         rows = (await self.session.execute(query)).all()
         return {str(team_id): int(count) for team_id, count in rows}
 
@@ -311,6 +489,10 @@ class JobRepository:
             .where(Job.status == JobStatus.UNROUTABLE.value, Job.retry_at <= now)
             .order_by(Job.retry_at, Job.created_at)
             .limit(limit)
+            # Locked up front like the other scans: a pass then never waits for a job row
+            # while holding team-load counters it updated for earlier jobs (no lock cycle).
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
         )
         return (await self.session.scalars(query)).all()
 
@@ -407,6 +589,7 @@ OPEN_STATUSES = (
     JobStatus.PENDING.value,
     JobStatus.QUEUED.value,
     JobStatus.IN_PROGRESS.value,
+    JobStatus.IN_REVIEW.value,
     JobStatus.TRIAGE.value,
     JobStatus.UNROUTABLE.value,
 )

@@ -6,7 +6,7 @@ job's text, result or any reference to confidential data beyond whether it exist
 
 from __future__ import annotations
 
-from shared.errors import Conflict, NotFound, TaskrouteError, UnprocessableContent
+from shared.errors import Conflict, Forbidden, NotFound, TaskrouteError, UnprocessableContent
 
 
 class JobNotFound(NotFound):
@@ -72,3 +72,9 @@ class FeedbackExists(Conflict):
     """The job has been rated already: one feedback per job."""
 
     problem = "feedback-exists"
+
+
+class OwnWorkReview(Forbidden):
+    """Four eyes: the member who completed a job may not review it."""
+
+    problem = "own-work-review"

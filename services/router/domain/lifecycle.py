@@ -18,6 +18,8 @@ class JobStatus(StrEnum):
     PENDING = "pending"
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
+    # Done by a member, waiting for a second pair of eyes (a tenant policy's require_review).
+    IN_REVIEW = "in_review"
     COMPLETED = "completed"
     TRIAGE = "triage"
     UNROUTABLE = "unroutable"
@@ -31,7 +33,10 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     # queued -> queued is a reassignment to another team (reject, operator).
     S.QUEUED: frozenset({S.IN_PROGRESS, S.CANCELLED, S.QUEUED, S.UNROUTABLE}),
     # in_progress -> queued: release, lease expiry or reject.
-    S.IN_PROGRESS: frozenset({S.COMPLETED, S.QUEUED, S.CANCELLED, S.UNROUTABLE}),
+    # in_progress -> in_review: completed under a policy that requires review.
+    S.IN_PROGRESS: frozenset({S.COMPLETED, S.QUEUED, S.CANCELLED, S.UNROUTABLE, S.IN_REVIEW}),
+    # in_review -> completed (approved) or in_progress (sent back to the member who did it).
+    S.IN_REVIEW: frozenset({S.COMPLETED, S.IN_PROGRESS, S.CANCELLED}),
     S.TRIAGE: frozenset({S.QUEUED, S.CANCELLED}),
     S.UNROUTABLE: frozenset({S.QUEUED, S.CANCELLED}),
     S.COMPLETED: frozenset(),

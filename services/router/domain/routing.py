@@ -127,25 +127,39 @@ class DataPolicy:
     allowed_countries: frozenset[str] | None = None
     required_certifications: frozenset[str] = frozenset()
     require_e2e: bool = False
+    # Four eyes before ``completed`` (services/router/reviews.py); the reviewer team, if the
+    # tenant names one, else any other member of the job's own team.
+    require_review: bool = False
+    review_team_id: str | None = None
 
     @classmethod
     def from_json(cls, value: dict[str, Any] | None) -> DataPolicy:
         value = value or {}
         countries = value.get("allowed_countries")
+        review_team = value.get("review_team_id")
         return cls(
             allowed_countries=None if countries is None else frozenset(countries),
             required_certifications=frozenset(value.get("required_certifications") or ()),
             require_e2e=bool(value.get("require_e2e", False)),
+            require_review=bool(value.get("require_review", False)),
+            review_team_id=None if review_team is None else str(review_team),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """Canonical JSON; the review fields appear only when set (absent means no review),
+        so policies and decision records written before review existed read the same."""
+        value: dict[str, Any] = {
             "allowed_countries": (
                 None if self.allowed_countries is None else sorted(self.allowed_countries)
             ),
             "required_certifications": sorted(self.required_certifications),
             "require_e2e": self.require_e2e,
         }
+        if self.require_review:
+            value["require_review"] = True
+        if self.review_team_id is not None:
+            value["review_team_id"] = self.review_team_id
+        return value
 
 
 @dataclass(frozen=True)
@@ -283,6 +297,29 @@ def exclusion_reasons(team: TeamProfile, request: RoutingRequest) -> list[tuple[
             ("passed_through", "the job already passed through this team (escalated unclaimed)")
         )
     return failures
+
+
+def group_reason(code: str, request: RoutingRequest) -> str:
+    """The sentence for one exclusion code, the same for every team it excludes from this job
+    (the stored record keeps one per code, not one per team: see domain/decision_record.py)."""
+    if code == "wrong_tier":
+        other = Tier.BPO if request.tier is Tier.KPO else Tier.KPO
+        return f"team works {other.value}, the job is {request.tier.value}"
+    if code == "lacks_skill":
+        return f"team lacks the skill '{request.domain.value}'"
+    if code == "country_not_allowed":
+        allowed = sorted(request.policy.allowed_countries or ())
+        return f"country not allowed by policy ({', '.join(allowed)})"
+    if code == "missing_certifications":
+        required = sorted(request.policy.required_certifications)
+        return f"missing a certification the policy requires ({', '.join(required)})"
+    if code == "at_capacity":
+        return "at capacity (its queued plus in-progress jobs reached its capacity)"
+    return {
+        "inactive": "team is inactive",
+        "rejected": "team already rejected this job",
+        "passed_through": "the job already passed through this team (escalated unclaimed)",
+    }.get(code, code.replace("_", " "))
 
 
 def _is_urgent(request: RoutingRequest, weights: ScoreWeights) -> bool:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints
+from sqlalchemy import select
 
 from services.vault.api.deps import VaultServiceDep
-from services.vault.api.schemas import AuditRecordList, AuditRecordRead, AuditVerificationRead
+from services.vault.api.schemas import (
+    AuditAnchorRead,
+    AuditRecordList,
+    AuditRecordRead,
+    AuditVerificationRead,
+)
+from services.vault.db.models import AuditRecord
 from services.vault.domain.errors import InvalidCursor
+from shared.errors import BadRequest
 
 router = APIRouter(prefix="/internal/v1/audit", tags=["audit"])
 
@@ -18,12 +31,55 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-def _parse_cursor(cursor: str | None) -> int | None:
+# Filter words: audit actions and outcomes are short lowercase identifiers ("open", "seal").
+AuditWord = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,16}$")]
+
+
+class CursorFiltersChanged(BadRequest):
+    problem = "invalid-cursor"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The cursor was issued for other filters; repeat the first request's filters "
+            "or start again without a cursor."
+        )
+
+
+def _fingerprint(filters: dict[str, Any]) -> str | None:
+    """A short digest of the filters set, bound into the cursor (None without filters)."""
+    plain = {
+        name: sorted(value) if isinstance(value, list) else str(value)
+        for name, value in filters.items()
+        if value not in (None, [])
+    }
+    if not plain:
+        return None
+    raw = json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _parse_cursor(cursor: str | None, *, fingerprint: str | None = None) -> int | None:
+    """The ``seq`` a cursor continues before: ``<seq>`` without filters, ``<seq>.<digest>``
+    with them; a cursor of other filters is refused (400) rather than silently mixed."""
     if cursor is None:
         return None
-    if not cursor.isdigit() or not 0 < int(cursor) < 2**63:
+    seq, dot, issued_under = cursor.partition(".")
+    if not seq.isdigit() or not 0 < int(seq) < 2**63 or (dot and not issued_under):
         raise InvalidCursor
-    return int(cursor)
+    if (issued_under or None) != fingerprint:
+        raise CursorFiltersChanged
+    return int(seq)
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # year 1 at +14:00: no time UTC can express
+        raise RequestValidationError(
+            [{"loc": ("query",), "msg": "a time is out of range", "type": "value_error"}]
+        ) from None
 
 
 @router.get("")
@@ -31,16 +87,53 @@ async def list_audit_records(
     vault: VaultServiceDep,
     tenant_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[list[AuditWord] | None, Query(max_length=20)] = None,
+    outcome: Annotated[list[AuditWord] | None, Query(max_length=10)] = None,
+    job_id: Annotated[str | None, Query(max_length=64)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> AuditRecordList:
-    """Audit records, newest first, optionally for one tenant."""
-    page = await vault.audit_page(
-        tenant_id=str(tenant_id) if tenant_id else None, limit=limit, cursor=_parse_cursor(cursor)
-    )
+    """Audit records, newest first, narrowed by the filters (all must hold; a repeated
+    ``action``/``outcome`` matches any). ``since`` is inclusive, ``until`` exclusive."""
+    since, until = _as_utc(since), _as_utc(until)
+    filters: dict[str, Any] = {
+        "tenant_id": str(tenant_id) if tenant_id else None,
+        "action": sorted(set(action or ())),
+        "outcome": sorted(set(outcome or ())),
+        "job_id": job_id,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+    }
+    fingerprint = _fingerprint(filters)
+    before = _parse_cursor(cursor, fingerprint=fingerprint)
+    # The filtered read, in the query itself so that pagination stays exact.
+    query = select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(limit + 1)
+    if filters["tenant_id"] is not None:
+        query = query.where(AuditRecord.tenant_id == filters["tenant_id"])
+    if filters["action"]:
+        query = query.where(AuditRecord.action.in_(filters["action"]))
+    if filters["outcome"]:
+        query = query.where(AuditRecord.outcome.in_(filters["outcome"]))
+    if job_id is not None:
+        query = query.where(AuditRecord.job_id == job_id)
+    if since is not None:
+        query = query.where(AuditRecord.at >= since)
+    if until is not None:
+        query = query.where(AuditRecord.at < until)
+    if before is not None:
+        query = query.where(AuditRecord.seq < before)
+    rows = list((await vault.session.execute(query)).scalars().all())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if has_more and rows:
+        last = str(rows[-1].seq)
+        next_cursor = last if fingerprint is None else f"{last}.{fingerprint}"
     return AuditRecordList(
-        data=[AuditRecordRead.model_validate(row) for row in page.records],
-        has_more=page.has_more,
-        next_cursor=page.next_cursor,
+        data=[AuditRecordRead.model_validate(row) for row in rows],
+        has_more=has_more,
+        next_cursor=next_cursor,
     )
 
 
@@ -53,4 +146,19 @@ async def verify_audit_chain(vault: VaultServiceDep) -> AuditVerificationRead:
         records=result.records,
         first_invalid=result.first_invalid,
         problem=result.problem,
+        anchors=result.anchors,
     )
+
+
+@router.post("/anchors", status_code=status.HTTP_201_CREATED)
+async def anchor_audit_head(vault: VaultServiceDep, response: Response) -> AuditAnchorRead:
+    """Anchor the chain's current head outside the database now (also done periodically).
+
+    201 with the anchor; 200 with ``anchored: false`` while the chain is empty; 409 when no
+    anchor store is configured.
+    """
+    anchor = await vault.anchor_audit_head()
+    if anchor is None:
+        response.status_code = status.HTTP_200_OK
+        return AuditAnchorRead(anchored=False, seq=0, hash=None, at=None)
+    return AuditAnchorRead(anchored=True, seq=anchor.seq, hash=anchor.hash, at=anchor.at)

@@ -22,7 +22,9 @@ from shared.service_auth import service_caller_dependency
 GatewayCaller = Annotated[str, Depends(service_caller_dependency("gateway"))]
 
 
-def get_vault_service(caller: GatewayCaller, request: Request, session: SessionDep) -> VaultService:
+async def get_vault_service(
+    caller: GatewayCaller, request: Request, session: SessionDep
+) -> VaultService:
     state = request.app.state
     return VaultService(
         session=session,
@@ -31,6 +33,8 @@ def get_vault_service(caller: GatewayCaller, request: Request, session: SessionD
         identity=state.identity,
         actor=caller,
         audit_lock_timeout_seconds=state.settings.audit_lock_timeout_seconds,
+        audit_keys=state.audit_keys,
+        anchors=state.anchors,
     )
 
 

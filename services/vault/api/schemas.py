@@ -103,6 +103,18 @@ class AuditVerificationRead(BaseModel):
     problem: str | None = Field(
         default=None, description="A short code naming what failed first, when not valid."
     )
+    anchors: int = Field(
+        default=0,
+        description="Anchors (past chain heads kept outside the database) the chain was "
+        "checked against; a chain that no longer passes through one is not valid.",
+    )
+
+
+class AuditAnchorRead(BaseModel):
+    anchored: bool
+    seq: int
+    hash: str | None
+    at: datetime | None
 
 
 class SealedRecordCreate(_Strict):

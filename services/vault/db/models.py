@@ -4,6 +4,7 @@
 ``records``           sealed records: wrapped data key + ciphertext, one per (tenant, job, purpose)
 ``audit_records``     the audit chain (see :mod:`services.vault.domain.audit`)
 ``audit_chain_head``  one row: last seq and hash of the chain, with its own MAC
+``audit_keys``        the audit chain's MAC key, wrapped by the root key (one version today)
 """
 
 from __future__ import annotations
@@ -104,6 +105,23 @@ class AuditChainHead(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
+
+
+class AuditKey(Base):
+    """The audit chain's HMAC key, wrapped by the root key (re-wrapped by root-key rotation).
+
+    ``origin`` says how it was made: ``random`` for a vault whose chain began with this table,
+    ``derived`` for a chain begun by an earlier release (its key was derived from the root key
+    of the time, and stays the same for ever, so old records keep verifying).
+    """
+
+    __tablename__ = "audit_keys"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    root_key_id: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TenantSealingKey(Base):

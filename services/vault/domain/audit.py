@@ -5,11 +5,15 @@ Every seal, open and refused attempt appends one record. Records form a chain::
     hash[n]      = HMAC-SHA256(audit_key, canonical(record[n]) || prev_hash[n])
     prev_hash[n] = hash[n-1]
 
-with ``prev_hash[1]`` = 32 zero bytes (GENESIS). The audit key is derived from the root key with
-HKDF (:meth:`RootKey.audit_key`), so someone with only database access can read the log but cannot
-alter, insert or reorder a record without :func:`verify_chain` noticing: they cannot compute the
-new hashes. A separate head row holds the last seq and hash with its own HMAC, so deleting the
-newest records (which leaves a chain that is valid on its own) is caught too.
+with ``prev_hash[1]`` = 32 zero bytes (GENESIS). The audit key is a key of its own (32 random
+bytes, stored wrapped by the root key in ``audit_keys``; a chain begun before that table keeps the
+key it began with, once derived from the root key with HKDF), so rotating the root key re-wraps it
+and old records keep verifying. Someone with only database access can read the log but cannot
+alter, insert or reorder a record without :class:`ChainVerifier` noticing: they cannot compute
+the new hashes. A separate head row holds the last seq and hash with its own HMAC, so deleting
+the newest records (which leaves a chain that is valid on its own) is caught too. Anchors
+(:mod:`services.vault.anchors`: past heads kept outside the database) catch a chain rewritten
+consistently by someone who holds the audit key, or an older copy of the whole table restored.
 
 What is recorded: action, outcome, a reason code, tenant, job, record ref, subject, calling
 service, grant id and time. Never a confidential value, a key or a grant token.
@@ -21,7 +25,7 @@ which no real value can be (ids, codes and ISO times never contain NUL).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -84,6 +88,8 @@ class Verification:
     records: int
     first_invalid: int | None
     problem: str | None
+    # Anchors (past heads kept outside the database) the chain was checked against.
+    anchors: int = 0
 
 
 def chain_hash(audit_key: bytes, entry: AuditEntry, prev_hash: str) -> str:
@@ -103,13 +109,25 @@ def chain(audit_key: bytes, entry: AuditEntry, prev_hash: str) -> ChainedEntry:
 class ChainVerifier:
     """Checks records fed in seq order (in batches, so the log need not fit in memory)."""
 
-    def __init__(self, audit_key: bytes) -> None:
+    def __init__(self, audit_key: bytes, anchors: Sequence[tuple[int, str, str]] = ()) -> None:
+        """``anchors``: past heads ``(seq, hash, mac)`` kept outside the database; the chain
+        must pass through each one (the record at ``seq`` has ``hash``) and reach the highest."""
         self._key = audit_key
         self.records = 0
         self.last_seq = 0
         self.last_hash = GENESIS_HASH
         self.first_invalid: int | None = None
         self.problem: str | None = None
+        self.anchors = len(anchors)
+        self._anchored: dict[int, set[str]] = {}
+        self._bad_anchor: int | None = None
+        for seq, hash_, mac in anchors:
+            self._anchored.setdefault(seq, set()).add(hash_)
+            if self._bad_anchor is None and not constant_time_equal(
+                mac, head_mac(audit_key, seq, hash_)
+            ):
+                self._bad_anchor = seq
+        self._highest_anchor = max(self._anchored, default=0)
 
     def _fail(self, seq: int, problem: str) -> None:
         if self.first_invalid is None:
@@ -127,9 +145,18 @@ class ChainVerifier:
                 record.hash, chain_hash(self._key, record.entry, record.prev_hash)
             ):
                 self._fail(seq, "record_altered")
+            elif seq in self._anchored and self._anchored[seq] != {record.hash}:
+                # Consistent with its neighbours, yet not the record that was anchored: the
+                # chain was rewritten from here on (or the anchors disagree among themselves).
+                self._fail(seq, "anchor_mismatch")
             self.last_seq, self.last_hash = seq, record.hash
 
     def finish(self, head: ChainHead | None) -> Verification:
+        if self.first_invalid is None and self._bad_anchor is not None:
+            self._fail(self._bad_anchor, "anchor_altered")
+        if self.first_invalid is None and self._highest_anchor > self.last_seq:
+            # An anchor names a record the chain no longer has: truncated (or an older copy).
+            self._fail(self.last_seq + 1, "truncated_below_anchor")
         if self.first_invalid is None:
             if head is None:
                 if self.records:
@@ -145,4 +172,5 @@ class ChainVerifier:
             records=self.records,
             first_invalid=self.first_invalid,
             problem=self.problem,
+            anchors=self.anchors,
         )

@@ -9,9 +9,12 @@ Key hierarchy
             └── wraps  data key          (32 random bytes per record; records.wrapped_data_key)
                   └── encrypts  payload  (the record's JSON; records.ciphertext)
 
-A tenant key is created on the tenant's first seal. Rotation (a later issue) adds a version and
+A tenant key is created on the tenant's first seal. Tenant-key rotation adds a version and
 rewraps data keys; crypto-shredding destroys a tenant's wrapped keys, which makes every record of
 the tenant unreadable without touching the records. Data keys never leave the vault unwrapped.
+Root-key rotation re-wraps only the tenant keys (and sealing keys and the audit key) under the new
+root key (:class:`RootKeyRing`, ``services.vault.service.VaultService.rotate_root_key_batch``);
+every wrapped key names the root key that wrapped it in its row and in its associated data.
 
 Associated data
 ---------------
@@ -26,6 +29,8 @@ to another row opens nowhere else. The context has ONE canonical byte encoding::
 and the fields are, per label:
 
 * ``tenant-key``: tenant_id, tenant key version, root key id
+* ``audit-key``: audit key version, root key id (the audit chain's MAC key, see
+  :mod:`services.vault.domain.audit`)
 * ``data-key`` and ``payload``: tenant_id, job_id, purpose, record id, tenant key version
 
 The key id/version is inside the context because AES-GCM is not key-committing: without it a
@@ -101,8 +106,52 @@ class RootKey:
         return _derive(self.material, _ROOT_KEY_ID_INFO)[:8].hex()
 
     def audit_key(self) -> bytes:
-        """The HMAC key of the audit chain, derived so that it is never the root key itself."""
+        """The audit MAC key of releases before the stored audit key (``audit_keys``).
+
+        Kept for one purpose: a chain begun by such a release goes on with this key, stored
+        wrapped (``audit_keys``, see VaultService in :mod:`services.vault.service`), so root-key
+        rotation does not change it.
+        """
         return _derive(self.material, _AUDIT_KEY_INFO)
+
+
+@dataclass(frozen=True)
+class RootKeyRing:
+    """The root key that wraps (``current``), and the others that may still unwrap.
+
+    During a root-key rotation the vault knows the new key and the previous one(s): new key
+    versions are wrapped under ``current``; a stored key names its root key by id
+    (``root_key_id``), and :meth:`get` finds the one that opens it. After the rotation every
+    stored key is under ``current`` and the previous keys can be removed.
+    """
+
+    current: RootKey
+    previous: tuple[RootKey, ...] = ()
+
+    def __post_init__(self) -> None:
+        # The current key listed again, or a key listed twice, is the same key: keep one.
+        seen = {self.current.key_id}
+        unique: list[RootKey] = []
+        for key in self.previous:
+            if key.key_id not in seen:
+                seen.add(key.key_id)
+                unique.append(key)
+        object.__setattr__(self, "previous", tuple(unique))
+
+    def __repr__(self) -> str:
+        return f"RootKeyRing(current={self.current.key_id}, previous={list(self.key_ids[1:])})"
+
+    __str__ = __repr__
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return (self.current.key_id, *(key.key_id for key in self.previous))
+
+    def get(self, key_id: str) -> RootKey | None:
+        """The known root key with this id (current or previous), or None."""
+        if key_id == self.current.key_id:
+            return self.current
+        return next((key for key in self.previous if key.key_id == key_id), None)
 
 
 @dataclass(frozen=True)
@@ -196,6 +245,19 @@ def unwrap_tenant_key(root: RootKey, *, tenant_id: str, version: int, wrapped: b
     return TenantKey(
         tenant_id=tenant_id, version=version, material=decrypt(root.material, wrapped, aad)
     )
+
+
+def audit_key_context(version: int, root_key_id: str) -> bytes:
+    return encode_context("audit-key", (str(version), root_key_id))
+
+
+def wrap_audit_key(root: RootKey, *, version: int, material: bytes) -> bytes:
+    """The audit chain's MAC key, wrapped under the root key like a tenant key."""
+    return encrypt(root.material, material, audit_key_context(version, root.key_id))
+
+
+def unwrap_audit_key(root: RootKey, *, version: int, wrapped: bytes) -> bytes:
+    return decrypt(root.material, wrapped, audit_key_context(version, root.key_id))
 
 
 def canonical_json(data: Any) -> bytes:

@@ -150,3 +150,15 @@ class RewrapPending(Conflict):
             f"{remaining} records still use an older key version; rewrap them before retiring "
             "older versions."
         )
+
+
+class AnchoringOff(Conflict):
+    """No audit anchor store is configured, so the head cannot be anchored on demand."""
+
+    problem = "anchoring-off"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No audit anchor store is configured (TASKROUTE_VAULT_AUDIT_ANCHOR_FILE); nothing "
+            "was anchored."
+        )

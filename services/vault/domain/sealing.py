@@ -61,3 +61,26 @@ def unwrap(
     if sealed_envelope.key_id_for(private.public_key()) != key_id:
         raise envelope.DecryptionError("the private key does not match its key id")
     return private
+
+
+def rewrap(
+    old_root: envelope.RootKey,
+    new_root: envelope.RootKey,
+    *,
+    tenant_id: str,
+    version: int,
+    key_id: str,
+    wrapped: bytes,
+) -> bytes:
+    """The private key re-wrapped under another root key (root-key rotation).
+
+    The raw private key exists only inside this call; :class:`envelope.DecryptionError` if the
+    stored form does not open under ``old_root`` or does not match its key id.
+    """
+    private = unwrap(old_root, tenant_id=tenant_id, version=version, key_id=key_id, wrapped=wrapped)
+    raw = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return envelope.encrypt(
+        new_root.material, raw, _context(tenant_id, version, key_id, new_root.key_id)
+    )

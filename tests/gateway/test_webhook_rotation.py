@@ -1,0 +1,187 @@
+"""Webhook secret rotation: the new secret shown once, both secrets signing deliveries during the
+overlap (the SDK's verifier accepts either), only the new one after it; the old one stored sealed
+like the current one. And the delivery-time address check (DNS rebinding): a host name is
+resolved again before every attempt and refused if it points inside."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from services.gateway.clients.webhooks import (
+    REFUSED_ADDRESS,
+    delivery_address_refusal,
+)
+from services.gateway.db.models import WebhookEndpoint
+from services.sdk.webhooks import verify_signature
+from shared.db import create_engine
+from tests.e2e.conftest import free_port
+from tests.gateway.conftest import Platform
+from tests.gateway.test_api import (
+    BOOKKEEPING_JOB,
+    BOOKKEEPING_TEAM,
+    assert_problem,
+    bearer,
+    create_tenant,
+    raw_rows,
+)
+from tests.gateway.test_webhooks import Receiver, fast_platform, wait_for
+
+__all__ = ["fast_platform"]  # the fixture, imported for this module's tests
+
+
+async def _setup(platform: Platform, receiver: Receiver) -> tuple[str, dict[str, Any]]:
+    tenant = await create_tenant(platform, "Acme Rotation")
+    team = await platform.client.post(
+        "/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=platform.operator
+    )
+    assert team.status_code == 201, team.text
+    created = await platform.client.post(
+        "/v1/webhook-endpoints",
+        json={"url": f"http://127.0.0.1:{receiver.port}/hooks"},
+        headers=bearer(tenant["api_key"]),
+    )
+    assert created.status_code == 201, created.text
+    return tenant["api_key"], created.json()
+
+
+async def _one_delivery(platform: Platform, key: str, receiver: Receiver) -> tuple[str, bytes]:
+    """Submit a job and return the signature header and body of its first delivered event."""
+    before = len(receiver.received)
+    job = await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))
+    assert job.status_code == 202, job.text
+
+    async def arrived() -> bool:
+        return len(receiver.received) > before
+
+    await wait_for(arrived, "a delivery")
+    headers, body = receiver.received[before]
+    return headers["taskroute-signature"], body
+
+
+async def test_rotation_signs_with_both_secrets_during_the_overlap(fast_platform) -> None:
+    receiver = Receiver(port=free_port())
+    await receiver.start()
+    try:
+        key, endpoint = await _setup(fast_platform, receiver)
+        old = endpoint["secret"]
+        path = f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret"
+        rotated = await fast_platform.client.post(path, headers=bearer(key))
+        assert rotated.status_code == 200, rotated.text
+        new = rotated.json()["secret"]
+        assert new.startswith("whsec_")
+        assert new != old
+        expires = datetime.fromisoformat(rotated.json()["previous_secret_expires_at"])
+        assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(hours=24)
+        # Neither secret is stored in the clear.
+        for row in await raw_rows("gateway", fast_platform.databases["gateway"]):
+            for secret in (old, new):
+                assert secret[len("whsec_") :] not in row
+
+        header, body = await _one_delivery(fast_platform, key, receiver)
+        assert header.count("v1=") == 2
+        assert verify_signature(new, header, body=body)
+        assert verify_signature(old, header, body=body)
+        assert not verify_signature("whsec_" + "A" * 43, header, body=body)
+
+        # The overlap ends (moved into the past in the database): only the new secret signs.
+        engine = create_engine(fast_platform.databases["gateway"])
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == endpoint["id"])
+                    .values(previous_secret_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+                )
+        finally:
+            await engine.dispose()
+        header, body = await _one_delivery(fast_platform, key, receiver)
+        assert header.count("v1=") == 1
+        assert verify_signature(new, header, body=body)
+        assert not verify_signature(old, header, body=body)
+    finally:
+        await receiver.stop()
+
+
+async def test_rotation_without_overlap_and_bad_input(fast_platform) -> None:
+    receiver = Receiver(port=free_port())
+    await receiver.start()
+    try:
+        key, endpoint = await _setup(fast_platform, receiver)
+        path = f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret"
+        for bad in ({"overlap_seconds": -1}, {"overlap_seconds": 8 * 86400}, {"other": 1}):
+            assert_problem(
+                await fast_platform.client.post(path, json=bad, headers=bearer(key)), 422
+            )
+        # Another tenant's endpoint looks unknown.
+        other = await create_tenant(fast_platform, "Other Rotation")
+        assert_problem(await fast_platform.client.post(path, headers=bearer(other["api_key"])), 404)
+        rotated = await fast_platform.client.post(
+            path, json={"overlap_seconds": 0}, headers=bearer(key)
+        )
+        assert rotated.status_code == 200, rotated.text
+        assert rotated.json()["previous_secret_expires_at"] is None
+        header, body = await _one_delivery(fast_platform, key, receiver)
+        assert header.count("v1=") == 1
+        assert verify_signature(rotated.json()["secret"], header, body=body)
+        assert not verify_signature(endpoint["secret"], header, body=body)
+    finally:
+        await receiver.stop()
+
+
+async def test_delivery_address_rule() -> None:
+    assert await delivery_address_refusal("http://127.0.0.1:9/hook") is None  # as registered
+    assert await delivery_address_refusal("http://[::1]:9/hook") is None
+    assert await delivery_address_refusal("http://localhost:9/hook") is None
+    for internal in (
+        "https://10.0.0.5/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[fd00:ec2::254]/",
+        "https://[::ffff:10.0.0.1]/",
+        "https://100.64.0.1/",
+    ):
+        assert await delivery_address_refusal(internal) == REFUSED_ADDRESS, internal
+    # A name (not "localhost") that resolves to loopback: this machine's own name.
+    assert await delivery_address_refusal(f"https://{socket.gethostname()}/hook") == (
+        REFUSED_ADDRESS
+    )
+
+
+async def test_a_name_resolving_inside_is_refused_at_delivery(fast_platform) -> None:
+    """Registered under a name (names are not resolved at registration), the endpoint's host
+    resolves to loopback when the event is due: the attempt is recorded as failed with the
+    reason, and nothing is sent to the address."""
+    receiver = Receiver(port=free_port())
+    await receiver.start()
+    try:
+        tenant = await create_tenant(fast_platform, "Acme Rebinding")
+        key = tenant["api_key"]
+        team = await fast_platform.client.post(
+            "/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=fast_platform.operator
+        )
+        assert team.status_code == 201, team.text
+        created = await fast_platform.client.post(
+            "/v1/webhook-endpoints",
+            json={"url": f"https://{socket.gethostname()}:{receiver.port}/hooks"},
+            headers=bearer(key),
+        )
+        assert created.status_code == 201, created.text
+        path = f"/v1/webhook-endpoints/{created.json()['id']}/deliveries"
+        job = await fast_platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))
+        assert job.status_code == 202, job.text
+
+        async def attempted() -> bool:
+            page = await fast_platform.client.get(path, headers=bearer(key))
+            return any(d["attempts"] >= 1 for d in page.json()["data"])
+
+        await wait_for(attempted, "a refused attempt")
+        page = await fast_platform.client.get(path, headers=bearer(key))
+        attempt = next(d for d in page.json()["data"] if d["attempts"])["attempt_log"][0]
+        assert attempt["error"] == REFUSED_ADDRESS
+        assert attempt["status_code"] is None
+        assert receiver.received == []
+    finally:
+        await receiver.stop()

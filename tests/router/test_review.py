@@ -1,0 +1,444 @@
+"""Four-eyes review before ``completed`` (issue 4 item 5), on the run's real databases, with the
+router's clock moved by hand (never a sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.router.app import create_app
+from services.router.domain.lifecycle import JobStatus, can_transition
+from services.router.domain.review import reviewer_refusals
+from services.router.domain.routing import DataPolicy
+from services.router.settings import RouterSettings
+from tests.conftest import running
+from tests.router.factories import create_team, new_uuid, submit_job
+from tests.router.test_api import decode_grant
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+REVIEW: dict[str, Any] = {
+    "allowed_countries": None,
+    "required_certifications": [],
+    "require_e2e": False,
+    "require_review": True,
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Router:
+    app: FastAPI
+    http: httpx.AsyncClient
+    clock: Clock
+
+    async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return await self.http.post(path, json=body)
+
+    async def claim_and_complete(
+        self, job: dict[str, Any], member: str, **extra: Any
+    ) -> httpx.Response:
+        team = job["assignment"]["team_id"]
+        claimed = await self.post(
+            f"/internal/v1/teams/{team}/jobs/{job['id']}/claim", {"member_id": member}
+        )
+        assert claimed.status_code == 200, claimed.text
+        return await self.complete(job, member, **extra)
+
+    async def complete(self, job: dict[str, Any], member: str, **extra: Any) -> httpx.Response:
+        team = job["assignment"]["team_id"]
+        return await self.post(
+            f"/internal/v1/teams/{team}/jobs/{job['id']}/complete",
+            {"member_id": member, "result": {"coded": 3}, **extra},
+        )
+
+    async def reviews(self, team_id: str, member: str) -> list[dict[str, Any]]:
+        answer = await self.http.get(
+            f"/internal/v1/teams/{team_id}/reviews", params={"member_id": member}
+        )
+        assert answer.status_code == 200, answer.text
+        data: list[dict[str, Any]] = answer.json()["data"]
+        return data
+
+    async def decide(
+        self, team_id: str, job_id: str, action: str, member: str, **body: Any
+    ) -> httpx.Response:
+        return await self.post(
+            f"/internal/v1/teams/{team_id}/reviews/{job_id}/{action}", {"member_id": member, **body}
+        )
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        answer = await self.http.get(f"/internal/v1/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        job: dict[str, Any] = answer.json()
+        return job
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        answer = await self.http.get(f"/internal/v1/jobs/{job_id}/events")
+        events: list[dict[str, Any]] = answer.json()["data"]
+        return events
+
+
+@pytest.fixture
+async def router(
+    router_settings: RouterSettings, gateway_headers: dict[str, str]
+) -> AsyncIterator[Router]:
+    app = create_app(router_settings)
+    async with running(app) as http:
+        clock = Clock()
+        app.state.clock = clock
+        http.headers.update(gateway_headers)
+        yield Router(app, http, clock)
+
+
+ALICE, BOB, CAROL = new_uuid(), new_uuid(), new_uuid()
+
+
+# ----------------------------------------------------------------------------- pure rules
+
+
+def test_review_statuses_in_the_lifecycle():
+    assert can_transition(JobStatus.IN_PROGRESS, JobStatus.IN_REVIEW)
+    assert can_transition(JobStatus.IN_REVIEW, JobStatus.COMPLETED)
+    assert can_transition(JobStatus.IN_REVIEW, JobStatus.IN_PROGRESS)
+    assert can_transition(JobStatus.IN_REVIEW, JobStatus.CANCELLED)
+    assert not can_transition(JobStatus.QUEUED, JobStatus.IN_REVIEW)
+    assert not can_transition(JobStatus.IN_REVIEW, JobStatus.QUEUED)
+
+
+def test_a_reviewer_team_meets_the_data_policy():
+    policy = DataPolicy(
+        allowed_countries=frozenset({"IE"}), required_certifications=frozenset({"GDPR"})
+    )
+    assert (
+        reviewer_refusals(active=True, country="IE", certifications=["GDPR"], policy=policy) == []
+    )
+    refusals = reviewer_refusals(active=False, country="IN", certifications=[], policy=policy)
+    assert len(refusals) == 3
+
+
+def test_review_fields_only_when_set_in_the_policy_json():
+    assert "require_review" not in DataPolicy().to_json()
+    team = new_uuid()
+    policy = DataPolicy.from_json({"require_review": True, "review_team_id": team})
+    assert policy.to_json()["require_review"] is True
+    assert DataPolicy.from_json(policy.to_json()) == policy
+
+
+# ----------------------------------------------------------------------------- the flow
+
+
+async def test_review_by_another_member_of_the_team(router):
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    done = await router.claim_and_complete(job, ALICE)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "in_review"
+    assert done.json()["lease"] is None
+    assert done.json()["completed_at"] is None
+    # The result is held from the client until a reviewer approves.
+    held = await router.http.get(
+        f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": job["tenant_id"]}
+    )
+    assert held.status_code == 409
+    submitted = (await router.events(job["id"]))[-1]
+    assert (submitted["type"], submitted["from_status"], submitted["to_status"]) == (
+        "submitted_for_review",
+        "in_progress",
+        "in_review",
+    )
+    assert submitted["actor"] == f"member:{ALICE}"
+    assert "another member of" in submitted["reason"]
+
+    # The author does not see it among the reviews, nor may decide it.
+    assert await router.reviews(team["id"], ALICE) == []
+    own = await router.decide(team["id"], job["id"], "approve", ALICE)
+    assert own.status_code == 403
+    assert own.headers["content-type"].startswith("application/problem+json")
+    assert own.json()["type"].endswith("own-work-review")
+    assert (await router.job(job["id"]))["status"] == "in_review"
+
+    [waiting] = await router.reviews(team["id"], BOB)
+    assert waiting["id"] == job["id"]
+    assert waiting["review"]["submitted_by"] == ALICE
+    assert waiting["review"]["result"] == {"coded": 3}
+
+    router.clock.now = T0 + timedelta(minutes=5)
+    approved = await router.decide(team["id"], job["id"], "approve", BOB, comment="looks right")
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "completed"
+    assert approved.json()["completed_at"].startswith("2026-11-23T09:05")
+    last = (await router.events(job["id"]))[-1]
+    assert (last["type"], last["actor"], last["reason"]) == (
+        "approved",
+        f"member:{BOB}",
+        "looks right",
+    )
+    result = await router.http.get(
+        f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": job["tenant_id"]}
+    )
+    assert result.status_code == 200
+    assert result.json()["result"] == {"coded": 3}
+    # Decided: a second decision is a conflict and changes nothing.
+    again = await router.decide(team["id"], job["id"], "send-back", CAROL, comment="late")
+    assert again.status_code == 409
+    assert (await router.job(job["id"]))["status"] == "completed"
+
+
+async def test_send_back_returns_the_work_to_its_author_with_the_comment(router):
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    assert (await router.claim_and_complete(job, ALICE)).status_code == 200
+
+    for bad in ({}, {"comment": ""}, {"comment": "   "}, {"comment": "x" * 2001}):
+        refused = await router.decide(team["id"], job["id"], "send-back", BOB, **bad)
+        assert refused.status_code == 422, bad
+    assert (await router.job(job["id"]))["status"] == "in_review"
+
+    router.clock.now = T0 + timedelta(minutes=10)
+    sent = await router.decide(
+        team["id"], job["id"], "send-back", BOB, comment="Event 4 is serious; recode it."
+    )
+    assert sent.status_code == 200, sent.text
+    body = sent.json()
+    assert body["status"] == "in_progress"
+    assert body["lease"]["member_id"] == ALICE
+    assert body["lease"]["expires_at"].startswith("2026-11-23T09:25")  # 900 s lease
+    last = (await router.events(job["id"]))[-1]
+    assert (last["type"], last["from_status"], last["to_status"], last["actor"]) == (
+        "sent_back",
+        "in_review",
+        "in_progress",
+        f"member:{BOB}",
+    )
+    assert last["reason"] == "Event 4 is serious; recode it."
+    # Nobody else holds it now, and the reviewer cannot complete it.
+    assert (await router.complete(job, BOB)).status_code == 409
+    assert await router.reviews(team["id"], BOB) == []
+
+    # The author fixes it and submits again; the reviewer approves.
+    again = await router.complete(job, ALICE, result={"coded": 4})
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "in_review"
+    [waiting] = await router.reviews(team["id"], BOB)
+    assert waiting["review"]["result"] == {"coded": 4}
+    assert (await router.decide(team["id"], job["id"], "approve", BOB)).status_code == 200
+
+
+async def test_a_sent_back_job_whose_author_never_returns_goes_back_to_the_queue(router):
+    from services.router.sweeper import sweep_once
+
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    assert (await router.claim_and_complete(job, ALICE)).status_code == 200
+    sent = await router.decide(team["id"], job["id"], "send-back", BOB, comment="redo")
+    assert sent.status_code == 200
+    await sweep_once(
+        router.app.state.sessionmaker,
+        settings=router.app.state.settings,
+        classifier=router.app.state.classifier,
+        now=T0 + timedelta(seconds=901),
+    )
+    assert (await router.job(job["id"]))["status"] == "queued"
+
+
+async def test_jobs_without_review_complete_directly(router):
+    await create_team(router.http)
+    job = await submit_job(router.http)
+    done = await router.claim_and_complete(job, ALICE)
+    assert done.json()["status"] == "completed"
+
+
+async def test_a_reviewer_team_reviews_and_the_working_team_does_not(router):
+    workers = await create_team(router.http, name="Pune Clinical")
+    reviewers = await create_team(
+        router.http, name="Dublin QA", country="IE", skills=["research"], capacity=1
+    )
+    policy = {**REVIEW, "review_team_id": reviewers["id"]}
+    job = await submit_job(router.http, policy=policy)
+    assert job["assignment"]["team_id"] == workers["id"]
+    done = await router.claim_and_complete(job, ALICE)
+    assert done.json()["status"] == "in_review"
+    assert "reviewed by team Dublin QA" in (await router.events(job["id"]))[-1]["reason"]
+
+    # Another member of the working team is not the reviewer: the job is not theirs to see.
+    assert await router.reviews(workers["id"], BOB) == []
+    refused = await router.decide(workers["id"], job["id"], "approve", BOB)
+    assert refused.status_code == 404
+    [waiting] = await router.reviews(reviewers["id"], CAROL)
+    assert waiting["review"]["team_id"] == reviewers["id"]
+    approved = await router.decide(reviewers["id"], job["id"], "approve", CAROL)
+    assert approved.status_code == 200
+    # A reviewer team's review does not take its capacity, nor did the job occupy it.
+    assert approved.json()["assignment"]["team_id"] == workers["id"]
+
+
+async def test_a_reviewer_team_in_a_forbidden_country_never_sees_the_job(router):
+    workers = await create_team(router.http, name="Dublin Clinical", country="IE")
+    offshore = await create_team(router.http, name="Manila QA", country="PH", skills=["research"])
+    policy = {**REVIEW, "allowed_countries": ["IE"], "review_team_id": offshore["id"]}
+    job = await submit_job(router.http, policy=policy)
+    assert job["assignment"]["team_id"] == workers["id"]
+    done = await router.claim_and_complete(job, ALICE)
+    assert done.json()["status"] == "in_review"
+    reason = (await router.events(job["id"]))[-1]["reason"]
+    assert "another member of Dublin Clinical" in reason
+    assert "country PH is not allowed" in reason
+    assert await router.reviews(offshore["id"], CAROL) == []
+    for action in ("approve", "grant"):
+        body = {"purpose": "job"} if action == "grant" else {}
+        answer = await router.decide(offshore["id"], job["id"], action, CAROL, **body)
+        assert answer.status_code == 404, action
+    assert (
+        await router.http.get(
+            f"/internal/v1/teams/{offshore['id']}/reviews/{job['id']}", params={"member_id": CAROL}
+        )
+    ).status_code == 404
+    # The working team's other members review instead.
+    assert len(await router.reviews(workers["id"], BOB)) == 1
+
+
+async def test_a_reviewer_team_that_later_leaves_the_policy_loses_the_job(router):
+    await create_team(router.http, name="Dublin Clinical", country="IE")
+    qa = await create_team(router.http, name="Cork QA", country="IE", skills=["research"])
+    policy = {**REVIEW, "allowed_countries": ["IE"], "review_team_id": qa["id"]}
+    job = await submit_job(router.http, policy=policy)
+    assert (await router.claim_and_complete(job, ALICE)).json()["status"] == "in_review"
+    assert len(await router.reviews(qa["id"], CAROL)) == 1
+    moved = await router.http.patch(f"/internal/v1/teams/{qa['id']}", json={"country": "IN"})
+    assert moved.status_code == 200, moved.text
+    assert await router.reviews(qa["id"], CAROL) == []
+    assert (await router.decide(qa["id"], job["id"], "approve", CAROL)).status_code == 404
+
+
+async def test_reviewer_grants_open_the_job_data_and_the_result(router, keys_dir):
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy={**REVIEW, "require_e2e": True})
+    result_ref = new_uuid()
+    done = await router.claim_and_complete(job, ALICE, confidential_result_ref=result_ref)
+    assert done.json()["status"] == "in_review"
+    path = f"/internal/v1/teams/{team['id']}/reviews/{job['id']}/grant"
+    own = await router.post(path, {"member_id": ALICE, "purpose": "result"})
+    assert own.status_code == 403
+    for purpose, ref in (("job", job["confidential_ref"]), ("result", result_ref)):
+        answer = await router.post(path, {"member_id": BOB, "purpose": purpose})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["require_e2e"] is True
+        claims = decode_grant(answer.json()["grant"], keys_dir)
+        assert claims["action"] == "open"
+        assert claims["purpose"] == purpose
+        assert claims["ref"] == ref
+        assert claims["subject"] == f"member:{BOB}"
+        assert claims["job_id"] == job["id"]
+    bad = await router.post(path, {"member_id": BOB, "purpose": "seal"})
+    assert bad.status_code == 422
+    # Approved: the review is over, and so is the reviewer's access.
+    assert (await router.decide(team["id"], job["id"], "approve", BOB)).status_code == 200
+    late = await router.post(path, {"member_id": BOB, "purpose": "job"})
+    assert late.status_code == 409
+
+
+async def test_a_resubmission_keeps_the_sealed_result_unless_a_new_one_comes(router):
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    first_ref = new_uuid()
+    await router.claim_and_complete(job, ALICE, confidential_result_ref=first_ref)
+    await router.decide(team["id"], job["id"], "send-back", BOB, comment="redo")
+    assert (await router.complete(job, ALICE)).json()["status"] == "in_review"
+    await router.decide(team["id"], job["id"], "approve", BOB)
+    result = await router.http.get(
+        f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": job["tenant_id"]}
+    )
+    assert result.json()["confidential_result_ref"] == first_ref
+
+
+async def test_review_errors_change_nothing(router):
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    # Never submitted for review: nobody's to review yet.
+    early = await router.decide(team["id"], job["id"], "approve", BOB)
+    assert early.status_code == 404
+    unknown_team = await router.decide(new_uuid(), job["id"], "approve", BOB)
+    assert unknown_team.status_code == 404
+    unknown_job = await router.decide(team["id"], new_uuid(), "approve", BOB)
+    assert unknown_job.status_code == 404
+    not_uuid = await router.decide(team["id"], job["id"], "approve", "bob")
+    assert not_uuid.status_code == 422
+    extra = await router.decide(team["id"], job["id"], "approve", BOB, confidential={"x": 1})
+    assert extra.status_code == 422
+    bad_cursor = await router.http.get(
+        f"/internal/v1/teams/{team['id']}/reviews", params={"member_id": BOB, "cursor": "nope"}
+    )
+    assert bad_cursor.status_code == 400
+    assert (await router.job(job["id"]))["status"] == "queued"
+    # The client may cancel a job in review.
+    await router.claim_and_complete(job, ALICE)
+    cancelled = await router.post(
+        f"/internal/v1/jobs/{job['id']}/cancel", {"tenant_id": job["tenant_id"]}
+    )
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert await router.reviews(team["id"], BOB) == []
+
+
+async def test_the_review_queue_pages_oldest_first(router):
+    team = await create_team(router.http)
+    ids = []
+    for minute in range(5):
+        router.clock.now = T0 + timedelta(minutes=minute)
+        job = await submit_job(router.http, policy=REVIEW)
+        await router.claim_and_complete(job, ALICE)
+        ids.append(job["id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"member_id": BOB, "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (
+            await router.http.get(f"/internal/v1/teams/{team['id']}/reviews", params=params)
+        ).json()
+        seen += [job["id"] for job in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    assert seen == ids
+
+
+# ----------------------------------------------------------------------------- races
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("second", ["approve", "send-back"])
+async def test_two_reviewers_deciding_at_once_one_wins(router, second):
+    team = await create_team(router.http)
+    jobs = []
+    for _ in range(10):
+        job = await submit_job(router.http, policy=REVIEW)
+        await router.claim_and_complete(job, ALICE)
+        jobs.append(job)
+    for job in jobs:
+        answers = await asyncio.gather(
+            router.decide(team["id"], job["id"], "approve", BOB),
+            router.decide(team["id"], job["id"], second, CAROL, comment="no"),
+        )
+        codes = sorted(answer.status_code for answer in answers)
+        assert codes == [200, 409], [a.text for a in answers]
+        events = await router.events(job["id"])
+        decisions = [e for e in events if e["type"] in ("approved", "sent_back")]
+        assert len(decisions) == 1
+        winner = next(a for a in answers if a.status_code == 200).json()
+        assert (await router.job(job["id"]))["status"] == winner["status"]
