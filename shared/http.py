@@ -77,6 +77,12 @@ async def call_service(
         response = await client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
         raise ServiceUnavailable(f"The {service} service is unreachable.") from exc
+    return answer_of(response, service)
+
+
+def answer_of(response: httpx.Response, service: str) -> Any:
+    """The JSON body of another service's answer (None for 204), or the error it maps to: the
+    caller's 4xx as :class:`UpstreamError`, anything else as 503."""
     if response.status_code == 204:
         return None
     if response.is_success:
@@ -85,10 +91,11 @@ async def call_service(
         # Our own credentials were refused: a deployment fault, not the caller's.
         raise ServiceUnavailable(f"The {service} service refused this service's credentials.")
     if 400 <= response.status_code < 500:
-        problem: dict[str, Any] = {}
         try:
             problem = response.json()
         except ValueError:
+            problem = {}
+        if not isinstance(problem, dict):
             problem = {}
         problem_type = str(problem.get("type", "error"))
         raise UpstreamError(

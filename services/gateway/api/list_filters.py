@@ -9,13 +9,14 @@ other filters answers 400 ``invalid-cursor`` instead of skipping or repeating ro
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
 from fastapi.exceptions import RequestValidationError
 
 from services.gateway.db.repository import CreatedRange
+from shared.list_filters import as_utc
 
 CreatedAfterQuery = Annotated[
     datetime | None,
@@ -39,21 +40,6 @@ NameQuery = Annotated[
         description="Only items whose name contains this text (case-insensitive).",
     ),
 ]
-
-
-def as_utc(moment: datetime | None, *, name: str = "created_after") -> datetime | None:
-    """A filter's time in UTC; one given without an offset is taken to be UTC. A time that
-    UTC cannot express (year 1 at +14:00) is 422 naming the field."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise RequestValidationError(
-            [{"loc": ("query", name), "msg": "is out of range", "type": "value_error"}]
-        ) from None
 
 
 def time_range(

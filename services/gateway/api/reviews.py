@@ -27,9 +27,8 @@ from services.gateway.api.deps import (
 from services.gateway.api.job_events import enqueue_job_event
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import ConfidentialRead, ListOf, RequestModel, TeamJobRead
+from services.gateway.api.team_jobs import deliver_to_member
 from services.gateway.clients.reviews import ReviewClient
-from services.gateway.db.repository import MemberRepository
-from services.gateway.domain.errors import EndToEndRequired
 from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import client_view, job_id_or_404, member_view
 
@@ -88,12 +87,9 @@ async def _confidential(
     grant = await get_reviews(request).grant(
         member.team, job_id_or_404(job_id), member_id=member.member, purpose=purpose
     )
-    registered = await MemberRepository(session).get(member.member, team_id=member.team)
-    if registered is not None and registered.public_key is not None:
-        return {"confidential_sealed": await vault.deliver(grant=grant.grant)}
-    if grant.require_e2e:
-        raise EndToEndRequired()
-    return {"confidential": await vault.open(grant=grant.grant)}
+    return await deliver_to_member(
+        member, grant=grant.grant, require_e2e=grant.require_e2e, vault=vault, session=session
+    )
 
 
 @router.get("/reviews", response_model=TeamReviewList)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -31,6 +32,7 @@ from services.gateway.api.schemas import (
     TeamJobRead,
 )
 from services.gateway.clients.router import RouterClient
+from services.gateway.clients.vault import VaultClient
 from services.gateway.db.repository import MemberRepository
 from services.gateway.domain.errors import EndToEndRequired
 from services.gateway.domain.jobs import TeamQueueStatus
@@ -124,14 +126,23 @@ async def read_confidential(
     grant = await router_.member_grant(
         member.team, job_id_or_404(job_id), member_id=member.member, action="open"
     )
+    return await deliver_to_member(
+        member, grant=grant.grant, require_e2e=grant.require_e2e, vault=vault, session=session
+    )
+
+
+async def deliver_to_member(
+    member: Principal, *, grant: str, require_e2e: bool, vault: VaultClient, session: AsyncSession
+) -> dict[str, Any]:
+    """What a router grant opens, in the form the member may receive (lease holder or reviewer)."""
     registered = await MemberRepository(session).get(member.member, team_id=member.team)
     if registered is not None and registered.public_key is not None:
         # Sealed to the key the router put in the grant; the gateway carries only ciphertext.
-        return {"confidential_sealed": await vault.deliver(grant=grant.grant)}
-    if grant.require_e2e:
+        return {"confidential_sealed": await vault.deliver(grant=grant)}
+    if require_e2e:
         # Without a registered key such data is never handed out in plaintext.
         raise EndToEndRequired()
-    return {"confidential": await vault.open(grant=grant.grant)}
+    return {"confidential": await vault.open(grant=grant)}
 
 
 @router.post("/{job_id}/complete", response_model=TeamJobRead)

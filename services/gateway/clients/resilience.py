@@ -44,7 +44,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ServiceUnavailable
-from shared.http import UpstreamError
+from shared.http import UpstreamError, answer_of
 
 # Statuses that mean "the peer (or a proxy before it) could not answer": worth a retry for an
 # idempotent call, and a failure for the breaker. A 500 is a bug answered, not an outage.
@@ -211,32 +211,6 @@ class _Retryable(Exception):
         self.error = error
 
 
-def _answer(response: httpx.Response, service: str) -> Any:
-    """The JSON of a completed call, or the error it maps to (as ``call_service`` does)."""
-    if response.status_code == 204:
-        return None
-    if response.is_success:
-        return response.json()
-    if response.status_code == 401:
-        # Our own credentials were refused: a deployment fault, not the caller's.
-        raise ServiceUnavailable(f"The {service} service refused this service's credentials.")
-    if 400 <= response.status_code < 500:
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {}
-        if not isinstance(problem, dict):
-            problem = {}
-        problem_type = str(problem.get("type", "error"))
-        raise UpstreamError(
-            status=response.status_code,
-            title=str(problem.get("title", "Error")),
-            problem=problem_type.rsplit("/", 1)[-1],
-            detail=str(problem.get("detail", "The request was refused.")),
-        )
-    raise ServiceUnavailable(f"The {service} service failed to answer.")
-
-
 def _budget(client: httpx.AsyncClient) -> float:
     """The whole call's time budget: the client's configured (read) timeout."""
     timeout = client.timeout
@@ -324,4 +298,4 @@ async def _attempt(
         raise _Retryable(error) from exc
     if response.status_code in RETRYABLE_STATUSES:
         raise _Retryable(ServiceUnavailable(f"The {service} service failed to answer."))
-    return _answer(response, service)
+    return answer_of(response, service)

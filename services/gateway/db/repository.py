@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from services.gateway.domain.idempotency import State
 from services.gateway.domain.webhooks import DeliveryStatus
 from shared.db import new_id, utcnow
 from shared.errors import BadRequest
+from shared.list_filters import filters_fingerprint
 
 BOOTSTRAP_SOURCE = "bootstrap"
 GENERATED_SOURCE = "generated"
@@ -95,24 +95,6 @@ class CursorFiltersChanged(InvalidCursor):
             "The cursor was issued for other filters; repeat the first request's filters "
             "or start again without a cursor.",
         )
-
-
-def filters_fingerprint(filters: dict[str, Any] | None) -> str | None:
-    """A short digest of the filters that are set, bound into a list's cursors so that a
-    cursor cannot continue a list under other filters (None when no filter is set)."""
-    plain: dict[str, Any] = {}
-    for name, value in (filters or {}).items():
-        if value is None or value == () or value == []:
-            continue
-        if isinstance(value, datetime):
-            value = value.astimezone(UTC).isoformat()
-        elif isinstance(value, list | tuple | set | frozenset):
-            value = sorted(str(item) for item in value)
-        plain[name] = value
-    if not plain:
-        return None
-    raw = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from fastapi.exceptions import RequestValidationError
 
 from services.router.api.deps import IdentityDep, JobsDep, NowDep, SettingsDep, require_gateway
 from services.router.api.schemas import (
@@ -32,6 +31,7 @@ from services.router.domain.taxonomy import Domain, Priority, Tier
 from services.router.workflow import JobSubmission
 from shared.errors import NotFound
 from shared.failpoints import failpoint
+from shared.list_filters import as_utc
 
 router = APIRouter(
     prefix="/internal/v1/jobs", tags=["jobs"], dependencies=[Depends(require_gateway)]
@@ -83,8 +83,8 @@ async def list_jobs(
         priorities=tuple(sorted({p.value for p in priority or ()})),
         tiers=(tier.value,) if tier else (),
         domains=tuple(sorted({d.value for d in domain or ()})),
-        created_after=utc_or_none(created_after),
-        created_before=utc_or_none(created_before),
+        created_after=as_utc(created_after),
+        created_before=as_utc(created_before, name="created_before"),
     )
     page = await jobs.jobs.list_for_tenant(
         tenant_id=tenant_id, status=None, limit=limit, cursor=cursor, filters=filters
@@ -94,18 +94,6 @@ async def list_jobs(
         has_more=page.has_more,
         next_cursor=page.next_cursor,
     )
-
-
-def utc_or_none(moment: datetime | None) -> datetime | None:
-    """A filter's time in UTC; one given without an offset is taken to be UTC."""
-    if moment is None:
-        return None
-    try:
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except OverflowError:  # year 1 at +14:00: no time UTC can express
-        raise RequestValidationError(
-            [{"loc": ("query",), "msg": "a time is out of range", "type": "value_error"}]
-        ) from None
 
 
 @router.get("/{job_id}")

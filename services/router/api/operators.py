@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 
 from services.router.api.deps import JobsDep, NowDep, require_gateway
-from services.router.api.jobs import utc_or_none
 from services.router.api.schemas import (
     ClassifyCreate,
     ClassifyRead,
@@ -30,6 +29,7 @@ from services.router.domain.lifecycle import JobStatus
 from services.router.domain.routing import DataPolicy
 from services.router.domain.stats import WAIT_SAMPLE, summarise_waits
 from services.router.domain.taxonomy import Domain, Priority, Tier
+from shared.list_filters import as_utc
 
 router = APIRouter(
     prefix="/internal/v1", tags=["operators"], dependencies=[Depends(require_gateway)]
@@ -53,8 +53,8 @@ async def list_triage(
         priorities=tuple(sorted({p.value for p in priority or ()})),
         tiers=(tier.value,) if tier else (),
         domains=tuple(sorted({d.value for d in domain or ()})),
-        created_after=utc_or_none(created_after),
-        created_before=utc_or_none(created_before),
+        created_after=as_utc(created_after),
+        created_before=as_utc(created_before, name="created_before"),
         tenant_id=tenant_id,
     )
     page = await jobs.jobs.by_status(

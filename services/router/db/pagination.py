@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import BadRequest
+from shared.list_filters import filters_fingerprint
 
 
 class InvalidCursor(BadRequest):
@@ -80,23 +80,6 @@ class CursorFiltersChanged(InvalidCursor):
             "The cursor was issued for other filters; repeat the first request's filters "
             "or start again without a cursor.",
         )
-
-
-def filters_fingerprint(filters: dict[str, Any]) -> str | None:
-    """A short digest of the filters that are set (None when none is)."""
-    plain: dict[str, Any] = {}
-    for name, value in filters.items():
-        if value is None or value == () or value == []:
-            continue
-        if isinstance(value, datetime):
-            value = value.astimezone(UTC).isoformat()
-        elif isinstance(value, list | tuple | set | frozenset):
-            value = sorted(str(item) for item in value)
-        plain[name] = value
-    if not plain:
-        return None
-    raw = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def encode_filtered_cursor(values: list[Any], filters: dict[str, Any]) -> str:

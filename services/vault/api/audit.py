@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import StringConstraints
 from sqlalchemy import select
 
@@ -23,6 +22,7 @@ from services.vault.api.schemas import (
 from services.vault.db.models import AuditRecord
 from services.vault.domain.errors import InvalidCursor
 from shared.errors import BadRequest
+from shared.list_filters import as_utc
 
 router = APIRouter(prefix="/internal/v1/audit", tags=["audit"])
 
@@ -71,17 +71,6 @@ def _parse_cursor(cursor: str | None, *, fingerprint: str | None = None) -> int 
     return int(seq)
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    try:
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except OverflowError:  # year 1 at +14:00: no time UTC can express
-        raise RequestValidationError(
-            [{"loc": ("query",), "msg": "a time is out of range", "type": "value_error"}]
-        ) from None
-
-
 @router.get("")
 async def list_audit_records(
     vault: VaultServiceDep,
@@ -96,7 +85,7 @@ async def list_audit_records(
 ) -> AuditRecordList:
     """Audit records, newest first, narrowed by the filters (all must hold; a repeated
     ``action``/``outcome`` matches any). ``since`` is inclusive, ``until`` exclusive."""
-    since, until = _as_utc(since), _as_utc(until)
+    since, until = as_utc(since, name="since"), as_utc(until, name="until")
     filters: dict[str, Any] = {
         "tenant_id": str(tenant_id) if tenant_id else None,
         "action": sorted(set(action or ())),
