@@ -68,23 +68,51 @@ async def _events(platform: Platform) -> list[str]:
         await engine.dispose()
 
 
-async def test_tenant_policy_shows_review_fields_only_when_set(gateway_alone):
-    plain = await create_tenant(gateway_alone, name="Plain Ltd")
+async def test_tenant_policy_shows_review_fields_only_when_set(platform):
+    plain = await create_tenant(platform, name="Plain Ltd")
     assert "require_review" not in plain["policy"]
-    team_id = "0b7f6f1e-8d2a-4c1e-9a55-3c1d2e4f5a6b"
+    team_id = (await _team(platform, name="Policy QA"))["id"]
     reviewed = await create_tenant(
-        gateway_alone,
+        platform,
         name="Careful Ltd",
         policy={"require_review": True, "review_team_id": team_id},
     )
     assert reviewed["policy"]["require_review"] is True
     assert reviewed["policy"]["review_team_id"] == team_id
-    bad = await gateway_alone.client.post(
+    bad = await platform.client.post(
         "/v1/admin/tenants",
         json={"name": "Bad Ltd", "policy": {"review_team_id": "not-a-uuid"}},
-        headers=gateway_alone.operator,
+        headers=platform.operator,
     )
     assert_problem(bad, 422)
+
+
+async def test_a_reviewer_team_that_does_not_exist_is_refused_and_nothing_changes(platform):
+    unknown = "0b7f6f1e-8d2a-4c1e-9a55-3c1d2e4f5a6b"
+    refused = await platform.client.post(
+        "/v1/admin/tenants",
+        json={"name": "Ghost Review Ltd", "policy": {"review_team_id": unknown}},
+        headers=platform.operator,
+    )
+    assert_problem(refused, 422)
+    assert refused.json()["type"].endswith("review-team-unknown")
+    tenants = await platform.client.get(
+        "/v1/admin/tenants", params={"name": "Ghost Review"}, headers=platform.operator
+    )
+    assert tenants.json()["data"] == []
+    tenant = await create_tenant(platform, name="Later Review Ltd")
+    read = await platform.client.get(f"/v1/admin/tenants/{tenant['id']}", headers=platform.operator)
+    kept = await platform.client.put(
+        f"/v1/admin/tenants/{tenant['id']}/policy",
+        json={"require_review": True, "review_team_id": unknown},
+        headers={**platform.operator, "If-Match": read.headers["ETag"]},
+    )
+    assert_problem(kept, 422)
+    again = await platform.client.get(
+        f"/v1/admin/tenants/{tenant['id']}", headers=platform.operator
+    )
+    assert again.json()["policy"] == tenant["policy"]
+    assert again.headers["ETag"] == read.headers["ETag"]
 
 
 async def test_review_through_the_gateway(platform):

@@ -11,6 +11,7 @@ from services.gateway.api.deps import (
     CursorQuery,
     LimitQuery,
     OperatorDep,
+    RouterDep,
     SessionDep,
 )
 from services.gateway.api.etags import etag, parse_if_match
@@ -31,12 +32,19 @@ from services.gateway.api.schemas import (
     TenantList,
     TenantRead,
 )
+from services.gateway.clients.router import RouterClient
 from services.gateway.db.models import ApiKey, Tenant
 from services.gateway.db.repository import ApiKeyRepository, TenantRepository
 from services.gateway.domain import api_keys
 from services.gateway.domain.api_keys import Role
-from services.gateway.domain.errors import ApiKeyNotFound, PreconditionFailed, TenantNotFound
+from services.gateway.domain.errors import (
+    ApiKeyNotFound,
+    PreconditionFailed,
+    ReviewTeamUnknown,
+    TenantNotFound,
+)
 from services.gateway.domain.policy import DataPolicy as PolicyRule
+from shared.http import UpstreamError
 
 router = public_router(prefix="/v1/admin/tenants", tag="admin: tenants")
 
@@ -77,6 +85,18 @@ def _canonical(policy: DataPolicy | None) -> dict[str, Any]:
     ).to_json()
 
 
+async def _check_review_team(router_: RouterClient, policy: DataPolicy | None) -> None:
+    """A reviewer team must exist when the policy is stored, not be found missing at review."""
+    if policy is None or policy.review_team_id is None:
+        return
+    try:
+        await router_.get_team(str(policy.review_team_id))
+    except UpstreamError as error:
+        if error.status == 404:
+            raise ReviewTeamUnknown() from None
+        raise
+
+
 async def _existing(session: SessionDep, tenant_id: str) -> Tenant:
     tenant = await TenantRepository(session).get(tenant_id)
     if tenant is None:
@@ -86,9 +106,14 @@ async def _existing(session: SessionDep, tenant_id: str) -> Tenant:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TenantCreated)
 async def create_tenant(
-    body: TenantCreate, _operator: OperatorDep, session: SessionDep, request: Request
+    body: TenantCreate,
+    _operator: OperatorDep,
+    session: SessionDep,
+    request: Request,
+    router_: RouterDep,
 ) -> dict[str, Any]:
     """Register a tenant (a client company) and issue its first client API key."""
+    await _check_review_team(router_, body.policy)
     tenant = await TenantRepository(session).create(name=body.name, policy=_canonical(body.policy))
     new_key = api_keys.generate_key(Role.CLIENT, pepper=request.app.state.pepper)
     row = await ApiKeyRepository(session).add(new_key, role=Role.CLIENT, tenant_id=tenant.id)
@@ -136,10 +161,12 @@ async def set_policy(
     _operator: OperatorDep,
     session: SessionDep,
     response: Response,
+    router_: RouterDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Replace the tenant's default data policy (jobs submitted later use it)."""
     expected = parse_if_match(if_match)
+    await _check_review_team(router_, body)
     repository = TenantRepository(session)
     tenant = await repository.set_policy(
         tenant_id, policy=_canonical(body), expected_version=expected

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Body, Query, Request, Response, status
+from pydantic import StringConstraints
 
 from services.gateway import submissions
 from services.gateway.api.deps import (
@@ -57,6 +58,9 @@ from shared.errors import ServiceUnavailable
 from shared.failpoints import failpoint
 from shared.http import UpstreamError
 from shared.vocabulary import Domain, Priority, Tier
+
+# An event type as the router names them (`created`, `claimed`, `escalated`, ...).
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]
 
 router = public_router(prefix="/v1/jobs", tag="jobs")
 
@@ -212,9 +216,29 @@ async def get_job(
 
 
 @router.get("/{job_id}/events", response_model=JobEventList)
-async def job_events(job_id: str, client: ClientDep, router_: RouterDep) -> dict[str, Any]:
-    """The job's timeline: every status change with time, actor and reason."""
-    return await router_.job_events(job_id_or_404(job_id), tenant_id=client.tenant)
+async def job_events(
+    job_id: str,
+    client: ClientDep,
+    router_: RouterDep,
+    event_type: Annotated[
+        list[EventType] | None,
+        Query(
+            alias="type",
+            max_length=10,
+            description="Only events of this type (e.g. `claimed`); repeat for several.",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Events per page.")] = 100,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
+    """The job's timeline: every status change with time, actor and reason, oldest first."""
+    return await router_.job_events(
+        job_id_or_404(job_id),
+        tenant_id=client.tenant,
+        limit=limit,
+        cursor=cursor,
+        types=sorted(set(event_type or ())) or None,
+    )
 
 
 @router.get("/{job_id}/routing", response_model=RoutingRead)
@@ -295,7 +319,7 @@ async def _cancelled_under_this_key(
     job = await router_.get_job(job_id, tenant_id=client.tenant)
     if job.get("status") != JobStatus.CANCELLED.value:
         return None
-    timeline = await router_.job_events(job_id, tenant_id=client.tenant)
+    timeline = await router_.job_events(job_id, tenant_id=client.tenant, types=["cancelled"])
     cancels = [e for e in timeline.get("data", []) if e.get("to_status") == "cancelled"]
     if not cancels:
         return None

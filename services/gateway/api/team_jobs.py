@@ -22,6 +22,11 @@ from services.gateway.api.deps import (
     VaultDep,
 )
 from services.gateway.api.job_events import remember_moved_job
+from services.gateway.api.list_filters import (
+    CreatedAfterQuery,
+    CreatedBeforeQuery,
+    time_range,
+)
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import (
     ConfidentialRead,
@@ -38,6 +43,7 @@ from services.gateway.domain.errors import EndToEndRequired
 from services.gateway.domain.jobs import TeamQueueStatus
 from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import job_id_or_404, member_view
+from shared.vocabulary import Domain, Priority
 
 router = public_router(prefix="/v1/team/jobs", tag="team")
 
@@ -63,12 +69,33 @@ async def team_queue(
     member: MemberDep,
     router_: RouterDep,
     status_: Annotated[TeamQueueStatus | None, Query(alias="status")] = None,
+    priority: Annotated[
+        list[Priority] | None,
+        Query(max_length=3, description="Only jobs of this priority; repeat for several."),
+    ] = None,
+    domain: Annotated[
+        list[Domain] | None,
+        Query(max_length=17, description="Only jobs classified in this domain; repeatable."),
+    ] = None,
+    created_after: CreatedAfterQuery = None,
+    created_before: CreatedBeforeQuery = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> dict[str, Any]:
-    """The team's queued and in-progress jobs, highest priority and oldest first."""
+    """The team's queued and in-progress jobs, highest priority and oldest first, narrowed by
+    the filters given (all must hold; a `next_cursor` continues only under the same filters)."""
+    after, before = time_range(created_after, created_before)
     page = await router_.team_jobs(
-        member.team, status=status_.value if status_ else None, limit=limit, cursor=cursor
+        member.team,
+        status=status_.value if status_ else None,
+        limit=limit,
+        cursor=cursor,
+        filters={
+            "priority": sorted({p.value for p in priority or ()}),
+            "domain": sorted({d.value for d in domain or ()}),
+            "created_after": after,
+            "created_before": before,
+        },
     )
     return {**page, "data": [member_view(job) for job in page.get("data", [])]}
 

@@ -116,9 +116,20 @@ class RouterClient:
         )
         return result
 
-    async def job_events(self, job_id: str, *, tenant_id: str | None) -> JsonObject:
+    async def job_events(
+        self,
+        job_id: str,
+        *,
+        tenant_id: str | None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        types: list[str] | None = None,
+    ) -> JsonObject:
+        """A page of the job's timeline (the router's default page: its first 100 events)."""
+        params = _list_params({"type": types})
+        params.update(_params(tenant_id=tenant_id, limit=limit, cursor=cursor))
         result: JsonObject = await self._call(
-            "GET", f"/internal/v1/jobs/{job_id}/events", params=_params(tenant_id=tenant_id)
+            "GET", f"/internal/v1/jobs/{job_id}/events", params=params
         )
         return result
 
@@ -200,12 +211,20 @@ class RouterClient:
     # A team's queue and a member's work ----------------------------------------------------
 
     async def team_jobs(
-        self, team_id: str, *, status: str | None, limit: int, cursor: str | None
+        self,
+        team_id: str,
+        *,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        filters: JsonObject | None = None,
     ) -> JsonObject:
+        """A team's queue; ``filters`` (priority, domain, created_after, created_before) go to
+        the router's query as they are. The team is always this argument."""
+        params = _list_params(filters)
+        params.update(_params(status=status, limit=limit, cursor=cursor))
         result: JsonObject = await self._call(
-            "GET",
-            f"/internal/v1/teams/{team_id}/jobs",
-            params=_params(status=status, limit=limit, cursor=cursor),
+            "GET", f"/internal/v1/teams/{team_id}/jobs", params=params
         )
         return result
 

@@ -57,6 +57,15 @@ class MemberNotFound(NotFound):
         super().__init__("No such member in this team.")
 
 
+class ReviewTeamUnknown(UnprocessableContent):
+    """A tenant policy naming a reviewer team the router does not know."""
+
+    problem = "review-team-unknown"
+
+    def __init__(self) -> None:
+        super().__init__("policy.review_team_id names no team; create the reviewer team first.")
+
+
 class PolicyWidening(UnprocessableContent):
     """A job's data policy that would leave no country the tenant allows."""
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from pydantic import StringConstraints
 
 from services.router.api.deps import IdentityDep, JobsDep, NowDep, SettingsDep, require_gateway
 from services.router.api.schemas import (
@@ -32,6 +33,9 @@ from services.router.workflow import JobSubmission
 from shared.errors import NotFound
 from shared.failpoints import failpoint
 from shared.list_filters import as_utc
+
+# An event type as the router names them (`created`, `claimed`, `escalated`, ...).
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]
 
 router = APIRouter(
     prefix="/internal/v1/jobs", tags=["jobs"], dependencies=[Depends(require_gateway)]
@@ -104,11 +108,23 @@ async def get_job(job_id: str, jobs: JobsDep, tenant_id: TenantQuery = None) -> 
 
 @router.get("/{job_id}/events")
 async def list_job_events(
-    job_id: str, jobs: JobsDep, tenant_id: TenantQuery = None
+    job_id: str,
+    jobs: JobsDep,
+    tenant_id: TenantQuery = None,
+    event_type: Annotated[list[EventType] | None, Query(alias="type", max_length=10)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobEventList:
-    """The job's timeline, oldest event first."""
+    """The job's timeline, oldest event first, optionally of some event types only."""
     job = await jobs.get(job_id, tenant_id=tenant_id)
-    return JobEventList(data=[event_read(event) for event in await jobs.jobs.events(job.id)])
+    page = await jobs.jobs.events_page(
+        job.id, limit=limit, cursor=cursor, types=tuple(sorted(set(event_type or ())))
+    )
+    return JobEventList(
+        data=[event_read(event) for event in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get("/{job_id}/routing")

@@ -3,6 +3,7 @@ complete. The gateway has already checked that the member belongs to the team in
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -20,11 +21,14 @@ from services.router.api.schemas import (
     ReleaseCreate,
     job_read,
 )
+from services.router.db.repository import JobFilters
 from services.router.domain.errors import TeamNotFound
 from services.router.domain.grants import GRANT_AUDIENCE, GRANT_TYPE
 from services.router.domain.lifecycle import JobStatus
+from services.router.domain.taxonomy import Domain, Priority
 from services.router.member_keys import recipient_claims
 from shared.db import SessionDep
+from shared.list_filters import as_utc
 
 router = APIRouter(
     prefix="/internal/v1/teams/{team_id}/jobs",
@@ -40,10 +44,15 @@ async def list_team_jobs(
     status_filter: Annotated[
         JobStatus | None, Query(alias="status", description="queued or in_progress")
     ] = None,
+    priority: Annotated[list[Priority] | None, Query(max_length=3)] = None,
+    domain: Annotated[list[Domain] | None, Query(max_length=17)] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
+    created_before: Annotated[datetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobList:
-    """The team's queued and in-progress jobs, high priority first, then oldest first."""
+    """The team's queued and in-progress jobs, high priority first, then oldest first,
+    narrowed by the filters (all must hold; the cursor is bound to them)."""
     if await jobs.teams.get(team_id) is None:
         raise TeamNotFound
     if status_filter not in (None, JobStatus.QUEUED, JobStatus.IN_PROGRESS):
@@ -54,6 +63,12 @@ async def list_team_jobs(
         status=status_filter.value if status_filter else None,
         limit=limit,
         cursor=cursor,
+        filters=JobFilters(
+            priorities=tuple(sorted({p.value for p in priority or ()})),
+            domains=tuple(sorted({d.value for d in domain or ()})),
+            created_after=as_utc(created_after),
+            created_before=as_utc(created_before, name="created_before"),
+        ),
     )
     return JobList(
         data=[job_read(job) for job in page.items],

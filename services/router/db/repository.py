@@ -367,6 +367,21 @@ class JobRepository:
         compiled form is cached instead of compiled again for every submit."""
         await self.session.execute(insert(_JOB_EVENTS), list(rows))
 
+    async def events_page(
+        self, job_id: str, *, limit: int, cursor: str | None, types: tuple[str, ...] = ()
+    ) -> Page[JobEvent]:
+        """A job's timeline, oldest first, ``limit`` events a page, optionally of ``types``
+        only (the cursor is bound to them)."""
+        query = select(JobEvent).where(JobEvent.job_id == job_id)
+        if types:
+            query = query.where(JobEvent.type.in_(types))
+        scope: dict[str, Any] = {"type": types}
+        if cursor:
+            (after_seq,) = decode_filtered_cursor(cursor, (int,), scope)
+            query = query.where(JobEvent.seq > after_seq)
+        rows = (await self.session.scalars(query.order_by(JobEvent.seq).limit(limit + 1))).all()
+        return _filtered_page(rows, limit, lambda event: [event.seq], scope)
+
     async def events(self, job_id: str) -> Sequence[JobEvent]:
         result = await self.session.scalars(
             select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
