@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -22,7 +20,7 @@ from services.vault.api.schemas import (
 from services.vault.db.models import AuditRecord
 from services.vault.domain.errors import InvalidCursor
 from shared.errors import BadRequest
-from shared.list_filters import as_utc
+from shared.list_filters import as_utc, filters_fingerprint
 
 router = APIRouter(prefix="/internal/v1/audit", tags=["audit"])
 
@@ -43,19 +41,6 @@ class CursorFiltersChanged(BadRequest):
             "The cursor was issued for other filters; repeat the first request's filters "
             "or start again without a cursor."
         )
-
-
-def _fingerprint(filters: dict[str, Any]) -> str | None:
-    """A short digest of the filters set, bound into the cursor (None without filters)."""
-    plain = {
-        name: sorted(value) if isinstance(value, list) else str(value)
-        for name, value in filters.items()
-        if value not in (None, [])
-    }
-    if not plain:
-        return None
-    raw = json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _parse_cursor(cursor: str | None, *, fingerprint: str | None = None) -> int | None:
@@ -94,7 +79,7 @@ async def list_audit_records(
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
     }
-    fingerprint = _fingerprint(filters)
+    fingerprint = filters_fingerprint(filters)
     before = _parse_cursor(cursor, fingerprint=fingerprint)
     # The filtered read, in the query itself so that pagination stays exact.
     query = select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(limit + 1)
