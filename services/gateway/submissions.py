@@ -5,10 +5,12 @@ process may die between the steps. The gateway keeps a row per submission in fli
 (models.JobSubmission) so that whoever comes next can finish or undo the work:
 
 1. **Before sealing** (only jobs with confidential data), the row is written as ``sealing`` and
-   committed, so a crash after the vault's seal leaves a trace.
+   committed (the request's transaction so far: one session per request), so a crash after the
+   vault's seal leaves a trace.
 2. The vault seals (idempotent per job id: a retry gets the same reference back).
 3. The router stores and routes the job (idempotent per job id). On success the row is deleted
-   in the request's transaction, which commits before the 202 leaves.
+   and the job's webhook event queued in the request's next transaction, which commits before
+   the 202 leaves.
 4. If the router cannot be reached (or fails), the row becomes ``pending`` in the request's
    transaction and the client gets 202 with status ``pending``: the job is durable in the
    gateway and :class:`SubmissionSweeper` forwards it until the router takes it.
@@ -54,25 +56,27 @@ BATCH = 100
 
 
 async def begin_sealing(
-    maker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
     *,
     job_id: str,
     tenant_id: str,
     submission: dict[str, Any],
     grace: timedelta,
 ) -> None:
-    """Step 1: the durable trace of a submission about to seal data (its own transaction)."""
+    """Step 1: the durable trace of a submission about to seal data.
+
+    Commits ``session`` (the request's, which has only read so far): the row must be durable
+    before the vault is called. The session stays usable for the rest of the request."""
     now = utcnow()
-    async with maker() as session:
-        await SubmissionRepository(session).put(
-            job_id=job_id,
-            tenant_id=tenant_id,
-            state=SEALING,
-            submission=submission,
-            now=now,
-            next_attempt_at=now + grace,
-        )
-        await session.commit()
+    await SubmissionRepository(session).put(
+        job_id=job_id,
+        tenant_id=tenant_id,
+        state=SEALING,
+        submission=submission,
+        now=now,
+        next_attempt_at=now + grace,
+    )
+    await session.commit()
 
 
 async def park_pending(

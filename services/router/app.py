@@ -18,6 +18,7 @@ from services.router.member_keys import router as member_keys_router
 from services.router.metrics import refresh_job_metrics
 from services.router.settings import RouterSettings
 from services.router.sweeper import run_sweeper
+from services.router.workflow import TeamProfileCache
 from shared.app import create_service_app
 from shared.db import create_engine, create_sessionmaker, utcnow
 from shared.service_auth import ServiceIdentity
@@ -55,6 +56,8 @@ def create_app(
             name="router", keys_dir=settings.keys_dir(), peers=PEERS
         )
         app.state.classifier = build_classifier(settings)
+        # Shared by the requests' workflows: team profiles reused while their versions hold.
+        app.state.team_profiles = TeamProfileCache()
         app.state.clock = utcnow
         stop = asyncio.Event()
         sweeper = asyncio.create_task(

@@ -21,8 +21,8 @@ from services.router.db.models import (
     Job,
     JobEvent,
     JobFeedback,
+    JobView,
     LabelledExample,
-    RoutingDecision,
     Team,
 )
 from services.router.db.repository import JobRepository, TeamRepository
@@ -130,8 +130,34 @@ _UNASSIGNED: dict[str, Any] = {
 }
 
 
+class TeamProfileCache:
+    """Team profiles (load 0) of one database, each with the team version it was built from.
+
+    Kept per process (the app holds one) so a routing decision need not load every team as
+    an entity: it reads each team's version with the loads (one light statement) and reuses a
+    profile only if its version is still the team's. Every change of a team bumps its version
+    (``TeamRepository.update_versioned``) in the changing transaction, so the first decision
+    that can see the change, in any replica, rebuilds the profiles instead of using stale ones.
+    """
+
+    def __init__(self) -> None:
+        self._profiles: dict[str, tuple[int, TeamProfile]] = {}
+
+    def get(self, team_id: str, version: int) -> TeamProfile | None:
+        cached = self._profiles.get(team_id)
+        return cached[1] if cached is not None and cached[0] == version else None
+
+    def replace_all(self, teams: Sequence[Team]) -> dict[str, TeamProfile]:
+        """Rebuild from ``teams`` (every team there is; others are dropped); returns them."""
+        self._profiles = {team.id: (team.version, team_profile(team, 0)) for team in teams}
+        return {team_id: profile for team_id, (_, profile) in self._profiles.items()}
+
+
 class JobWorkflow:
-    """The job lifecycle over one session. ``now`` is passed in so tests control the clock."""
+    """The job lifecycle over one session. ``now`` is passed in so tests control the clock.
+
+    ``team_cache`` is shared between the workflows of one app (see :class:`TeamProfileCache`);
+    without one, every decision builds the team profiles afresh."""
 
     def __init__(
         self,
@@ -139,10 +165,12 @@ class JobWorkflow:
         *,
         settings: RouterSettings,
         classifier: Classifier,
+        team_cache: TeamProfileCache | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.classifier = classifier
+        self.team_cache = team_cache if team_cache is not None else TeamProfileCache()
         self.jobs = JobRepository(session)
         self.teams = TeamRepository(session)
         self.weights: ScoreWeights = settings.score_weights()
@@ -177,14 +205,26 @@ class JobWorkflow:
         to do it (active, its tier, its skill): load decides nothing for the others, and
         counting every active job per decision made routing cost grow with the queue
         (BENCHMARKS.md, "Routing at scale"). Their profiles then carry load 0, so a team
-        excluded for tier or skill is not also reported ``at_capacity``."""
-        teams = await self.teams.all()
-        able = None
-        if work is not None:
-            tier, domain = work.tier.value, work.domain.value
-            able = [t.id for t in teams if t.active and t.tier == tier and domain in t.skills]
-        loads = await self.jobs.team_loads(able)
-        return [team_profile(team, loads.get(team.id, 0)) for team in teams]
+        excluded for tier or skill is not also reported ``at_capacity``.
+
+        The teams come from :attr:`team_cache` while their versions, read in this transaction
+        with the loads, are those it holds; any change reloads them all (as an update is rare
+        and a decision frequent)."""
+        rows = await self.teams.versions_and_loads()
+        cached = [self.team_cache.get(team_id, version) for team_id, version, _ in rows]
+        if any(profile is None for profile in cached):
+            fresh = self.team_cache.replace_all(await self.teams.all())
+            # A team made between the two reads waits for the next decision (as it would have
+            # had it come a moment later); one changed between them is used as just read.
+            cached = [fresh.get(team_id) for team_id, _, _ in rows]
+        profiles: list[TeamProfile] = []
+        for profile, (_, _, load) in zip(cached, rows, strict=True):
+            if profile is None:
+                continue
+            if work is not None and not _able(profile, work):
+                load = 0
+            profiles.append(team_profile_with_load(profile, load) if load else profile)
+        return profiles
 
     def decide(
         self,
@@ -220,12 +260,10 @@ class JobWorkflow:
             # Teams were ranked for information only; nothing was assigned.
             record["chosen"] = None
         await self.jobs.add_decision(
-            RoutingDecision(
-                job_id=job_id,
-                team_id=chosen.team.id if chosen and outcome == "queued" else None,
-                record=record,
-                created_at=decision.request.now,
-            )
+            job_id=job_id,
+            team_id=chosen.team.id if chosen and outcome == "queued" else None,
+            record=record,
+            created_at=decision.request.now,
         )
 
     def _escalate_at(self, job: Job, now: datetime) -> datetime:
@@ -336,7 +374,7 @@ class JobWorkflow:
 
     # ----------------------------------------------------------------- submit
 
-    async def submit(self, submission: JobSubmission, *, now: datetime) -> tuple[Job, bool]:
+    async def submit(self, submission: JobSubmission, *, now: datetime) -> tuple[JobView, bool]:
         """Store, classify and route a job; ``(job, created)``. The same id again is a no-op.
 
         Decided before anything is written, so the job row is inserted once, already in its
@@ -817,9 +855,7 @@ class JobWorkflow:
             by=actor,
             chosen={"team_id": team.id, "team_name": team.name, "score": score},
         )
-        await self.jobs.add_decision(
-            RoutingDecision(job_id=job.id, team_id=team.id, record=record, created_at=now)
-        )
+        await self.jobs.add_decision(job_id=job.id, team_id=team.id, record=record, created_at=now)
         if label is not None:
             await self.jobs.add_example(
                 LabelledExample(
@@ -994,6 +1030,11 @@ class JobWorkflow:
 
 def team_profile_with_load(profile: TeamProfile, load: int) -> TeamProfile:
     return replace(profile, load=load)
+
+
+def _able(profile: TeamProfile, work: Classification) -> bool:
+    """Whether a team could do ``work`` at all (active, its tier, its skill)."""
+    return profile.active and profile.tier is work.tier and work.domain.value in profile.skills
 
 
 def _stored_classification(job: Job) -> Classification:

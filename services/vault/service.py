@@ -1,4 +1,4 @@
-"""The vault's operations: seal, open and audit, each one transaction on the request's session.
+"""The vault's operations: seal, open and audit, each in one transaction (the request's).
 
 Routes call this; it joins the repository (all queries) and the pure domain (crypto, grants,
 audit chain). Two rules shape it:
@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from sqlalchemy.exc import DBAPIError
@@ -37,6 +37,8 @@ from services.vault.db.repository import (
     TENANT_KEY_ACTIVE,
     TENANT_KEY_RETIRED,
     AuditRepository,
+    AuditWriter,
+    Db,
     VaultRepository,
 )
 from services.vault.domain import audit, envelope, sealing
@@ -162,7 +164,7 @@ class VaultService:
     def __init__(
         self,
         *,
-        session: AsyncSession,
+        session: Db,
         sessionmaker: async_sessionmaker[AsyncSession],
         root_key: envelope.RootKeyRing | envelope.RootKey | None,
         identity: ServiceIdentity | None,
@@ -172,9 +174,12 @@ class VaultService:
         audit_keys: AuditKeyCache | None = None,
         anchors: AuditAnchorStore | None = None,
     ) -> None:
-        """``identity`` may be None for operator jobs that check no grant (root rotation);
-        ``audit_keys`` is the process's cache of the audit key (one per app), ``anchors`` where
-        the chain's head is anchored (None: anchoring off)."""
+        """``session`` is the request's transaction: an ORM session, or a Core connection for
+        the routes of sealed records (seal, seal by grant, open), whose queries are all Core
+        (see :mod:`services.vault.db.repository`). ``identity`` may be None for operator jobs
+        that check no grant (root rotation); ``audit_keys`` is the process's cache of the audit
+        key (one per app), ``anchors`` where the chain's head is anchored (None: anchoring off).
+        """
         self.session = session
         self.sessionmaker = sessionmaker
         if isinstance(root_key, envelope.RootKey):
@@ -383,14 +388,17 @@ class VaultService:
         try:
             require_open_grant(grant)
             assert grant.ref is not None  # require_open_grant checked it
-            record = await self.records.record(grant.ref)
-            if record is None:
+            # The record, its key row and the shredded check in one read (the hot path).
+            opened = await self.records.record_to_open(grant.ref)
+            if opened is None:
                 sealed = await self.records.sealed_record(grant.ref)
                 if sealed is None:
                     raise RecordNotFound
                 await self._refuse_if_shredded(root, sealed.tenant_id, action="open", grant=grant)
                 return await self._open_sealed(root, grant, sealed)
-            await self._refuse_if_shredded(root, record.tenant_id, action="open", grant=grant)
+            record, key_row = opened.record, opened.key
+            if opened.tenant_shredded:
+                await self._refuse_shredded(root, record.tenant_id, action="open", grant=grant)
             require_grant_covers(
                 grant,
                 tenant_id=record.tenant_id,
@@ -404,7 +412,6 @@ class VaultService:
         except RecordNotFound:
             await self._audit_refusal(root, "open", "not_found", grant)
             raise
-        key_row = await self.records.tenant_key(record.tenant_id, record.key_version)
         if key_row is None:
             await self._audit_refusal(root, "open", "integrity_failure", grant)
             raise RecordIntegrityError
@@ -734,8 +741,13 @@ class VaultService:
     async def _refuse_if_shredded(
         self, root: envelope.RootKeyRing, tenant_id: str, *, action: str, grant: Grant | None = None
     ) -> None:
-        if not await self.records.tenant_shredded(tenant_id):
-            return
+        if await self.records.tenant_shredded(tenant_id):
+            await self._refuse_shredded(root, tenant_id, action=action, grant=grant)
+
+    async def _refuse_shredded(
+        self, root: envelope.RootKeyRing, tenant_id: str, *, action: str, grant: Grant | None
+    ) -> NoReturn:
+        """Audit the refusal (in a transaction of its own), then raise TenantShredded."""
         if grant is not None:
             await self._audit_refusal(root, action, "shredded", grant)
         else:
@@ -1081,9 +1093,7 @@ class VaultService:
             await self._append(session, root, _grant_fields(action, "refused", reason, grant))
         logger.warning("vault request refused", extra={"action": action, "reason": reason})
 
-    async def _append(
-        self, session: AsyncSession, root: envelope.RootKeyRing, fields: _Fields
-    ) -> None:
+    async def _append(self, session: Db, root: envelope.RootKeyRing, fields: _Fields) -> None:
         """Append one audit record, measured (see :mod:`services.vault.metrics`)."""
         with measure_audit_append(
             action=fields.action, outcome=fields.outcome, reason=fields.reason
@@ -1091,11 +1101,18 @@ class VaultService:
             await self._append_record(session, root, fields)
 
     async def _append_record(
-        self, session: AsyncSession, root: envelope.RootKeyRing, fields: _Fields
+        self, session: Db, root: envelope.RootKeyRing, fields: _Fields
     ) -> None:
-        repo = AuditRepository(session)
+        # Synchronous, on the transaction's connection: see AuditRepository.write.
+        await AuditRepository(session).write(
+            lambda writer: self._append_locked(writer, root, fields)
+        )
+
+    def _append_locked(
+        self, writer: AuditWriter, root: envelope.RootKeyRing, fields: _Fields
+    ) -> None:
         try:
-            claimed = await repo.lock_and_read_head(timeout_seconds=self.audit_lock_timeout_seconds)
+            claimed = writer.lock_and_read_head(timeout_seconds=self.audit_lock_timeout_seconds)
         except DBAPIError as exc:
             raise AuditUnavailable("The audit log is busy; nothing was done. Retry.") from exc
         head, last_seq = claimed if claimed is not None else (None, -1)
@@ -1106,7 +1123,7 @@ class VaultService:
                 "operator verifies it."
             )
         try:
-            audit_key = await self._audit_key_for_append(repo, root, head)
+            audit_key = self._audit_key_for_append(writer, root, head)
         except DBAPIError as exc:
             raise AuditUnavailable(
                 "The audit log could not record this; nothing was done."
@@ -1126,7 +1143,7 @@ class VaultService:
         )
         chained = audit.chain(audit_key, entry, head.hash)
         try:
-            await repo.append(chained, head_mac=audit.head_mac(audit_key, entry.seq, chained.hash))
+            writer.append(chained, head_mac=audit.head_mac(audit_key, entry.seq, chained.hash))
         except DBAPIError as exc:
             raise AuditUnavailable(
                 "The audit log could not record this; nothing was done."
@@ -1142,13 +1159,13 @@ class VaultService:
     # no extra statement; a key this transaction only just inserted is not kept until a later
     # read finds it committed (the transaction may still roll back).
 
-    async def _audit_key_for_append(
-        self, repo: AuditRepository, root: envelope.RootKeyRing, head: audit.ChainHead
+    def _audit_key_for_append(
+        self, writer: AuditWriter, root: envelope.RootKeyRing, head: audit.ChainHead
     ) -> bytes:
         cached = self.audit_keys.key
         if cached is not None:
             return cached
-        row = await repo.audit_key(AUDIT_KEY_VERSION)
+        row = writer.audit_key(AUDIT_KEY_VERSION)
         if row is not None:
             return self.audit_keys.keep(self._unwrap_audit_key(root, row))
         if head.seq == 0:
@@ -1162,7 +1179,7 @@ class VaultService:
                     "operator verifies the chain."
                 )
             material, origin = legacy, AUDIT_KEY_DERIVED
-        await repo.insert_audit_key_if_absent(
+        writer.insert_audit_key_if_absent(
             AuditKey(
                 version=AUDIT_KEY_VERSION,
                 wrapped_key=envelope.wrap_audit_key(
@@ -1173,7 +1190,7 @@ class VaultService:
                 created_at=self.clock(),
             )
         )
-        row = await repo.audit_key(AUDIT_KEY_VERSION)
+        row = writer.audit_key(AUDIT_KEY_VERSION)
         if row is None:
             raise AuditUnavailable("The audit log could not record this; nothing was done.")
         # Not kept yet: this transaction may roll back (see above).

@@ -25,14 +25,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from shared.service_auth import ServiceIdentity
 from tests.conftest import SERVICES
-from tests.e2e.conftest import REPO_ROOT, clinical_team, free_port, launch_platform
+from tests.e2e.conftest import (
+    REPO_ROOT,
+    Platform,
+    clinical_team,
+    free_port,
+    launch_platform,
+)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 DESCRIPTION_1K = (
@@ -49,6 +57,8 @@ class StepResult:
     errors: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    # Per server process, in the order of the pids given to drive() (gateway, router, vault).
+    cpu_seconds_by_process: list[float] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -65,12 +75,12 @@ class StepResult:
         return self.cpu_seconds * 1000 / done if done else float("nan")
 
 
-def process_cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def process_cpu_seconds(pids: list[int]) -> list[float]:
+    seconds = []
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / CLOCK_TICKS
+        seconds.append((int(fields[11]) + int(fields[12])) / CLOCK_TICKS)  # utime + stime
+    return seconds
 
 
 async def drive(
@@ -113,14 +123,18 @@ async def drive(
         wall_before = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.seconds = time.perf_counter() - wall_before
-        result.cpu_seconds = process_cpu_seconds(pids) - cpu_before
+        cpu_after = process_cpu_seconds(pids)
+        result.cpu_seconds_by_process = [
+            after - before for after, before in zip(cpu_after, cpu_before, strict=True)
+        ]
+        result.cpu_seconds = sum(result.cpu_seconds_by_process)
     return result
 
 
 def report(results: list[StepResult], baseline: StepResult) -> None:
     header = (
         f"{'step':<28}{'req/s':>9}{'×A':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'CPU ms/req':>12}{'×A':>7}{'errors':>8}"
+        f"{'CPU ms/req':>12}{'×A':>7}{'errors':>8}  CPU ms/req per process"
     )
     print(header)
     print("-" * len(header))
@@ -130,7 +144,15 @@ def report(results: list[StepResult], baseline: StepResult) -> None:
             f"{step.percentile(50):>9.2f}{step.percentile(95):>9.2f}{step.percentile(99):>9.2f}"
             f"{step.cpu_ms_per_request:>12.3f}"
             f"{step.cpu_ms_per_request / baseline.cpu_ms_per_request:>7.2f}{step.errors:>8}"
+            f"  {per_process(step)}"
         )
+
+
+def per_process(step: StepResult) -> str:
+    done = len(step.latencies_ms)
+    if len(step.cpu_seconds_by_process) < 2 or not done:
+        return ""
+    return " / ".join(f"{seconds * 1000 / done:.1f}" for seconds in step.cpu_seconds_by_process)
 
 
 async def measure_baseline(seconds: float, concurrency: int) -> tuple[StepResult, StepResult]:
@@ -176,8 +198,9 @@ async def measure_baseline(seconds: float, concurrency: int) -> tuple[StepResult
 
 
 async def measure_platform(
-    gateway: str, operator_key: str, pids: list[int], seconds: float, concurrency: int
+    platform: Platform, pids: list[int], seconds: float, concurrency: int
 ) -> list[StepResult]:
+    gateway, operator_key = platform.gateway_url, platform.operator_key
     op = {"Authorization": f"Bearer {operator_key}"}
     async with httpx.AsyncClient(base_url=gateway, headers=op, timeout=30) as admin:
         tenant = (await admin.post("/v1/admin/tenants", json={"name": "Bench"})).json()
@@ -225,6 +248,36 @@ async def measure_platform(
             pids=pids,
             seconds=min(seconds, 3),
             concurrency=1,
+        )
+    )
+
+    # The vault's seal endpoint alone, called as the gateway calls it (its service
+    # credential, one new job id per request): the "seal with its durable write" row.
+    gateway_identity = ServiceIdentity.load(
+        name="gateway", keys_dir=platform.data_dir / "service-keys", peers=()
+    )
+    seal_headers = {"Authorization": f"Bearer {gateway_identity.credential_for('vault')}"}
+
+    async def seal(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.post(
+            "/internal/v1/records",
+            json={
+                "tenant_id": tenant["id"],
+                "job_id": str(uuid.uuid4()),
+                "purpose": "job",
+                "data": job["confidential"],
+            },
+        )
+
+    results.append(
+        await drive(
+            "vault seal alone",
+            seal,
+            base_url=platform.urls["vault"],
+            headers=seal_headers,
+            pids=pids,
+            seconds=min(seconds, 10),
+            concurrency=concurrency,
         )
     )
 
@@ -279,11 +332,7 @@ def main() -> None:
         launch_platform(backend, Path(tmp), quiet, admin_url=args.postgres) as platform,
     ):
         pids = [platform.pid(service) for service in SERVICES]
-        results = asyncio.run(
-            measure_platform(
-                platform.gateway_url, platform.operator_key, pids, args.seconds, args.concurrency
-            )
-        )
+        results = asyncio.run(measure_platform(platform, pids, args.seconds, args.concurrency))
     print(
         f"\nbackend: {backend}; {args.concurrency} in flight; {args.seconds:.0f} s per step; "
         f"{os.cpu_count()} cores\n"

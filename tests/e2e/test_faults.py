@@ -259,13 +259,33 @@ def test_dropped_database_connections_heal_without_a_restart(faulty: Platform) -
         assert before.status_code == 202, before.text
         # What a PostgreSQL restart or a failover does to every pooled connection.
         databases = [url.rsplit("/", 1)[1] for url in faulty.database_urls.values()]
+        admin = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
         dropped = scalar(
-            POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1),
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            admin,
+            "SELECT array_agg(pid) FROM pg_stat_activity "
             "WHERE datname = ANY(:names) AND pid <> pg_backend_pid()",
             names=databases,
         )
-        assert dropped > 0
+        assert dropped
+        scalar(
+            admin,
+            "SELECT count(pg_terminate_backend(pid)) FROM unnest(CAST(:pids AS int[])) AS pid",
+            pids=dropped,
+        )
+        # pg_terminate_backend only signals; as after a restart, the old backends are gone
+        # before a request comes (the services' pollers may open new ones meanwhile).
+        eventually(
+            lambda: (
+                scalar(
+                    admin,
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(CAST(:pids AS int[]))",
+                    pids=dropped,
+                )
+                == 0
+            ),
+            seconds=10,
+            what="the dropped backends gone",
+        )
         after = client.post("/v1/jobs", json=job_body("CANARY-" + secrets.token_hex(6)))
         assert after.status_code == 202, after.text
         assert after.json()["status"] == "queued"

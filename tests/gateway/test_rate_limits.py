@@ -15,12 +15,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import redis
 
 from services.gateway.app import create_app
+from services.gateway.clients import rate_limiter
+from services.gateway.clients.rate_limiter import parse_limit
 from services.gateway.settings import GatewaySettings
 from tests.conftest import running
 from tests.e2e.conftest import REPO_ROOT, free_port
@@ -113,6 +116,40 @@ async def test_failed_authentication_is_limited_per_address(small_limits):
     # A valid key from the same address is not affected.
     ok = await small_limits.client.get("/v1/admin/tenants", headers=small_limits.operator)
     assert ok.status_code == 200
+
+
+def test_memory_window_moves_and_forgets_idle_keys(monkeypatch):
+    """The in-process moving window: refused while the limit-th last hit is inside the window,
+    room again as each hit leaves it, and keys idle past their window dropped by the sweep."""
+    clock = {"wall": 1_000_000.0, "mono": 500.0}
+    # The module's clock only (its ``time`` import), not the test run's.
+    monkeypatch.setattr(
+        rate_limiter,
+        "time",
+        SimpleNamespace(time=lambda: clock["wall"], monotonic=lambda: clock["mono"]),
+    )
+    window = rate_limiter.MemoryMovingWindow()
+    item = parse_limit("3/minute")
+
+    def hit(who: str = "a") -> tuple[bool, int, int]:
+        decision = window.hit(item, ("key", who))
+        return decision.allowed, decision.remaining, decision.reset_after
+
+    assert hit() == (True, 2, 60)
+    clock["wall"] += 10
+    assert [hit(), hit()] == [(True, 1, 50), (True, 0, 50)]
+    assert hit() == (False, 0, 50)  # three in the last minute
+    assert hit("b") == (True, 2, 60)  # another key, its own budget
+    clock["wall"] += 51  # the first hit has left the window: room for one
+    assert hit() == (True, 0, 9)
+    assert hit() == (False, 0, 9)
+    clock["wall"] += 61
+    assert hit() == (True, 2, 60)  # everything before has left the window
+    # Only "a" hit in the last minute: the sweep forgets "b".
+    clock["mono"] += rate_limiter.MEMORY_SWEEP_SECONDS + 1
+    hit()
+    assert len(window) == 1
+    assert window.hit(parse_limit("0/minute"), ("key", "a")).allowed is False
 
 
 async def test_unreachable_redis_falls_back_to_memory_and_logs_once(

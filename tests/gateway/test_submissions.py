@@ -148,13 +148,10 @@ async def test_a_submission_that_died_after_sealing_is_settled(outage, reached_r
     }
     grace = timedelta(seconds=60)
     # What a gateway did before dying: the outbox row, then the seal (then maybe the router).
-    await begin_sealing(
-        platform.app.state.sessionmaker,
-        job_id=job_id,
-        tenant_id=tenant_id,
-        submission=submission,
-        grace=grace,
-    )
+    async with platform.app.state.sessionmaker() as session:
+        await begin_sealing(
+            session, job_id=job_id, tenant_id=tenant_id, submission=submission, grace=grace
+        )
     sealed = await VaultClient(platform.app.state.vault_http).seal(
         tenant_id=tenant_id, job_id=job_id, purpose="job", data={"ssn": CANARY}
     )

@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.vault.db.migrate import VERSION_TABLE
 from services.vault.db.models import AuditRecord, Base, Record, TenantKey
-from services.vault.db.repository import AUDIT_LOCK_KEY, AuditRepository, VaultRepository
+from services.vault.db.repository import (
+    AUDIT_LOCK_KEY,
+    TENANT_KEY_ACTIVE,
+    TENANT_KEY_SHREDDED,
+    AuditRepository,
+    Db,
+    VaultRepository,
+)
 from services.vault.domain.envelope import RootKey
 from services.vault.domain.errors import AuditUnavailable, RecordExists
 from services.vault.service import SealResult, VaultService
@@ -50,7 +57,7 @@ def vault_identity(keys_dir: Path) -> ServiceIdentity:
 
 
 def _service(
-    session: AsyncSession,
+    session: Db,
     maker: async_sessionmaker[AsyncSession],
     root_key: RootKey,
     identity: ServiceIdentity,
@@ -69,10 +76,10 @@ def _service(
 async def _seal(
     engine: AsyncEngine, root_key: RootKey, identity: ServiceIdentity, **fields: Any
 ) -> SealResult:
-    """One seal in its own committed transaction, as one request would do it."""
+    """One seal in its own committed transaction on a Core connection, as the route does it."""
     maker = create_sessionmaker(engine)
-    async with maker() as session, session.begin():
-        return await _service(session, maker, root_key, identity).seal(
+    async with engine.begin() as connection:
+        return await _service(connection, maker, root_key, identity).seal(
             purpose="job", subject=f"tenant:{fields['tenant_id']}", **fields
         )
 
@@ -81,8 +88,8 @@ async def _open(
     engine: AsyncEngine, root_key: RootKey, identity: ServiceIdentity, token: str
 ) -> Any:
     maker = create_sessionmaker(engine)
-    async with maker() as session, session.begin():
-        return await _service(session, maker, root_key, identity).open(token=token)
+    async with engine.begin() as connection:
+        return await _service(connection, maker, root_key, identity).open(token=token)
 
 
 async def _verify(engine: AsyncEngine, root_key: RootKey, identity: ServiceIdentity) -> Any:
@@ -219,6 +226,46 @@ async def test_record_insert_and_tenant_key_are_idempotent(engines, root_key, va
             await repo.record_for(tenant_id=tenant_id, job_id=existing.job_id, purpose="result")
             is None
         )
+
+
+async def test_hot_path_reads_run_on_a_core_connection(engines, root_key, vault_identity):
+    # The seal and open routes run on an AsyncConnection: their reads return detached rows,
+    # and the one-statement read for opening sees the key row and a shredding.
+    tenant_id, job_id = new_uuid(), new_uuid()
+    sealed = await _seal(
+        engines[0], root_key, vault_identity, tenant_id=tenant_id, job_id=job_id, data=1
+    )
+    async with engines[0].begin() as connection:
+        repo = VaultRepository(connection)
+        opened = await repo.record_to_open(sealed.ref)
+        assert opened is not None
+        assert (opened.record.id, opened.record.tenant_id, opened.record.job_id) == (
+            sealed.ref,
+            tenant_id,
+            job_id,
+        )
+        assert opened.key is not None
+        assert (opened.key.version, opened.key.state) == (1, TENANT_KEY_ACTIVE)
+        assert opened.tenant_shredded is False
+        assert await repo.record_to_open(new_uuid()) is None
+        record = await repo.record(sealed.ref)
+        assert record is not None
+        assert record.ciphertext == opened.record.ciphertext
+        key = await repo.tenant_key(tenant_id, 1)
+        assert key is not None
+        assert key.wrapped_key == opened.key.wrapped_key
+        assert await repo.tenant_shredded(tenant_id) is False
+        assert await repo.sealed_record(sealed.ref) is None
+        with pytest.raises(TypeError):  # entity-loading queries need an ORM session
+            await repo.sealing_keys(tenant_id)
+    async with create_sessionmaker(engines[0])() as session, session.begin():
+        await VaultRepository(session).shred(tenant_id, root_key_id=root_key.key_id, at=utcnow())
+    async with engines[0].begin() as connection:
+        opened = await VaultRepository(connection).record_to_open(sealed.ref)
+        assert opened is not None
+        assert opened.tenant_shredded is True
+        assert opened.key is not None
+        assert opened.key.state == TENANT_KEY_SHREDDED
 
 
 async def test_audit_page_is_newest_first_and_tenant_scoped(engines, root_key, vault_identity):

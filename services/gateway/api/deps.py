@@ -13,12 +13,12 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from starlette.types import Scope
 
 from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
-from services.gateway.db.repository import ApiKeyRepository
+from services.gateway.db.repository import key_credentials
 from services.gateway.domain import api_keys
 from services.gateway.domain.api_keys import Role
 from services.gateway.domain.errors import InvalidApiKey
@@ -46,7 +46,9 @@ RouterDep = Annotated[RouterClient, Depends(get_router)]
 VaultDep = Annotated[VaultClient, Depends(get_vault)]
 
 
-async def authenticate(session: AsyncSession, key: str, *, pepper: bytes) -> Principal | None:
+async def authenticate(
+    session: AsyncSession | AsyncConnection, key: str, *, pepper: bytes
+) -> Principal | None:
     """The principal of a live API key, or None (same work for unknown and known prefixes).
 
     Shared by the route dependency below and the edge middleware (rate limits, idempotency),
@@ -56,7 +58,7 @@ async def authenticate(session: AsyncSession, key: str, *, pepper: bytes) -> Pri
     prefix = api_keys.lookup_prefix(key)
     if prefix is None:
         return None
-    row = await ApiKeyRepository(session).credentials(prefix)
+    row = await key_credentials(session, prefix)
     if row is None:
         # Spend the same HMAC as a hit, so response time does not reveal which prefixes exist.
         api_keys.matches(key, "0" * 64, pepper=pepper)
@@ -96,9 +98,10 @@ async def request_principal(scope: Scope) -> Principal | None:
     kind, _, key = (_authorization(scope) or "").partition(" ")
     if kind.lower() == "bearer" and key.strip():
         app = scope["app"]
-        maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
-        async with maker() as session:
-            principal = await authenticate(session, key, pepper=app.state.pepper)
+        engine: AsyncEngine = app.state.engine
+        # A bare connection (one read, nothing to commit): no ORM session on every request.
+        async with engine.connect() as connection:
+            principal = await authenticate(connection, key, pepper=app.state.pepper)
     state[_PRINCIPAL_STATE] = principal
     return principal
 

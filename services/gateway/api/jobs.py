@@ -23,6 +23,7 @@ from services.gateway.api.deps import (
     VaultDep,
 )
 from services.gateway.api.edge import reserved_resource_id
+from services.gateway.api.job_events import queue_job_event
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
     CreatedBeforeQuery,
@@ -108,7 +109,7 @@ async def submit_job(
     # seal lets a sweeper undo it if this process dies before the router has the job.
     if body.confidential is not None or body.confidential_sealed is not None:
         await submissions.begin_sealing(
-            request.app.state.sessionmaker,
+            session,
             job_id=job_id,
             tenant_id=tenant_id,
             submission=submission,
@@ -130,7 +131,10 @@ async def submit_job(
         return submissions.pending_view(submission, created_at=created_at)
     if submission["confidential_ref"] is not None:
         await outbox.delete(job_id)
-    return client_view(job)
+    view = client_view(job)
+    # The webhook event commits with the outbox delete, before the 202 leaves.
+    await queue_job_event(session, tenant_id=tenant_id, job=view)
+    return view
 
 
 async def _seal(vault: VaultClient, body: JobCreate, *, tenant_id: str, job_id: str) -> str:

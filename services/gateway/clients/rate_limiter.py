@@ -5,7 +5,9 @@ Design
 The algorithm is the *moving window* of the ``limits`` library (a log of hits per key in the
 last window: exact, no burst at window edges). With ``TASKROUTE_GATEWAY_REDIS_URL`` set, the log
 lives in Redis (an atomic Lua script per hit), so several gateway processes share one limit;
-without it, in this process's memory.
+without it, in this process's memory (:class:`MemoryMovingWindow`: the same rule, run inline on
+the event loop; the library's memory storage ran an expiry pass on a worker thread per key on
+every hit, about 5 % of the gateway's CPU under load).
 
 Redis unreachable: every Redis call is bounded by ``redis_timeout_seconds`` (socket timeouts and
 an ``asyncio`` deadline around the whole call). On any failure the limiter answers from its
@@ -21,10 +23,11 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import ConnectionPool
 
@@ -54,10 +57,72 @@ class Decision:
     reset_after: int
 
 
+# How often the in-memory log drops the keys whose hits have all left their window: bounds its
+# size by the keys seen in the last window (plus this), e.g. the source addresses of failed
+# authentications, without a pass per hit.
+MEMORY_SWEEP_SECONDS = 10.0
+
+
+class MemoryMovingWindow:
+    """The moving window of ``limits`` in this process's memory, without threads or tasks.
+
+    Per key, the times of the last ``limit`` hits allowed (oldest first). A hit is refused when
+    the ``limit``-th most recent one is still inside the window (the library's rule); the
+    remaining count and the reset time are read from the hits inside it. Everything runs on the
+    caller's thread in microseconds, so the event loop is the only lock needed.
+    """
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+        # Per key, the window (seconds) its hits are kept for: what the sweep expires them by.
+        self._windows: dict[str, int] = {}
+        self._next_sweep = time.monotonic() + MEMORY_SWEEP_SECONDS
+
+    def hit(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> Decision:
+        now = time.time()
+        self._sweep_now_and_then(now)
+        window = item.get_expiry()
+        if item.amount < 1:  # "0/minute": nothing is allowed, and there is nothing to log
+            return Decision(allowed=False, limit=item.amount, remaining=0, reset_after=window)
+        key = item.key_for(*identifiers)
+        hits = self._hits.get(key)
+        if hits is None or hits.maxlen != item.amount:
+            hits = self._hits[key] = deque(hits or (), maxlen=item.amount)
+            self._windows[key] = window
+        start = now - window
+        # Full log whose oldest entry is the limit-th most recent hit: refused while it is inside.
+        allowed = not (len(hits) == item.amount and hits[0] >= start)
+        if allowed:
+            hits.append(now)  # the deque's bound drops the oldest
+        while hits and hits[0] <= start:
+            hits.popleft()
+        # The window frees room when its oldest hit leaves it.
+        oldest = hits[0] if hits else start
+        return Decision(
+            allowed=allowed,
+            limit=item.amount,
+            remaining=max(0, item.amount - len(hits)),
+            reset_after=max(0, math.ceil(oldest + window - time.time())),
+        )
+
+    def _sweep_now_and_then(self, now: float) -> None:
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + MEMORY_SWEEP_SECONDS
+        for key, hits in list(self._hits.items()):
+            if not hits or hits[-1] <= now - self._windows[key]:
+                del self._hits[key]
+                del self._windows[key]
+
+    def __len__(self) -> int:
+        """How many keys are held (for tests of the sweep)."""
+        return len(self._hits)
+
+
 class RateLimiter:
     def __init__(self, *, redis_url: str | None, key_prefix: str, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
-        self._memory = MovingWindowRateLimiter(MemoryStorage())
+        self._memory = MemoryMovingWindow()
         self._pool: ConnectionPool | None = None
         self._redis: MovingWindowRateLimiter | None = None
         if redis_url:
@@ -96,7 +161,7 @@ class RateLimiter:
                     logger.info("rate limit store answering again; limits are shared")
                     self._outage_logged = False
                 return decision
-        return await self._hit(self._memory, item, identifiers)
+        return self._memory.hit(item, identifiers)
 
     def _redis_failed(self, exc: Exception) -> None:
         self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS

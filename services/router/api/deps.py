@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from services.router.domain.classifier import Classifier
 from services.router.settings import RouterSettings
-from services.router.workflow import JobWorkflow, TeamWorkflow
+from services.router.workflow import JobWorkflow, TeamProfileCache, TeamWorkflow
 from shared.db import SessionDep
 from shared.service_auth import ServiceIdentity, service_caller_dependency
 
@@ -44,10 +44,14 @@ ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-async def get_job_workflow(
-    session: SessionDep, settings: SettingsDep, classifier: ClassifierDep
-) -> JobWorkflow:
-    return JobWorkflow(session, settings=settings, classifier=classifier)
+async def get_job_workflow(request: Request, session: SessionDep) -> JobWorkflow:
+    # The app's settings, classifier and team profile cache read here rather than through
+    # their own dependencies: each dependency solved costs CPU on every job request.
+    state = request.app.state
+    settings: RouterSettings = state.settings
+    classifier: Classifier = state.classifier
+    cache: TeamProfileCache = state.team_profiles
+    return JobWorkflow(session, settings=settings, classifier=classifier, team_cache=cache)
 
 
 async def get_team_workflow(session: SessionDep) -> TeamWorkflow:

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from services.router.db.models import Job, JobEvent, JobFeedback, Team
+from services.router.db.models import JobEvent, JobFeedback, JobView, Team
 from services.router.domain.grants import GrantAction
 from services.router.domain.quality import MAX_RATING, MIN_RATING
 from services.router.domain.routing import parse_hhmm
@@ -509,7 +509,7 @@ class StatsRead(BaseModel):
 # ----------------------------------------------------------------------------- from rows
 
 
-def job_read(job: Job) -> JobRead:
+def job_read(job: JobView) -> JobRead:
     classification = None
     if job.tier is not None and job.domain is not None and job.confidence is not None:
         classification = ClassificationRead(

@@ -7,7 +7,7 @@ No column holds confidential data: a job has only the vault's opaque ``confident
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -58,6 +58,8 @@ class Team(Base):
     # Client ratings folded into ``quality`` since it was last set (domain/quality.py).
     quality_rating_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     active: Mapped[bool] = mapped_column(Boolean)
+    # Bumped by every change of the team (TeamRepository.update_versioned): If-Match, and
+    # the routing's cached team profiles (workflow.TeamProfileCache) rely on it.
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -156,6 +158,125 @@ class Job(Base):
         # A reviewer team's queue: its jobs in review, oldest submission first.
         Index("ix_jobs_review_queue", "review_team_id", "status", "review_submitted_at", "id"),
     )
+
+
+class JobView(Protocol):
+    """A job row, read only: a ``Job`` entity, or the row ``JobRepository.add_if_new`` returns
+    (its columns labelled with these attribute names), which costs no entity to build."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def service(self) -> str | None: ...
+
+    @property
+    def priority(self) -> str: ...
+
+    @property
+    def priority_rank(self) -> int: ...
+
+    @property
+    def queue_order_at(self) -> datetime: ...
+
+    @property
+    def due_at(self) -> datetime | None: ...
+
+    @property
+    def job_metadata(self) -> dict[str, Any]: ...
+
+    @property
+    def policy(self) -> dict[str, Any]: ...
+
+    @property
+    def callback_url(self) -> str | None: ...
+
+    @property
+    def confidential_ref(self) -> str | None: ...
+
+    @property
+    def tier(self) -> str | None: ...
+
+    @property
+    def domain(self) -> str | None: ...
+
+    @property
+    def confidence(self) -> float | None: ...
+
+    @property
+    def reasons(self) -> list[str] | None: ...
+
+    @property
+    def team_id(self) -> str | None: ...
+
+    @property
+    def team_name(self) -> str | None: ...
+
+    @property
+    def assigned_at(self) -> datetime | None: ...
+
+    @property
+    def assignment_score(self) -> float | None: ...
+
+    @property
+    def rejected_team_ids(self) -> list[str]: ...
+
+    @property
+    def passed_team_ids(self) -> list[str]: ...
+
+    @property
+    def escalate_at(self) -> datetime | None: ...
+
+    @property
+    def lease_member_id(self) -> str | None: ...
+
+    @property
+    def lease_claimed_at(self) -> datetime | None: ...
+
+    @property
+    def lease_expires_at(self) -> datetime | None: ...
+
+    @property
+    def result(self) -> Any | None: ...
+
+    @property
+    def confidential_result_ref(self) -> str | None: ...
+
+    @property
+    def completed_at(self) -> datetime | None: ...
+
+    @property
+    def review_team_id(self) -> str | None: ...
+
+    @property
+    def review_submitted_by(self) -> str | None: ...
+
+    @property
+    def review_submitted_at(self) -> datetime | None: ...
+
+    @property
+    def retry_at(self) -> datetime | None: ...
+
+    @property
+    def event_seq(self) -> int: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def updated_at(self) -> datetime: ...
 
 
 class JobEvent(Base):

@@ -37,6 +37,7 @@ from services.router.db.models import (
     Job,
     JobEvent,
     JobFeedback,
+    JobView,
     LabelledExample,
     RoutingDecision,
     Team,
@@ -64,26 +65,35 @@ class Page(Generic[T]):
 
 
 def _insert_if_absent(
-    session: AsyncSession,
-    model: type[Any],
-    values: dict[str, Any],
-    *,
-    unique: str,
-    returning: Any = None,
+    session: AsyncSession, model: type[Any], values: dict[str, Any], *, unique: str
 ) -> Insert:
-    """``INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING <returning>`` on either backend
-    (the new row's id by default, or whole ORM rows with ``returning=model``).
+    """``INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING id`` on either backend.
 
     Used instead of a savepoint: pysqlite starts no transaction before SAVEPOINT, so on SQLite a
     savepoint's RELEASE would commit the insert before the rest of the request's work.
     """
-    returned = model.id if returning is None else returning
+    returned = model.id
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         pg_statement = postgresql.insert(model).values(**values)
         return pg_statement.on_conflict_do_nothing(index_elements=[unique]).returning(returned)
     lite_statement = sqlite.insert(model).values(**values)
     return lite_statement.on_conflict_do_nothing(index_elements=[unique]).returning(returned)
+
+
+def _insert_new_job(dialect: str) -> Insert:
+    """``INSERT INTO jobs ... ON CONFLICT (id) DO NOTHING RETURNING <every column>``, built
+    once per dialect with the values left as bind parameters.
+
+    A Core statement on the table, not the ORM's bulk insert returning the entity: building
+    ``.values(**values)`` anew, the ORM's execution state and the entity it loads were most of
+    a submit's database CPU. Each returned column is labelled with the ``Job`` attribute it
+    maps to (``metadata`` is ``job_metadata``), so the row reads like a ``Job`` (:class:`JobView`).
+    """
+    table: Table = Job.__table__  # type: ignore[assignment]
+    returning = [column.label(_JOB_ATTRIBUTE_OF_COLUMN[column.key]) for column in table.c]
+    on_dialect = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return on_dialect.on_conflict_do_nothing(index_elements=["id"]).returning(*returning)
 
 
 def _page(rows: Sequence[Any], limit: int, key: Any) -> Page[Any]:
@@ -185,9 +195,31 @@ def _with_status(filters: JobFilters, status: str | None) -> JobFilters:
     return JobFilters(**{**filters.__dict__, "statuses": (*filters.statuses, status)})
 
 
+_TEAMS: Table = Team.__table__  # type: ignore[assignment]
+_TEAM_LOADS: Table = TeamLoad.__table__  # type: ignore[assignment]
+# Every team's id, version and load in one prebuilt Core statement (no ORM entities, compiled
+# once): what a routing decision reads to know whether its cached team profiles still hold.
+_TEAM_VERSIONS_AND_LOADS = (
+    select(
+        _TEAMS.c.id,
+        _TEAMS.c.version,
+        func.coalesce(_TEAM_LOADS.c.active_jobs, 0),
+    )
+    .select_from(_TEAMS.outerjoin(_TEAM_LOADS, _TEAM_LOADS.c.team_id == _TEAMS.c.id))
+    .order_by(_TEAMS.c.name, _TEAMS.c.id)
+)
+
+
 class TeamRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def versions_and_loads(self) -> list[tuple[str, int, int]]:
+        """``(id, version, load)`` of every team by name, in one statement: the version of
+        each team (bumped by every change of it) and its queued plus in-progress jobs (the
+        ``team_loads`` counter, 0 without one; see :meth:`JobRepository.team_loads`)."""
+        rows: Sequence[Any] = (await self.session.execute(_TEAM_VERSIONS_AND_LOADS)).all()
+        return [(str(team_id), int(version), int(load)) for team_id, version, load in rows]
 
     async def add_if_name_free(self, values: dict[str, Any]) -> Team | None:
         """Insert a team unless its name is taken (then ``None``), atomically."""
@@ -285,21 +317,32 @@ class TeamRepository:
 
 
 _JOB_EVENTS: Table = JobEvent.__table__  # type: ignore[assignment]
+_ROUTING_DECISIONS: Table = RoutingDecision.__table__  # type: ignore[assignment]
+# ``Job`` attribute names <-> ``jobs`` column keys (they differ for ``job_metadata``).
+_JOB_ATTRIBUTE_OF_COLUMN = {
+    attribute.columns[0].key: attribute.key for attribute in Job.__mapper__.column_attrs
+}
+_JOB_COLUMN_OF_ATTRIBUTE = {value: key for key, value in _JOB_ATTRIBUTE_OF_COLUMN.items()}
+# The prebuilt job inserts by dialect name (see _insert_new_job).
+_NEW_JOB_INSERTS = {dialect: _insert_new_job(dialect) for dialect in ("postgresql", "sqlite")}
+# Prebuilt Core inserts: their compiled forms are cached, not built again for every submit.
+_INSERT_EVENTS = insert(_JOB_EVENTS)
+_INSERT_DECISION = insert(_ROUTING_DECISIONS)
 
 
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add_if_new(self, values: dict[str, Any]) -> Job | None:
-        """Insert a job unless its id exists (then ``None``): concurrent submissions of one id
-        make one row, without an error that would abort the transaction."""
+    async def add_if_new(self, values: dict[str, Any]) -> JobView | None:
+        """Insert a job (``values`` by ``Job`` attribute) unless its id exists (then ``None``):
+        concurrent submissions of one id make one row, without an error that would abort the
+        transaction. Returns the stored row as a read-only :class:`JobView`, not an entity."""
+        statement = _NEW_JOB_INSERTS[self.session.get_bind().dialect.name]
+        parameters = {_JOB_COLUMN_OF_ATTRIBUTE[key]: value for key, value in values.items()}
         # RETURNING the whole row: one round trip where a re-read made two.
-        statement = _insert_if_absent(self.session, Job, values, unique="id", returning=Job)
-        result = await self.session.execute(
-            statement, execution_options={"populate_existing": True}
-        )
-        return result.scalars().first()
+        row: JobView | None = (await self.session.execute(statement, parameters)).first()
+        return row
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job | None:
         """A job by id; with ``tenant_id``, only if it belongs to that tenant."""
@@ -365,7 +408,7 @@ class JobRepository:
         """Several events in one round trip: a Core insert given a list of rows is sent as one
         multi-row INSERT ("insertmanyvalues"), and unlike ``.values([...])`` on the entity its
         compiled form is cached instead of compiled again for every submit."""
-        await self.session.execute(insert(_JOB_EVENTS), list(rows))
+        await self.session.execute(_INSERT_EVENTS, list(rows))
 
     async def events_page(
         self, job_id: str, *, limit: int, cursor: str | None, types: tuple[str, ...] = ()
@@ -561,9 +604,14 @@ class JobRepository:
         result = await self.session.scalars(query.execution_options(populate_existing=True))
         return result.first()
 
-    async def add_decision(self, decision: RoutingDecision) -> None:
-        self.session.add(decision)
-        await self.session.flush()
+    async def add_decision(
+        self, *, job_id: str, team_id: str | None, record: dict[str, Any], created_at: datetime
+    ) -> None:
+        """Store a routing decision record (a prebuilt Core insert: no entity, no flush)."""
+        await self.session.execute(
+            _INSERT_DECISION,
+            {"job_id": job_id, "team_id": team_id, "record": record, "created_at": created_at},
+        )
 
     async def latest_decision(self, job_id: str) -> RoutingDecision | None:
         query = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from services.vault.api.deps import VaultServiceDep
+from services.vault.api.deps import RecordVaultServiceDep, VaultServiceDep
 from services.vault.api.schemas import (
     RecordCreate,
     RecordCreateByGrant,
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/internal/v1/records", tags=["records"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_record(body: RecordCreate, vault: VaultServiceDep) -> RecordCreated:
+async def create_record(body: RecordCreate, vault: RecordVaultServiceDep) -> RecordCreated:
     """Seal a job's confidential data for its tenant; 409 if the job already has it."""
     result = await vault.seal(
         tenant_id=str(body.tenant_id),
@@ -35,7 +35,7 @@ async def create_record(body: RecordCreate, vault: VaultServiceDep) -> RecordCre
 
 @router.post("/sealed-by-grant", status_code=status.HTTP_201_CREATED)
 async def create_record_by_grant(
-    body: RecordCreateByGrant, vault: VaultServiceDep
+    body: RecordCreateByGrant, vault: RecordVaultServiceDep
 ) -> RecordCreated:
     """Seal a job's confidential result under a router-signed seal grant."""
     result = await vault.seal_by_grant(token=body.grant, data=body.data)
@@ -43,7 +43,7 @@ async def create_record_by_grant(
 
 
 @router.post("/open")
-async def open_record(body: RecordOpen, vault: VaultServiceDep) -> RecordData:
+async def open_record(body: RecordOpen, vault: RecordVaultServiceDep) -> RecordData:
     """Decrypt the record a router-signed open grant names (audited, refusals too)."""
     return RecordData(data=await vault.open(token=body.grant))
 

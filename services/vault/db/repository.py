@@ -1,4 +1,4 @@
-"""Every query of the vault, on the request's session (the session dependency commits).
+"""Every query of the vault, on the request's transaction (its dependency commits).
 
 Concurrency, on both backends, without in-process locks:
 
@@ -17,17 +17,40 @@ The statements of the seal path (the hot path: one per submitted job with confid
 are Core statements on the tables, built once at import: an ORM-enabled statement costs about
 twice as much CPU to run as the same statement on the table, and building and cache-keying a
 statement per call costs about as much as running it (tests/benchmarks/bench_roundtrip.py).
+
+The repositories run on either an ORM ``AsyncSession`` or a Core ``AsyncConnection`` in a
+transaction (``engine.begin()``). The routes of sealed records (seal, seal a result, open) use a
+connection: an ORM session adds CPU to every statement and to its begin and commit (transaction
+snapshot, ORM execute state) that those Core statements never use. Every query those routes
+reach is therefore a prebuilt Core statement that runs on either and returns detached row
+objects built from the row; the other queries load ORM entities and need a session
+(:attr:`VaultRepository.session` refuses a connection, so a route on the wrong one fails loudly).
+An audit append runs its statements synchronously in one call (:meth:`AuditRepository.write`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.vault.db.models import (
     AuditChainHead,
@@ -56,10 +79,17 @@ TENANT_KEY_RETIRED = "retired"
 # later seal cannot silently start a fresh key ring (real versions start at 1).
 TOMBSTONE_VERSION = 0
 
+T = TypeVar("T")
+# A transaction to run statements on: an ORM session, or a Core connection (module docstring).
+Db = AsyncSession | AsyncConnection
+
 _TENANT_KEYS: Table = TenantKey.__table__  # type: ignore[assignment]
 _RECORDS: Table = Record.__table__  # type: ignore[assignment]
+_SEALED_RECORDS: Table = SealedRecord.__table__  # type: ignore[assignment]
+_SEALING_KEYS: Table = TenantSealingKey.__table__  # type: ignore[assignment]
 _AUDIT_RECORDS: Table = AuditRecord.__table__  # type: ignore[assignment]
 _AUDIT_HEAD: Table = AuditChainHead.__table__  # type: ignore[assignment]
+_AUDIT_KEYS: Table = AuditKey.__table__  # type: ignore[assignment]
 
 _ACTIVE_TENANT_KEY = (
     select(_TENANT_KEYS)
@@ -70,10 +100,78 @@ _ACTIVE_TENANT_KEY = (
     .order_by(_TENANT_KEYS.c.version.desc())
     .limit(1)
 )
+_TENANT_KEY = select(_TENANT_KEYS).where(
+    _TENANT_KEYS.c.tenant_id == bindparam("tenant_id"),
+    _TENANT_KEYS.c.version == bindparam("version"),
+)
+_TENANT_SHREDDED = (
+    select(_TENANT_KEYS.c.version)
+    .where(
+        _TENANT_KEYS.c.tenant_id == bindparam("tenant_id"),
+        _TENANT_KEYS.c.state == TENANT_KEY_SHREDDED,
+    )
+    .limit(1)
+)
+_INSERT_TENANT_KEY_IF_ABSENT = {
+    "postgresql": postgresql.insert(_TENANT_KEYS).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_TENANT_KEYS).on_conflict_do_nothing(),
+}
+_RECORD = select(_RECORDS).where(_RECORDS.c.id == bindparam("id"))
+# What opening a record needs, in one statement instead of three: the record, the key version
+# it is sealed under (NULL columns if that row is missing) and whether its tenant is shredded.
+_RECORD_KEY = _TENANT_KEYS.alias("record_key")
+_SHREDDED_KEY = _TENANT_KEYS.alias("shredded_key")
+_RECORD_TO_OPEN = (
+    select(
+        _RECORDS,
+        _RECORD_KEY.c.version.label("key_row_version"),
+        _RECORD_KEY.c.wrapped_key.label("key_wrapped_key"),
+        _RECORD_KEY.c.root_key_id.label("key_root_key_id"),
+        _RECORD_KEY.c.state.label("key_state"),
+        _RECORD_KEY.c.created_at.label("key_created_at"),
+        exists()
+        .where(
+            _SHREDDED_KEY.c.tenant_id == _RECORDS.c.tenant_id,
+            _SHREDDED_KEY.c.state == TENANT_KEY_SHREDDED,
+        )
+        .label("tenant_shredded"),
+    )
+    .select_from(
+        _RECORDS.outerjoin(
+            _RECORD_KEY,
+            and_(
+                _RECORD_KEY.c.tenant_id == _RECORDS.c.tenant_id,
+                _RECORD_KEY.c.version == _RECORDS.c.key_version,
+            ),
+        )
+    )
+    .where(_RECORDS.c.id == bindparam("id"))
+)
+_RECORD_COLUMNS = tuple(column.name for column in _RECORDS.columns)
+_RECORD_FOR = select(_RECORDS).where(
+    _RECORDS.c.tenant_id == bindparam("tenant_id"),
+    _RECORDS.c.job_id == bindparam("job_id"),
+    _RECORDS.c.purpose == bindparam("purpose"),
+)
 _INSERT_RECORD_IF_ABSENT = {
     "postgresql": postgresql.insert(_RECORDS).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(_RECORDS).on_conflict_do_nothing(),
 }
+_SEALED_RECORD = select(_SEALED_RECORDS).where(_SEALED_RECORDS.c.id == bindparam("id"))
+_SEALING_KEY = select(_SEALING_KEYS).where(
+    _SEALING_KEYS.c.tenant_id == bindparam("tenant_id"),
+    _SEALING_KEYS.c.key_id == bindparam("key_id"),
+)
+_AUDIT_KEY = select(_AUDIT_KEYS).where(_AUDIT_KEYS.c.version == bindparam("version"))
+_INSERT_AUDIT_KEY_IF_ABSENT = {
+    "postgresql": postgresql.insert(_AUDIT_KEYS).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_AUDIT_KEYS).on_conflict_do_nothing(),
+}
+_INSERT_HEAD_IF_ABSENT = {
+    "postgresql": postgresql.insert(_AUDIT_HEAD).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_AUDIT_HEAD).on_conflict_do_nothing(),
+}
+_ADVISORY_LOCK = select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY))
 # The no-op update is the write that takes SQLite's lock (see the module docstring).
 _CLAIM_HEAD = (
     update(_AUDIT_HEAD)
@@ -94,12 +192,42 @@ _MOVE_HEAD = (
 )
 
 
+@dataclass(frozen=True)
+class RecordToOpen:
+    """A record, the tenant key version it is sealed under (None if that row is missing), and
+    whether its tenant is shredded: detached objects, read in one statement."""
+
+    record: Record
+    key: TenantKey | None
+    tenant_shredded: bool
+
+
+def _dialect_name(db: Db) -> str:
+    if isinstance(db, AsyncConnection):
+        return db.dialect.name
+    return db.get_bind().dialect.name
+
+
+def _orm_session(db: Db) -> AsyncSession:
+    """The ORM session the entity-loading queries need; a Core connection is refused."""
+    if not isinstance(db, AsyncSession):
+        raise TypeError("this query loads ORM entities: it needs an AsyncSession")
+    return db
+
+
 class VaultRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, db: Db) -> None:
+        self.db = db
+        self._dialect_cached: str | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        return _orm_session(self.db)
 
     def _dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+        if self._dialect_cached is None:
+            self._dialect_cached = _dialect_name(self.db)
+        return self._dialect_cached
 
     def _insert(
         self, table: type[TenantKey] | type[Record] | type[TenantSealingKey] | type[SealedRecord]
@@ -112,38 +240,36 @@ class VaultRepository:
 
     async def active_tenant_key(self, tenant_id: str) -> TenantKey | None:
         """The newest active key version (a detached row object: the caller only reads it)."""
-        result = await self.session.execute(_ACTIVE_TENANT_KEY, {"tenant_id": tenant_id})
+        result = await self.db.execute(_ACTIVE_TENANT_KEY, {"tenant_id": tenant_id})
         row = result.mappings().first()
         return None if row is None else TenantKey(**row)
 
     async def tenant_key(self, tenant_id: str, version: int) -> TenantKey | None:
-        result = await self.session.execute(
-            select(TenantKey).where(TenantKey.tenant_id == tenant_id, TenantKey.version == version)
-        )
-        return result.scalar_one_or_none()
+        """One key version (detached, like :meth:`active_tenant_key`)."""
+        result = await self.db.execute(_TENANT_KEY, {"tenant_id": tenant_id, "version": version})
+        row = result.mappings().first()
+        return None if row is None else TenantKey(**row)
 
     async def insert_tenant_key_if_absent(
         self, *, tenant_id: str, version: int, wrapped_key: bytes, root_key_id: str, at: datetime
     ) -> None:
-        statement = (
-            self._insert(TenantKey)
-            .values(
-                tenant_id=tenant_id,
-                version=version,
-                wrapped_key=wrapped_key,
-                root_key_id=root_key_id,
-                state=TENANT_KEY_ACTIVE,
-                created_at=at,
-            )
-            .on_conflict_do_nothing()
+        await self.db.execute(
+            _INSERT_TENANT_KEY_IF_ABSENT[self._dialect()],
+            {
+                "tenant_id": tenant_id,
+                "version": version,
+                "wrapped_key": wrapped_key,
+                "root_key_id": root_key_id,
+                "state": TENANT_KEY_ACTIVE,
+                "created_at": at,
+            },
         )
-        await self.session.execute(statement)
 
     # -- records ----------------------------------------------------------------------------
 
     async def insert_record_if_absent(self, record: Record) -> bool:
         """Store a sealed record; False if one exists for its (tenant, job, purpose)."""
-        result = await self.session.execute(
+        result = await self.db.execute(
             _INSERT_RECORD_IF_ABSENT[self._dialect()],
             {
                 "id": record.id,
@@ -160,15 +286,35 @@ class VaultRepository:
         return bool(getattr(result, "rowcount", 0) == 1)
 
     async def record(self, ref: str) -> Record | None:
-        return await self.session.get(Record, ref)
+        """A sealed record (detached: read, never changed through the ORM)."""
+        row = (await self.db.execute(_RECORD, {"id": ref})).mappings().first()
+        return None if row is None else Record(**row)
+
+    async def record_to_open(self, ref: str) -> RecordToOpen | None:
+        """A record with its key version and its tenant's shredded flag (one statement), or
+        None if there is no such (vault-sealed) record."""
+        row = (await self.db.execute(_RECORD_TO_OPEN, {"id": ref})).mappings().first()
+        if row is None:
+            return None
+        record = Record(**{name: row[name] for name in _RECORD_COLUMNS})
+        key = None
+        if row["key_row_version"] is not None:
+            key = TenantKey(
+                tenant_id=record.tenant_id,
+                version=row["key_row_version"],
+                wrapped_key=row["key_wrapped_key"],
+                root_key_id=row["key_root_key_id"],
+                state=row["key_state"],
+                created_at=row["key_created_at"],
+            )
+        return RecordToOpen(record=record, key=key, tenant_shredded=bool(row["tenant_shredded"]))
 
     async def record_for(self, *, tenant_id: str, job_id: str, purpose: str) -> Record | None:
-        result = await self.session.execute(
-            select(Record).where(
-                Record.tenant_id == tenant_id, Record.job_id == job_id, Record.purpose == purpose
-            )
+        result = await self.db.execute(
+            _RECORD_FOR, {"tenant_id": tenant_id, "job_id": job_id, "purpose": purpose}
         )
-        return result.scalar_one_or_none()
+        row = result.mappings().one_or_none()
+        return None if row is None else Record(**row)
 
     # -- client-side sealing: tenant key pairs and sealed envelopes ----------------------------
 
@@ -185,12 +331,10 @@ class VaultRepository:
         return result.scalars().all()
 
     async def sealing_key(self, tenant_id: str, key_id: str) -> TenantSealingKey | None:
-        result = await self.session.execute(
-            select(TenantSealingKey).where(
-                TenantSealingKey.tenant_id == tenant_id, TenantSealingKey.key_id == key_id
-            )
-        )
-        return result.scalar_one_or_none()
+        """One sealing key (detached: read, never changed through the ORM)."""
+        result = await self.db.execute(_SEALING_KEY, {"tenant_id": tenant_id, "key_id": key_id})
+        row = result.mappings().one_or_none()
+        return None if row is None else TenantSealingKey(**row)
 
     async def insert_sealing_key_if_absent(self, key: TenantSealingKey) -> None:
         """Store a key version unless one exists (a concurrent first request may have won)."""
@@ -268,11 +412,7 @@ class VaultRepository:
     # -- rotation, rewrap, shredding -------------------------------------------------------
 
     async def tenant_shredded(self, tenant_id: str) -> bool:
-        result = await self.session.execute(
-            select(TenantKey.version).where(
-                TenantKey.tenant_id == tenant_id, TenantKey.state == TENANT_KEY_SHREDDED
-            )
-        )
+        result = await self.db.execute(_TENANT_SHREDDED, {"tenant_id": tenant_id})
         return result.first() is not None
 
     async def newest_versions(self, tenant_id: str) -> tuple[int, int]:
@@ -404,7 +544,9 @@ class VaultRepository:
         )
 
     async def sealed_record(self, ref: str) -> SealedRecord | None:
-        return await self.session.get(SealedRecord, ref)
+        """A client-sealed record (detached: read, never changed through the ORM)."""
+        row = (await self.db.execute(_SEALED_RECORD, {"id": ref})).mappings().first()
+        return None if row is None else SealedRecord(**row)
 
     # -- root-key rotation ------------------------------------------------------------------
     # Every wrapped key names its root key; rotation moves the rows not under the current one
@@ -502,63 +644,34 @@ class VaultRepository:
 
 
 class AuditRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, db: Db) -> None:
+        self.db = db
+        self._dialect_cached: str | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        return _orm_session(self.db)
 
     def _dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+        if self._dialect_cached is None:
+            self._dialect_cached = _dialect_name(self.db)
+        return self._dialect_cached
 
-    def _insert(
-        self, table: type[AuditChainHead] | type[AuditKey]
-    ) -> postgresql.Insert | sqlite.Insert:
-        if self._dialect() == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
-
-    async def lock_and_read_head(self, *, timeout_seconds: float) -> tuple[ChainHead, int] | None:
-        """Take the append lock (see the module docstring); the head and the last record's seq
-        (None only if the head row vanishes again as soon as it is made).
-
-        One statement in the common case: a no-op ``UPDATE`` of the head row that returns it
-        and ``max(seq)`` of the records. The update is the write that takes SQLite's lock, and
-        on PostgreSQL a row lock under the advisory one. The head row is created on first use.
-        """
-        if self._dialect() == "postgresql":
-            # lock_timeout bounds the wait: a stuck appender makes others fail fast (503).
-            milliseconds = max(1, int(timeout_seconds * 1000))
-            await self.session.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
-            await self.session.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
-        claimed = await self._claim_head()
-        if claimed is None:
-            await self.session.execute(
-                self._insert(AuditChainHead)
-                .values(id=HEAD_ID, seq=0, hash=GENESIS_HASH, mac="")
-                .on_conflict_do_nothing()
-            )
-            claimed = await self._claim_head()
-        return claimed
-
-    async def _claim_head(self) -> tuple[ChainHead, int] | None:
-        row = (await self.session.execute(_CLAIM_HEAD)).first()
-        if row is None:
-            return None
-        return ChainHead(seq=row[0], hash=row[1], mac=row[2]), int(row[3] or 0)
+    async def write(self, work: Callable[[AuditWriter], T]) -> T:
+        """Run ``work`` (an append: lock, read the head, write) on this transaction's
+        connection, synchronously, in one hop to SQLAlchemy's worker greenlet instead of one
+        per statement (each hop costs CPU, and an append runs three to five statements)."""
+        dialect = self._dialect()
+        if isinstance(self.db, AsyncConnection):
+            return await self.db.run_sync(lambda connection: work(AuditWriter(connection, dialect)))
+        return await self.db.run_sync(
+            lambda session: work(AuditWriter(session.connection(), dialect))
+        )
 
     async def audit_key(self, version: int) -> AuditKey | None:
-        return await self.session.get(AuditKey, version, populate_existing=True)
-
-    async def insert_audit_key_if_absent(self, key: AuditKey) -> None:
-        await self.session.execute(
-            self._insert(AuditKey)
-            .values(
-                version=key.version,
-                wrapped_key=key.wrapped_key,
-                root_key_id=key.root_key_id,
-                origin=key.origin,
-                created_at=key.created_at,
-            )
-            .on_conflict_do_nothing()
-        )
+        """The stored audit key version, read afresh (detached: never changed via the ORM)."""
+        row = (await self.db.execute(_AUDIT_KEY, {"version": version})).mappings().first()
+        return None if row is None else AuditKey(**row)
 
     async def vault_holds_data(self) -> bool:
         """Whether any key or sealed record exists: each was audited when it was made."""
@@ -572,30 +685,6 @@ class AuditRepository:
         if row is None:
             return None
         return ChainHead(seq=row.seq, hash=row.hash, mac=row.mac)
-
-    async def append(self, chained: ChainedEntry, *, head_mac: str) -> None:
-        entry = chained.entry
-        await self.session.execute(
-            _INSERT_AUDIT_RECORD,
-            {
-                "seq": entry.seq,
-                "at": entry.at,
-                "action": entry.action,
-                "outcome": entry.outcome,
-                "reason": entry.reason,
-                "tenant_id": entry.tenant_id,
-                "job_id": entry.job_id,
-                "ref": entry.ref,
-                "subject": entry.subject,
-                "actor": entry.actor,
-                "grant_id": entry.grant_id,
-                "prev_hash": chained.prev_hash,
-                "hash": chained.hash,
-            },
-        )
-        await self.session.execute(
-            _MOVE_HEAD, {"new_seq": entry.seq, "new_hash": chained.hash, "new_mac": head_mac}
-        )
 
     async def page(
         self, *, tenant_id: str | None, limit: int, before_seq: int | None
@@ -624,6 +713,85 @@ class AuditRepository:
                 return
             yield [to_chained(row) for row in rows]
             after = rows[-1].seq
+
+
+class AuditWriter:
+    """The statements of one audit append, on a synchronous connection inside
+    :meth:`AuditRepository.write` (the chain's lock is the transaction's, see the module
+    docstring)."""
+
+    def __init__(self, connection: Connection, dialect: str) -> None:
+        self.connection = connection
+        self.dialect = dialect
+
+    def lock_and_read_head(self, *, timeout_seconds: float) -> tuple[ChainHead, int] | None:
+        """Take the append lock (see the module docstring); the head and the last record's seq
+        (None only if the head row vanishes again as soon as it is made).
+
+        One statement in the common case: a no-op ``UPDATE`` of the head row that returns it
+        and ``max(seq)`` of the records. The update is the write that takes SQLite's lock, and
+        on PostgreSQL a row lock under the advisory one. The head row is created on first use.
+        """
+        if self.dialect == "postgresql":
+            # lock_timeout bounds the wait: a stuck appender makes others fail fast (503).
+            milliseconds = max(1, int(timeout_seconds * 1000))
+            self.connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
+            self.connection.execute(_ADVISORY_LOCK)
+        claimed = self._claim_head()
+        if claimed is None:
+            self.connection.execute(
+                _INSERT_HEAD_IF_ABSENT[self.dialect],
+                {"id": HEAD_ID, "seq": 0, "hash": GENESIS_HASH, "mac": ""},
+            )
+            claimed = self._claim_head()
+        return claimed
+
+    def _claim_head(self) -> tuple[ChainHead, int] | None:
+        row = (self.connection.execute(_CLAIM_HEAD)).first()
+        if row is None:
+            return None
+        return ChainHead(seq=row[0], hash=row[1], mac=row[2]), int(row[3] or 0)
+
+    def audit_key(self, version: int) -> AuditKey | None:
+        """The stored audit key version, read afresh (detached: never changed via the ORM)."""
+        row = (self.connection.execute(_AUDIT_KEY, {"version": version})).mappings().first()
+        return None if row is None else AuditKey(**row)
+
+    def insert_audit_key_if_absent(self, key: AuditKey) -> None:
+        self.connection.execute(
+            _INSERT_AUDIT_KEY_IF_ABSENT[self.dialect],
+            {
+                "version": key.version,
+                "wrapped_key": key.wrapped_key,
+                "root_key_id": key.root_key_id,
+                "origin": key.origin,
+                "created_at": key.created_at,
+            },
+        )
+
+    def append(self, chained: ChainedEntry, *, head_mac: str) -> None:
+        entry = chained.entry
+        self.connection.execute(
+            _INSERT_AUDIT_RECORD,
+            {
+                "seq": entry.seq,
+                "at": entry.at,
+                "action": entry.action,
+                "outcome": entry.outcome,
+                "reason": entry.reason,
+                "tenant_id": entry.tenant_id,
+                "job_id": entry.job_id,
+                "ref": entry.ref,
+                "subject": entry.subject,
+                "actor": entry.actor,
+                "grant_id": entry.grant_id,
+                "prev_hash": chained.prev_hash,
+                "hash": chained.hash,
+            },
+        )
+        self.connection.execute(
+            _MOVE_HEAD, {"new_seq": entry.seq, "new_hash": chained.hash, "new_mac": head_mac}
+        )
 
 
 def to_chained(row: AuditRecord | Row[Any]) -> ChainedEntry:

@@ -53,6 +53,7 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -100,7 +101,9 @@ class RootKey:
 
     __str__ = __repr__
 
-    @property
+    # Cached: it is public, fixed for the key's life, and asked for several times per seal or
+    # open (ring lookup, wrapping context), each time an HKDF otherwise.
+    @cached_property
     def key_id(self) -> str:
         """A public fingerprint (16 hex digits) naming this root key in rows and AAD."""
         return _derive(self.material, _ROOT_KEY_ID_INFO)[:8].hex()

@@ -1,0 +1,141 @@
+"""Team profiles cached per router process (workflow.TeamProfileCache): a decision reuses them
+only while every team's version is the one they were built from, so a change of a team, made
+through any replica, is seen by the very next decision in every replica; loads are never cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+
+from services.router.app import create_app
+from services.router.domain.classifier import LexiconClassifier
+from services.router.domain.routing import DataPolicy
+from services.router.domain.taxonomy import Priority, Tier
+from services.router.settings import RouterSettings
+from services.router.workflow import (
+    JobSubmission,
+    JobWorkflow,
+    TeamFields,
+    TeamProfileCache,
+    TeamWorkflow,
+)
+from shared.db import create_engine, create_sessionmaker, utcnow
+from tests.conftest import running
+from tests.router.factories import ALWAYS, TENANT, create_team, new_uuid, submit_job
+
+
+def _team_of(job: dict[str, Any]) -> str | None:
+    assignment = job["assignment"]
+    return None if assignment is None else str(assignment["team_id"])
+
+
+async def test_a_team_change_through_one_replica_is_seen_by_the_next_decision_of_another(
+    router_settings: RouterSettings, gateway_headers: dict[str, str]
+) -> None:
+    async with (
+        running(create_app(router_settings)) as first,
+        running(create_app(router_settings)) as second,
+    ):
+        for replica in (first, second):
+            replica.headers.update(gateway_headers)
+        best = await create_team(first, quality=0.95, capacity=1000)
+        other = await create_team(first, quality=0.5, capacity=1000)
+        # The second replica's cache is warm with both teams.
+        assert _team_of(await submit_job(second)) == best["id"]
+        assert _team_of(await submit_job(second)) == best["id"]
+
+        switched_off = await first.patch(f"/internal/v1/teams/{best['id']}", json={"active": False})
+        assert switched_off.status_code == 200, switched_off.text
+        assert _team_of(await submit_job(second)) == other["id"]
+
+        newcomer = await create_team(first, quality=0.99, capacity=1000)
+        assert _team_of(await submit_job(second)) == newcomer["id"]
+
+        full = await first.patch(f"/internal/v1/teams/{newcomer['id']}", json={"capacity": 1})
+        assert full.status_code == 200, full.text
+        assert _team_of(await submit_job(second)) == other["id"]
+
+
+async def test_loads_are_read_by_every_decision(
+    router_settings: RouterSettings, gateway_headers: dict[str, str]
+) -> None:
+    async with running(create_app(router_settings)) as client:
+        client.headers.update(gateway_headers)
+        only = await create_team(client, capacity=1)
+        assert _team_of(await submit_job(client)) == only["id"]
+        # Same teams, same versions, a cached profile: the team is full all the same.
+        parked = await submit_job(client)
+        assert parked["status"] == "unroutable"
+        assert _team_of(parked) is None
+
+
+def _submission() -> JobSubmission:
+    return JobSubmission(
+        id=new_uuid(),
+        tenant_id=TENANT,
+        title="Adverse events",
+        description="Code the adverse event narratives of the clinical trial to MedDRA.",
+        service=None,
+        priority=Priority.NORMAL,
+        due_at=None,
+        policy=DataPolicy(),
+        metadata={},
+        confidential_ref=None,
+        callback_url=None,
+    )
+
+
+async def test_a_warm_cache_makes_a_submit_four_statements(
+    databases: dict[str, str], router_settings: RouterSettings
+) -> None:
+    """Versions and loads, then the job, its events and its decision record: the teams are read
+    only when the cache does not hold them at their versions."""
+    engine = create_engine(databases["router"])
+    maker = create_sessionmaker(engine)
+    settings = router_settings.model_copy(update={"triage_threshold": 0.0})
+    cache = TeamProfileCache()
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]).split(None, 1)[0].upper())
+
+    async def submit() -> list[str]:
+        statements.clear()
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        try:
+            async with maker() as session, session.begin():
+                flow = JobWorkflow(
+                    session, settings=settings, classifier=LexiconClassifier(), team_cache=cache
+                )
+                job, created = await flow.submit(_submission(), now=utcnow())
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+        assert created
+        assert job.status == "queued"
+        return list(statements)
+
+    try:
+        async with maker() as session, session.begin():
+            await TeamWorkflow(session).create(
+                TeamFields(
+                    name="Pune Clinical",
+                    country="IN",
+                    timezone="Asia/Kolkata",
+                    working_hours=ALWAYS,
+                    tier=Tier.KPO,
+                    skills=["clinical"],
+                    certifications=[],
+                    languages=[],
+                    capacity=5,
+                    hourly_rate=20.0,
+                    quality=0.8,
+                    active=True,
+                ),
+                now=utcnow(),
+            )
+        assert await submit() == ["SELECT", "SELECT", "INSERT", "INSERT", "INSERT"]
+        assert await submit() == ["SELECT", "INSERT", "INSERT", "INSERT"]
+    finally:
+        await engine.dispose()
