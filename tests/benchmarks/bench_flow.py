@@ -251,6 +251,25 @@ async def measure_platform(
         )
     )
 
+    # What the SDK sends: every submit with its own Idempotency-Key (two more gateway
+    # transactions: the key's claim before the route, its answer after).
+    async def keyed_submit(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.post(
+            "/v1/jobs", json=job, headers={"Idempotency-Key": secrets.token_urlsafe(16)}
+        )
+
+    results.append(
+        await drive(
+            "submit with Idempotency-Key",
+            keyed_submit,
+            base_url=gateway,
+            headers=client_headers,
+            pids=pids,
+            seconds=min(seconds, 3),
+            concurrency=concurrency,
+        )
+    )
+
     # The vault's seal endpoint alone, called as the gateway calls it (its service
     # credential, one new job id per request): the "seal with its durable write" row.
     gateway_identity = ServiceIdentity.load(

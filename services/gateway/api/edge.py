@@ -36,7 +36,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -203,6 +203,9 @@ class IdempotencyMiddleware:
     ) -> None:
         app: FastAPI = scope["app"]
         maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+        # Claim, answer and release are Core statements on a plain connection (two transactions
+        # on every keyed POST); the rare path of a key already held reads it on a session.
+        engine: AsyncEngine = app.state.engine
         pepper: bytes = app.state.pepper
         request = _Request(
             scope=rules.scope_of(principal),
@@ -218,18 +221,19 @@ class IdempotencyMiddleware:
             ),
         )
         try:
-            outcome = await self._claim(maker, request, pepper=pepper)
+            outcome = await self._claim(maker, engine, request, pepper=pepper)
         except TaskrouteError as error:
             await _send_error(error, send, [])
             return
         if isinstance(outcome, rules.StoredAnswer):
             await _send_answer(send, outcome, replayed=True)
             return
-        await self._run(scope, receive, send, maker, request, outcome, body=body, pepper=pepper)
+        await self._run(scope, receive, send, engine, request, outcome, body=body, pepper=pepper)
 
     async def _claim(
         self,
         maker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         request: _Request,
         *,
         pepper: bytes,
@@ -237,10 +241,9 @@ class IdempotencyMiddleware:
         """Claim the key in its own committed transaction, or say why not (raises 409/422)."""
         for _ in range(CLAIM_ATTEMPTS):
             now = utcnow()
-            async with maker() as session:
-                repository = IdempotencyRepository(session)
-                try:
-                    row = await repository.insert(
+            try:
+                async with engine.begin() as connection:
+                    record_id, resource_id = await IdempotencyRepository(connection).insert(
                         scope=request.scope,
                         key_digest=request.key_digest,
                         method=request.method,
@@ -249,10 +252,11 @@ class IdempotencyMiddleware:
                         now=now,
                         expires_at=now + rules.RETENTION,
                     )
-                    await session.commit()
-                    return _Claim(row.id, row.resource_id, now)
-                except IntegrityError:
-                    await session.rollback()
+                return _Claim(record_id, resource_id, now)
+            except IntegrityError:
+                pass  # the scope holds this key already: replay, refuse or take it over
+            async with maker() as session:
+                repository = IdempotencyRepository(session)
                 existing = await repository.get(scope=request.scope, key_digest=request.key_digest)
                 if existing is None:
                     continue  # deleted (expired) between our insert and this read
@@ -299,7 +303,7 @@ class IdempotencyMiddleware:
         scope: Scope,
         receive: Receive,
         send: Send,
-        maker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         request: _Request,
         claim: _Claim,
         *,
@@ -329,12 +333,12 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay_receive, capture)
         except BaseException:
-            await _shielded(self._release(maker, request, claim))
+            await _shielded(self._release(engine, request, claim))
             raise
         finally:
             _reserved_resource_id.reset(token)
         if start is None:
-            await _shielded(self._release(maker, request, claim))
+            await _shielded(self._release(engine, request, claim))
             return
         status = int(start["status"])
         answer = rules.StoredAnswer(
@@ -348,15 +352,15 @@ class IdempotencyMiddleware:
         )
         if status >= 500:
             # Not stored: the client may retry, and the retry reuses the resource id.
-            await _shielded(self._release(maker, request, claim))
+            await _shielded(self._release(engine, request, claim))
         else:
-            await _shielded(self._complete(maker, request, claim, answer, pepper=pepper))
+            await _shielded(self._complete(engine, request, claim, answer, pepper=pepper))
         await send(start)
         await send({"type": "http.response.body", "body": answer.body})
 
     async def _complete(
         self,
-        maker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         request: _Request,
         claim: _Claim,
         answer: rules.StoredAnswer,
@@ -364,15 +368,14 @@ class IdempotencyMiddleware:
         pepper: bytes,
     ) -> None:
         try:
-            async with maker() as session:
-                stored = await IdempotencyRepository(session).complete(
+            async with engine.begin() as connection:
+                stored = await IdempotencyRepository(connection).complete(
                     record_id=claim.record_id,
                     scope=request.scope,
                     holder_since=claim.holder_since,
                     status=answer.status,
                     response=answer.seal(scope=request.scope, key=request.key, pepper=pepper),
                 )
-                await session.commit()
         except Exception as exc:  # noqa: BLE001 - the change is done; the answer must still go
             # The claim stays in flight and is taken over after the lock timeout; the retry
             # reuses the resource id, so nothing is created twice.
@@ -381,15 +384,12 @@ class IdempotencyMiddleware:
         if not stored:
             logger.warning("idempotency claim was taken over before this answer was stored")
 
-    async def _release(
-        self, maker: async_sessionmaker[AsyncSession], request: _Request, claim: _Claim
-    ) -> None:
+    async def _release(self, engine: AsyncEngine, request: _Request, claim: _Claim) -> None:
         try:
-            async with maker() as session:
-                await IdempotencyRepository(session).release(
+            async with engine.begin() as connection:
+                await IdempotencyRepository(connection).release(
                     record_id=claim.record_id, scope=request.scope, holder_since=claim.holder_since
                 )
-                await session.commit()
         except Exception as exc:  # noqa: BLE001 - the lock timeout frees the claim anyway
             logger.error("idempotency claim not released", extra={"error_type": type(exc).__name__})
 

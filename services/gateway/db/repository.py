@@ -439,6 +439,27 @@ class ApiKeyRepository:
         )
 
 
+_IDEMPOTENCY: Table = IdempotencyRecord.__table__  # type: ignore[assignment]
+_INSERT_IDEMPOTENCY_CLAIM = _IDEMPOTENCY.insert()
+# The holder's own claim, still in flight: a holder that was taken over changes nothing.
+_HELD_CLAIM = (
+    _IDEMPOTENCY.c.id == bindparam("record_id"),
+    _IDEMPOTENCY.c.scope == bindparam("claim_scope"),
+    _IDEMPOTENCY.c.state == State.IN_FLIGHT.value,
+    _IDEMPOTENCY.c.locked_at == bindparam("holder_since"),
+)
+_COMPLETE_IDEMPOTENCY_CLAIM = (
+    update(_IDEMPOTENCY)
+    .where(*_HELD_CLAIM)
+    .values(
+        state=State.COMPLETED.value,
+        response_status=bindparam("answer_status"),
+        response=bindparam("answer"),
+    )
+)
+_RELEASE_IDEMPOTENCY_CLAIM = update(_IDEMPOTENCY).where(*_HELD_CLAIM).values(locked_at=None)
+
+
 class IdempotencyRepository:
     """Idempotency records, always looked up within one caller's scope.
 
@@ -447,7 +468,9 @@ class IdempotencyRepository:
     cannot overwrite its successor's answer.
     """
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession | AsyncConnection) -> None:
+        # A connection serves insert, complete and release (Core statements: the claim and
+        # the answer of every keyed POST); the other methods need a session.
         self.session = session
 
     async def insert(
@@ -460,24 +483,29 @@ class IdempotencyRepository:
         fingerprint: str,
         now: datetime,
         expires_at: datetime,
-    ) -> IdempotencyRecord:
-        """Claim a key; the flush raises ``IntegrityError`` when the scope already holds it."""
-        row = IdempotencyRecord(
-            id=new_id(),
-            scope=scope,
-            key_digest=key_digest,
-            method=method,
-            path=path,
-            fingerprint=fingerprint,
-            resource_id=new_id(),
-            state=State.IN_FLIGHT.value,
-            locked_at=now,
-            created_at=now,
-            expires_at=expires_at,
+    ) -> tuple[str, str]:
+        """Claim a key: ``(record id, resource id)``; ``IntegrityError`` when the scope already
+        holds it. One prebuilt insert (every keyed POST makes one; the ORM flush cost more)."""
+        record_id, resource_id = new_id(), new_id()
+        await self.session.execute(
+            _INSERT_IDEMPOTENCY_CLAIM,
+            {
+                "id": record_id,
+                "scope": scope,
+                "key_digest": key_digest,
+                "method": method,
+                "path": path,
+                "fingerprint": fingerprint,
+                "resource_id": resource_id,
+                "state": State.IN_FLIGHT.value,
+                "locked_at": now,
+                "response_status": None,
+                "response": None,
+                "created_at": now,
+                "expires_at": expires_at,
+            },
         )
-        self.session.add(row)
-        await self.session.flush()
-        return row
+        return record_id, resource_id
 
     async def claim_times(
         self, *, scope: str, resource_id: str
@@ -542,30 +570,22 @@ class IdempotencyRepository:
         response: bytes,
     ) -> bool:
         result = await self.session.execute(
-            update(IdempotencyRecord)
-            .where(
-                IdempotencyRecord.id == record_id,
-                IdempotencyRecord.scope == scope,
-                IdempotencyRecord.state == State.IN_FLIGHT.value,
-                IdempotencyRecord.locked_at == holder_since,
-            )
-            .values(state=State.COMPLETED.value, response_status=status, response=response)
-            .execution_options(synchronize_session=False)
+            _COMPLETE_IDEMPOTENCY_CLAIM,
+            {
+                "record_id": record_id,
+                "claim_scope": scope,
+                "holder_since": holder_since,
+                "answer_status": status,
+                "answer": response,
+            },
         )
         return getattr(result, "rowcount", 0) == 1
 
     async def release(self, *, record_id: str, scope: str, holder_since: datetime) -> None:
         """Give a claim back after a 5xx, keeping its resource id for the retry."""
         await self.session.execute(
-            update(IdempotencyRecord)
-            .where(
-                IdempotencyRecord.id == record_id,
-                IdempotencyRecord.scope == scope,
-                IdempotencyRecord.state == State.IN_FLIGHT.value,
-                IdempotencyRecord.locked_at == holder_since,
-            )
-            .values(locked_at=None)
-            .execution_options(synchronize_session=False)
+            _RELEASE_IDEMPOTENCY_CLAIM,
+            {"record_id": record_id, "claim_scope": scope, "holder_since": holder_since},
         )
 
     async def purge_expired(self, *, now: datetime) -> int:
