@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.conftest import SERVICES
 from tests.e2e.conftest import Platform, clinical_team, launch_platform
@@ -174,10 +177,40 @@ async def wait_ready(platform: Platform, seconds: float = 120) -> None:
     raise RuntimeError("the platform did not come back")
 
 
-async def verify(platform: Platform, client_key: str, tally: Tally) -> list[str]:
+async def rows(url: str, sql: str, **params: Any) -> list[Any]:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return list((await connection.execute(text(sql), params)).all())
+    finally:
+        await engine.dispose()
+
+
+async def settled_outbox(platform: Platform, tenant_id: str, seconds: float = 120) -> int:
+    """Wait until the gateway's outbox holds nothing of the tenant's; how many rows are left.
+
+    A job acknowledged as ``pending`` (router away) reaches the router only when the sweeper
+    forwards it, with the router's own creation time: listing before that would miss it, or
+    see it appear mid-listing ahead of the cursor."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = await rows(
+            platform.database_urls["gateway"],
+            "SELECT id FROM job_submissions WHERE tenant_id = :tenant",
+            tenant=tenant_id,
+        )
+        if not left or time.monotonic() >= deadline:
+            return len(left)
+        await asyncio.sleep(1)
+
+
+async def verify(platform: Platform, tenant_id: str, client_key: str, tally: Tally) -> list[str]:
     failures: list[str] = []
     await wait_ready(platform)
     await asyncio.sleep(GRACE_SECONDS * 3)  # the sweepers settle what the kills interrupted
+    left = await settled_outbox(platform, tenant_id)
+    if left:
+        failures.append(f"{left} submissions left in the gateway's outbox")
     async with httpx.AsyncClient(
         base_url=platform.gateway_url,
         headers={"Authorization": f"Bearer {client_key}"},
@@ -195,6 +228,16 @@ async def verify(platform: Platform, client_key: str, tally: Tally) -> list[str]
         ids = [job["id"] for job in listed]
         if len(ids) != len(set(ids)):
             failures.append("a job is listed twice")
+        sealed_for = {
+            row[0]
+            for row in await rows(
+                platform.database_urls["vault"],
+                "SELECT job_id FROM records WHERE tenant_id = :tenant",
+                tenant=tenant_id,
+            )
+        }
+        if not sealed_for <= set(ids):
+            failures.append(f"{len(sealed_for - set(ids))} vault records of no job")
         if set(ids) != set(tally.acknowledged):
             lost = set(tally.acknowledged) - set(ids)
             extra = set(ids) - set(tally.acknowledged)
@@ -218,7 +261,7 @@ async def verify(platform: Platform, client_key: str, tally: Tally) -> list[str]
 
 
 async def soak(platform: Platform, seconds: float, kill_every: float) -> int:
-    _tenant_id, client_key, member_key = await setup(platform)
+    tenant_id, client_key, member_key = await setup(platform)
     tally = Tally()
     deadline = time.monotonic() + seconds
     await asyncio.gather(
@@ -227,7 +270,7 @@ async def soak(platform: Platform, seconds: float, kill_every: float) -> int:
         killer(platform, tally, deadline, kill_every),
         sampler(platform, tally, deadline),
     )
-    failures = await verify(platform, client_key, tally)
+    failures = await verify(platform, tenant_id, client_key, tally)
     print(f"\nsoak: {seconds:.0f} s, {os.cpu_count()} cores, kills: {', '.join(tally.kills)}")
     print(
         f"acknowledged {len(tally.acknowledged)} jobs, completed {len(tally.completed)}; "
