@@ -73,6 +73,15 @@ async def claim(client: httpx.AsyncClient, job: dict[str, Any], member_id: str) 
     )
 
 
+def team_fields(**overrides: Any) -> Any:
+    """A team's fields as TeamWorkflow.create takes them (the API body's defaults)."""
+    from services.router.domain.taxonomy import Tier
+    from services.router.workflow import TeamFields
+
+    body = team_body(**overrides)
+    return TeamFields(**{**body, "tier": Tier(body["tier"])})
+
+
 async def make_team(session: Any, **overrides: Any) -> Any:
     """A team row, straight into the database (repository tests)."""
     from services.router.db.models import Team

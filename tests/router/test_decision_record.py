@@ -176,27 +176,20 @@ async def test_a_submit_writes_its_job_once_and_both_events_in_one_insert(
     from services.router.db.models import Job, JobEvent
     from services.router.domain.classifier import LexiconClassifier
     from services.router.domain.taxonomy import Priority
-    from services.router.workflow import JobSubmission, JobWorkflow, TeamFields, TeamWorkflow
-    from tests.router.factories import ALWAYS, TENANT, new_uuid
+    from services.router.workflow import JobSubmission, JobWorkflow, TeamWorkflow
+    from tests.router.factories import TENANT, new_uuid, team_fields
 
     engine = create_engine(databases["router"])
     maker = create_sessionmaker(engine)
     try:
         async with maker() as session, session.begin():
             await TeamWorkflow(session).create(
-                TeamFields(
+                team_fields(
                     name="Pune Clinical",
-                    country="IN",
-                    timezone="Asia/Kolkata",
-                    working_hours=ALWAYS,
-                    tier=Tier.KPO,
-                    skills=["clinical"],
                     certifications=[],
                     languages=[],
                     capacity=5,
                     hourly_rate=20.0,
-                    quality=0.8,
-                    active=True,
                 ),
                 now=NOW,
             )

@@ -12,18 +12,17 @@ from sqlalchemy import event
 from services.router.app import create_app
 from services.router.domain.classifier import LexiconClassifier
 from services.router.domain.routing import DataPolicy
-from services.router.domain.taxonomy import Priority, Tier
+from services.router.domain.taxonomy import Priority
 from services.router.settings import RouterSettings
 from services.router.workflow import (
     JobSubmission,
     JobWorkflow,
-    TeamFields,
     TeamProfileCache,
     TeamWorkflow,
 )
 from shared.db import create_engine, create_sessionmaker, utcnow
 from tests.conftest import running
-from tests.router.factories import ALWAYS, TENANT, create_team, new_uuid, submit_job
+from tests.router.factories import TENANT, create_team, new_uuid, submit_job, team_fields
 
 
 def _team_of(job: dict[str, Any]) -> str | None:
@@ -119,19 +118,12 @@ async def test_a_warm_cache_makes_a_submit_four_statements(
     try:
         async with maker() as session, session.begin():
             await TeamWorkflow(session).create(
-                TeamFields(
+                team_fields(
                     name="Pune Clinical",
-                    country="IN",
-                    timezone="Asia/Kolkata",
-                    working_hours=ALWAYS,
-                    tier=Tier.KPO,
-                    skills=["clinical"],
                     certifications=[],
                     languages=[],
                     capacity=5,
                     hourly_rate=20.0,
-                    quality=0.8,
-                    active=True,
                 ),
                 now=utcnow(),
             )

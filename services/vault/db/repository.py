@@ -215,7 +215,9 @@ def _orm_session(db: Db) -> AsyncSession:
     return db
 
 
-class VaultRepository:
+class _Repository:
+    """Queries over a session or a plain connection (see :data:`Db`)."""
+
     def __init__(self, db: Db) -> None:
         self.db = db
         self._dialect_cached: str | None = None
@@ -229,6 +231,8 @@ class VaultRepository:
             self._dialect_cached = _dialect_name(self.db)
         return self._dialect_cached
 
+
+class VaultRepository(_Repository):
     def _insert(
         self, table: type[TenantKey] | type[Record] | type[TenantSealingKey] | type[SealedRecord]
     ) -> postgresql.Insert | sqlite.Insert:
@@ -643,20 +647,7 @@ class VaultRepository:
         return usage
 
 
-class AuditRepository:
-    def __init__(self, db: Db) -> None:
-        self.db = db
-        self._dialect_cached: str | None = None
-
-    @property
-    def session(self) -> AsyncSession:
-        return _orm_session(self.db)
-
-    def _dialect(self) -> str:
-        if self._dialect_cached is None:
-            self._dialect_cached = _dialect_name(self.db)
-        return self._dialect_cached
-
+class AuditRepository(_Repository):
     async def write(self, work: Callable[[AuditWriter], T]) -> T:
         """Run ``work`` (an append: lock, read the head, write) on this transaction's
         connection, synchronously, in one hop to SQLAlchemy's worker greenlet instead of one
