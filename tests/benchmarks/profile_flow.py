@@ -31,7 +31,13 @@ from tests.e2e.conftest import clinical_team, launch_platform
 
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 # Samples whose innermost frame is one of these are an idle loop waiting for I/O, not work.
-IDLE = ("select (selectors.py", "_run_once (asyncio/base_events.py", "run (uvloop")
+# Under uvloop the loop's wait is C code below ``Runner.run``, which py-spy shows as the leaf.
+IDLE = (
+    "select (selectors.py",
+    "_run_once (asyncio/base_events.py",
+    "run (uvloop",
+    "Runner.run (asyncio/runners.py",
+)
 
 
 async def submit_load(gateway: str, operator_key: str, seconds: float, concurrency: int) -> int:
@@ -101,7 +107,11 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         launch_platform(
-            backend, Path(tmp), {"TASKROUTE_LOG_LEVEL": "WARNING"}, admin_url=args.postgres
+            backend,
+            Path(tmp),
+            # As bench_flow: the per-key rate limit would refuse most of the load.
+            {"TASKROUTE_LOG_LEVEL": "WARNING", "TASKROUTE_GATEWAY_RATE_LIMIT": "1000000/minute"},
+            admin_url=args.postgres,
         ) as platform,
     ):
         samplers = {
