@@ -24,6 +24,7 @@ from services.gateway.domain.api_keys import Role
 from services.gateway.domain.errors import InvalidApiKey
 from services.gateway.domain.principal import Principal
 from shared.db import SessionDep as SessionDep
+from shared.db import connection_scope
 
 # auto_error=False: a missing header must give our 401 problem+json, not FastAPI's default.
 bearer_scheme = HTTPBearer(
@@ -100,7 +101,7 @@ async def request_principal(scope: Scope) -> Principal | None:
         app = scope["app"]
         engine: AsyncEngine = app.state.engine
         # A bare connection (one read, nothing to commit): no ORM session on every request.
-        async with engine.connect() as connection:
+        async with connection_scope(engine) as connection:
             principal = await authenticate(connection, key, pepper=app.state.pepper)
     state[_PRINCIPAL_STATE] = principal
     return principal

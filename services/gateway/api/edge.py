@@ -47,7 +47,7 @@ from services.gateway.domain import idempotency as rules
 from services.gateway.domain.errors import IdempotencyInFlight, RateLimited
 from services.gateway.domain.principal import Principal
 from services.gateway.settings import GatewaySettings
-from shared.db import utcnow
+from shared.db import open_session, transaction_scope, utcnow
 from shared.errors import TaskrouteError, problem_response
 
 logger = logging.getLogger("taskroute.gateway.edge")
@@ -242,7 +242,7 @@ class IdempotencyMiddleware:
         for _ in range(CLAIM_ATTEMPTS):
             now = utcnow()
             try:
-                async with engine.begin() as connection:
+                async with transaction_scope(engine) as connection:
                     record_id, resource_id = await IdempotencyRepository(connection).insert(
                         scope=request.scope,
                         key_digest=request.key_digest,
@@ -255,7 +255,7 @@ class IdempotencyMiddleware:
                 return _Claim(record_id, resource_id, now)
             except IntegrityError:
                 pass  # the scope holds this key already: replay, refuse or take it over
-            async with maker() as session:
+            async with open_session(maker) as session:
                 repository = IdempotencyRepository(session)
                 existing = await repository.get(scope=request.scope, key_digest=request.key_digest)
                 if existing is None:
@@ -368,7 +368,7 @@ class IdempotencyMiddleware:
         pepper: bytes,
     ) -> None:
         try:
-            async with engine.begin() as connection:
+            async with transaction_scope(engine) as connection:
                 stored = await IdempotencyRepository(connection).complete(
                     record_id=claim.record_id,
                     scope=request.scope,
@@ -386,7 +386,7 @@ class IdempotencyMiddleware:
 
     async def _release(self, engine: AsyncEngine, request: _Request, claim: _Claim) -> None:
         try:
-            async with engine.begin() as connection:
+            async with transaction_scope(engine) as connection:
                 await IdempotencyRepository(connection).release(
                     record_id=claim.record_id, scope=request.scope, holder_since=claim.holder_since
                 )
@@ -440,7 +440,7 @@ async def purge_expired_forever(maker: async_sessionmaker[AsyncSession]) -> None
     """Delete expired idempotency records every ``PURGE_INTERVAL_SECONDS`` (lifespan task)."""
     while True:
         try:
-            async with maker() as session:
+            async with open_session(maker) as session:
                 await IdempotencyRepository(session).purge_expired(now=utcnow())
                 await session.commit()
         except Exception as exc:  # noqa: BLE001 - retried next round; never kill the task

@@ -36,7 +36,7 @@ from services.gateway.clients.router import RouterClient
 from services.gateway.db.repository import WebhookRepository
 from services.gateway.domain import webhooks as rules
 from services.gateway.domain.views import client_view
-from shared.db import utcnow
+from shared.db import open_session, utcnow
 
 logger = logging.getLogger("taskroute.gateway.job_events")
 
@@ -128,7 +128,7 @@ async def enqueue_job_event(
     the submission sweeper for a pending job the router took later."""
     if rules.job_event_type(str(job.get("status"))) is None:
         return
-    async with maker() as session:
+    async with open_session(maker) as session:
         if await queue_job_event(session, tenant_id=tenant_id, job=job):
             await session.commit()
 

@@ -18,7 +18,7 @@ from services.vault.service import VaultService
 
 # The shared request session: FastAPI drives it (an error in the route rolls it back at once),
 # with scope="function" so the transaction commits before the response is sent.
-from shared.db import SessionDep
+from shared.db import SessionDep, transaction_scope
 from shared.service_auth import service_caller_dependency
 
 # The vault's internal API has one caller: the gateway (docs/architecture.md).
@@ -59,7 +59,7 @@ async def record_vault_service(request: Request) -> AsyncIterator[VaultService]:
     """
     caller = await _require_gateway(request)
     engine: AsyncEngine = request.app.state.engine
-    async with engine.begin() as connection:
+    async with transaction_scope(engine) as connection:
         yield _vault_service(request, caller, connection)
 
 
