@@ -60,6 +60,9 @@ class StepResult:
     cpu_seconds: float = 0.0
     # Per server process, in the order of the pids given to drive() (gateway, router, vault).
     cpu_seconds_by_process: list[float] = field(default_factory=list)
+    # The PostgreSQL server's processes (all of them on this machine), not in cpu_seconds:
+    # the issue's "server CPU" is the three services'; this says what the database adds.
+    database_cpu_seconds: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -74,6 +77,24 @@ class StepResult:
     def cpu_ms_per_request(self) -> float:
         done = len(self.latencies_ms)
         return self.cpu_seconds * 1000 / done if done else float("nan")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of every process named ``postgres`` now running (backends come and go with pools;
+    one that exits during a step takes its share with it, so this is a floor)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        if name == "postgres":
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def process_cpu_seconds(pids: list[int]) -> list[float]:
@@ -128,10 +149,12 @@ async def drive(
                     result.errors += 1
 
         cpu_before = process_cpu_seconds(pids)
+        database_before = postgres_cpu_seconds()
         wall_before = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.seconds = time.perf_counter() - wall_before
         cpu_after = process_cpu_seconds(pids)
+        result.database_cpu_seconds = postgres_cpu_seconds() - database_before
         result.cpu_seconds_by_process = [
             after - before for after, before in zip(cpu_after, cpu_before, strict=True)
         ]
@@ -142,7 +165,7 @@ async def drive(
 def report(results: list[StepResult], baseline: StepResult) -> None:
     header = (
         f"{'step':<28}{'req/s':>9}{'×A':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'CPU ms/req':>12}{'×A':>7}{'errors':>8}  CPU ms/req per process"
+        f"{'CPU ms/req':>12}{'×A':>7}{'errors':>8}  per process: gateway / router / vault"
     )
     print(header)
     print("-" * len(header))
@@ -160,7 +183,10 @@ def per_process(step: StepResult) -> str:
     done = len(step.latencies_ms)
     if len(step.cpu_seconds_by_process) < 2 or not done:
         return ""
-    return " / ".join(f"{seconds * 1000 / done:.1f}" for seconds in step.cpu_seconds_by_process)
+    shares = " / ".join(f"{seconds * 1000 / done:.1f}" for seconds in step.cpu_seconds_by_process)
+    database_ms = step.database_cpu_seconds * 1000 / done
+    # On SQLite runs the machine's PostgreSQL server idles: nothing worth a column.
+    return f"{shares} + db {database_ms:.1f}" if database_ms >= 0.05 else shares
 
 
 async def measure_baseline(seconds: float, concurrency: int) -> tuple[StepResult, StepResult]:
