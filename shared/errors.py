@@ -11,6 +11,7 @@ Hierarchy (catch the narrowest you can handle)::
     ├── Gone                       410
     ├── UnprocessableContent       422
     └── ServiceUnavailable         503 (a dependency is down or the vault is sealed)
+        └── DatabaseUnavailable    503 (the service's own database; see is_database_unavailable)
 
 Services subclass these in their own ``domain/errors.py``. The ``detail`` of an error must never
 carry a secret or confidential value: it is returned to callers and written to logs.
@@ -18,14 +19,18 @@ carry a secret or confidential value: it is returned to callers and written to l
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.request_context import current_request_id
+
+logger = logging.getLogger("taskroute.errors")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://taskroute.dev/problems/"
@@ -163,9 +168,46 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The service's own database could not be used (down, restarting, a dropped connection,
+    SQLite's write lock not had in time): transient, so 503 rather than 500."""
+
+    def __init__(self) -> None:
+        super().__init__("The service's database is unavailable; retry the request shortly.")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or used, rather than that a
+    statement was wrong: a refused or reset connection, a connection the driver found dead
+    (SQLAlchemy marks it ``connection_invalidated``), or the driver's operational errors
+    (PostgreSQL starting up or shutting down, SQLite's "database is locked")."""
+    if isinstance(exc, ConnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return False
+
+
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The handler of database errors: 503 when the database is unavailable, else re-raised."""
+    if not is_database_unavailable(exc):
+        raise exc  # a wrong statement is a bug: the request-context middleware answers 500
+    # The type only: a DBAPIError's text carries the statement and its parameters.
+    logger.warning(
+        "database unavailable; answered 503",
+        extra={"error_type": type(exc).__name__},
+    )
+    return await _taskroute_error(request, DatabaseUnavailable())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error as problem+json. Unexpected exceptions are caught earlier, by
     :class:`shared.middleware.RequestContextMiddleware`, so their text never reaches a log."""
     app.add_exception_handler(TaskrouteError, _taskroute_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(ConnectionError, database_error)
