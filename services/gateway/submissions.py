@@ -82,9 +82,11 @@ async def begin_sealing(
 async def park_pending(
     session: AsyncSession, *, job_id: str, tenant_id: str, submission: dict[str, Any]
 ) -> datetime:
-    """Step 4: keep a job the router could not take; due for forwarding at once."""
+    """Step 4: keep a job the router could not take; due for forwarding at once. Returns the
+    time the job was acknowledged (the row's: a sealing row's time if it had one), which the
+    job keeps as its ``created_at`` once routed."""
     now = utcnow()
-    await SubmissionRepository(session).put(
+    return await SubmissionRepository(session).put(
         job_id=job_id,
         tenant_id=tenant_id,
         state=PENDING,
@@ -92,7 +94,6 @@ async def park_pending(
         now=now,
         next_attempt_at=now,
     )
-    return now
 
 
 def pending_view(submission: dict[str, Any], *, created_at: datetime) -> dict[str, Any]:
@@ -196,7 +197,10 @@ class SubmissionSweeper:
         return 1
 
     async def _forward(self, row: JobSubmission) -> None:
-        job = await self.router.submit_job(row.submission)
+        # The time the client was given as the job's creation stays its creation time.
+        job = await self.router.submit_job(
+            {**row.submission, "acknowledged_at": row.created_at.isoformat()}
+        )
         logger.info("pending job forwarded", extra={"job_id": row.id, "status": job.get("status")})
         try:
             await enqueue_job_event(self.maker, tenant_id=row.tenant_id, job=client_view(job))

@@ -88,6 +88,9 @@ class JobSubmission:
     metadata: dict[str, Any]
     confidential_ref: str | None
     callback_url: str | None
+    # When the gateway acknowledged a job it held while the router was away: the job keeps
+    # the creation time its client was shown, and its place in the queue.
+    acknowledged_at: datetime | None = None
 
 
 def team_profile(team: Team, load: int) -> TeamProfile:
@@ -425,6 +428,8 @@ class JobWorkflow:
             reason = f"no eligible team among {len(decision.excluded)}"
             values = {"retry_at": now + timedelta(seconds=self.settings.unroutable_retry_seconds)}
         ensure_transition(JobStatus.PENDING, status)
+        # Never in the future: the two services' clocks may disagree a little.
+        created_at = min(submission.acknowledged_at or now, now)
         job = await self.jobs.add_if_new(
             {
                 "id": submission.id,
@@ -436,7 +441,7 @@ class JobWorkflow:
                 "priority": submission.priority.value,
                 "priority_rank": PRIORITY_RANK[submission.priority],
                 "queue_order_at": queue_order_at(
-                    created_at=now,
+                    created_at=created_at,
                     priority=submission.priority,
                     head_starts=self.settings.head_starts(),
                 ),
@@ -451,7 +456,7 @@ class JobWorkflow:
                 "reasons": classification.reasons,
                 "rejected_team_ids": [],
                 "event_seq": 2,
-                "created_at": now,
+                "created_at": created_at,
                 "updated_at": now,
                 **values,
             }
@@ -467,7 +472,7 @@ class JobWorkflow:
                 {
                     "job_id": job.id,
                     "seq": 1,
-                    "at": now,
+                    "at": created_at,
                     "type": "created",
                     "from_status": None,
                     "to_status": JobStatus.PENDING.value,

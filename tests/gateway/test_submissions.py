@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -112,6 +112,10 @@ async def test_a_job_accepted_while_the_router_is_away_is_pending_then_routed(ou
     routed = await platform.client.get(f"/v1/jobs/{job['id']}", headers=bearer(key))
     assert routed.json()["status"] == "queued"
     assert routed.json()["assignment"]["team_name"] == BOOKKEEPING_TEAM["name"]
+    # Routed ten minutes later (the sweep's clock), it keeps the creation time it was given.
+    created = datetime.fromisoformat(job["created_at"])
+    assert datetime.fromisoformat(seen.json()["created_at"]) == created
+    assert datetime.fromisoformat(routed.json()["created_at"]) == created
     assert await scalar(platform.databases["gateway"], "SELECT count(*) FROM job_submissions") == 0
     jobs = await scalar(
         platform.databases["router"], "SELECT count(*) FROM jobs WHERE tenant_id = :t", t=tenant_id

@@ -930,3 +930,26 @@ async def test_stats(client):
             "capacity": 5,
         }
     ]
+
+
+async def test_a_job_the_gateway_held_keeps_the_time_it_was_acknowledged(client):
+    """The gateway's outbox forwards a job acknowledged while the router was away: its
+    creation time (and its "created" event) is when the client was answered, never later
+    than the router's clock."""
+    await create_team(client)
+    acknowledged = datetime.now(UTC) - timedelta(minutes=7)
+    held = await submit_job(client, acknowledged_at=acknowledged.isoformat())
+    assert datetime.fromisoformat(held["created_at"]) == acknowledged
+    assert datetime.fromisoformat(held["updated_at"]) > acknowledged + timedelta(minutes=6)
+    events = (await client.get(f"/internal/v1/jobs/{held['id']}/events")).json()["data"]
+    assert datetime.fromisoformat(events[0]["at"]) == acknowledged
+    assert datetime.fromisoformat(events[1]["at"]) > acknowledged + timedelta(minutes=6)
+
+    before = datetime.now(UTC)
+    ahead = await submit_job(client, acknowledged_at=(before + timedelta(hours=1)).isoformat())
+    assert before <= datetime.fromisoformat(ahead["created_at"]) <= datetime.now(UTC)
+
+    naive = await client.post(
+        "/internal/v1/jobs", json=job_body(acknowledged_at="2026-01-01T00:00:00")
+    )
+    assert naive.status_code == 422

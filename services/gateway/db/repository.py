@@ -929,7 +929,7 @@ def _put_submission(insert: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=["id"],
         set_={name: statement.excluded[name] for name in _SUBMISSION_REWRITTEN},
-    )
+    ).returning(_SUBMISSIONS.c.created_at)
 
 
 _PUT_SUBMISSION = {
@@ -954,10 +954,11 @@ class SubmissionRepository:
         submission: dict[str, Any],
         now: datetime,
         next_attempt_at: datetime,
-    ) -> None:
-        """Insert the row, or overwrite it for a retry of the same job (one statement)."""
+    ) -> datetime:
+        """Insert the row, or overwrite it for a retry of the same job (one statement); the
+        row's creation time (a rewritten row keeps its first one)."""
         dialect = self.session.get_bind().dialect.name
-        await self.session.execute(
+        result = await self.session.execute(
             _PUT_SUBMISSION[dialect],
             {
                 "id": job_id,
@@ -970,6 +971,8 @@ class SubmissionRepository:
                 "last_error": None,
             },
         )
+        created_at: datetime = result.scalar_one()
+        return created_at
 
     async def get_for_tenant(self, job_id: str, *, tenant_id: str) -> JobSubmission | None:
         result = await self.session.execute(

@@ -59,6 +59,7 @@ async def submit_job(body: JobCreate, jobs: JobsDep, now: NowDep, response: Resp
         metadata=body.metadata,
         confidential_ref=body.confidential_ref,
         callback_url=body.callback_url,
+        acknowledged_at=body.acknowledged_at,
     )
     job, created = await jobs.submit(submission, now=now)
     failpoint("router.submit.before_commit")  # decided, not yet committed

@@ -148,6 +148,9 @@ class JobCreate(_Request):
     metadata: dict[str, Any] = Field(default_factory=dict)
     confidential_ref: Ref | None = None
     callback_url: str | None = Field(default=None, max_length=2000)
+    # Set by the gateway's outbox for a job it acknowledged (``pending``) while the router was
+    # away: kept as the job's ``created_at`` (never later than the router's clock).
+    acknowledged_at: AwareDatetime | None = None
 
     @field_validator("metadata")
     @classmethod
