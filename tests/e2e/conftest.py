@@ -113,8 +113,10 @@ def launch_platform(
     extra_env: dict[str, str] | None = None,
     *,
     admin_url: str = POSTGRES_ADMIN_URL,
+    repo_root: Path = REPO_ROOT,
 ) -> Iterator[Platform]:
-    """``taskroute up`` on free ports in ``data_dir``, stopped (SIGTERM) on leaving."""
+    """``taskroute up`` on free ports in ``data_dir``, stopped (SIGTERM) on leaving; the code
+    is ``repo_root``'s (another checkout, for benchmarks comparing two versions)."""
     log_path = data_dir / "platform.log"
     ports = {service: free_port() for service in SERVICES}
     operator_key = "tr_operator_e2e_" + secrets.token_urlsafe(32)
@@ -124,7 +126,7 @@ def launch_platform(
             "TASKROUTE_DATA_DIR": str(data_dir),
             "TASKROUTE_BOOTSTRAP_OPERATOR_KEY": operator_key,
             "TASKROUTE_LOG_LEVEL": "INFO",
-            "PYTHONPATH": str(REPO_ROOT),
+            "PYTHONPATH": str(repo_root),
             # Every platform of the run shares one trained classifier instead of fitting its own.
             "TASKROUTE_ROUTER_CLASSIFIER_CACHE_DIR": str(CLASSIFIER_CACHE),
             **(extra_env or {}),
@@ -141,7 +143,7 @@ def launch_platform(
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "up"],
-                cwd=REPO_ROOT,
+                cwd=repo_root,
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
