@@ -129,11 +129,20 @@ def _char_wb_ngrams(word: str) -> list[str]:
     return grams
 
 
-def _analyzers() -> tuple[Callable[[str], list[str]], Callable[[str], list[str]]]:
+def _already_preprocessed(text: str) -> str:
+    return text
+
+
+def _word_analyzer_of_preprocessed() -> Callable[[str], list[str]]:
+    """The fitted word analyzer's tokens and n-grams, for a text :func:`preprocess` has
+    already cleaned: :meth:`LinearTextModel.score` cleans once for both blocks."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    word, char = _vectorizer_params()
-    return TfidfVectorizer(**word).build_analyzer(), TfidfVectorizer(**char).build_analyzer()
+    word, _ = _vectorizer_params()
+    analyzer: Callable[[str], list[str]] = TfidfVectorizer(
+        **{**word, "preprocessor": _already_preprocessed}
+    ).build_analyzer()
+    return analyzer
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,7 @@ class LinearTextModel:
         self._word_vocab = {term: index for index, term in enumerate(self.word_terms)}
         offset = len(self.word_terms)
         self._char_vocab = {term: offset + index for index, term in enumerate(self.char_terms)}
-        self._word_analyzer, _ = _analyzers()
+        self._word_analyzer = _word_analyzer_of_preprocessed()
         # word → indices of its known character n-grams (see :meth:`_char_block`).
         self._word_ngrams: dict[str, tuple[int, ...]] = {}
         expected = (len(self.word_terms) + len(self.char_terms), len(self.classes))
@@ -222,12 +231,12 @@ class LinearTextModel:
         norm = float(np.sqrt(values @ values))
         return indices, (values / norm if norm > 0 else values)
 
-    def _char_block(self, text: str) -> tuple[npt.NDArray[np.intp], FloatArray]:
+    def _char_block(self, cleaned: str) -> tuple[npt.NDArray[np.intp], FloatArray]:
         # Character n-grams never cross a word boundary (char_wb), so a word's known n-grams
         # can be worked out once and remembered: real texts reuse a small vocabulary, and this
         # is most of the cost of a long text.
         found: list[int] = []
-        for word in preprocess(text).split():
+        for word in cleaned.split():
             known = self._word_ngrams.get(word)
             if known is None:
                 known = tuple(
@@ -250,10 +259,11 @@ class LinearTextModel:
 
     def score(self, text: str) -> Scored:
         """Class probabilities of ``text`` (softmax of the linear scores)."""
+        cleaned = preprocess(text)  # once for both blocks, as each vectorizer did on its own
         word_indices, word_values = self._block(
-            self._word_analyzer(text), self._word_vocab, self.word_idf, 0
+            self._word_analyzer(cleaned), self._word_vocab, self.word_idf, 0
         )
-        char_indices, char_values = self._char_block(text)
+        char_indices, char_values = self._char_block(cleaned)
         indices = np.concatenate((word_indices, char_indices))
         logits = self.intercept.copy()
         if indices.size:
