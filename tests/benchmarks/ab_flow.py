@@ -42,6 +42,7 @@ class Figures:
     loaded_throughput: list[float] = field(default_factory=list)
     loaded_cpu_ms: list[float] = field(default_factory=list)
     unloaded_p50_ms: list[float] = field(default_factory=list)
+    unloaded_p99_ms: list[float] = field(default_factory=list)
     unloaded_cpu_ms: list[float] = field(default_factory=list)
 
 
@@ -91,6 +92,7 @@ async def compare(
             figures[index].loaded_throughput.append(loaded.throughput)
             figures[index].loaded_cpu_ms.append(loaded.cpu_ms_per_request)
             figures[index].unloaded_p50_ms.append(unloaded.percentile(50))
+            figures[index].unloaded_p99_ms.append(unloaded.percentile(99))
             figures[index].unloaded_cpu_ms.append(unloaded.cpu_ms_per_request)
     return figures
 
@@ -100,6 +102,7 @@ def report(names: list[str], figures: list[Figures], concurrency: int) -> None:
         (f"submits/s, {concurrency} in flight", "loaded_throughput", "{:.0f}"),
         (f"CPU ms per submit, {concurrency} in flight", "loaded_cpu_ms", "{:.2f}"),
         ("p50 ms, 1 in flight", "unloaded_p50_ms", "{:.2f}"),
+        ("p99 ms, 1 in flight", "unloaded_p99_ms", "{:.2f}"),
         ("CPU ms per submit, 1 in flight", "unloaded_cpu_ms", "{:.2f}"),
     ]
     for title, attribute, style in rows:

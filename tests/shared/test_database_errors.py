@@ -121,11 +121,12 @@ async def test_an_unreachable_postgresql_is_503() -> None:
         await engine.dispose()
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgres"])
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_connection_dropped_mid_request_is_503_and_the_next_request_heals(
     backend: str,
 ) -> None:
-    del backend
+    assert backend == "postgres"
     url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
     engine = create_engine(url)
     try:
