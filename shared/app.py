@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
+from shared.db import sqlite_checkpoints
 from shared.errors import install_error_handlers
 from shared.metrics import MetricsRefresh, install_metrics
 from shared.middleware import RequestContextMiddleware
@@ -29,11 +30,17 @@ def create_service_app(
     of ``service`` (see :mod:`shared.tracing`); otherwise nothing of tracing is installed.
     """
     tracer_provider = provider_for(service)
+
+    @asynccontextmanager
+    async def service_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app), sqlite_checkpoints(getattr(app.state, "engine", None)):
+            yield
+
     app = FastAPI(
         title=title,
         description=description,
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=service_lifespan,
         docs_url="/docs" if public_docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if public_docs else None,
