@@ -166,12 +166,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # loop (shared.sqlite_inline) that commit blocked the whole process: ~4 ms, 5-10 times per 3 s
 # of submits per service. A service instead checkpoints every CHECKPOINT_INTERVAL_SECONDS on a
 # worker thread (sqlite3 releases the GIL while SQLite works), PASSIVE so that it never waits
-# for, nor holds up, a reader or a writer. Unloaded submit p99 fell 14 % (ab_flow, BENCHMARKS.md).
+# for, nor holds up, a reader or a writer. Unloaded submit p99: x0.86-0.89 (ab_flow, BENCHMARKS.md).
 CHECKPOINT_INTERVAL_SECONDS = 1.0
 BACKSTOP_CHECKPOINT_PAGES = 10_000  # ~40 MB of WAL at the default 4 KiB page
 
 
-def sqlite_path(engine: AsyncEngine) -> str | None:
+def _sqlite_path(engine: AsyncEngine) -> str | None:
     """The database file of a SQLite engine (None for another backend or an in-memory one)."""
     if engine.dialect.name != "sqlite":
         return None
@@ -189,7 +189,7 @@ async def sqlite_checkpoints(
 ) -> AsyncIterator[None]:
     """While the block runs, checkpoint ``engine``'s SQLite database on a worker thread every
     ``interval_seconds`` (nothing for another backend)."""
-    path = None if engine is None else sqlite_path(engine)
+    path = None if engine is None else _sqlite_path(engine)
     if path is None:
         yield
         return

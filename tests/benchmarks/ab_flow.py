@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import secrets
 import statistics
 import tempfile
 from dataclasses import dataclass, field
@@ -26,15 +25,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.benchmarks.bench_flow import DESCRIPTION_1K, drive
+from tests.benchmarks.bench_flow import BENCH_JOB, drive, new_tenant_and_team
 from tests.conftest import SERVICES
-from tests.e2e.conftest import Platform, clinical_team, launch_platform
-
-JOB = {
-    "title": "Code adverse events",
-    "description": DESCRIPTION_1K[:900],
-    "confidential": {"patient": "J. Doe", "mrn": 4711},
-}
+from tests.e2e.conftest import Platform, launch_platform
 
 
 @dataclass
@@ -47,17 +40,12 @@ class Figures:
 
 
 async def client_headers(platform: Platform) -> dict[str, str]:
-    operator = {"Authorization": f"Bearer {platform.operator_key}"}
-    async with httpx.AsyncClient(
-        base_url=platform.gateway_url, headers=operator, timeout=30
-    ) as admin:
-        tenant = (await admin.post("/v1/admin/tenants", json={"name": "A/B"})).json()
-        await admin.post("/v1/admin/teams", json=clinical_team(f"A/B {secrets.token_hex(3)}"))
+    tenant, _ = await new_tenant_and_team(platform.gateway_url, platform.operator_key, "A/B")
     return {"Authorization": f"Bearer {tenant['api_key']}"}
 
 
 async def submit(client: httpx.AsyncClient, _: int) -> httpx.Response:
-    return await client.post("/v1/jobs", json=JOB)
+    return await client.post("/v1/jobs", json=BENCH_JOB)
 
 
 async def compare(

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -48,6 +49,29 @@ DESCRIPTION_1K = (
     "Code the adverse event narratives from the case report forms of our phase III trial to "
     "MedDRA preferred terms and flag serious adverse events for pharmacovigilance review. "
 ) * 6
+
+
+# What every benchmark submits: a ~900-character description and a little confidential data.
+BENCH_JOB = {
+    "title": "Code adverse events",
+    "description": DESCRIPTION_1K[:900],
+    "confidential": {"patient": "J. Doe", "mrn": 4711},
+}
+
+
+async def new_tenant_and_team(
+    gateway: str, operator_key: str, name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new tenant (its key in ``api_key``) and a clinical team that can take BENCH_JOB."""
+    operator = {"Authorization": f"Bearer {operator_key}"}
+    async with httpx.AsyncClient(base_url=gateway, headers=operator, timeout=30) as admin:
+        tenant = (await admin.post("/v1/admin/tenants", json={"name": name})).json()
+        team = (
+            await admin.post(
+                "/v1/admin/teams", json=clinical_team(f"{name} Clinical {secrets.token_hex(3)}")
+            )
+        ).json()
+    return tenant, team
 
 
 @dataclass
@@ -235,26 +259,16 @@ async def measure_platform(
     platform: Platform, pids: list[int], seconds: float, concurrency: int
 ) -> list[StepResult]:
     gateway, operator_key = platform.gateway_url, platform.operator_key
+    tenant, team = await new_tenant_and_team(gateway, operator_key, "Bench")
     op = {"Authorization": f"Bearer {operator_key}"}
     async with httpx.AsyncClient(base_url=gateway, headers=op, timeout=30) as admin:
-        tenant = (await admin.post("/v1/admin/tenants", json={"name": "Bench"})).json()
-        team = (
-            await admin.post(
-                "/v1/admin/teams",
-                json=clinical_team(f"Bench Clinical {secrets.token_hex(3)}"),
-            )
-        ).json()
         member = (
             await admin.post(f"/v1/admin/teams/{team['id']}/members", json={"name": "Bench"})
         ).json()
     client_headers = {"Authorization": f"Bearer {tenant['api_key']}"}
     member_headers = {"Authorization": f"Bearer {member['api_key']}"}
     job_ids: list[str] = []
-    job = {
-        "title": "Code adverse events",
-        "description": DESCRIPTION_1K[:900],
-        "confidential": {"patient": "J. Doe", "mrn": 4711},
-    }
+    job = BENCH_JOB
 
     async def submit(client: httpx.AsyncClient, _: int) -> httpx.Response:
         response = await client.post("/v1/jobs", json=job)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -25,9 +24,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.benchmarks.bench_flow import DESCRIPTION_1K
+from tests.benchmarks.bench_flow import BENCH_JOB, new_tenant_and_team
 from tests.conftest import SERVICES
-from tests.e2e.conftest import clinical_team, launch_platform
+from tests.e2e.conftest import launch_platform
 
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 # Samples whose innermost frame is one of these are an idle loop waiting for I/O, not work.
@@ -41,15 +40,7 @@ IDLE = (
 
 
 async def submit_load(gateway: str, operator_key: str, seconds: float, concurrency: int) -> int:
-    op = {"Authorization": f"Bearer {operator_key}"}
-    async with httpx.AsyncClient(base_url=gateway, headers=op, timeout=30) as admin:
-        tenant = (await admin.post("/v1/admin/tenants", json={"name": "Profile"})).json()
-        await admin.post("/v1/admin/teams", json=clinical_team(f"P {secrets.token_hex(3)}"))
-    job = {
-        "title": "Code adverse events",
-        "description": DESCRIPTION_1K[:900],
-        "confidential": {"patient": "J. Doe", "mrn": 4711},
-    }
+    tenant, _ = await new_tenant_and_team(gateway, operator_key, "Profile")
     done = 0
     deadline = asyncio.get_running_loop().time() + seconds
     headers = {"Authorization": f"Bearer {tenant['api_key']}"}
@@ -58,7 +49,7 @@ async def submit_load(gateway: str, operator_key: str, seconds: float, concurren
         async def worker() -> None:
             nonlocal done
             while asyncio.get_running_loop().time() < deadline:
-                response = await client.post("/v1/jobs", json=job)
+                response = await client.post("/v1/jobs", json=BENCH_JOB)
                 response.raise_for_status()
                 done += 1
 
