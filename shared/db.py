@@ -93,16 +93,19 @@ def create_engine(
     url: str, *, echo: bool = False, sqlite_busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS
 ) -> AsyncEngine:
     """A service's engine. On SQLite a statement waits at most ``sqlite_busy_timeout_seconds``
-    for another connection's write lock, then fails with "database is locked"."""
+    for another connection's write lock, then fails with "database is locked". Its errors'
+    texts leave out the statement's parameters, which may be sealed data or key digests."""
     if is_sqlite(url):
         path = _ensure_sqlite_folder(url)
         # Statements run on the event loop's thread (see shared.sqlite_inline for why and how
         # a locked database is waited for without blocking the loop).
         creator = inline_creator(path, timeout=sqlite_busy_timeout_seconds)
-        engine = create_async_engine(url, echo=echo, async_creator=creator)
+        engine = create_async_engine(url, echo=echo, async_creator=creator, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800)
+    engine = create_async_engine(
+        url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800, hide_parameters=True
+    )
     event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
     event.listen(engine.sync_engine.pool, "checkout", _check_before_use)
     return engine

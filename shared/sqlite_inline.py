@@ -162,6 +162,32 @@ class InlineConnection:
         cursor = self.cursor()
         return await cursor.execute(sql, parameters)
 
+    async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
+        """One statement straight on sqlite3, waiting out a locked database as ``execute``
+        does: its rows and rowcount (for :mod:`shared.statements`, which skips SQLAlchemy's
+        cursor adapter)."""
+
+        def run_once() -> tuple[list[Any], int]:
+            cursor = self._conn.execute(sql, parameters)
+            try:
+                return cursor.fetchall(), cursor.rowcount
+            finally:
+                cursor.close()
+
+        return await _retry_while_busy(run_once, self.busy_timeout)
+
+    async def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """``run`` for a statement without results, once per row of parameters; the rowcount."""
+
+        def run_once() -> int:
+            cursor = self._conn.executemany(sql, rows)
+            try:
+                return cursor.rowcount
+            finally:
+                cursor.close()
+
+        return await _retry_while_busy(run_once, self.busy_timeout)
+
     async def commit(self) -> None:
         try:
             await _retry_while_busy(self._conn.commit, self.busy_timeout)

@@ -455,6 +455,7 @@ class JobWorkflow:
                 "confidence": classification.confidence,
                 "reasons": classification.reasons,
                 "rejected_team_ids": [],
+                "passed_team_ids": [],  # given, not defaulted: see shared.statements
                 "event_seq": 2,
                 "created_at": created_at,
                 "updated_at": now,

@@ -34,6 +34,7 @@ from services.gateway.domain.webhooks import DeliveryStatus
 from shared.db import new_id, utcnow
 from shared.errors import BadRequest
 from shared.list_filters import filters_fingerprint
+from shared.statements import execute, execute_many
 
 BOOTSTRAP_SOURCE = "bootstrap"
 GENERATED_SOURCE = "generated"
@@ -187,7 +188,7 @@ async def key_credentials(
 ) -> KeyCredentials | None:
     """:meth:`ApiKeyRepository.credentials` on a session or a bare connection: the edge looks
     keys up on a connection of their own, which costs a third less than an ORM session."""
-    result = await executor.execute(_KEY_CREDENTIALS, {"lookup_prefix": lookup_prefix})
+    result = await execute(executor, _KEY_CREDENTIALS, {"lookup_prefix": lookup_prefix})
     row = result.mappings().first()
     return None if row is None else KeyCredentials(**row)
 
@@ -213,7 +214,7 @@ class TenantRepository:
 
     async def policy(self, tenant_id: str) -> dict[str, Any] | None:
         """The tenant's stored policy (None: no such tenant), read without loading the tenant."""
-        result = await self.session.execute(_TENANT_POLICY, {"tenant_id": tenant_id})
+        result = await execute(self.session, _TENANT_POLICY, {"tenant_id": tenant_id})
         policy: dict[str, Any] | None = result.scalar_one_or_none()
         return policy
 
@@ -487,7 +488,8 @@ class IdempotencyRepository:
         """Claim a key: ``(record id, resource id)``; ``IntegrityError`` when the scope already
         holds it. One prebuilt insert (every keyed POST makes one; the ORM flush cost more)."""
         record_id, resource_id = new_id(), new_id()
-        await self.session.execute(
+        await execute(
+            self.session,
             _INSERT_IDEMPOTENCY_CLAIM,
             {
                 "id": record_id,
@@ -569,7 +571,8 @@ class IdempotencyRepository:
         status: int,
         response: bytes,
     ) -> bool:
-        result = await self.session.execute(
+        result = await execute(
+            self.session,
             _COMPLETE_IDEMPOTENCY_CLAIM,
             {
                 "record_id": record_id,
@@ -583,7 +586,8 @@ class IdempotencyRepository:
 
     async def release(self, *, record_id: str, scope: str, holder_since: datetime) -> None:
         """Give a claim back after a 5xx, keeping its resource id for the retry."""
-        await self.session.execute(
+        await execute(
+            self.session,
             _RELEASE_IDEMPOTENCY_CLAIM,
             {"record_id": record_id, "claim_scope": scope, "holder_since": holder_since},
         )
@@ -703,7 +707,7 @@ class WebhookRepository:
 
     async def live_endpoint_ids(self, tenant_id: str) -> list[str]:
         """The ids of the tenant's live endpoints (read on every job event, hence prebuilt)."""
-        result = await self.session.execute(_LIVE_ENDPOINT_IDS, {"tenant_id": tenant_id})
+        result = await execute(self.session, _LIVE_ENDPOINT_IDS, {"tenant_id": tenant_id})
         return list(result.scalars())
 
     async def enqueue(
@@ -727,7 +731,8 @@ class WebhookRepository:
             return 0
         # Core rows, not ORM objects: nothing reads them back in this transaction, and the
         # unit of work's flush costs several times the insert itself.
-        await self.session.execute(
+        await execute_many(
+            self.session,
             _INSERT_DELIVERY,
             [
                 {
@@ -958,7 +963,8 @@ class SubmissionRepository:
         """Insert the row, or overwrite it for a retry of the same job (one statement); the
         row's creation time (a rewritten row keeps its first one)."""
         dialect = self.session.get_bind().dialect.name
-        result = await self.session.execute(
+        result = await execute(
+            self.session,
             _PUT_SUBMISSION[dialect],
             {
                 "id": job_id,
@@ -983,7 +989,7 @@ class SubmissionRepository:
         return result.scalar_one_or_none()
 
     async def delete(self, job_id: str) -> None:
-        await self.session.execute(_DELETE_SUBMISSION, {"job_id": job_id})
+        await execute(self.session, _DELETE_SUBMISSION, {"job_id": job_id})
 
     async def due(self, *, now: datetime, limit: int) -> list[JobSubmission]:
         result = await self.session.execute(

@@ -49,6 +49,7 @@ from services.router.db.pagination import (
     encode_filtered_cursor,
 )
 from services.router.domain.lifecycle import JobStatus
+from shared.statements import execute, execute_many
 
 # Statuses that occupy a team: they count against its capacity and make its queue.
 ACTIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
@@ -218,7 +219,7 @@ class TeamRepository:
         """``(id, version, load)`` of every team by name, in one statement: the version of
         each team (bumped by every change of it) and its queued plus in-progress jobs (the
         ``team_loads`` counter, 0 without one; see :meth:`JobRepository.team_loads`)."""
-        rows: Sequence[Any] = (await self.session.execute(_TEAM_VERSIONS_AND_LOADS)).all()
+        rows: Sequence[Any] = (await execute(self.session, _TEAM_VERSIONS_AND_LOADS)).all()
         return [(str(team_id), int(version), int(load)) for team_id, version, load in rows]
 
     async def add_if_name_free(self, values: dict[str, Any]) -> Team | None:
@@ -341,7 +342,7 @@ class JobRepository:
         statement = _NEW_JOB_INSERTS[self.session.get_bind().dialect.name]
         parameters = {_JOB_COLUMN_OF_ATTRIBUTE[key]: value for key, value in values.items()}
         # RETURNING the whole row: one round trip where a re-read made two.
-        row: JobView | None = (await self.session.execute(statement, parameters)).first()
+        row: JobView | None = (await execute(self.session, statement, parameters)).first()
         return row
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job | None:
@@ -408,7 +409,7 @@ class JobRepository:
         """Several events in one round trip: a Core insert given a list of rows is sent as one
         multi-row INSERT ("insertmanyvalues"), and unlike ``.values([...])`` on the entity its
         compiled form is cached instead of compiled again for every submit."""
-        await self.session.execute(_INSERT_EVENTS, list(rows))
+        await execute_many(self.session, _INSERT_EVENTS, rows)
 
     async def events_page(
         self, job_id: str, *, limit: int, cursor: str | None, types: tuple[str, ...] = ()
@@ -608,7 +609,8 @@ class JobRepository:
         self, *, job_id: str, team_id: str | None, record: dict[str, Any], created_at: datetime
     ) -> None:
         """Store a routing decision record (a prebuilt Core insert: no entity, no flush)."""
-        await self.session.execute(
+        await execute(
+            self.session,
             _INSERT_DECISION,
             {"job_id": job_id, "team_id": team_id, "record": record, "created_at": created_at},
         )

@@ -62,6 +62,7 @@ from services.vault.db.models import (
     TenantSealingKey,
 )
 from services.vault.domain.audit import GENESIS_HASH, AuditEntry, ChainedEntry, ChainHead
+from shared.statements import execute, execute_sync
 
 # An arbitrary, fixed 64-bit number naming the vault's audit chain lock in PostgreSQL's shared
 # advisory-lock space ("TRVAUDIT" in ASCII), unlikely to collide with any other application.
@@ -244,20 +245,21 @@ class VaultRepository(_Repository):
 
     async def active_tenant_key(self, tenant_id: str) -> TenantKey | None:
         """The newest active key version (a detached row object: the caller only reads it)."""
-        result = await self.db.execute(_ACTIVE_TENANT_KEY, {"tenant_id": tenant_id})
+        result = await execute(self.db, _ACTIVE_TENANT_KEY, {"tenant_id": tenant_id})
         row = result.mappings().first()
         return None if row is None else TenantKey(**row)
 
     async def tenant_key(self, tenant_id: str, version: int) -> TenantKey | None:
         """One key version (detached, like :meth:`active_tenant_key`)."""
-        result = await self.db.execute(_TENANT_KEY, {"tenant_id": tenant_id, "version": version})
+        result = await execute(self.db, _TENANT_KEY, {"tenant_id": tenant_id, "version": version})
         row = result.mappings().first()
         return None if row is None else TenantKey(**row)
 
     async def insert_tenant_key_if_absent(
         self, *, tenant_id: str, version: int, wrapped_key: bytes, root_key_id: str, at: datetime
     ) -> None:
-        await self.db.execute(
+        await execute(
+            self.db,
             _INSERT_TENANT_KEY_IF_ABSENT[self._dialect()],
             {
                 "tenant_id": tenant_id,
@@ -273,7 +275,8 @@ class VaultRepository(_Repository):
 
     async def insert_record_if_absent(self, record: Record) -> bool:
         """Store a sealed record; False if one exists for its (tenant, job, purpose)."""
-        result = await self.db.execute(
+        result = await execute(
+            self.db,
             _INSERT_RECORD_IF_ABSENT[self._dialect()],
             {
                 "id": record.id,
@@ -291,13 +294,13 @@ class VaultRepository(_Repository):
 
     async def record(self, ref: str) -> Record | None:
         """A sealed record (detached: read, never changed through the ORM)."""
-        row = (await self.db.execute(_RECORD, {"id": ref})).mappings().first()
+        row = (await execute(self.db, _RECORD, {"id": ref})).mappings().first()
         return None if row is None else Record(**row)
 
     async def record_to_open(self, ref: str) -> RecordToOpen | None:
         """A record with its key version and its tenant's shredded flag (one statement), or
         None if there is no such (vault-sealed) record."""
-        row = (await self.db.execute(_RECORD_TO_OPEN, {"id": ref})).mappings().first()
+        row = (await execute(self.db, _RECORD_TO_OPEN, {"id": ref})).mappings().first()
         if row is None:
             return None
         record = Record(**{name: row[name] for name in _RECORD_COLUMNS})
@@ -314,8 +317,8 @@ class VaultRepository(_Repository):
         return RecordToOpen(record=record, key=key, tenant_shredded=bool(row["tenant_shredded"]))
 
     async def record_for(self, *, tenant_id: str, job_id: str, purpose: str) -> Record | None:
-        result = await self.db.execute(
-            _RECORD_FOR, {"tenant_id": tenant_id, "job_id": job_id, "purpose": purpose}
+        result = await execute(
+            self.db, _RECORD_FOR, {"tenant_id": tenant_id, "job_id": job_id, "purpose": purpose}
         )
         row = result.mappings().one_or_none()
         return None if row is None else Record(**row)
@@ -336,7 +339,7 @@ class VaultRepository(_Repository):
 
     async def sealing_key(self, tenant_id: str, key_id: str) -> TenantSealingKey | None:
         """One sealing key (detached: read, never changed through the ORM)."""
-        result = await self.db.execute(_SEALING_KEY, {"tenant_id": tenant_id, "key_id": key_id})
+        result = await execute(self.db, _SEALING_KEY, {"tenant_id": tenant_id, "key_id": key_id})
         row = result.mappings().one_or_none()
         return None if row is None else TenantSealingKey(**row)
 
@@ -416,7 +419,7 @@ class VaultRepository(_Repository):
     # -- rotation, rewrap, shredding -------------------------------------------------------
 
     async def tenant_shredded(self, tenant_id: str) -> bool:
-        result = await self.db.execute(_TENANT_SHREDDED, {"tenant_id": tenant_id})
+        result = await execute(self.db, _TENANT_SHREDDED, {"tenant_id": tenant_id})
         return result.first() is not None
 
     async def newest_versions(self, tenant_id: str) -> tuple[int, int]:
@@ -549,7 +552,7 @@ class VaultRepository(_Repository):
 
     async def sealed_record(self, ref: str) -> SealedRecord | None:
         """A client-sealed record (detached: read, never changed through the ORM)."""
-        row = (await self.db.execute(_SEALED_RECORD, {"id": ref})).mappings().first()
+        row = (await execute(self.db, _SEALED_RECORD, {"id": ref})).mappings().first()
         return None if row is None else SealedRecord(**row)
 
     # -- root-key rotation ------------------------------------------------------------------
@@ -661,7 +664,7 @@ class AuditRepository(_Repository):
 
     async def audit_key(self, version: int) -> AuditKey | None:
         """The stored audit key version, read afresh (detached: never changed via the ORM)."""
-        row = (await self.db.execute(_AUDIT_KEY, {"version": version})).mappings().first()
+        row = (await execute(self.db, _AUDIT_KEY, {"version": version})).mappings().first()
         return None if row is None else AuditKey(**row)
 
     async def vault_holds_data(self) -> bool:
@@ -727,7 +730,7 @@ class AuditWriter:
             # lock_timeout bounds the wait: a stuck appender makes others fail fast (503).
             milliseconds = max(1, int(timeout_seconds * 1000))
             self.connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
-            self.connection.execute(_ADVISORY_LOCK)
+            execute_sync(self.connection, _ADVISORY_LOCK)
         claimed = self._claim_head()
         if claimed is None:
             self.connection.execute(
@@ -738,14 +741,14 @@ class AuditWriter:
         return claimed
 
     def _claim_head(self) -> tuple[ChainHead, int] | None:
-        row = (self.connection.execute(_CLAIM_HEAD)).first()
+        row = (execute_sync(self.connection, _CLAIM_HEAD)).first()
         if row is None:
             return None
         return ChainHead(seq=row[0], hash=row[1], mac=row[2]), int(row[3] or 0)
 
     def audit_key(self, version: int) -> AuditKey | None:
         """The stored audit key version, read afresh (detached: never changed via the ORM)."""
-        row = (self.connection.execute(_AUDIT_KEY, {"version": version})).mappings().first()
+        row = (execute_sync(self.connection, _AUDIT_KEY, {"version": version})).mappings().first()
         return None if row is None else AuditKey(**row)
 
     def insert_audit_key_if_absent(self, key: AuditKey) -> None:

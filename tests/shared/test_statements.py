@@ -1,0 +1,284 @@
+"""shared.statements: prebuilt Core statements on the SQLite driver store and read exactly what
+SQLAlchemy would, inside SQLAlchemy's transaction; elsewhere they go through SQLAlchemy."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import (
+    UTCDateTime,
+    connection_scope,
+    create_engine,
+    create_sessionmaker,
+    open_session,
+    transaction_scope,
+)
+from shared.statements import Rows, execute, execute_sync
+
+metadata = MetaData()
+items = Table(
+    "statements_test_item",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(40), nullable=False),
+    Column("at", UTCDateTime, nullable=True),
+    Column("payload", JSON, nullable=True),
+    Column("flag", Boolean, nullable=False),
+    Column("blob", LargeBinary, nullable=True),
+    Column("note", String(40), nullable=False, default="default note"),
+)
+
+ITEM_COLUMNS = ("id", "name", "at", "payload", "flag", "blob", "note")
+SELECT_ITEM = select(items).where(items.c.id == bindparam("id"))
+SELECT_ALL = select(items).order_by(items.c.id)
+INSERT_ITEM = insert(items)
+INSERT_IF_ABSENT = {
+    "sqlite": sqlite.insert(items).on_conflict_do_nothing().returning(items.c.id, items.c.at),
+    "postgresql": postgresql.insert(items)
+    .on_conflict_do_nothing()
+    .returning(items.c.id, items.c.at),
+}
+RENAME = update(items).where(items.c.id == bindparam("item_id")).values(name=bindparam("name"))
+
+WHEN = datetime(2026, 11, 28, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+
+
+def item(item_id: int, **changes: Any) -> dict[str, Any]:
+    values = {
+        "id": item_id,
+        "name": f"item {item_id}",
+        "at": WHEN,
+        "payload": {"countries": ["IN", "PH"], "n": 3, "nested": {"ok": True}},
+        "flag": True,
+        "blob": b"\x00\x01sealed\xff",
+        "note": "given",
+    }
+    return {**values, **changes}
+
+
+@pytest.fixture
+async def engine(backend: str, database_urls: dict[str, str]) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_urls["vault"])
+    async with transaction_scope(engine) as connection:
+        await connection.run_sync(metadata.drop_all)
+        await connection.run_sync(metadata.create_all)
+    yield engine
+    async with transaction_scope(engine) as connection:
+        await connection.run_sync(metadata.drop_all)
+    await engine.dispose()
+
+
+async def stored(engine: AsyncEngine) -> list[dict[str, Any]]:
+    """The table as SQLAlchemy reads it."""
+    async with connection_scope(engine) as connection:
+        return [dict(row) for row in (await connection.execute(SELECT_ALL)).mappings()]
+
+
+def expected(values: dict[str, Any]) -> dict[str, Any]:
+    return {**values, "at": None if values["at"] is None else values["at"].astimezone(UTC)}
+
+
+async def test_written_here_reads_back_through_sqlalchemy_unchanged(engine: AsyncEngine) -> None:
+    async with transaction_scope(engine) as connection:
+        result = await execute(connection, INSERT_ITEM, item(1))
+        assert result.rowcount == 1
+        await execute(
+            connection, INSERT_ITEM, item(2, at=None, payload=None, flag=False, blob=None)
+        )
+    assert await stored(engine) == [
+        expected(item(1)),
+        expected(item(2, at=None, payload=None, flag=False, blob=None)),
+    ]
+
+
+async def test_written_by_sqlalchemy_reads_back_here_unchanged(engine: AsyncEngine) -> None:
+    async with transaction_scope(engine) as connection:
+        await connection.execute(INSERT_ITEM, item(7))
+    async with connection_scope(engine) as connection:
+        result = await execute(connection, SELECT_ITEM, {"id": 7})
+        row = result.first()
+        assert row is not None
+        assert row.at == WHEN
+        assert row.at.tzinfo is not None
+        assert (row[0], row.payload, row.flag) == (7, item(7)["payload"], True)
+        mapping = (await execute(connection, SELECT_ITEM, {"id": 7})).mappings().first()
+        assert mapping == expected(item(7))
+        assert (await execute(connection, SELECT_ITEM, {"id": 8})).first() is None
+
+
+async def test_the_sqlite_driver_runs_the_statement_itself(
+    backend: str, engine: AsyncEngine
+) -> None:
+    """The point of the module: on SQLite the result is its own, on PostgreSQL SQLAlchemy's."""
+    async with connection_scope(engine) as connection:
+        result = await execute(connection, SELECT_ITEM, {"id": 1})
+    assert isinstance(result, Rows) == (backend == "sqlite")
+
+
+async def test_returning_and_rowcount_tell_a_new_row_from_an_existing_one(
+    engine: AsyncEngine,
+) -> None:
+    statement = INSERT_IF_ABSENT[engine.dialect.name]
+    async with transaction_scope(engine) as connection:
+        first = await execute(connection, statement, item(3))
+        assert first.all() == [(3, WHEN)]
+        again = await execute(connection, statement, item(3, name="other"))
+        assert again.first() is None
+    assert [row["name"] for row in await stored(engine)] == ["item 3"]
+
+
+async def test_an_update_reports_the_rows_it_changed(engine: AsyncEngine) -> None:
+    async with transaction_scope(engine) as connection:
+        await execute(connection, INSERT_ITEM, item(4))
+        assert (await execute(connection, RENAME, {"item_id": 4, "name": "renamed"})).rowcount == 1
+        assert (await execute(connection, RENAME, {"item_id": 5, "name": "nobody"})).rowcount == 0
+    assert [row["name"] for row in await stored(engine)] == ["renamed"]
+
+
+async def test_a_statement_alone_in_its_transaction_commits_and_rolls_back_with_it(
+    engine: AsyncEngine,
+) -> None:
+    async with transaction_scope(engine) as connection:
+        await execute(connection, INSERT_ITEM, item(10))
+
+    async def insert_then_fail() -> None:
+        async with transaction_scope(engine) as connection:
+            await execute(connection, INSERT_ITEM, item(11))
+            raise RuntimeError("after the insert")
+
+    with pytest.raises(RuntimeError):
+        await insert_then_fail()
+    assert [row["id"] for row in await stored(engine)] == [10]
+
+
+async def test_on_a_session_it_joins_the_sessions_transaction(engine: AsyncEngine) -> None:
+    maker = create_sessionmaker(engine)
+    async with open_session(maker) as session:
+        await execute(session, INSERT_ITEM, item(20))
+        await session.commit()
+    async with open_session(maker) as session:
+        await execute(session, INSERT_ITEM, item(21))
+        await session.rollback()
+    async with open_session(maker) as session:
+        await execute(session, INSERT_ITEM, item(22))
+    assert [row["id"] for row in await stored(engine)] == [20]
+
+
+async def test_a_python_side_default_is_still_applied(engine: AsyncEngine) -> None:
+    values = item(30)
+    del values["note"]
+    async with transaction_scope(engine) as connection:
+        await execute(connection, INSERT_ITEM, values)
+    assert [row["note"] for row in await stored(engine)] == ["default note"]
+
+
+async def test_it_runs_in_synchronous_code_on_run_sync(engine: AsyncEngine) -> None:
+    def insert_and_read(connection: Connection) -> Any:
+        execute_sync(connection, INSERT_ITEM, item(40))
+        return execute_sync(connection, SELECT_ITEM, {"id": 40}).first()
+
+    async with transaction_scope(engine) as connection:
+        row = await connection.run_sync(insert_and_read)
+    assert row is not None
+    assert row.name == "item 40"
+    assert [row["id"] for row in await stored(engine)] == [40]
+
+
+async def test_a_locked_database_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with transaction_scope(engine) as connection:
+            await connection.run_sync(metadata.create_all)
+        holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+        ticks = 0
+
+        async def release_later() -> None:
+            nonlocal ticks
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+                ticks += 1
+            holder.execute("COMMIT")
+
+        async def insert() -> None:
+            async with transaction_scope(engine) as connection:
+                await execute(connection, INSERT_ITEM, item(50))
+
+        await asyncio.gather(release_later(), insert())
+        holder.close()
+        assert ticks == 20  # the loop kept running while the insert waited
+        assert [row["id"] for row in await stored(engine)] == [50]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_failing_statement_raises_what_sqlalchemy_would(engine: AsyncEngine) -> None:
+    async with transaction_scope(engine) as connection:
+        await execute(connection, INSERT_ITEM, item(60))
+    with pytest.raises(IntegrityError) as raised:
+        async with transaction_scope(engine) as connection:
+            await execute(connection, INSERT_ITEM, item(60, name="canary-5f3a9c"))
+    assert "canary-5f3a9c" not in str(raised.value)  # parameters never reach the message
+
+
+async def test_a_lock_held_past_the_timeout_is_sqlalchemys_operational_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "held.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", sqlite_busy_timeout_seconds=0.05)
+    try:
+        async with transaction_scope(engine) as connection:
+            await connection.run_sync(metadata.create_all)
+        holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError):
+            async with transaction_scope(engine) as connection:
+                await execute(connection, INSERT_ITEM, item(70))
+        holder.execute("ROLLBACK")
+        holder.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_statement_listeners_see_every_statement(engine: AsyncEngine) -> None:
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(str(args[2]).split(None, 1)[0])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with transaction_scope(engine) as connection:
+            await execute(connection, INSERT_ITEM, item(80))
+            result = await execute(connection, SELECT_ITEM, {"id": 80})
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert seen == ["INSERT", "SELECT"]
+    assert not isinstance(result, Rows)
