@@ -733,7 +733,8 @@ class AuditWriter:
             execute_sync(self.connection, _ADVISORY_LOCK)
         claimed = self._claim_head()
         if claimed is None:
-            self.connection.execute(
+            execute_sync(
+                self.connection,
                 _INSERT_HEAD_IF_ABSENT[self.dialect],
                 {"id": HEAD_ID, "seq": 0, "hash": GENESIS_HASH, "mac": ""},
             )
@@ -752,7 +753,8 @@ class AuditWriter:
         return None if row is None else AuditKey(**row)
 
     def insert_audit_key_if_absent(self, key: AuditKey) -> None:
-        self.connection.execute(
+        execute_sync(
+            self.connection,
             _INSERT_AUDIT_KEY_IF_ABSENT[self.dialect],
             {
                 "version": key.version,
@@ -765,7 +767,8 @@ class AuditWriter:
 
     def append(self, chained: ChainedEntry, *, head_mac: str) -> None:
         entry = chained.entry
-        self.connection.execute(
+        execute_sync(
+            self.connection,
             _INSERT_AUDIT_RECORD,
             {
                 "seq": entry.seq,
@@ -783,8 +786,10 @@ class AuditWriter:
                 "hash": chained.hash,
             },
         )
-        self.connection.execute(
-            _MOVE_HEAD, {"new_seq": entry.seq, "new_hash": chained.hash, "new_mac": head_mac}
+        execute_sync(
+            self.connection,
+            _MOVE_HEAD,
+            {"new_seq": entry.seq, "new_hash": chained.hash, "new_mac": head_mac},
         )
 
 
