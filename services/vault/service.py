@@ -30,7 +30,6 @@ from services.vault.db.models import (
     AuditRecord,
     Record,
     SealedRecord,
-    TenantKey,
     TenantSealingKey,
 )
 from services.vault.db.repository import (
@@ -39,6 +38,8 @@ from services.vault.db.repository import (
     AuditRepository,
     AuditWriter,
     Db,
+    NewRecord,
+    StoredTenantKey,
     VaultRepository,
 )
 from services.vault.domain import audit, envelope, sealing
@@ -228,7 +229,7 @@ class VaultService:
         )
         sealed = envelope.seal_record(tenant_key, context, data)
         stored = await self.records.insert_record_if_absent(
-            Record(
+            NewRecord(
                 id=record_id,
                 tenant_id=tenant_id,
                 job_id=job_id,
@@ -357,7 +358,7 @@ class VaultService:
                 raise RecordIntegrityError
         return self._unwrap(root, row)
 
-    def _unwrap(self, root: envelope.RootKeyRing, row: TenantKey) -> envelope.TenantKey:
+    def _unwrap(self, root: envelope.RootKeyRing, row: StoredTenantKey) -> envelope.TenantKey:
         key = root.get(row.root_key_id)
         if key is None:
             logger.error(

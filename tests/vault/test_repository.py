@@ -26,6 +26,7 @@ from services.vault.db.repository import (
     TENANT_KEY_SHREDDED,
     AuditRepository,
     Db,
+    NewRecord,
     VaultRepository,
 )
 from services.vault.domain.envelope import RootKey
@@ -201,7 +202,7 @@ async def test_record_insert_and_tenant_key_are_idempotent(engines, root_key, va
         repo = VaultRepository(session)
         existing = await repo.record(first.ref)
         assert existing is not None
-        clone = Record(
+        clone = NewRecord(
             id=new_uuid(),
             tenant_id=existing.tenant_id,
             job_id=existing.job_id,
