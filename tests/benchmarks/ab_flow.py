@@ -23,9 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from tests.benchmarks.bench_flow import BENCH_JOB, drive, new_tenant_and_team
+from tests.benchmarks.bench_flow import BENCH_JOB, Answer, LoadClient, drive, new_tenant_and_team
 from tests.conftest import SERVICES
 from tests.e2e.conftest import Platform, launch_platform
 
@@ -44,7 +42,7 @@ async def client_headers(platform: Platform) -> dict[str, str]:
     return {"Authorization": f"Bearer {tenant['api_key']}"}
 
 
-async def submit(client: httpx.AsyncClient, _: int) -> httpx.Response:
+async def submit(client: LoadClient, _: int) -> Answer:
     return await client.post("/v1/jobs", json=BENCH_JOB)
 
 

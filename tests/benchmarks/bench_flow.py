@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json as json_module
 import os
 import secrets
 import signal
@@ -31,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from shared.service_auth import ServiceIdentity
 from tests.conftest import SERVICES
@@ -87,6 +88,8 @@ class StepResult:
     # The PostgreSQL server's processes (all of them on this machine), not in cpu_seconds:
     # the issue's "server CPU" is the three services'; this says what the database adds.
     database_cpu_seconds: float = 0.0
+    # The load generator's own CPU (this process): if it nears a core, the step measured it.
+    generator_cpu_seconds: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -129,9 +132,54 @@ def process_cpu_seconds(pids: list[int]) -> list[float]:
     return seconds
 
 
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json_module.loads(self.body)
+
+
+class LoadClient:
+    """The load generator's HTTP client: aiohttp itself, without httpx's layer on top.
+
+    The generator shares the two cores with what it measures, so its cost per request decides
+    whether a step measures the server or the generator. Through httpx (even on aiohttp's
+    transport) it cost ~0.64 ms of CPU per request, more than baseline A's server (~0.35 ms):
+    A then measured ~1,560 req/s with its server 55 % busy and the generator at 100 % of a core.
+    Directly on aiohttp ~0.24 ms, and A reaches ~3,400 req/s with its server at 98 % of its core
+    (2026-11-28, BENCHMARKS.md)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, headers: dict[str, str]):
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Content-Type": "application/json", **headers}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,  # noqa: A002 - httpx's name for it, which the steps were written for
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        data = None if json is None else json_module.dumps(json).encode()
+        async with self._session.request(
+            method,
+            self._base_url + path,
+            data=data,
+            headers={**self._headers, **headers} if headers else self._headers,
+        ) as response:
+            return Answer(response.status, await response.read())
+
+    async def post(self, path: str, **kwargs: Any) -> Answer:
+        return await self.request("POST", path, **kwargs)
+
+
 async def drive(
     name: str,
-    request: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    request: Callable[[LoadClient, int], Awaitable[Answer]],
     *,
     base_url: str,
     headers: dict[str, str],
@@ -143,17 +191,12 @@ async def drive(
     result = StepResult(name)
     counter = iter(range(max_requests if max_requests is not None else 10**9))
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    # aiohttp's pool under httpx's API, as the services' own clients: the generator shares the
-    # two cores with the servers, and plain httpx cost it ~4x the CPU per request, which capped
-    # baseline A at the generator's speed rather than the server's.
-    async with httpx.AsyncClient(
-        base_url=base_url,
-        headers=headers,
-        limits=limits,
-        timeout=30,
-        transport=AiohttpTransport(limits=limits, trust_env=False),
-    ) as client:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=30),
+        trust_env=False,
+    ) as session:
+        client = LoadClient(session, base_url, headers)
 
         async def worker() -> None:
             while time.perf_counter() < deadline:
@@ -164,7 +207,7 @@ async def drive(
                 try:
                     response = await request(client, index)
                     ok = response.status_code < 400
-                except httpx.HTTPError:
+                except (aiohttp.ClientError, TimeoutError):
                     ok = False
                 if ok:
                     result.latencies_ms.append((time.perf_counter() - started) * 1000)
@@ -174,9 +217,11 @@ async def drive(
 
         cpu_before = process_cpu_seconds(pids)
         database_before = postgres_cpu_seconds()
+        generator_before = time.process_time()
         wall_before = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.seconds = time.perf_counter() - wall_before
+        result.generator_cpu_seconds = time.process_time() - generator_before
         cpu_after = process_cpu_seconds(pids)
         result.database_cpu_seconds = postgres_cpu_seconds() - database_before
         result.cpu_seconds_by_process = [
@@ -189,7 +234,8 @@ async def drive(
 def report(results: list[StepResult], baseline: StepResult) -> None:
     header = (
         f"{'step':<28}{'req/s':>9}{'×A':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'CPU ms/req':>12}{'×A':>7}{'errors':>8}  per process: gateway / router / vault"
+        f"{'CPU ms/req':>12}{'×A':>7}{'errors':>8}{'gen %':>7}"
+        "  per process: gateway / router / vault"
     )
     print(header)
     print("-" * len(header))
@@ -199,6 +245,7 @@ def report(results: list[StepResult], baseline: StepResult) -> None:
             f"{step.percentile(50):>9.2f}{step.percentile(95):>9.2f}{step.percentile(99):>9.2f}"
             f"{step.cpu_ms_per_request:>12.3f}"
             f"{step.cpu_ms_per_request / baseline.cpu_ms_per_request:>7.2f}{step.errors:>8}"
+            f"{100 * step.generator_cpu_seconds / step.seconds if step.seconds else 0:>7.0f}"
             f"  {per_process(step)}"
         )
 
@@ -228,7 +275,7 @@ async def measure_baseline(seconds: float, concurrency: int) -> tuple[StepResult
                 time.sleep(0.1)
         body = {"title": "Baseline", "description": DESCRIPTION_1K[:1000]}
 
-        async def post(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        async def post(client: LoadClient, _: int) -> Answer:
             return await client.post("/echo", json=body)
 
         loaded = await drive(
@@ -270,7 +317,7 @@ async def measure_platform(
     job_ids: list[str] = []
     job = BENCH_JOB
 
-    async def submit(client: httpx.AsyncClient, _: int) -> httpx.Response:
+    async def submit(client: LoadClient, _: int) -> Answer:
         response = await client.post("/v1/jobs", json=job)
         if response.status_code == 202:
             job_ids.append(response.json()["id"])
@@ -301,7 +348,7 @@ async def measure_platform(
 
     # What the SDK sends: every submit with its own Idempotency-Key (two more gateway
     # transactions: the key's claim before the route, its answer after).
-    async def keyed_submit(client: httpx.AsyncClient, _: int) -> httpx.Response:
+    async def keyed_submit(client: LoadClient, _: int) -> Answer:
         return await client.post(
             "/v1/jobs", json=job, headers={"Idempotency-Key": secrets.token_urlsafe(16)}
         )
@@ -325,7 +372,7 @@ async def measure_platform(
     )
     seal_headers = {"Authorization": f"Bearer {gateway_identity.credential_for('vault')}"}
 
-    async def seal(client: httpx.AsyncClient, _: int) -> httpx.Response:
+    async def seal(client: LoadClient, _: int) -> Answer:
         return await client.post(
             "/internal/v1/records",
             json={
@@ -348,15 +395,13 @@ async def measure_platform(
         )
     )
 
-    def step(
-        path: str, method: str = "POST"
-    ) -> Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]:
-        async def call(client: httpx.AsyncClient, index: int) -> httpx.Response:
+    def step(path: str, method: str = "POST") -> Callable[[LoadClient, int], Awaitable[Answer]]:
+        async def call(client: LoadClient, index: int) -> Answer:
             return await client.request(method, path.format(job_ids[index]))
 
         return call
 
-    async def complete(client: httpx.AsyncClient, index: int) -> httpx.Response:
+    async def complete(client: LoadClient, index: int) -> Answer:
         return await client.post(
             f"/v1/team/jobs/{job_ids[index]}/complete",
             json={"result": {"ok": True}, "confidential_result": {"note": "done"}},
