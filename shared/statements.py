@@ -143,7 +143,8 @@ class _Plan:
         values = []
         for name, processor in zip(self.names, self.bind_processors, strict=True):
             value = params[name] if name in params else self.defaults[name]
-            values.append(value if processor is None or value is None else processor(value))
+            # None too: a JSON column stores None as JSON null, as SQLAlchemy does.
+            values.append(value if processor is None else processor(value))
         return values
 
     def rows(self, fetched: list[Any]) -> list[Any]:
@@ -162,6 +163,7 @@ class _Plan:
         ]
 
 
+MAX_PLANS = 4096
 # (id of the statement, parameter names) -> its plan, or None if it must go through SQLAlchemy.
 _plans: dict[tuple[int, frozenset[str]], _Plan | None] = {}
 
@@ -173,6 +175,10 @@ def _plan(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _Pla
     except KeyError:
         pass
     plan = _compile(statement, keys, dialect)
+    if len(_plans) >= MAX_PLANS:
+        # Only prebuilt statements belong here; a caller building one per call would fill
+        # the cache (and compile every time): bounded either way.
+        _plans.clear()
     _plans[cache_key] = plan
     return plan
 
@@ -251,7 +257,8 @@ async def execute(
     statement: Executable,
     params: Mapping[str, Any] | None = None,
 ) -> Result:
-    """Run a prebuilt Core ``statement`` in ``db``'s transaction (see the module docstring)."""
+    """Run a prebuilt Core ``statement`` in ``db``'s transaction (see the module docstring).
+    Prebuilt: built once (at import), since its compiled form is kept by identity."""
     params = params or {}
     connection = db if isinstance(db, AsyncConnection) else await db.connection()
     sync = connection.sync_connection

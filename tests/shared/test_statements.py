@@ -282,3 +282,16 @@ async def test_statement_listeners_see_every_statement(engine: AsyncEngine) -> N
         event.remove(engine.sync_engine, "before_cursor_execute", record)
     assert seen == ["INSERT", "SELECT"]
     assert not isinstance(result, Rows)
+
+
+async def test_none_is_stored_as_sqlalchemy_stores_it(engine: AsyncEngine) -> None:
+    """A JSON column keeps None as JSON null (not SQL NULL), whichever path wrote it."""
+    async with transaction_scope(engine) as connection:
+        await execute(connection, INSERT_ITEM, item(90, payload=None, at=None))
+        await connection.execute(INSERT_ITEM, item(91, payload=None, at=None))
+    probe = select(
+        items.c.id, items.c.payload.is_(None).label("sql_null"), items.c.at.is_(None)
+    ).order_by(items.c.id)
+    async with connection_scope(engine) as connection:
+        rows = (await connection.execute(probe)).all()
+    assert rows[0][1:] == rows[1][1:]
