@@ -244,12 +244,23 @@ def _as_sqlalchemy_error(error: sqlite3.Error, plan: _Plan, dialect: Dialect) ->
     return wrapped  # type: ignore[return-value]
 
 
-def _begun(connection: Connection) -> None:
+def _inline(
+    connection: Connection, statement: Executable, keys: frozenset[str]
+) -> tuple[InlineConnection, _Plan] | None:
+    """The driver and plan to run ``statement`` with, its transaction begun; None when it
+    must go through SQLAlchemy."""
+    driver = _inline_driver(connection)
+    if driver is None:
+        return None
+    plan = _plan(statement, keys, connection.dialect)
+    if plan is None:
+        return None
     # Without a transaction of SQLAlchemy's, its commit would not reach sqlite3, whose own
     # transaction these statements open. Beginning one costs no I/O on SQLite (pysqlite's
     # BEGIN is implicit, at the first write).
     if not connection.in_transaction():
         connection.begin()
+    return driver, plan
 
 
 async def execute(
@@ -262,18 +273,15 @@ async def execute(
     params = params or {}
     connection = db if isinstance(db, AsyncConnection) else await db.connection()
     sync = connection.sync_connection
-    if sync is not None:
-        driver = _inline_driver(sync)
-        if driver is not None:
-            plan = _plan(statement, frozenset(params), sync.dialect)
-            if plan is not None:
-                _begun(sync)
-                try:
-                    fetched, rowcount = await driver.run(plan.sql, plan.values(params))
-                except sqlite3.Error as error:
-                    raise _as_sqlalchemy_error(error, plan, sync.dialect) from error
-                return Rows(plan.rows(fetched), rowcount)
-    return await connection.execute(statement, dict(params))
+    inline = None if sync is None else _inline(sync, statement, frozenset(params))
+    if inline is None:
+        return await connection.execute(statement, dict(params))
+    driver, plan = inline
+    try:
+        fetched, rowcount = await driver.run(plan.sql, plan.values(params))
+    except sqlite3.Error as error:
+        raise _as_sqlalchemy_error(error, plan, connection.dialect) from error
+    return Rows(plan.rows(fetched), rowcount)
 
 
 async def execute_many(
@@ -287,18 +295,15 @@ async def execute_many(
         return
     connection = db if isinstance(db, AsyncConnection) else await db.connection()
     sync = connection.sync_connection
-    if sync is not None:
-        driver = _inline_driver(sync)
-        if driver is not None:
-            plan = _plan(statement, frozenset(rows[0]), sync.dialect)
-            if plan is not None and plan.row_type is None:
-                _begun(sync)
-                try:
-                    await driver.run_many(plan.sql, [plan.values(row) for row in rows])
-                except sqlite3.Error as error:
-                    raise _as_sqlalchemy_error(error, plan, sync.dialect) from error
-                return
-    await connection.execute(statement, [dict(row) for row in rows])
+    inline = None if sync is None else _inline(sync, statement, frozenset(rows[0]))
+    if inline is None or inline[1].row_type is not None:
+        await connection.execute(statement, [dict(row) for row in rows])
+        return
+    driver, plan = inline
+    try:
+        await driver.run_many(plan.sql, [plan.values(row) for row in rows])
+    except sqlite3.Error as error:
+        raise _as_sqlalchemy_error(error, plan, connection.dialect) from error
 
 
 def execute_sync(
@@ -306,14 +311,12 @@ def execute_sync(
 ) -> Result:
     """:func:`execute` for synchronous code run through ``AsyncConnection.run_sync``."""
     params = params or {}
-    driver = _inline_driver(connection)
-    if driver is not None:
-        plan = _plan(statement, frozenset(params), connection.dialect)
-        if plan is not None:
-            _begun(connection)
-            try:
-                fetched, rowcount = await_only(driver.run(plan.sql, plan.values(params)))
-            except sqlite3.Error as error:
-                raise _as_sqlalchemy_error(error, plan, connection.dialect) from error
-            return Rows(plan.rows(fetched), rowcount)
-    return connection.execute(statement, dict(params))
+    inline = _inline(connection, statement, frozenset(params))
+    if inline is None:
+        return connection.execute(statement, dict(params))
+    driver, plan = inline
+    try:
+        fetched, rowcount = await_only(driver.run(plan.sql, plan.values(params)))
+    except sqlite3.Error as error:
+        raise _as_sqlalchemy_error(error, plan, connection.dialect) from error
+    return Rows(plan.rows(fetched), rowcount)
