@@ -19,7 +19,9 @@ fifth of their CPU there. :func:`execute` runs such a statement on the inline SQ
 
 What it cannot do the same way runs through SQLAlchemy unchanged: a statement whose Python-side
 column defaults would have to be computed (insert or update prefetch), one with expanding
-``IN`` parameters, and every statement on another backend (on PostgreSQL each statement is a
+``IN`` parameters, a required parameter left out or a callable one, a ``text()`` or ORM
+statement, result keys a named tuple cannot hold as they are, an invalidated connection, and
+every statement on another backend (on PostgreSQL each statement is a
 round trip to the server, and asyncpg's adapter owns the transaction's start). The results
 offer the subset of SQLAlchemy's ``Result`` the repositories use: ``first``, ``all``,
 ``scalar``, ``scalars``, ``scalar_one``, ``scalar_one_or_none``, ``mappings`` (``first``,
@@ -28,6 +30,7 @@ offer the subset of SQLAlchemy's ``Result`` the repositories use: ``first``, ``a
 
 from __future__ import annotations
 
+import keyword
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,8 +40,8 @@ from typing import Any, Protocol
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql import Executable
-from sqlalchemy.util import await_only
+from sqlalchemy.sql import Delete, Executable, Insert, Select, Update
+from sqlalchemy.util import await_
 
 from shared.sqlite_inline import InlineConnection
 
@@ -131,7 +134,10 @@ Processor = Callable[[Any], Any] | None
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    statement: Executable  # kept alive: the cache is keyed by its id
+    # Both kept alive: the cache is keyed by their ids. The dialect is part of the plan (its
+    # JSON serialiser, its paramstyle), so engines with different settings get their own.
+    statement: Executable
+    dialect: Dialect
     sql: str
     names: tuple[str, ...]  # bind parameter names, in the SQL's positional order
     defaults: Mapping[str, Any]  # values bound in the statement itself
@@ -164,12 +170,13 @@ class _Plan:
 
 
 MAX_PLANS = 4096
-# (id of the statement, parameter names) -> its plan, or None if it must go through SQLAlchemy.
-_plans: dict[tuple[int, frozenset[str]], _Plan | None] = {}
+# (id of the statement, parameter names, id of the dialect) -> its plan, or None if it must go
+# through SQLAlchemy.
+_plans: dict[tuple[int, frozenset[str], int], _Plan | None] = {}
 
 
 def _plan(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _Plan | None:
-    cache_key = (id(statement), keys)
+    cache_key = (id(statement), keys, id(dialect))
     try:
         return _plans[cache_key]
     except KeyError:
@@ -183,13 +190,23 @@ def _plan(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _Pla
     return plan
 
 
-def _row_class(names: list[str]) -> Any:
-    """A named-tuple class for a statement's rows (a name that is no identifier is renamed)."""
-    return namedtuple("Row", names, rename=True)  # noqa: PYI024
+def _row_class(names: Sequence[str]) -> Any | None:
+    """A named-tuple class whose fields are SQLAlchemy's row keys, or None where a key cannot
+    be a field as it is (a duplicate, a keyword, a leading underscore): SQLAlchemy runs those."""
+    if len(set(names)) != len(names) or not all(
+        name.isidentifier() and not name.startswith("_") and not keyword.iskeyword(name)
+        for name in names
+    ):
+        return None
+    return namedtuple("Row", names)  # noqa: PYI024
 
 
 def _compile(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _Plan | None:
-    compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))  # type: ignore[attr-defined]
+    # Only plain Core statements: a text() has no typed columns, and on a session an ORM
+    # statement returns entities and runs the mapper's defaults.
+    if not isinstance(statement, Select | Insert | Update | Delete) or statement._propagate_attrs:  # noqa: SLF001
+        return None
+    compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
     sql = str(compiled)
     if (
         compiled.positiontup is None
@@ -200,23 +217,32 @@ def _compile(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _
         return None
     names = tuple(compiled.positiontup)
     binds = compiled.binds
+    unbound = {name: binds[name] for name in names if name not in keys}
+    # A required parameter left out is SQLAlchemy's StatementError to raise, and a callable
+    # value is computed per execution: both go through it.
+    if any(bind.required or bind.callable is not None for bind in unbound.values()):
+        return None
     bind_processors = tuple(
         binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
-    columns = list(getattr(statement, "exported_columns", ()))
+    # The result columns as SQLAlchemy's result keys them (labels, anonymous names included).
+    result_columns = compiled._result_columns  # noqa: SLF001
     row_type: Any = None
     result_processors: tuple[Processor, ...] = ()
-    if columns:
-        row_type = _row_class([column.key for column in columns])
+    if result_columns:
+        row_type = _row_class([column.keyname for column in result_columns])
+        if row_type is None:
+            return None
         result_processors = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in result_columns
         )
-    defaults = {name: binds[name].value for name in names if name not in keys}
     return _Plan(
         statement=statement,
+        dialect=dialect,
         sql=sql,
         names=names,
-        defaults=defaults,
+        defaults={name: bind.effective_value for name, bind in unbound.items()},
         bind_processors=bind_processors,
         row_type=row_type,
         result_processors=result_processors,
@@ -224,7 +250,8 @@ def _compile(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _
 
 
 def _inline_driver(connection: Connection) -> InlineConnection | None:
-    if connection.dialect.name != "sqlite":
+    # An invalidated connection is SQLAlchemy's to reconnect or to refuse.
+    if connection.dialect.name != "sqlite" or connection.invalidated:
         return None
     # Whoever listens to SQLAlchemy's statement events (instrumentation, a test counting
     # statements) or asked for its echo sees every statement: they all go through it then.
@@ -316,7 +343,7 @@ def execute_sync(
         return connection.execute(statement, dict(params))
     driver, plan = inline
     try:
-        fetched, rowcount = await_only(driver.run(plan.sql, plan.values(params)))
+        fetched, rowcount = await_(driver.run(plan.sql, plan.values(params)))
     except sqlite3.Error as error:
         raise _as_sqlalchemy_error(error, plan, connection.dialect) from error
     return Rows(plan.rows(fetched), rowcount)

@@ -4,6 +4,7 @@ SQLAlchemy would, inside SQLAlchemy's transaction; elsewhere they go through SQL
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -22,14 +23,17 @@ from sqlalchemy import (
     Table,
     bindparam,
     event,
+    func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
 
 from shared.db import (
     UTCDateTime,
@@ -39,6 +43,7 @@ from shared.db import (
     open_session,
     transaction_scope,
 )
+from shared.sqlite_inline import inline_creator
 from shared.statements import Rows, execute, execute_sync
 
 metadata = MetaData()
@@ -52,6 +57,14 @@ items = Table(
     Column("flag", Boolean, nullable=False),
     Column("blob", LargeBinary, nullable=True),
     Column("note", String(40), nullable=False, default="default note"),
+)
+
+# A column whose Python key differs from its SQL name: SQLAlchemy's rows are keyed by the name.
+keyed = Table(
+    "statements_test_keyed",
+    metadata,
+    Column("sql_name", Integer, key="python_key", primary_key=True, autoincrement=False),
+    Column("value", String(40), nullable=False),
 )
 
 ITEM_COLUMNS = ("id", "name", "at", "payload", "flag", "blob", "note")
@@ -295,3 +308,76 @@ async def test_none_is_stored_as_sqlalchemy_stores_it(engine: AsyncEngine) -> No
     async with connection_scope(engine) as connection:
         rows = (await connection.execute(probe)).all()
     assert rows[0][1:] == rows[1][1:]
+
+
+OTHER = items.alias("other")
+# Statements whose result keys SQLAlchemy chooses its own way (or cannot type at all).
+KEYED_THEIR_OWN_WAY: dict[str, Executable] = {
+    "key differs from name": select(keyed).order_by(keyed.c.python_key),
+    "anonymous function": select(func.count()).select_from(items),
+    "leading underscore": select(items.c.id.label("_hidden")).order_by(items.c.id),
+    "same name twice": select(items.c.name, OTHER.c.name)
+    .where(OTHER.c.id == items.c.id)
+    .order_by(items.c.id),
+    "text": text("SELECT id, name FROM statements_test_item ORDER BY id"),
+}
+
+
+@pytest.mark.parametrize("case", list(KEYED_THEIR_OWN_WAY))
+async def test_rows_are_keyed_as_sqlalchemy_keys_them(engine: AsyncEngine, case: str) -> None:
+    statement = KEYED_THEIR_OWN_WAY[case]
+    async with transaction_scope(engine) as connection:
+        await connection.execute(INSERT_ITEM, [item(100), item(101)])
+        await connection.execute(insert(keyed), [{"python_key": 1, "value": "one"}])
+    async with connection_scope(engine) as connection:
+        theirs = [dict(row) for row in (await connection.execute(statement)).mappings().all()]
+        ours = [dict(row) for row in (await execute(connection, statement)).mappings().all()]
+    assert ours == theirs
+    assert ours  # the comparison saw rows
+
+
+async def test_a_required_parameter_left_out_is_sqlalchemys_error(engine: AsyncEngine) -> None:
+    with pytest.raises(StatementError, match="required for bind parameter 'id'"):
+        async with connection_scope(engine) as connection:
+            await execute(connection, SELECT_ITEM, {})
+
+
+async def test_each_engines_own_settings_shape_what_it_stores(tmp_path: Path) -> None:
+    """The compiled plan belongs to the dialect too: an engine with another JSON serialiser
+    stores with its own, not the one that ran the statement first."""
+    path = tmp_path / "serialisers.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    compact = create_async_engine(
+        url,
+        async_creator=inline_creator(str(path)),
+        json_serializer=lambda value: json.dumps(value, separators=(",", ":")),
+    )
+    spaced = create_async_engine(
+        url,
+        async_creator=inline_creator(str(path)),
+        json_serializer=lambda value: json.dumps(value, separators=(", ", ": ")),
+    )
+    try:
+        async with transaction_scope(compact) as connection:
+            await connection.run_sync(metadata.create_all)
+            await execute(connection, INSERT_ITEM, item(120, payload={"a": [1, 2]}))
+        async with transaction_scope(spaced) as connection:
+            await execute(connection, INSERT_ITEM, item(121, payload={"a": [1, 2]}))
+    finally:
+        await compact.dispose()
+        await spaced.dispose()
+    with sqlite3.connect(path) as raw:
+        stored_text = raw.execute(
+            "SELECT id, payload FROM statements_test_item ORDER BY id"
+        ).fetchall()
+    assert stored_text == [(120, '{"a":[1,2]}'), (121, '{"a": [1, 2]}')]
+
+
+async def test_an_invalidated_connection_is_left_to_sqlalchemy(engine: AsyncEngine) -> None:
+    async with transaction_scope(engine) as connection:
+        await execute(connection, INSERT_ITEM, item(130))
+    async with connection_scope(engine) as connection:
+        await connection.invalidate()  # outside a transaction: SQLAlchemy reconnects
+        row = (await execute(connection, SELECT_ITEM, {"id": 130})).first()
+    assert row is not None
+    assert row.name == "item 130"
