@@ -3,7 +3,9 @@
     .venv/bin/python -m tests.benchmarks.bench_flow [--seconds 10] [--concurrency 16]
         [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
-Starts baseline A (tests/benchmarks/baseline_app.py) and then a real `taskroute up` on free
+Starts baseline A (tests/benchmarks/baseline_app.py), then the chain of three bare services
+(the same app, the first calling the other two in turn as the gateway calls the vault and the
+router: what three services in a row cost with no work), and then a real `taskroute up` on free
 loopback ports (SQLite, or PostgreSQL databases made for the run and dropped after), drives
 each step with an asyncio load generator for a bounded time, and prints throughput,
 p50/p95/p99 latency, server CPU per request (from /proc, summed over the service processes)
@@ -260,46 +262,87 @@ def per_process(step: StepResult) -> str:
     return f"{shares} + db {database_ms:.1f}" if database_ms >= 0.05 else shares
 
 
-async def measure_baseline(seconds: float, concurrency: int) -> tuple[StepResult, StepResult]:
-    port = free_port()
+@dataclass
+class Baselines:
+    """Baseline A, loaded and unloaded, and the chains of three bare services (see
+    baseline_app): the architecture's floor, measured in the same run."""
+
+    loaded: StepResult
+    unloaded: StepResult
+    chains: list[StepResult]  # loaded: the services' client, then aiohttp alone
+    chain_unloaded: StepResult
+
+
+def start_baseline(port: int, *next_ports: int, client: str = "httpx") -> subprocess.Popen[bytes]:
+    next_urls = [f"http://127.0.0.1:{next_port}" for next_port in next_ports]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.benchmarks.baseline_app", str(port)], cwd=REPO_ROOT
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.post(f"{url}/echo", json={"title": "t", "description": "d"}, timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        body = {"title": "Baseline", "description": DESCRIPTION_1K[:1000]}
+        [
+            sys.executable, "-m", "tests.benchmarks.baseline_app", str(port), *next_urls,
+            "--client", client,
+        ],
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.post(f"{url}/echo", json={"title": "t", "description": "d"}, timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return process
 
-        async def post(client: LoadClient, _: int) -> Answer:
-            return await client.post("/echo", json=body)
 
-        loaded = await drive(
-            "A: bare FastAPI POST",
-            post,
-            base_url=url,
-            headers={},
-            pids=[process.pid],
-            seconds=seconds,
-            concurrency=concurrency,
-        )
-        unloaded = await drive(
-            "A: unloaded (1 in flight)",
-            post,
-            base_url=url,
-            headers={},
-            pids=[process.pid],
-            seconds=min(seconds, 3),
-            concurrency=1,
-        )
-        return loaded, unloaded
-    finally:
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
         process.send_signal(signal.SIGTERM)
+    for process in processes:
         process.wait(timeout=10)
+    processes.clear()
+
+
+async def measure_baselines(seconds: float, concurrency: int) -> Baselines:
+    body = {"title": "Baseline", "description": DESCRIPTION_1K[:1000]}
+
+    async def post(client: LoadClient, _: int) -> Answer:
+        return await client.post("/echo", json=body)
+
+    async def measure(name: str, port: int, pids: list[int], in_flight: int) -> StepResult:
+        return await drive(
+            name,
+            post,
+            base_url=f"http://127.0.0.1:{port}",
+            headers={},
+            pids=pids,
+            seconds=seconds if in_flight > 1 else min(seconds, 3),
+            concurrency=in_flight,
+        )
+
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        port = free_port()
+        processes.append(start_baseline(port))
+        pids = [processes[0].pid]
+        loaded = await measure("A: bare FastAPI POST", port, pids, concurrency)
+        unloaded = await measure("A: unloaded (1 in flight)", port, pids, 1)
+        stop(processes)
+        chains = []
+        chain_unloaded = None
+        for client in ("httpx", "aiohttp"):
+            # As a submit travels: the first calls the second (where the vault would be), then
+            # the third (the router); their CPU is reported in the services' columns.
+            first, second, third = free_port(), free_port(), free_port()
+            processes.append(start_baseline(second))
+            processes.append(start_baseline(third))
+            processes.append(start_baseline(first, second, third, client=client))
+            pids = [processes[2].pid, processes[1].pid, processes[0].pid]
+            chains.append(await measure(f"chain: 3 bare, {client}", first, pids, concurrency))
+            if chain_unloaded is None:
+                chain_unloaded = await measure("chain: unloaded (1 in flight)", first, pids, 1)
+            stop(processes)
+        assert chain_unloaded is not None
+        return Baselines(loaded, unloaded, chains, chain_unloaded)
+    finally:
+        stop(processes)
 
 
 async def measure_platform(
@@ -436,7 +479,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--postgres", default="", help="admin URL; default: SQLite")
     args = parser.parse_args()
-    baseline, baseline_unloaded = asyncio.run(measure_baseline(args.seconds, args.concurrency))
+    baselines = asyncio.run(measure_baselines(args.seconds, args.concurrency))
     backend = "postgres" if args.postgres else "sqlite"
     quiet = {
         "TASKROUTE_LOG_LEVEL": "WARNING",
@@ -454,9 +497,9 @@ def main() -> None:
         f"\nbackend: {backend}; {args.concurrency} in flight; {args.seconds:.0f} s per step; "
         f"{os.cpu_count()} cores\n"
     )
-    report(results, baseline)
+    report([*baselines.chains, *results], baselines.loaded)
     print()
-    report([results[1]], baseline_unloaded)
+    report([baselines.chain_unloaded, results[1]], baselines.unloaded)
 
 
 if __name__ == "__main__":
