@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,13 +92,18 @@ def clinical_team(name: str, *, capacity: int = 100_000) -> dict[str, Any]:
     }
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+def wait_ready(urls: Iterable[str], process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until every service answers its own /readyz (the gateway's is 200 with its peers still
+    starting: it would take jobs as pending)."""
+    waiting = list(urls)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"taskroute up exited early:\n{log_path.read_text()[-4000:]}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            while waiting and httpx.get(f"{waiting[0]}/readyz", timeout=1).status_code == 200:
+                waiting.pop(0)
+            if not waiting:
                 return
         except httpx.TransportError:
             pass
@@ -151,7 +156,7 @@ def launch_platform(
             )
         urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
         try:
-            wait_ready(urls["gateway"], process, log_path)
+            wait_ready(urls.values(), process, log_path)
             yield Platform(
                 gateway_url=urls["gateway"],
                 urls=urls,

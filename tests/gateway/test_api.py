@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select, text
 
 from services.gateway.app import create_app
+from services.gateway.clients.resilience import CircuitBreaker, install_breaker
 from services.gateway.db.models import ApiKey
 from services.gateway.db.repository import ApiKeyRepository
 from services.gateway.domain import api_keys
@@ -383,9 +384,44 @@ async def test_peers_down_means_503_not_500(gateway_alone):
     body = assert_problem(response, 503)
     assert CANARY not in response.text
     assert "vault" in body["detail"]
+
+
+async def test_readyz_with_peers_down_is_degraded_not_unready(gateway_alone):
+    """The gateway still takes jobs with its peers away (pending for the router, refused with
+    503 only where the vault is needed): a 503 here would take every replica out of its load
+    balancer during a router outage."""
+    install_breaker(
+        gateway_alone.app.state.router_http, CircuitBreaker(service="router", failures=1)
+    )
+    await _submit_while_router_is_away(gateway_alone)
     ready = await gateway_alone.client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {
+        "status": "degraded",
+        "checks": {"database": True, "router": False, "vault": False},
+        "circuits": {"router": "open", "vault": "closed"},
+    }
+
+
+async def _submit_while_router_is_away(gateway: Platform) -> None:
+    tenant = await create_tenant(gateway)
+    accepted = await gateway.client.post(
+        "/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(tenant["api_key"])
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "pending"
+
+
+async def test_readyz_without_its_database_is_503(gateway_alone):
+    """Its own database is what the gateway cannot work without (keys, the outbox)."""
+    unreachable = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/taskroute")
+    gateway_alone.app.state.sessionmaker = create_sessionmaker(unreachable)
+    try:
+        ready = await gateway_alone.client.get("/readyz")
+    finally:
+        await unreachable.dispose()
     body = assert_problem(ready, 503)
-    assert body["checks"] == {"database": True, "router": False, "vault": False}
+    assert body["checks"] == {"database": False, "router": False, "vault": False}
 
 
 async def test_openapi_documents_the_bearer_scheme(gateway_alone):
@@ -690,7 +726,11 @@ async def test_cancel_and_release(platform):
 async def test_readyz_with_peers_up(platform):
     ready = await platform.client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"database": True, "router": True, "vault": True}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"database": True, "router": True, "vault": True},
+        "circuits": {"router": "closed", "vault": "closed"},
+    }
 
 
 async def test_e2e_policy_refuses_plaintext_delivery(platform):

@@ -1,4 +1,11 @@
-"""Readiness: the database answers and both peers are alive."""
+"""Readiness: the gateway can take jobs as long as its own database answers.
+
+The router and the vault are reported, not required: with the router away the gateway still
+accepts jobs (kept as ``pending`` in its outbox and forwarded later), and with the vault away
+it still accepts jobs without confidential data. A readiness probe that failed with a peer
+would take every gateway replica out of its load balancer during a router outage, turning a
+degraded platform into an unreachable one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from fastapi import Request
 from services.gateway.api.deps import get_router, get_vault
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import Readiness
+from services.gateway.clients.resilience import circuit_state
 from services.gateway.db.repository import ping
 from shared.errors import ServiceUnavailable
 
@@ -30,14 +38,21 @@ async def _database_answers(request: Request) -> bool:
 
 @router.get("/readyz", response_model=Readiness)
 async def readyz(request: Request) -> Readiness:
-    """Readiness: 200 when the database, the router and the vault all answer; 503 otherwise."""
+    """Readiness: 200 while the gateway's database answers, ``degraded`` when the router or the
+    vault does not (jobs are still accepted); 503 when its database does not."""
     database, router_ok, vault_ok = await asyncio.gather(
         _database_answers(request),
         (await get_router(request)).healthy(),
         (await get_vault(request)).healthy(),
     )
     checks = {"database": database, "router": router_ok, "vault": vault_ok}
-    if not all(checks.values()):
-        failing = ", ".join(name for name, ok in checks.items() if not ok)
-        raise ServiceUnavailable(f"Not ready: {failing} unavailable.", checks=checks)
-    return Readiness(status="ready", checks=checks)
+    if not database:
+        raise ServiceUnavailable("Not ready: database unavailable.", checks=checks)
+    return Readiness(
+        status="ready" if all(checks.values()) else "degraded",
+        checks=checks,
+        circuits={
+            "router": circuit_state(request.app.state.router_http, "router"),
+            "vault": circuit_state(request.app.state.vault_http, "vault"),
+        },
+    )

@@ -9,7 +9,7 @@ Those answers are real (Schemathesis found each one undocumented against a runni
 * 410: the tenant's vault keys were destroyed (crypto-shredding), so its confidential data is gone;
 * 412: an ``If-Match`` that does not name the resource's current version;
 * 413: a body over the configured size limit;
-* ``/readyz``'s 503 when a dependency is down.
+* ``/readyz``'s 503 when the gateway's database is down.
 
 Kept apart from the routes so that each route stays a plain typed function; keyed by operation
 id (the route function's name, see ``routing.py``), so a renamed route fails the fuzz test
@@ -179,4 +179,4 @@ def complete_operation(path: str, operation: dict[str, Any]) -> None:
     if operation_id in GONE:
         _answer(responses, "410", _SHREDDED)
     if path == "/readyz":
-        _answer(responses, "503", "Not ready: the database, the router or the vault is down.")
+        _answer(responses, "503", "Not ready: the gateway's database is down.")

@@ -10,7 +10,7 @@ keep fields they do not name, since the router owns their shape.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -566,8 +566,10 @@ class AuditVerification(PassThrough):
 
 
 class Readiness(BaseModel):
-    status: str
+    status: Literal["ready", "degraded"]
     checks: dict[str, bool]
+    # Each upstream's circuit breaker as this replica sees it: closed, open or half_open.
+    circuits: dict[str, str]
 
 
 # Webhooks --------------------------------------------------------------------------------

@@ -199,9 +199,10 @@ def install_breaker(client: httpx.AsyncClient, breaker: CircuitBreaker) -> None:
     _BREAKERS[client] = breaker
 
 
-def breaker_states() -> dict[str, str]:
-    """Each known upstream's circuit state by name (a health detail)."""
-    return {b.service: b.state.name.lower() for b in list(_BREAKERS.values())}
+def circuit_state(client: httpx.AsyncClient, service: str) -> str:
+    """The circuit state of ``client``'s upstream, as a health detail: closed, half_open or
+    open."""
+    return breaker_for(client, service).state.name.lower()
 
 
 class _Retryable(Exception):
