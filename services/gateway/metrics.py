@@ -12,6 +12,13 @@
   deliveries in the outbox and the age of the oldest, read from the database by each replica's
   delivery worker at most every ``BACKLOG_REFRESH_SECONDS``. Every replica reports the same
   database-wide numbers: aggregate with ``max``, not ``sum``.
+
+And the submission outbox (services/gateway/submissions.py):
+
+* ``taskroute_gateway_pending_jobs`` and ``..._oldest_age_seconds``: jobs accepted as
+  ``pending`` and not yet taken by the router, and the age of the oldest, counted by each
+  replica's sweeper as above (``max``, not ``sum``). An old one means the router has been away
+  that long, or keeps refusing the job (the sweeper logs why, ``pending job not forwarded``).
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.gateway.db.models import WebhookDelivery
+from services.gateway.db.models import JobSubmission, WebhookDelivery
 from services.gateway.domain.webhooks import DeliveryStatus
 from shared.db import utcnow
 
@@ -64,14 +72,21 @@ WEBHOOK_OLDEST_AGE = Gauge(
     "taskroute_gateway_webhook_outbox_oldest_age_seconds",
     "Age of the oldest pending webhook delivery, 0 when none (database-wide; aggregate with max).",
 )
+PENDING_JOBS = Gauge(
+    "taskroute_gateway_pending_jobs",
+    "Jobs accepted as pending and not yet taken by the router (database-wide; aggregate with max).",
+)
+PENDING_OLDEST_AGE = Gauge(
+    "taskroute_gateway_pending_jobs_oldest_age_seconds",
+    "Age of the oldest job still pending in the gateway, 0 when none (database-wide; aggregate "
+    "with max).",
+)
 # Every label value exists from the start, so rates and ratios have series before any event.
 for _outcome in OUTCOMES:
     WEBHOOK_ATTEMPTS.labels(outcome=_outcome)
     WEBHOOK_ATTEMPT_SECONDS.labels(outcome=_outcome)
 for _result in ("delivered", "failed"):
     WEBHOOK_DELIVERIES.labels(result=_result)
-
-_last_backlog_refresh: float | None = None
 
 
 def observe_delivery_attempt(
@@ -96,33 +111,61 @@ def observe_delivery_attempt(
         WEBHOOK_DELIVERIES.labels(result="delivered" if outcome == "succeeded" else "failed").inc()
 
 
-async def refresh_outbox_backlog(
-    maker: async_sessionmaker[AsyncSession], *, force: bool = False
-) -> bool:
-    """Count the pending deliveries into the backlog gauges, unless done in the last
-    ``BACKLOG_REFRESH_SECONDS`` (``force`` counts anyway); True if counted. Never raises."""
-    global _last_backlog_refresh
-    now = time.monotonic()
-    if (
-        not force
-        and _last_backlog_refresh is not None
-        and now - _last_backlog_refresh < BACKLOG_REFRESH_SECONDS
+class Backlog:
+    """An outbox's backlog gauges (how many rows wait, the age of the oldest), counted from the
+    database at most every ``BACKLOG_REFRESH_SECONDS`` by whoever works that outbox."""
+
+    def __init__(
+        self, name: str, count: Gauge, oldest_age: Gauge, statement: Select[int, datetime]
     ):
-        return False
-    _last_backlog_refresh = now
-    try:
-        async with asyncio.timeout(BACKLOG_QUERY_TIMEOUT_SECONDS), maker() as session:
-            row = (
-                await session.execute(
-                    select(func.count(), func.min(WebhookDelivery.created_at)).where(
-                        WebhookDelivery.status == DeliveryStatus.PENDING.value
-                    )
-                )
-            ).one()
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
-        logger.warning("webhook backlog not counted", extra={"error_type": type(exc).__name__})
-        return False
-    pending, oldest = int(row[0]), row[1]
-    WEBHOOK_BACKLOG.set(pending)
-    WEBHOOK_OLDEST_AGE.set(max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0.0)
-    return True
+        self.name = name
+        self.count = count
+        self.oldest_age = oldest_age
+        self.statement = statement  # one row: the count and the oldest creation time
+        self._last_refresh: float | None = None
+
+    async def refresh(
+        self, maker: async_sessionmaker[AsyncSession], *, force: bool = False
+    ) -> bool:
+        """Count into the gauges unless done in the last ``BACKLOG_REFRESH_SECONDS`` (``force``
+        counts anyway); True if counted. Never raises: a worker must not stop for its gauges."""
+        now = time.monotonic()
+        if (
+            not force
+            and self._last_refresh is not None
+            and now - self._last_refresh < BACKLOG_REFRESH_SECONDS
+        ):
+            return False
+        self._last_refresh = now
+        try:
+            async with asyncio.timeout(BACKLOG_QUERY_TIMEOUT_SECONDS), maker() as session:
+                row = (await session.execute(self.statement)).one()
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            logger.warning(
+                "backlog not counted", extra={"outbox": self.name, "error_type": type(exc).__name__}
+            )
+            return False
+        waiting, oldest = int(row[0]), row[1]
+        self.count.set(waiting)
+        self.oldest_age.set(max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0.0)
+        return True
+
+
+WEBHOOK_OUTBOX = Backlog(
+    "webhooks",
+    WEBHOOK_BACKLOG,
+    WEBHOOK_OLDEST_AGE,
+    select(func.count(), func.min(WebhookDelivery.created_at)).where(
+        WebhookDelivery.status == DeliveryStatus.PENDING.value
+    ),
+)
+PENDING_SUBMISSIONS = Backlog(
+    "submissions",
+    PENDING_JOBS,
+    PENDING_OLDEST_AGE,
+    # "sealing" rows are submissions in flight (or dead ones the sweeper rolls back), not jobs
+    # a client was told are pending.
+    select(func.count(), func.min(JobSubmission.created_at)).where(
+        JobSubmission.state == "pending"
+    ),
+)

@@ -41,6 +41,7 @@ from services.gateway.clients.vault import VaultClient
 from services.gateway.db.models import JobSubmission
 from services.gateway.db.repository import SubmissionRepository
 from services.gateway.domain.views import client_view
+from services.gateway.metrics import PENDING_SUBMISSIONS
 from shared.db import utcnow
 from shared.errors import ServiceUnavailable
 from shared.http import UpstreamError
@@ -151,6 +152,7 @@ class SubmissionSweeper:
                 await self.sweep_once(utcnow())
             except Exception as exc:  # noqa: BLE001 - a bad pass must not stop the next one
                 logger.error("submission sweep failed", extra={"error_type": type(exc).__name__})
+            await PENDING_SUBMISSIONS.refresh(self.maker)  # at most every 15 s
             await asyncio.sleep(self.poll_seconds)
 
     async def sweep_once(self, now: datetime) -> int:
@@ -190,6 +192,13 @@ class SubmissionSweeper:
             async with self.maker() as session:
                 await SubmissionRepository(session).note_failure(row.id, error=error)
                 await session.commit()
+            # A router that is away fails every forward alike; one that refuses a job (a 4xx)
+            # will refuse it again: either way the job stays, and the pending-jobs age gauge
+            # and this line say why it is not moving.
+            logger.warning(
+                "pending job not forwarded" if row.state == PENDING else "dead submission kept",
+                extra={"job_id": row.id, "tenant_id": row.tenant_id, "error": error},
+            )
             return 0
         async with self.maker() as session:
             await SubmissionRepository(session).delete(row.id)

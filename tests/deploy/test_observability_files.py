@@ -41,6 +41,7 @@ def test_alert_rules_are_well_formed_and_use_exported_metrics():
     assert {"TaskrouteVaultSealed", "TaskrouteAuditFailures", "TaskrouteHigh5xxRate"} <= names
     assert {"TaskrouteUnroutableGrowing", "TaskrouteTriageRateHigh"} <= names
     assert {"TaskrouteWebhookFailuresHigh", "TaskrouteWebhookDeliveriesGivenUp"} <= names
+    assert "TaskroutePendingJobsStuck" in names
     used = {name for rule in alerts for name in METRIC.findall(rule["expr"])}
     assert used
     assert used <= exported_names()

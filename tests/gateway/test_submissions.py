@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,12 +16,15 @@ from sqlalchemy.pool import NullPool
 from services.gateway.app import create_app
 from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
+from services.gateway.db.models import JobSubmission
+from services.gateway.metrics import PENDING_SUBMISSIONS
 from services.gateway.submissions import begin_sealing, create_sweeper
 from services.router.app import create_app as create_router_app
 from services.router.settings import RouterSettings
 from services.vault.app import create_app as create_vault_app
 from services.vault.settings import VaultSettings
 from shared.db import utcnow
+from shared.metrics import sample_value
 from tests.conftest import running
 from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
 from tests.gateway.test_api import BOOKKEEPING_JOB, BOOKKEEPING_TEAM, CANARY, bearer
@@ -178,3 +182,45 @@ async def test_a_submission_that_died_after_sealing_is_settled(outage, reached_r
     else:  # never acknowledged: rolled back, audited
         assert (records, discards) == (0, 1)
         assert jobs.json()["data"] == []
+
+
+async def test_a_pending_job_the_router_refuses_stays_and_shows(outage, caplog):
+    """A job written by an older gateway that the router now refuses (422) is never dropped
+    (the client was told it is pending): it stays, each refusal is logged with the router's
+    status, and the pending-jobs gauges show it until it goes through."""
+    platform, link = outage
+    _, key = await client_key(platform)
+    link.up = False
+    accepted = await platform.client.post(
+        "/v1/jobs", json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}}, headers=bearer(key)
+    )
+    job_id = accepted.json()["id"]
+    async with platform.app.state.sessionmaker() as session:
+        row = await session.get(JobSubmission, job_id)
+        assert row is not None
+        row.submission = {**row.submission, "priority": "whenever"}  # the router's 422
+        await session.commit()
+    link.up = True
+    maker = platform.app.state.sessionmaker
+    sweeper = create_sweeper(platform.app)
+
+    with caplog.at_level(logging.WARNING, logger="taskroute.gateway.submissions"):
+        assert await sweeper.sweep_once(utcnow() + timedelta(minutes=10)) == 0
+    refused = [r for r in caplog.records if r.getMessage() == "pending job not forwarded"]
+    assert [(r.job_id, r.error) for r in refused] == [(job_id, "UpstreamError 422")]
+    assert CANARY not in caplog.text
+    assert await PENDING_SUBMISSIONS.refresh(maker, force=True)
+    assert sample_value("taskroute_gateway_pending_jobs") == 1
+    assert sample_value("taskroute_gateway_pending_jobs_oldest_age_seconds") >= 0
+
+    async with maker() as session:
+        row = await session.get(JobSubmission, job_id)
+        assert row is not None
+        row.submission = {**row.submission, "priority": "normal"}  # fixed by an operator
+        await session.commit()
+    assert await sweeper.sweep_once(utcnow() + timedelta(hours=1)) == 1
+    routed = await platform.client.get(f"/v1/jobs/{job_id}", headers=bearer(key))
+    assert routed.json()["status"] == "queued"
+    assert await PENDING_SUBMISSIONS.refresh(maker, force=True)
+    assert sample_value("taskroute_gateway_pending_jobs") == 0
+    assert sample_value("taskroute_gateway_pending_jobs_oldest_age_seconds") == 0

@@ -93,11 +93,11 @@ async def test_attempts_outcomes_latency_and_backlog(maker, receivers):
         await session.commit()
     assert queued == 3
 
-    assert await metrics.refresh_outbox_backlog(maker, force=True)
+    assert await metrics.WEBHOOK_OUTBOX.refresh(maker, force=True)
     assert sample_value("taskroute_gateway_webhook_outbox_backlog") == 3
     assert sample_value("taskroute_gateway_webhook_outbox_oldest_age_seconds") >= 0
     # Within the refresh interval the worker does not count again.
-    assert not await metrics.refresh_outbox_backlog(maker)
+    assert not await metrics.WEBHOOK_OUTBOX.refresh(maker)
 
     before = counts()
     sender = WebhookSender(
@@ -123,7 +123,7 @@ async def test_attempts_outcomes_latency_and_backlog(maker, receivers):
     }
 
     # Two stay in the outbox for their retries.
-    assert await metrics.refresh_outbox_backlog(maker, force=True)
+    assert await metrics.WEBHOOK_OUTBOX.refresh(maker, force=True)
     assert sample_value("taskroute_gateway_webhook_outbox_backlog") == 2
 
 

@@ -150,7 +150,7 @@ class WebhookSender:
         while True:
             try:
                 await self.deliver_due()
-                await webhook_metrics.refresh_outbox_backlog(self.maker)  # at most every 15 s
+                await webhook_metrics.WEBHOOK_OUTBOX.refresh(self.maker)  # at most every 15 s
             except Exception as exc:  # noqa: BLE001 - retried next round; never kill the worker
                 logger.warning("webhook round failed", extra={"error_type": type(exc).__name__})
             await asyncio.sleep(self.poll_seconds)
