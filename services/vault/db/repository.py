@@ -172,7 +172,12 @@ _INSERT_HEAD_IF_ABSENT = {
     "postgresql": postgresql.insert(_AUDIT_HEAD).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(_AUDIT_HEAD).on_conflict_do_nothing(),
 }
-_ADVISORY_LOCK = select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY))
+# The lock under this transaction's lock_timeout, in one round trip instead of a SET LOCAL and
+# then the lock: the lock is taken on the CTE's row, so the setting is made before the wait.
+_ADVISORY_LOCK_WITHIN_TIMEOUT = text(
+    "WITH timeout AS MATERIALIZED (SELECT set_config('lock_timeout', :milliseconds, true)) "
+    "SELECT pg_advisory_xact_lock(:lock_key) FROM timeout"
+).bindparams(lock_key=AUDIT_LOCK_KEY)
 # The no-op update is the write that takes SQLite's lock (see the module docstring).
 _CLAIM_HEAD = (
     update(_AUDIT_HEAD)
@@ -765,8 +770,9 @@ class AuditWriter:
         if self.dialect == "postgresql":
             # lock_timeout bounds the wait: a stuck appender makes others fail fast (503).
             milliseconds = max(1, int(timeout_seconds * 1000))
-            self.connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
-            execute_sync(self.connection, _ADVISORY_LOCK)
+            execute_sync(
+                self.connection, _ADVISORY_LOCK_WITHIN_TIMEOUT, {"milliseconds": str(milliseconds)}
+            )
         claimed = self._claim_head()
         if claimed is None:
             execute_sync(
