@@ -1,36 +1,41 @@
-"""Prebuilt Core statements run on the SQLite driver, past SQLAlchemy's per-execution work.
+"""Prebuilt Core statements run on the driver, past SQLAlchemy's per-execution work.
 
 A prebuilt Core statement run through ``AsyncConnection.execute`` costs about 0.1 ms of CPU
 on the 2-core machine (execution context, parameter and result set-up, cache lookup), the same
-statement on :mod:`sqlite3` about 7 µs (``tests/benchmarks/bench_roundtrip.py``). The hot
-paths (a submit makes about fifteen statements across the three services, a seal six) spent a
-fifth of their CPU there. :func:`execute` runs such a statement on the inline SQLite driver
-(:mod:`shared.sqlite_inline`) directly and keeps what matters from SQLAlchemy:
+statement on :mod:`sqlite3` about 7 µs (``tests/benchmarks/bench_roundtrip.py``); on
+PostgreSQL SQLAlchemy adds ~45 µs to asyncpg's own ~70 µs per statement. The hot paths (a
+submit makes about fifteen statements across the three services, a seal six) spent a fifth of
+their CPU there. :func:`execute` runs such a statement on the driver directly (the inline
+SQLite driver of :mod:`shared.sqlite_inline`, or asyncpg through SQLAlchemy's own adapter, its
+prepared statements and its lock) and keeps what matters from SQLAlchemy:
 
-* the SQL exactly as SQLAlchemy compiles it for the dialect (compiled once per statement and
-  set of parameter names);
+* the SQL exactly as SQLAlchemy compiles it for the dialect (compiled once per statement,
+  dialect and set of parameter names);
 * the column types' bind and result processors, so values are stored and read back exactly
   as through SQLAlchemy (dates, JSON, booleans), whichever path wrote them;
-* SQLAlchemy's transaction: it is begun first if it is not yet, so the connection's commit or
-  rollback covers these statements like any other;
-* the wait for a locked database on the event loop, as for every statement;
-* what listens to SQLAlchemy: with statement events listened to, or echo on, every statement
-  goes through SQLAlchemy, so instrumentation and tests that count statements see them all.
+* SQLAlchemy's transaction: it is begun first if it is not yet (on PostgreSQL the adapter's
+  BEGIN goes out before the statement, as it would for SQLAlchemy's), so the connection's
+  commit or rollback covers these statements like any other;
+* its errors: a failing statement raises the exception SQLAlchemy would (its parameters
+  hidden), and a lost PostgreSQL connection is invalidated so the pool drops it;
+* the wait for a locked SQLite database on the event loop, as for every statement;
+* what listens to SQLAlchemy: with statement events listened to (tracing, a test counting
+  statements) or echo on, every statement goes through SQLAlchemy, so they see them all.
 
 What it cannot do the same way runs through SQLAlchemy unchanged: a statement whose Python-side
 column defaults would have to be computed (insert or update prefetch), one with expanding
 ``IN`` parameters, a required parameter left out or a callable one, a ``text()`` or ORM
 statement, result keys a named tuple cannot hold as they are, an invalidated connection, and
-every statement on another backend (on PostgreSQL each statement is a
-round trip to the server, and asyncpg's adapter owns the transaction's start). The results
-offer the subset of SQLAlchemy's ``Result`` the repositories use: ``first``, ``all``,
-``scalar``, ``scalars``, ``scalar_one``, ``scalar_one_or_none``, ``mappings`` (``first``,
-``one_or_none``, ``all``) and ``rowcount``.
+every driver but these two; :func:`execute_many` on PostgreSQL (SQLAlchemy already sends the
+rows as one batch). The results offer the subset of SQLAlchemy's ``Result`` the repositories
+use: ``first``, ``all``, ``scalar``, ``scalars``, ``scalar_one``, ``scalar_one_or_none``,
+``mappings`` (``first``, ``one_or_none``, ``all``) and ``rowcount``.
 """
 
 from __future__ import annotations
 
 import keyword
+import re
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,8 +45,8 @@ from typing import Any, Protocol
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql import Delete, Executable, Insert, Select, Update
-from sqlalchemy.util import await_
+from sqlalchemy.sql import Delete, Executable, Insert, Select, Update, sqltypes
+from sqlalchemy.util import await_, greenlet_spawn
 
 from shared.sqlite_inline import InlineConnection
 
@@ -233,6 +238,12 @@ def _compile(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _
         row_type = _row_class([column.keyname for column in result_columns])
         if row_type is None:
             return None
+        # asyncpg's numeric result processors depend on the column's type as the server
+        # describes it, which a plan made before execution does not know.
+        if dialect.name != "sqlite" and any(
+            isinstance(column.type, sqltypes.Numeric | sqltypes.Float) for column in result_columns
+        ):
+            return None
         result_processors = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in result_columns
@@ -249,42 +260,122 @@ def _compile(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _
     )
 
 
-def _inline_driver(connection: Connection) -> InlineConnection | None:
+class _Driver(Protocol):
+    """What runs a plan's SQL: the inline SQLite connection, or asyncpg under SQLAlchemy's
+    adapter."""
+
+    @property
+    def errors(self) -> type[Exception]:
+        """What a failing statement raises, before SQLAlchemy wraps it."""
+
+    async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]: ...
+
+
+class _SQLiteDriver:
+    __slots__ = ("_connection",)
+    errors = sqlite3.Error
+
+    def __init__(self, connection: InlineConnection) -> None:
+        self._connection = connection
+
+    async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
+        return await self._connection.run(sql, parameters)
+
+
+_STATUS_ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+
+
+class _AsyncpgDriver:
+    """A statement on asyncpg as SQLAlchemy's asyncpg adapter runs one (its prepared
+    statements, its transaction started first, its lock, its error translation), without
+    SQLAlchemy's execution context and result around it (~45 µs of CPU per statement on the
+    2-core machine, measured against the adapter's own call). The adapter's members used here
+    are private: ``tests/shared/test_statements.py`` runs every case on PostgreSQL too, so a
+    SQLAlchemy upgrade that changes them fails there, not in production."""
+
+    __slots__ = ("_adapter", "_dialect", "errors")
+
+    def __init__(self, adapter: Any, dialect: Dialect) -> None:
+        self._adapter = adapter
+        self._dialect = dialect
+        self.errors = dialect.loaded_dbapi.Error
+
+    async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
+        adapter = self._adapter
+        async with adapter._execute_mutex:  # noqa: SLF001
+            if adapter._transaction is None:  # noqa: SLF001
+                await adapter._start_transaction()  # noqa: SLF001 - BEGIN, as the adapter does
+            try:
+                prepared, _ = await adapter._prepare(  # noqa: SLF001
+                    sql,
+                    self._dialect._invalidate_schema_cache_asof,  # type: ignore[attr-defined]  # noqa: SLF001
+                )
+                rows = await prepared.fetch(*parameters)
+                status = prepared.get_statusmsg()
+            except Exception as error:  # noqa: BLE001 - translated (and raised) by the adapter
+                adapter._handle_exception(error)  # noqa: SLF001
+        counted = _STATUS_ROWCOUNT.match(status or "")
+        return rows, int(counted.group(1)) if counted else -1
+
+
+def _driver(connection: Connection) -> _Driver | None:
     # An invalidated connection is SQLAlchemy's to reconnect or to refuse.
-    if connection.dialect.name != "sqlite" or connection.invalidated:
+    if connection.invalidated:
         return None
     # Whoever listens to SQLAlchemy's statement events (instrumentation, a test counting
     # statements) or asked for its echo sees every statement: they all go through it then.
     if connection._has_events or connection.engine._has_events or connection._echo:  # noqa: SLF001
         return None
-    driver = connection.connection.driver_connection
-    return driver if isinstance(driver, InlineConnection) else None
+    dialect = connection.dialect
+    if dialect.name == "sqlite":
+        driver = connection.connection.driver_connection
+        return _SQLiteDriver(driver) if isinstance(driver, InlineConnection) else None
+    if dialect.driver == "asyncpg":
+        return _AsyncpgDriver(connection.connection.dbapi_connection, dialect)
+    return None
 
 
-def _as_sqlalchemy_error(error: sqlite3.Error, plan: _Plan, dialect: Dialect) -> exc.DBAPIError:
+def _as_sqlalchemy_error(
+    error: Exception, driver: _Driver, plan: _Plan, connection: Connection
+) -> exc.DBAPIError:
     """The exception SQLAlchemy would have raised (``IntegrityError``, ``OperationalError``,
     ...), so callers and error handlers see one kind whichever path ran the statement. Its
-    parameters are hidden: they may be sealed data."""
-    wrapped = exc.DBAPIError.instance(
-        plan.sql, None, error, sqlite3.Error, hide_parameters=True, dialect=dialect
+    parameters are hidden: they may be sealed data. A lost connection is invalidated, as
+    SQLAlchemy does, so the pool does not hand it out again."""
+    dialect = connection.dialect
+    disconnected = isinstance(driver, _AsyncpgDriver) and dialect.is_disconnect(
+        error,  # type: ignore[arg-type]  # the DBAPI's error: Exception to the stubs
+        connection.connection.dbapi_connection,
+        None,
     )
+    wrapped = exc.DBAPIError.instance(
+        plan.sql,
+        None,
+        error,
+        driver.errors,
+        hide_parameters=True,
+        dialect=dialect,
+        connection_invalidated=disconnected,
+    )
+    if disconnected:
+        connection.invalidate(wrapped)
     return wrapped  # type: ignore[return-value]
 
 
 def _inline(
     connection: Connection, statement: Executable, keys: frozenset[str]
-) -> tuple[InlineConnection, _Plan] | None:
-    """The driver and plan to run ``statement`` with, its transaction begun; None when it
-    must go through SQLAlchemy."""
-    driver = _inline_driver(connection)
+) -> tuple[_Driver, _Plan] | None:
+    """The driver and plan to run ``statement`` with, inside SQLAlchemy's transaction; None
+    when it must go through SQLAlchemy."""
+    driver = _driver(connection)
     if driver is None:
         return None
     plan = _plan(statement, keys, connection.dialect)
     if plan is None:
         return None
-    # Without a transaction of SQLAlchemy's, its commit would not reach sqlite3, whose own
-    # transaction these statements open. Beginning one costs no I/O on SQLite (pysqlite's
-    # BEGIN is implicit, at the first write).
+    # Without a transaction of SQLAlchemy's, its commit would not reach the driver, whose own
+    # transaction these statements open. Beginning one costs no I/O (pysqlite's BEGIN is
+    # implicit, at the first write; the asyncpg adapter's is sent with the first statement).
     if not connection.in_transaction():
         connection.begin()
     return driver, plan
@@ -306,8 +397,10 @@ async def execute(
     driver, plan = inline
     try:
         fetched, rowcount = await driver.run(plan.sql, plan.values(params))
-    except sqlite3.Error as error:
-        raise _as_sqlalchemy_error(error, plan, connection.dialect) from error
+    except driver.errors as error:
+        raise await greenlet_spawn(
+            _as_sqlalchemy_error, error, driver, plan, connection.sync_connection
+        ) from error
     return Rows(plan.rows(fetched), rowcount)
 
 
@@ -323,14 +416,20 @@ async def execute_many(
     connection = db if isinstance(db, AsyncConnection) else await db.connection()
     sync = connection.sync_connection
     inline = None if sync is None else _inline(sync, statement, frozenset(rows[0]))
-    if inline is None or inline[1].row_type is not None:
+    # Several rows in one call: the inline SQLite driver's executemany; asyncpg's goes
+    # through SQLAlchemy, which already sends them as one batch.
+    if inline is None or inline[1].row_type is not None or sync is None:
         await connection.execute(statement, [dict(row) for row in rows])
         return
     driver, plan = inline
+    inline_connection = sync.connection.driver_connection
+    if not isinstance(inline_connection, InlineConnection):
+        await connection.execute(statement, [dict(row) for row in rows])
+        return
     try:
-        await driver.run_many(plan.sql, [plan.values(row) for row in rows])
-    except sqlite3.Error as error:
-        raise _as_sqlalchemy_error(error, plan, connection.dialect) from error
+        await inline_connection.run_many(plan.sql, [plan.values(row) for row in rows])
+    except driver.errors as error:
+        raise await greenlet_spawn(_as_sqlalchemy_error, error, driver, plan, sync) from error
 
 
 def execute_sync(
@@ -344,6 +443,6 @@ def execute_sync(
     driver, plan = inline
     try:
         fetched, rowcount = await_(driver.run(plan.sql, plan.values(params)))
-    except sqlite3.Error as error:
-        raise _as_sqlalchemy_error(error, plan, connection.dialect) from error
+    except driver.errors as error:
+        raise _as_sqlalchemy_error(error, driver, plan, connection) from error
     return Rows(plan.rows(fetched), rowcount)
