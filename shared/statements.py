@@ -40,12 +40,13 @@ import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Protocol
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql import Delete, Executable, Insert, Select, Update, sqltypes
+from sqlalchemy.sql import Delete, Executable, Insert, Select, Update
 from sqlalchemy.util import await_, greenlet_spawn
 
 from shared.sqlite_inline import InlineConnection
@@ -148,7 +149,10 @@ class _Plan:
     defaults: Mapping[str, Any]  # values bound in the statement itself
     bind_processors: tuple[Processor, ...]
     row_type: Any  # a namedtuple class, or None for a statement without result columns
-    result_processors: tuple[Processor, ...]
+    result_types: tuple[Any, ...]  # the result columns' types, as the dialect implements them
+    # Result processors by the column types the driver described (asyncpg: type OIDs; sqlite3
+    # describes none): SQLAlchemy picks some processors by them (asyncpg's numeric types).
+    processors: dict[tuple[Any, ...] | None, tuple[Processor, ...]]
 
     def values(self, params: Mapping[str, Any]) -> list[Any]:
         values = []
@@ -158,10 +162,18 @@ class _Plan:
             values.append(value if processor is None else processor(value))
         return values
 
-    def rows(self, fetched: list[Any]) -> list[Any]:
+    def rows(self, fetched: list[Any], described: tuple[Any, ...] | None) -> list[Any]:
         if self.row_type is None:
             return fetched
-        processors = self.result_processors
+        processors = self.processors.get(described)
+        if processors is None:
+            processors = tuple(
+                result_type.result_processor(self.dialect, column_type)
+                for result_type, column_type in zip(
+                    self.result_types, described or repeat(None), strict=False
+                )
+            )
+            self.processors[described] = processors
         make = self.row_type._make
         if not any(processors):
             return [make(row) for row in fetched]
@@ -233,21 +245,10 @@ def _compile(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _
     # The result columns as SQLAlchemy's result keys them (labels, anonymous names included).
     result_columns = compiled._result_columns  # noqa: SLF001
     row_type: Any = None
-    result_processors: tuple[Processor, ...] = ()
     if result_columns:
         row_type = _row_class([column.keyname for column in result_columns])
         if row_type is None:
             return None
-        # asyncpg's numeric result processors depend on the column's type as the server
-        # describes it, which a plan made before execution does not know.
-        if dialect.name != "sqlite" and any(
-            isinstance(column.type, sqltypes.Numeric | sqltypes.Float) for column in result_columns
-        ):
-            return None
-        result_processors = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in result_columns
-        )
     return _Plan(
         statement=statement,
         dialect=dialect,
@@ -256,7 +257,8 @@ def _compile(statement: Executable, keys: frozenset[str], dialect: Dialect) -> _
         defaults={name: bind.effective_value for name, bind in unbound.items()},
         bind_processors=bind_processors,
         row_type=row_type,
-        result_processors=result_processors,
+        result_types=tuple(column.type.dialect_impl(dialect) for column in result_columns),
+        processors={},
     )
 
 
@@ -268,7 +270,11 @@ class _Driver(Protocol):
     def errors(self) -> type[Exception]:
         """What a failing statement raises, before SQLAlchemy wraps it."""
 
-    async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]: ...
+    async def run(
+        self, sql: str, parameters: Sequence[Any]
+    ) -> tuple[list[Any], int, tuple[Any, ...] | None]:
+        """The rows, the rowcount, and the result columns' types as the driver describes
+        them (None where it describes none)."""
 
 
 class _SQLiteDriver:
@@ -278,8 +284,11 @@ class _SQLiteDriver:
     def __init__(self, connection: InlineConnection) -> None:
         self._connection = connection
 
-    async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
-        return await self._connection.run(sql, parameters)
+    async def run(
+        self, sql: str, parameters: Sequence[Any]
+    ) -> tuple[list[Any], int, tuple[Any, ...] | None]:
+        rows, rowcount = await self._connection.run(sql, parameters)
+        return rows, rowcount, None
 
 
 _STATUS_ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
@@ -300,13 +309,15 @@ class _AsyncpgDriver:
         self._dialect = dialect
         self.errors = dialect.loaded_dbapi.Error
 
-    async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
+    async def run(
+        self, sql: str, parameters: Sequence[Any]
+    ) -> tuple[list[Any], int, tuple[Any, ...] | None]:
         adapter = self._adapter
         async with adapter._execute_mutex:  # noqa: SLF001
             if adapter._transaction is None:  # noqa: SLF001
                 await adapter._start_transaction()  # noqa: SLF001 - BEGIN, as the adapter does
             try:
-                prepared, _ = await adapter._prepare(  # noqa: SLF001
+                prepared, attributes = await adapter._prepare(  # noqa: SLF001
                     sql,
                     self._dialect._invalidate_schema_cache_asof,  # type: ignore[attr-defined]  # noqa: SLF001
                 )
@@ -315,7 +326,9 @@ class _AsyncpgDriver:
             except Exception as error:  # noqa: BLE001 - translated (and raised) by the adapter
                 adapter._handle_exception(error)  # noqa: SLF001
         counted = _STATUS_ROWCOUNT.match(status or "")
-        return rows, int(counted.group(1)) if counted else -1
+        # The OIDs SQLAlchemy's adapter puts in the cursor's description.
+        described = tuple(attribute.type.oid for attribute in attributes or ())
+        return rows, int(counted.group(1)) if counted else -1, described
 
 
 def _driver(connection: Connection) -> _Driver | None:
@@ -396,12 +409,12 @@ async def execute(
         return await connection.execute(statement, dict(params))
     driver, plan = inline
     try:
-        fetched, rowcount = await driver.run(plan.sql, plan.values(params))
+        fetched, rowcount, described = await driver.run(plan.sql, plan.values(params))
     except driver.errors as error:
         raise await greenlet_spawn(
             _as_sqlalchemy_error, error, driver, plan, connection.sync_connection
         ) from error
-    return Rows(plan.rows(fetched), rowcount)
+    return Rows(plan.rows(fetched, described), rowcount)
 
 
 async def execute_many(
@@ -442,7 +455,7 @@ def execute_sync(
         return connection.execute(statement, dict(params))
     driver, plan = inline
     try:
-        fetched, rowcount = await_(driver.run(plan.sql, plan.values(params)))
+        fetched, rowcount, described = await_(driver.run(plan.sql, plan.values(params)))
     except driver.errors as error:
         raise _as_sqlalchemy_error(error, driver, plan, connection) from error
-    return Rows(plan.rows(fetched), rowcount)
+    return Rows(plan.rows(fetched, described), rowcount)

@@ -36,7 +36,9 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Row,
+    String,
     Table,
     and_,
     bindparam,
@@ -44,8 +46,9 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     select,
-    text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -174,10 +177,19 @@ _INSERT_HEAD_IF_ABSENT = {
 }
 # The lock under this transaction's lock_timeout, in one round trip instead of a SET LOCAL and
 # then the lock: the lock is taken on the CTE's row, so the setting is made before the wait.
-_ADVISORY_LOCK_WITHIN_TIMEOUT = text(
-    "WITH timeout AS MATERIALIZED (SELECT set_config('lock_timeout', :milliseconds, true)) "
-    "SELECT pg_advisory_xact_lock(:lock_key) FROM timeout"
-).bindparams(lock_key=AUDIT_LOCK_KEY)
+# WITH timeout AS MATERIALIZED (SELECT set_config('lock_timeout', :milliseconds, true))
+# SELECT pg_advisory_xact_lock(<key>) FROM timeout
+_ADVISORY_LOCK_WITHIN_TIMEOUT = select(
+    func.pg_advisory_xact_lock(literal(AUDIT_LOCK_KEY, BigInteger))
+).select_from(
+    select(
+        func.set_config(
+            literal("lock_timeout", String), bindparam("milliseconds", type_=String), true()
+        ).label("setting")
+    )
+    .cte("timeout")
+    .prefix_with("MATERIALIZED")
+)
 # The no-op update is the write that takes SQLite's lock (see the module docstring).
 _CLAIM_HEAD = (
     update(_AUDIT_HEAD)
