@@ -353,14 +353,24 @@ def _as_sqlalchemy_error(
 ) -> exc.DBAPIError:
     """The exception SQLAlchemy would have raised (``IntegrityError``, ``OperationalError``,
     ...), so callers and error handlers see one kind whichever path ran the statement. Its
-    parameters are hidden: they may be sealed data. A lost connection is invalidated, as
-    SQLAlchemy does, so the pool does not hand it out again."""
+    parameters are hidden: they may be sealed data (the statement's parameters are left out
+    altogether; SQLAlchemy would only print them masked). The side effects are SQLAlchemy's
+    too: a lost connection is invalidated, with the pool's older connections, so they are not
+    handed out again; a prepared statement the schema outdated drops the dialect's prepared
+    statement cache, so the next attempt prepares afresh (asyncpg raises
+    ``InvalidCachedStatementError`` once after ``ALTER TABLE``). A cancelled statement
+    invalidates nothing: asyncpg leaves the connection usable, as SQLAlchemy assumes."""
     dialect = connection.dialect
-    disconnected = isinstance(driver, _AsyncpgDriver) and dialect.is_disconnect(
-        error,  # type: ignore[arg-type]  # the DBAPI's error: Exception to the stubs
-        connection.connection.dbapi_connection,
-        None,
-    )
+    disconnected = False
+    if isinstance(driver, _AsyncpgDriver):
+        dbapi = dialect.loaded_dbapi
+        if isinstance(error, dbapi.InvalidCachedStatementError | dbapi.InternalServerError):
+            dialect._invalidate_schema_cache()  # type: ignore[attr-defined]  # noqa: SLF001
+        disconnected = dialect.is_disconnect(
+            error,  # type: ignore[arg-type]  # the DBAPI's error: Exception to the stubs
+            connection.connection.dbapi_connection,
+            None,
+        )
     wrapped = exc.DBAPIError.instance(
         plan.sql,
         None,
@@ -371,6 +381,7 @@ def _as_sqlalchemy_error(
         connection_invalidated=disconnected,
     )
     if disconnected:
+        connection.engine.pool._invalidate(connection.connection, wrapped)  # noqa: SLF001
         connection.invalidate(wrapped)
     return wrapped  # type: ignore[return-value]
 

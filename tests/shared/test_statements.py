@@ -158,21 +158,46 @@ async def test_the_driver_runs_the_statement_itself(engine: AsyncEngine) -> None
 
 @pytest.mark.postgres_only  # a server connection to lose
 async def test_a_lost_connection_is_invalidated_as_sqlalchemy_does(engine: AsyncEngine) -> None:
-    async with transaction_scope(engine) as connection:
-        await execute(connection, INSERT_ITEM, item(140))
+    pid = text("SELECT pg_backend_pid()")
     async with connection_scope(engine) as connection:
+        async with transaction_scope(engine) as other:
+            await execute(other, INSERT_ITEM, item(140))
+            pooled_pid = (await other.execute(pid)).scalar_one()  # back in the pool after this
         await execute(connection, SELECT_ITEM, {"id": 140})  # the transaction is open
-        backend_pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        lost_pid = (await connection.execute(pid)).scalar_one()
         async with connection_scope(engine) as killer:
-            await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid})
+            await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lost_pid})
         with pytest.raises(DBAPIError) as lost:
             await execute(connection, SELECT_ITEM, {"id": 140})
         assert lost.value.connection_invalidated
         assert connection.invalidated
-    # The pool hands out a live connection next.
+    # The pool hands out a live connection next, and not one it held from before the loss
+    # either: a server that dropped one connection may have dropped them all.
     async with connection_scope(engine) as connection:
         row = (await execute(connection, SELECT_ITEM, {"id": 140})).first()
+        next_pid = (await connection.execute(pid)).scalar_one()
     assert row is not None
+    assert next_pid not in (pooled_pid, lost_pid)
+
+
+@pytest.mark.postgres_only  # asyncpg's prepared statements
+async def test_a_statement_the_schema_outdated_is_prepared_again(engine: AsyncEngine) -> None:
+    async with transaction_scope(engine) as connection:
+        await execute(connection, INSERT_ITEM, item(150))
+    async with connection_scope(engine) as connection:
+        await execute(connection, SELECT_ITEM, {"id": 150})  # prepared on this connection
+        await connection.commit()
+        async with transaction_scope(engine) as migrator:
+            await migrator.execute(text("ALTER TABLE statements_test_item ALTER name TYPE text"))
+        # Inside a transaction asyncpg cannot prepare it again by itself: it refuses once...
+        with pytest.raises(DBAPIError) as outdated:
+            await execute(connection, SELECT_ITEM, {"id": 150})
+        assert type(outdated.value.orig).__name__ == "InvalidCachedStatementError"
+        await connection.rollback()
+        # ...and the next attempt prepares it afresh instead of refusing for ever.
+        row = (await execute(connection, SELECT_ITEM, {"id": 150})).first()
+        assert row is not None
+        assert row.name == "item 150"
 
 
 async def test_returning_and_rowcount_tell_a_new_row_from_an_existing_one(
