@@ -13,7 +13,9 @@ process may die between the steps. The gateway keeps a row per submission in fli
    the 202 leaves.
 4. If the router cannot be reached (or fails), the row becomes ``pending`` in the request's
    transaction and the client gets 202 with status ``pending``: the job is durable in the
-   gateway and :class:`SubmissionSweeper` forwards it until the router takes it.
+   gateway and :class:`SubmissionSweeper` forwards it until the router takes it. While the
+   router is away a pass tries one pending job, not each (the outage is one fact, not one per
+   job), and none backs off for it: all go at the first pass after the router returns.
 
 The sweeper also finds ``sealing`` rows older than ``submission_grace_seconds``: their request
 died between steps 1 and 3 and the client never got a 2xx. If the router has the job after all
@@ -28,6 +30,7 @@ Several gateway replicas may sweep at once: a row is claimed with a conditional 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,10 +53,18 @@ logger = logging.getLogger("taskroute.gateway.submissions")
 
 SEALING = "sealing"
 PENDING = "pending"
-# Retries of a pending job back off from the poll interval to this, so a long router outage
-# costs one call per job every few minutes.
+# Retries of a job the router (or, for a dead submission, the vault) answered with an error
+# back off from the poll interval to this.
 MAX_BACKOFF = timedelta(minutes=5)
 BATCH = 100
+
+
+class Outcome(enum.Enum):
+    """What one attempt at a row came to."""
+
+    SETTLED = "settled"  # forwarded or rolled back: the row is gone
+    KEPT = "kept"  # failed; retried after its backoff
+    ROUTER_AWAY = "router away"  # a forward found the router unreachable; retried next pass
 
 
 async def begin_sealing(
@@ -160,9 +171,16 @@ class SubmissionSweeper:
         async with self.maker() as session:
             due = await SubmissionRepository(session).due(now=now, limit=BATCH)
         settled = 0
+        router_away = False
         for row in due:
+            # One pending job that found the router away stands for all of them: the rest
+            # keep their turn for the next pass instead of each waiting out a connect error.
+            if router_away and row.state == PENDING:
+                continue
             if await self._claim(row, now):
-                settled += await self._settle(row)
+                outcome = await self._settle(row, now)
+                settled += outcome is Outcome.SETTLED
+                router_away = router_away or outcome is Outcome.ROUTER_AWAY
         return settled
 
     async def _claim(self, row: JobSubmission, now: datetime) -> bool:
@@ -178,19 +196,27 @@ class SubmissionSweeper:
             await session.commit()
         return taken
 
-    async def _settle(self, row: JobSubmission) -> int:
+    async def _settle(self, row: JobSubmission, now: datetime) -> Outcome:
         try:
             if row.state == PENDING:
                 await self._forward(row)
             else:
                 await self._roll_back(row)
         except (ServiceUnavailable, UpstreamError) as exc:
-            # Kept for the next pass, which the claim already scheduled.
+            # Kept for the next pass, which the claim already scheduled: backing off, since
+            # the same call may well fail the same way. Not for a router that was away,
+            # though: that says nothing about the job, and a job that waited out a long
+            # outage must not wait minutes more once the router is back.
+            away = row.state == PENDING and isinstance(exc, ServiceUnavailable)
             error = type(exc).__name__ + (
                 f" {exc.status}" if isinstance(exc, UpstreamError) else ""
             )
             async with self.maker() as session:
-                await SubmissionRepository(session).note_failure(row.id, error=error)
+                await SubmissionRepository(session).note_failure(
+                    row.id,
+                    error=error,
+                    retry_at=now if away else None,  # due again at the next pass
+                )
                 await session.commit()
             # A router that is away fails every forward alike; one that refuses a job (a 4xx)
             # will refuse it again: either way the job stays, and the pending-jobs age gauge
@@ -199,11 +225,11 @@ class SubmissionSweeper:
                 "pending job not forwarded" if row.state == PENDING else "dead submission kept",
                 extra={"job_id": row.id, "tenant_id": row.tenant_id, "error": error},
             )
-            return 0
+            return Outcome.ROUTER_AWAY if away else Outcome.KEPT
         async with self.maker() as session:
             await SubmissionRepository(session).delete(row.id)
             await session.commit()
-        return 1
+        return Outcome.SETTLED
 
     async def _forward(self, row: JobSubmission) -> None:
         # The time the client was given as the job's creation stays its creation time.

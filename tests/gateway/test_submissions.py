@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from services.gateway.app import create_app
+from services.gateway.clients.resilience import CircuitBreaker, install_breaker
 from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
 from services.gateway.db.models import JobSubmission
@@ -35,10 +36,12 @@ class RouterLink(httpx.AsyncBaseTransport):
 
     def __init__(self, app: Any) -> None:
         self.up = True
+        self.refused: list[str] = []  # the paths called while it was down
         self._router = httpx.ASGITransport(app=app)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not self.up:
+            self.refused.append(request.url.path)
             raise httpx.ConnectError("router unreachable", request=request)
         return await self._router.handle_async_request(request)
 
@@ -127,6 +130,39 @@ async def test_a_job_accepted_while_the_router_is_away_is_pending_then_routed(ou
     assert jobs == 1
     hidden = await platform.client.get(f"/v1/jobs/{job['id']}", headers=bearer(other))
     assert hidden.status_code == 404
+
+
+async def test_jobs_that_waited_out_a_long_outage_go_once_the_router_is_back(outage):
+    """The router's absence is one fact, not one per job: a pass tries one pending job, and
+    none of them backs off for it, so all go at the first pass after the router returns
+    (not minutes later, after each one's backoff)."""
+    platform, link = outage
+    _, key = await client_key(platform)
+    link.up = False
+    accepted = [
+        await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))
+        for _ in range(3)
+    ]
+    assert [response.json()["status"] for response in accepted] == ["pending"] * 3
+    start = utcnow()
+    elapsed = timedelta()
+    # The breaker runs on the sweeps' clock: it opens, and lets a trial through each pass.
+    install_breaker(
+        platform.app.state.router_http,
+        CircuitBreaker(service="router", clock=lambda: elapsed.total_seconds()),
+    )
+    sweeper = create_sweeper(platform.app)
+    for minute in range(1, 31):  # half an hour away, a pass a minute
+        elapsed = timedelta(minutes=minute)
+        link.refused.clear()
+        assert await sweeper.sweep_once(start + elapsed) == 0
+        assert len(link.refused) <= 3  # one job, and the client's retries of it
+    link.up = True
+    elapsed += timedelta(seconds=10)  # past the breaker's cool-down, within any backoff
+    assert await sweeper.sweep_once(start + elapsed) == 3
+    for response in accepted:
+        routed = await platform.client.get(f"/v1/jobs/{response.json()['id']}", headers=bearer(key))
+        assert routed.json()["status"] == "queued"
 
 
 async def client_key_other(platform: Platform) -> tuple[str, str]:

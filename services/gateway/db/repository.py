@@ -1014,10 +1014,17 @@ class SubmissionRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0) == 1
 
-    async def note_failure(self, job_id: str, *, error: str) -> None:
+    async def note_failure(
+        self, job_id: str, *, error: str, retry_at: datetime | None = None
+    ) -> None:
+        """Why the last attempt failed; ``retry_at`` brings the next one forward (the claim
+        scheduled it after a backoff)."""
+        values: dict[str, Any] = {"last_error": error[:200]}
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
         await self.session.execute(
             update(JobSubmission)
             .where(JobSubmission.id == job_id)
-            .values(last_error=error[:200])
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
