@@ -158,7 +158,9 @@ def create_app(
             app.state.router_http = router_http
             app.state.vault_http = vault_http
             app.state.rate_limiter = rate_limiter
-            submission_worker = asyncio.create_task(create_sweeper(app).run_forever())
+            # Also used by requests, to forward a tenant's pending jobs before a list or action.
+            app.state.submission_sweeper = sweeper = create_sweeper(app)
+            submission_worker = asyncio.create_task(sweeper.run_forever())
             yield
         finally:
             for task in (purger, webhook_worker, submission_worker):

@@ -183,6 +183,29 @@ class SubmissionSweeper:
                 router_away = router_away or outcome is Outcome.ROUTER_AWAY
         return settled
 
+    async def forward_now(self, tenant_id: str, *, job_id: str | None = None) -> int:
+        """Forward the tenant's due pending jobs (or only ``job_id``) at once; how many went.
+
+        For requests answered by the router about jobs the gateway may still hold: a list,
+        or an action on one job. Between the router's return and the next pass such a job
+        is the gateway's only, so without this a list would leave it out and a cancel would
+        not find it. Rows another replica is working on are left to it; a router that is
+        still away leaves them all as they were."""
+        now = utcnow()
+        async with self.maker() as session:
+            due = await SubmissionRepository(session).due(
+                now=now, limit=BATCH, tenant_id=tenant_id, job_id=job_id, state=PENDING
+            )
+        forwarded = 0
+        for row in due:
+            if not await self._claim(row, now):
+                continue
+            outcome = await self._settle(row, now)
+            if outcome is Outcome.ROUTER_AWAY:
+                break
+            forwarded += outcome is Outcome.SETTLED
+        return forwarded
+
     async def _claim(self, row: JobSubmission, now: datetime) -> bool:
         """Take the row and move its next attempt past this one: a failure below then only
         has to note why (the claim already scheduled the retry)."""

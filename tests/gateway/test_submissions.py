@@ -165,6 +165,62 @@ async def test_jobs_that_waited_out_a_long_outage_go_once_the_router_is_back(out
         assert routed.json()["status"] == "queued"
 
 
+async def test_lists_and_actions_find_jobs_the_sweeper_has_not_forwarded_yet(outage):
+    """Between the router's return and the sweeper's next pass a pending job is the gateway's
+    alone: a list forwards the tenant's pending jobs first, and a cancel, a timeline or a
+    routing record of such a job forwards it first, instead of leaving it out or answering
+    404. Another tenant's pending jobs stay where they are."""
+    platform, link = outage  # its sweeper's background pass is an hour away
+    # A breaker that stays closed: the router is back at once, not after a cool-down.
+    install_breaker(platform.app.state.router_http, CircuitBreaker("router", failures=1000))
+    _, key = await client_key(platform)
+    _, other = await client_key_other(platform)
+    link.up = False
+    listed, cancelled, followed, routed = [
+        (await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))).json()
+        for _ in range(4)
+    ]
+    others = await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(other))
+    assert others.json()["status"] == "pending"
+    away = await platform.client.get("/v1/jobs", headers=bearer(key))
+    assert away.status_code == 503  # lists are the router's: nothing to list them from
+    link.up = True
+
+    cancel = await platform.client.post(f"/v1/jobs/{cancelled['id']}/cancel", headers=bearer(key))
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["status"] == "cancelled"
+    timeline = await platform.client.get(f"/v1/jobs/{followed['id']}/events", headers=bearer(key))
+    assert timeline.status_code == 200, timeline.text
+    assert timeline.json()["data"][0]["to_status"] in {"pending", "queued"}
+    decision = await platform.client.get(f"/v1/jobs/{routed['id']}/routing", headers=bearer(key))
+    assert decision.status_code == 200, decision.text
+    remaining = await scalar(platform.databases["gateway"], "SELECT count(*) FROM job_submissions")
+    assert remaining == 2  # the listed one's, and the other tenant's
+
+    page = await platform.client.get("/v1/jobs", headers=bearer(key))
+    assert page.status_code == 200
+    statuses = {job["id"]: job["status"] for job in page.json()["data"]}
+    assert statuses == {
+        listed["id"]: "queued",
+        cancelled["id"]: "cancelled",
+        followed["id"]: "queued",
+        routed["id"]: "queued",
+    }
+    # Newest first by the time each was acknowledged, not by the order they were forwarded.
+    assert [job["id"] for job in page.json()["data"]] == [
+        routed["id"],
+        followed["id"],
+        cancelled["id"],
+        listed["id"],
+    ]
+    assert await scalar(platform.databases["gateway"], "SELECT count(*) FROM job_submissions") == 1
+    unknown = await platform.client.post(
+        f"/v1/jobs/{others.json()['id']}/cancel", headers=bearer(key)
+    )
+    assert unknown.status_code == 404  # another tenant's pending job is not found, nor forwarded
+    assert await scalar(platform.databases["gateway"], "SELECT count(*) FROM job_submissions") == 1
+
+
 async def client_key_other(platform: Platform) -> tuple[str, str]:
     created = await platform.client.post(
         "/v1/admin/tenants", json={"name": "Other"}, headers=platform.operator

@@ -6,10 +6,11 @@ same answer as for an unknown id.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Body, Query, Request, Response, status
+from fastapi import Body, Depends, Query, Request, Response, status
 from pydantic import StringConstraints
 
 from services.gateway import submissions
@@ -64,6 +65,35 @@ from shared.vocabulary import Domain, Priority, Tier
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]
 
 router = public_router(prefix="/v1/jobs", tag="jobs")
+
+Answer = TypeVar("Answer")
+
+
+async def get_pending_forwarder(request: Request) -> submissions.SubmissionSweeper:
+    sweeper: submissions.SubmissionSweeper = request.app.state.submission_sweeper
+    return sweeper
+
+
+PendingDep = Annotated[submissions.SubmissionSweeper, Depends(get_pending_forwarder)]
+
+
+async def _at_router(
+    call: Callable[[], Awaitable[Answer]],
+    pending: submissions.SubmissionSweeper,
+    *,
+    tenant_id: str,
+    job_id: str,
+) -> Answer:
+    """The router's answer about one job; a job it does not know yet but the gateway holds
+    as pending (accepted while the router was away) is forwarded first, then asked again."""
+    try:
+        return await call()
+    except UpstreamError as error:
+        if error.status != status.HTTP_404_NOT_FOUND:
+            raise
+        if not await pending.forward_now(tenant_id, job_id=job_id):
+            raise
+    return await call()
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
@@ -155,6 +185,7 @@ async def _seal(vault: VaultClient, body: JobCreate, *, tenant_id: str, job_id: 
 async def list_jobs(
     client: ClientDep,
     router_: RouterDep,
+    pending: PendingDep,
     status_: Annotated[
         list[JobStatus] | None,
         Query(
@@ -183,6 +214,9 @@ async def list_jobs(
     continues the list under the same filters (400 `invalid-cursor` otherwise).
     """
     after, before = time_range(created_after, created_before)
+    # Jobs accepted while the router was away join the list (and the router) first, at the
+    # place their acknowledged creation time gives them: pages stay the router's, exact.
+    await pending.forward_now(client.tenant)
     page = await router_.list_jobs(
         tenant_id=client.tenant,
         status=None,
@@ -224,6 +258,7 @@ async def job_events(
     job_id: str,
     client: ClientDep,
     router_: RouterDep,
+    pending: PendingDep,
     event_type: Annotated[
         list[EventType] | None,
         Query(
@@ -236,19 +271,33 @@ async def job_events(
     cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     """The job's timeline: every status change with time, actor and reason, oldest first."""
-    return await router_.job_events(
-        job_id_or_404(job_id),
+    job_id = job_id_or_404(job_id)
+    return await _at_router(
+        lambda: router_.job_events(
+            job_id,
+            tenant_id=client.tenant,
+            limit=limit,
+            cursor=cursor,
+            types=sorted(set(event_type or ())) or None,
+        ),
+        pending,
         tenant_id=client.tenant,
-        limit=limit,
-        cursor=cursor,
-        types=sorted(set(event_type or ())) or None,
+        job_id=job_id,
     )
 
 
 @router.get("/{job_id}/routing", response_model=RoutingRead)
-async def job_routing(job_id: str, client: ClientDep, router_: RouterDep) -> dict[str, Any]:
+async def job_routing(
+    job_id: str, client: ClientDep, router_: RouterDep, pending: PendingDep
+) -> dict[str, Any]:
     """Why the job went where it went: eligible and excluded teams, and the scores."""
-    return await router_.job_routing(job_id_or_404(job_id), tenant_id=client.tenant)
+    job_id = job_id_or_404(job_id)
+    return await _at_router(
+        lambda: router_.job_routing(job_id, tenant_id=client.tenant),
+        pending,
+        tenant_id=client.tenant,
+        job_id=job_id,
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
@@ -257,6 +306,7 @@ async def cancel_job(
     client: ClientDep,
     router_: RouterDep,
     session: SessionDep,
+    pending: PendingDep,
     body: Annotated[JobCancel | None, Body()] = None,
 ) -> dict[str, Any]:
     """Cancel a job that is not yet completed (409 if it is completed or cancelled already).
@@ -268,7 +318,12 @@ async def cancel_job(
     job_id = job_id_or_404(job_id)
     reason = body.reason if body else None
     try:
-        job = await router_.cancel_job(job_id, tenant_id=client.tenant, reason=reason)
+        job = await _at_router(
+            lambda: router_.cancel_job(job_id, tenant_id=client.tenant, reason=reason),
+            pending,
+            tenant_id=client.tenant,
+            job_id=job_id,
+        )
     except UpstreamError as error:
         if error.status != status.HTTP_409_CONFLICT:
             raise

@@ -991,12 +991,26 @@ class SubmissionRepository:
     async def delete(self, job_id: str) -> None:
         await execute(self.session, _DELETE_SUBMISSION, {"job_id": job_id})
 
-    async def due(self, *, now: datetime, limit: int) -> list[JobSubmission]:
+    async def due(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        tenant_id: str | None = None,
+        job_id: str | None = None,
+        state: str | None = None,
+    ) -> list[JobSubmission]:
+        """Rows due for an attempt, the longest due first: all tenants' (the sweeper's
+        pass), or one tenant's, optionally one job and one state."""
+        query = select(JobSubmission).where(JobSubmission.next_attempt_at <= now)
+        if tenant_id is not None:
+            query = query.where(JobSubmission.tenant_id == tenant_id)
+        if job_id is not None:
+            query = query.where(JobSubmission.id == job_id)
+        if state is not None:
+            query = query.where(JobSubmission.state == state)
         result = await self.session.execute(
-            select(JobSubmission)
-            .where(JobSubmission.next_attempt_at <= now)
-            .order_by(JobSubmission.next_attempt_at)
-            .limit(limit)
+            query.order_by(JobSubmission.next_attempt_at).limit(limit)
         )
         return list(result.scalars())
 
