@@ -1,8 +1,9 @@
 """The HTTP client factory and error mapping for calls between services.
 
 Every outbound call carries a fresh service credential for its audience and the current request
-id. Transport failures become 503 and an upstream problem+json is re-raised with the same
-status, so a 404 or 409 from the router reaches the client as the router meant it.
+id. Transport failures become 503 (:class:`UpstreamUnreachable`) and an upstream problem+json is
+re-raised with the same status, so a 404 or 409 from the router reaches the client as the
+router meant it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from shared.request_context import REQUEST_ID_HEADER, current_request_id
 from shared.service_auth import ServiceIdentity
 from shared.tracing import traced_transport
 
+# Statuses that mean "the peer (or a proxy before it) could not answer"; a 500 is a bug
+# answered, not an outage.
+UNREACHABLE_STATUSES = frozenset({502, 503, 504})
+
 
 class UpstreamError(TaskrouteError):
     """A 4xx problem answered by another service, passed on unchanged."""
@@ -27,6 +32,12 @@ class UpstreamError(TaskrouteError):
         self.status = status
         self.title = title
         self.problem = problem
+
+
+class UpstreamUnreachable(ServiceUnavailable):
+    """503: the other service could not be reached or could not answer (a connection error,
+    a timeout, 502-504, an open circuit). Unlike a 5xx it answered, this says nothing about the
+    request, so whoever holds work for that service waits for it rather than backing off."""
 
 
 class _ServiceCredentialAuth(httpx.Auth):
@@ -76,13 +87,14 @@ async def call_service(
     try:
         response = await client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
-        raise ServiceUnavailable(f"The {service} service is unreachable.") from exc
+        raise UpstreamUnreachable(f"The {service} service is unreachable.") from exc
     return answer_of(response, service)
 
 
 def answer_of(response: httpx.Response, service: str) -> Any:
     """The JSON body of another service's answer (None for 204), or the error it maps to: the
-    caller's 4xx as :class:`UpstreamError`, anything else as 503."""
+    caller's 4xx as :class:`UpstreamError`, anything else as 503 (:class:`UpstreamUnreachable`
+    for 502-504)."""
     if response.status_code == 204:
         return None
     if response.is_success:
@@ -104,4 +116,6 @@ def answer_of(response: httpx.Response, service: str) -> Any:
             problem=problem_type.rsplit("/", 1)[-1],
             detail=str(problem.get("detail", "The request was refused.")),
         )
+    if response.status_code in UNREACHABLE_STATUSES:
+        raise UpstreamUnreachable(f"The {service} service failed to answer.")
     raise ServiceUnavailable(f"The {service} service failed to answer.")

@@ -23,8 +23,12 @@ died between steps 1 and 3 and the client never got a 2xx. If the router has the
 sealed data (audited) and the row goes, so no confidential data is orphaned. A client that
 retries with its Idempotency-Key reuses the job id, so nothing is duplicated either way.
 
-Several gateway replicas may sweep at once: a row is claimed with a conditional update of its
-``next_attempt_at`` before it is worked on.
+Several gateway replicas, and requests that forward a tenant's pending jobs at once, may work
+on the outbox together: a row is claimed with a conditional update of its ``next_attempt_at``
+before it is worked on, for longer than the attempt can take, and the attempt's outcome is
+written only while the claim still holds (the same column unchanged). So one attempt at a time
+works on a row, and the job's webhook event is queued once, in the transaction that deletes the
+row.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.gateway.api.job_events import enqueue_job_event
+from services.gateway.api.job_events import queue_job_event
 from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
 from services.gateway.db.models import JobSubmission
@@ -47,7 +51,7 @@ from services.gateway.domain.views import client_view
 from services.gateway.metrics import PENDING_SUBMISSIONS
 from shared.db import utcnow
 from shared.errors import ServiceUnavailable
-from shared.http import UpstreamError
+from shared.http import UpstreamError, UpstreamUnreachable
 
 logger = logging.getLogger("taskroute.gateway.submissions")
 
@@ -57,6 +61,7 @@ PENDING = "pending"
 # back off from the poll interval to this.
 MAX_BACKOFF = timedelta(minutes=5)
 BATCH = 100
+ATTEMPT_MARGIN_SECONDS = 5.0
 
 
 class Outcome(enum.Enum):
@@ -150,12 +155,15 @@ class SubmissionSweeper:
         vault: VaultClient,
         poll_seconds: float,
         grace: timedelta,
+        attempt_seconds: float,
     ) -> None:
         self.maker = maker
         self.router = router
         self.vault = vault
         self.poll_seconds = poll_seconds
         self.grace = grace
+        # A claim outlasts the attempt it covers, so no one else takes the row meanwhile.
+        self.attempt = timedelta(seconds=attempt_seconds)
 
     async def run_forever(self) -> None:
         while True:
@@ -177,93 +185,121 @@ class SubmissionSweeper:
             # keep their turn for the next pass instead of each waiting out a connect error.
             if router_away and row.state == PENDING:
                 continue
-            if await self._claim(row, now):
-                outcome = await self._settle(row, now)
+            claimed_until = await self._claim(row, now)
+            if claimed_until is not None:
+                outcome = await self._settle(row, claimed_until, now)
                 settled += outcome is Outcome.SETTLED
                 router_away = router_away or outcome is Outcome.ROUTER_AWAY
         return settled
 
     async def forward_now(self, tenant_id: str, *, job_id: str | None = None) -> int:
-        """Forward the tenant's due pending jobs (or only ``job_id``) at once; how many went.
+        """Forward the tenant's due pending jobs (or only ``job_id``) at once; how many the
+        router now has.
 
         For requests answered by the router about jobs the gateway may still hold: a list,
         or an action on one job. Between the router's return and the next pass such a job
         is the gateway's only, so without this a list would leave it out and a cancel would
         not find it. Rows another replica is working on are left to it; a router that is
-        still away leaves them all as they were."""
+        still away leaves them all as they were. Best effort: whatever goes wrong here is
+        logged and left to the sweeper, and the request goes on to ask the router."""
+        if self.router.known_away():
+            return 0  # its circuit is open: the call would be refused, so nothing is written
         now = utcnow()
-        async with self.maker() as session:
-            due = await SubmissionRepository(session).due(
-                now=now, limit=BATCH, tenant_id=tenant_id, job_id=job_id, state=PENDING
-            )
         forwarded = 0
-        for row in due:
-            if not await self._claim(row, now):
-                continue
-            outcome = await self._settle(row, now)
-            if outcome is Outcome.ROUTER_AWAY:
-                break
-            forwarded += outcome is Outcome.SETTLED
+        try:
+            async with self.maker() as session:
+                due = await SubmissionRepository(session).due_pending(
+                    tenant_id=tenant_id, now=now, limit=BATCH, job_id=job_id
+                )
+            for row in due:
+                claimed_until = await self._claim(row, now)
+                if claimed_until is None:
+                    continue
+                outcome = await self._settle(row, claimed_until, now)
+                if outcome is Outcome.ROUTER_AWAY:
+                    break
+                forwarded += outcome is Outcome.SETTLED
+        except Exception as exc:  # noqa: BLE001 - the sweeper's next pass tries again
+            logger.error(
+                "pending jobs not forwarded on request",
+                extra={"tenant_id": tenant_id, "error_type": type(exc).__name__},
+            )
         return forwarded
 
-    async def _claim(self, row: JobSubmission, now: datetime) -> bool:
-        """Take the row and move its next attempt past this one: a failure below then only
-        has to note why (the claim already scheduled the retry)."""
+    async def holds_pending(self, tenant_id: str, job_id: str) -> bool:
+        """Whether the gateway still holds the tenant's job as pending (not yet forwarded)."""
+        async with self.maker() as session:
+            row = await SubmissionRepository(session).get_for_tenant(job_id, tenant_id=tenant_id)
+        return row is not None and row.state == PENDING
+
+    async def _claim(self, row: JobSubmission, now: datetime) -> datetime | None:
+        """Take the row for one attempt: the claim's end, which is also the next attempt's
+        time after a backoff (so a failure only has to note why), or None if another sweeper
+        or request has the row."""
         backoff = min(
             MAX_BACKOFF, timedelta(seconds=self.poll_seconds * 2 ** min(row.attempts, 16))
         )
         if row.state == SEALING:
             backoff = max(backoff, self.grace)
+        until = now + max(backoff, self.attempt)
         async with self.maker() as session:
-            taken = await SubmissionRepository(session).claim(row, now=now, until=now + backoff)
+            taken = await SubmissionRepository(session).claim(row, now=now, until=until)
             await session.commit()
-        return taken
+        return until if taken else None
 
-    async def _settle(self, row: JobSubmission, now: datetime) -> Outcome:
+    async def _settle(self, row: JobSubmission, claimed_until: datetime, now: datetime) -> Outcome:
+        job: dict[str, Any] | None = None
         try:
             if row.state == PENDING:
-                await self._forward(row)
+                job = await self._forward(row)
             else:
                 await self._roll_back(row)
-        except (ServiceUnavailable, UpstreamError) as exc:
-            # Kept for the next pass, which the claim already scheduled: backing off, since
+        except Exception as exc:  # noqa: BLE001 - one row's failure must not end the pass
+            # Kept for the next attempt, which the claim already scheduled: backing off, since
             # the same call may well fail the same way. Not for a router that was away,
             # though: that says nothing about the job, and a job that waited out a long
             # outage must not wait minutes more once the router is back.
-            away = row.state == PENDING and isinstance(exc, ServiceUnavailable)
+            away = row.state == PENDING and isinstance(exc, UpstreamUnreachable)
             error = type(exc).__name__ + (
                 f" {exc.status}" if isinstance(exc, UpstreamError) else ""
             )
             async with self.maker() as session:
                 await SubmissionRepository(session).note_failure(
                     row.id,
+                    claimed_until=claimed_until,
                     error=error,
                     retry_at=now if away else None,  # due again at the next pass
                 )
                 await session.commit()
             # A router that is away fails every forward alike; one that refuses a job (a 4xx)
-            # will refuse it again: either way the job stays, and the pending-jobs age gauge
-            # and this line say why it is not moving.
-            logger.warning(
+            # or fails on it (a 500) will likely do so again: either way the job stays, and
+            # the pending-jobs age gauge and this line say why it is not moving.
+            expected = isinstance(exc, ServiceUnavailable | UpstreamError)
+            (logger.warning if expected else logger.error)(
                 "pending job not forwarded" if row.state == PENDING else "dead submission kept",
                 extra={"job_id": row.id, "tenant_id": row.tenant_id, "error": error},
             )
             return Outcome.ROUTER_AWAY if away else Outcome.KEPT
         async with self.maker() as session:
-            await SubmissionRepository(session).delete(row.id)
-            await session.commit()
+            repository = SubmissionRepository(session)
+            # The job's event goes with the row: whoever deletes it queues the event, once.
+            if await repository.delete_claimed(row.id, claimed_until=claimed_until):
+                if job is not None:
+                    await queue_job_event(session, tenant_id=row.tenant_id, job=client_view(job))
+                await session.commit()
+            else:
+                # The claim ran out during the attempt and another took the row: it settles
+                # it (the router's submit is idempotent per job id, so the job is there once).
+                logger.warning("submission claim lost", extra={"job_id": row.id})
         return Outcome.SETTLED
 
-    async def _forward(self, row: JobSubmission) -> None:
+    async def _forward(self, row: JobSubmission) -> dict[str, Any]:
         # The time the client was given as the job's creation stays its creation time.
-        job = await self.router.submit_job(
+        job: dict[str, Any] = await self.router.submit_job(
             {**row.submission, "acknowledged_at": row.created_at.isoformat()}
         )
         logger.info("pending job forwarded", extra={"job_id": row.id, "status": job.get("status")})
-        try:
-            await enqueue_job_event(self.maker, tenant_id=row.tenant_id, job=client_view(job))
-        except Exception as exc:  # noqa: BLE001 - the job is routed; a lost event is logged
-            logger.error("job event not queued", extra={"error_type": type(exc).__name__})
+        return job
 
     async def _roll_back(self, row: JobSubmission) -> None:
         try:
@@ -287,4 +323,7 @@ def create_sweeper(app: FastAPI) -> SubmissionSweeper:
         vault=VaultClient(app.state.vault_http),
         poll_seconds=settings.submission_poll_seconds,
         grace=timedelta(seconds=settings.submission_grace_seconds),
+        # A forward is one router call, a roll-back a router and a vault call, each within
+        # the upstream timeout; the margin covers the database statements around them.
+        attempt_seconds=2 * settings.upstream_timeout_seconds + ATTEMPT_MARGIN_SECONDS,
     )

@@ -113,16 +113,20 @@ def test_breaker_opens_after_consecutive_failures_and_lets_one_trial_through() -
         breaker.record_failure()
     breaker.before_call()
     breaker.record_success()  # a success resets the count
+    assert not breaker.refusing()
     for _ in range(3):
         breaker.before_call()
         breaker.record_failure()
     assert breaker.state is CircuitState.OPEN
+    assert breaker.refusing()
     with pytest.raises(ServiceUnavailable) as refused:
         breaker.before_call()
     assert refused.value.headers() == {"Retry-After": "5"}
     clock.now += 5
+    assert not breaker.refusing()  # cooled down: the next call is the trial
     breaker.before_call()  # the trial
     assert breaker.state.name == "HALF_OPEN"  # (mypy narrowed the state to OPEN above)
+    assert breaker.refusing()
     with pytest.raises(ServiceUnavailable):
         breaker.before_call()  # only one trial at a time
     breaker.record_failure()  # the trial failed: open for another cool-down

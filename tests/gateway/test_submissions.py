@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from services.gateway.clients.resilience import CircuitBreaker, install_breaker
 from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
 from services.gateway.db.models import JobSubmission
+from services.gateway.db.repository import SubmissionRepository
 from services.gateway.metrics import PENDING_SUBMISSIONS
 from services.gateway.submissions import begin_sealing, create_sweeper
 from services.router.app import create_app as create_router_app
@@ -30,19 +32,34 @@ from tests.conftest import running
 from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
 from tests.gateway.test_api import BOOKKEEPING_JOB, BOOKKEEPING_TEAM, CANARY, bearer
 
+SUBMIT_PATH = "/internal/v1/jobs"
+
 
 class RouterLink(httpx.AsyncBaseTransport):
-    """The gateway's line to the real router app, which a test can cut and restore."""
+    """The gateway's line to the real router app, which a test can cut and restore, slow
+    down, or make fail a submit the way a router with a bug does (500)."""
 
     def __init__(self, app: Any) -> None:
         self.up = True
         self.refused: list[str] = []  # the paths called while it was down
+        self.submits = 0  # submits that reached the router (or its failure) while up
+        self.submit_delay = 0.0
+        self.submit_fails = False
         self._router = httpx.ASGITransport(app=app)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not self.up:
             self.refused.append(request.url.path)
             raise httpx.ConnectError("router unreachable", request=request)
+        if request.method == "POST" and request.url.path == SUBMIT_PATH:
+            self.submits += 1
+            if self.submit_fails:
+                return httpx.Response(
+                    500,
+                    json={"type": "about:blank", "title": "Internal error", "status": 500},
+                    headers={"Content-Type": "application/problem+json"},
+                )
+            await asyncio.sleep(self.submit_delay)
         return await self._router.handle_async_request(request)
 
 
@@ -219,6 +236,116 @@ async def test_lists_and_actions_find_jobs_the_sweeper_has_not_forwarded_yet(out
     )
     assert unknown.status_code == 404  # another tenant's pending job is not found, nor forwarded
     assert await scalar(platform.databases["gateway"], "SELECT count(*) FROM job_submissions") == 1
+
+
+async def test_a_job_being_forwarded_is_not_forwarded_again_meanwhile(outage):
+    """A forward's claim outlasts the router's slowest answer: a list (or another replica)
+    that comes while the router is still answering leaves the job to it, so the router gets
+    it once and the job's webhook event is queued once."""
+    platform, link = outage
+    install_breaker(platform.app.state.router_http, CircuitBreaker("router", failures=1000))
+    _, key = await client_key(platform)
+    hook = await platform.client.post(
+        "/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/hook"}, headers=bearer(key)
+    )
+    assert hook.status_code == 201, hook.text
+    link.up = False
+    accepted = await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))
+    assert accepted.json()["status"] == "pending"
+    link.up = True
+    link.submit_delay = 0.6
+    sweeper = create_sweeper(platform.app)
+    sweeper.poll_seconds = 0.2  # a claim of one poll interval would run out mid-forward
+    sweeping = asyncio.create_task(sweeper.sweep_once(utcnow()))
+    await asyncio.sleep(0.3)
+    listed = await platform.client.get("/v1/jobs", headers=bearer(key))
+    assert listed.status_code == 200, listed.text
+    assert await sweeping == 1
+    assert link.submits == 1
+    db = platform.databases["gateway"]
+    assert await scalar(db, "SELECT count(*) FROM webhook_deliveries") == 1
+    assert await scalar(db, "SELECT count(*) FROM job_submissions") == 0
+
+
+async def test_an_action_on_a_job_being_forwarded_is_retried_not_refused(outage):
+    """A job the gateway holds while another replica forwards it exists: a cancel, a timeline
+    or a routing record of it is 503 with Retry-After (not 404, and a keyed cancel's key is
+    released, not bound to an answer), and works once the job is at the router."""
+    platform, link = outage
+    install_breaker(platform.app.state.router_http, CircuitBreaker("router", failures=1000))
+    tenant_id, key = await client_key(platform)
+    link.up = False
+    job = (await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))).json()
+    link.up = True
+    # Another replica's forward of it is under way: its claim holds the row.
+    async with platform.app.state.sessionmaker() as session:
+        outbox = SubmissionRepository(session)
+        [row] = await outbox.due_pending(tenant_id=tenant_id, now=utcnow(), limit=10)
+        assert await outbox.claim(row, now=utcnow(), until=utcnow() + timedelta(minutes=1))
+        await session.commit()
+    keyed = {**bearer(key), "Idempotency-Key": "cancel-while-forwarding"}
+    busy = await platform.client.post(f"/v1/jobs/{job['id']}/cancel", headers=keyed)
+    assert busy.status_code == 503, busy.text
+    assert busy.headers["Retry-After"] == "1"
+    assert busy.json()["type"].endswith("/job-pending")
+    for path in ("events", "routing"):
+        read = await platform.client.get(f"/v1/jobs/{job['id']}/{path}", headers=bearer(key))
+        assert read.status_code == 503, read.text
+    unknown = await platform.client.post(
+        "/v1/jobs/6a2d4a8e-35f1-4a43-a3bb-0b4b3f0e6c11/cancel", headers=bearer(key)
+    )
+    assert unknown.status_code == 404
+
+    # That replica died mid-forward: its claim runs out and the sweeper forwards the job.
+    sweeper = create_sweeper(platform.app)
+    assert await sweeper.sweep_once(utcnow() + timedelta(minutes=2)) == 1
+    cancelled = await platform.client.post(f"/v1/jobs/{job['id']}/cancel", headers=keyed)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+
+
+async def test_a_job_the_router_fails_on_backs_off_and_the_pass_goes_on(outage):
+    """A 500 from the router is about that job (a bug it hit), not an outage: the job backs
+    off, and the pass goes on to the other pending jobs."""
+    platform, link = outage
+    install_breaker(platform.app.state.router_http, CircuitBreaker("router", failures=1000))
+    _, key = await client_key(platform)
+    link.up = False
+    for _ in range(2):
+        await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))
+    link.up = True
+    link.submit_fails = True
+    sweeper = create_sweeper(platform.app)
+    now = utcnow()
+    assert await sweeper.sweep_once(now) == 0
+    assert link.submits == 2  # the first one's 500 did not end the pass
+    assert await sweeper.sweep_once(now + timedelta(seconds=1)) == 0
+    assert link.submits == 2  # each backs off, instead of going again at every pass
+    link.submit_fails = False
+    assert await sweeper.sweep_once(now + timedelta(minutes=10)) == 2
+
+
+async def test_a_list_while_the_router_is_known_away_writes_nothing(outage):
+    """While the router's circuit is open a list does not try to forward the tenant's
+    pending jobs: no claim, no failure noted, no call, just the 503."""
+    platform, link = outage
+    install_breaker(
+        platform.app.state.router_http,
+        CircuitBreaker("router", failures=1, reset_seconds=3600),
+    )
+    _, key = await client_key(platform)
+    link.up = False
+    accepted = await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))
+    assert accepted.json()["status"] == "pending"  # the circuit opened here
+    db = platform.databases["gateway"]
+    before = await scalar(db, "SELECT attempts FROM job_submissions")
+    calls = len(link.refused)
+    for _ in range(5):
+        listed = await platform.client.get("/v1/jobs", headers=bearer(key))
+        assert listed.status_code == 503
+        assert "Retry-After" in listed.headers
+    assert await scalar(db, "SELECT attempts FROM job_submissions") == before
+    assert len(link.refused) == calls
 
 
 async def client_key_other(platform: Platform) -> tuple[str, str]:

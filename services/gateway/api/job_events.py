@@ -124,8 +124,7 @@ class JobEventsMiddleware:
 async def enqueue_job_event(
     maker: async_sessionmaker[AsyncSession], *, tenant_id: str, job: dict[str, Any]
 ) -> None:
-    """Queue ``job.<status>`` for the tenant's endpoints (its own transaction); also used by
-    the submission sweeper for a pending job the router took later."""
+    """Queue ``job.<status>`` for the tenant's endpoints (its own transaction)."""
     if rules.job_event_type(str(job.get("status"))) is None:
         return
     async with open_session(maker) as session:

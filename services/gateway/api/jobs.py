@@ -50,7 +50,7 @@ from services.gateway.db.repository import (
     TenantRepository,
 )
 from services.gateway.domain import idempotency
-from services.gateway.domain.errors import InvalidApiKey
+from services.gateway.domain.errors import InvalidApiKey, JobNotRoutedYet
 from services.gateway.domain.jobs import JobStatus
 from services.gateway.domain.policy import DataPolicy, PolicyNarrowing, effective_policy
 from services.gateway.domain.principal import Principal
@@ -85,13 +85,17 @@ async def _at_router(
     job_id: str,
 ) -> Answer:
     """The router's answer about one job; a job it does not know yet but the gateway holds
-    as pending (accepted while the router was away) is forwarded first, then asked again."""
+    as pending (accepted while the router was away) is forwarded first, then asked again.
+    One the gateway holds but could not forward now (another replica is forwarding it, or
+    the router is away again) is 503 with Retry-After: it exists, so never 404."""
     try:
         return await call()
     except UpstreamError as error:
         if error.status != status.HTTP_404_NOT_FOUND:
             raise
         if not await pending.forward_now(tenant_id, job_id=job_id):
+            if await pending.holds_pending(tenant_id, job_id):
+                raise JobNotRoutedYet() from None
             raise
     return await call()
 

@@ -45,11 +45,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ServiceUnavailable
-from shared.http import UpstreamError, answer_of
+from shared.http import UNREACHABLE_STATUSES, UpstreamError, UpstreamUnreachable, answer_of
 
-# Statuses that mean "the peer (or a proxy before it) could not answer": worth a retry for an
-# idempotent call, and a failure for the breaker. A 500 is a bug answered, not an outage.
-RETRYABLE_STATUSES = frozenset({502, 503, 504})
+# Worth a retry for an idempotent call, and a failure for the breaker.
+RETRYABLE_STATUSES = UNREACHABLE_STATUSES
 # A retry is not started with less time than this left in the call's budget.
 MIN_ATTEMPT_SECONDS = 0.05
 
@@ -94,7 +93,7 @@ class CircuitState(IntEnum):
     OPEN = 2
 
 
-class CircuitOpen(ServiceUnavailable):
+class CircuitOpen(UpstreamUnreachable):
     """503 at once: the upstream failed repeatedly and its cool-down has not passed."""
 
     def __init__(self, service: str, retry_after: float) -> None:
@@ -138,6 +137,15 @@ class CircuitBreaker:
             return
         CIRCUIT_REFUSALS.labels(self.service).inc()
         raise CircuitOpen(self.service, retry_after=max(self.reset_seconds - waited, 1.0))
+
+    def refusing(self) -> bool:
+        """Whether a call now would be refused at once (open and cooling down, or half-open
+        with its trial in flight), without counting it as a refusal."""
+        if self.state is CircuitState.CLOSED:
+            return False
+        if self.state is CircuitState.OPEN:
+            return self.clock() - self.opened_at < self.reset_seconds
+        return self.trial_in_flight
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
@@ -298,11 +306,11 @@ async def _attempt(
             **kwargs,
         )
     except httpx.TransportError as exc:
-        error = ServiceUnavailable(f"The {service} service is unreachable.")
+        error = UpstreamUnreachable(f"The {service} service is unreachable.")
         error.__cause__ = exc
         raise _Retryable(error) from exc
     if response.status_code in RETRYABLE_STATUSES:
-        raise _Retryable(ServiceUnavailable(f"The {service} service failed to answer."))
+        raise _Retryable(UpstreamUnreachable(f"The {service} service failed to answer."))
     return answer_of(response, service)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from services.gateway.clients.resilience import resilient_call
+from services.gateway.clients.resilience import breaker_for, resilient_call
 
 SERVICE = "router"
 
@@ -74,6 +74,10 @@ class RouterClient:
         return await resilient_call(
             self._client, method, path, service=SERVICE, idempotent=idempotent, **kwargs
         )
+
+    def known_away(self) -> bool:
+        """Whether the router's circuit is open: a call now would be refused at once."""
+        return breaker_for(self._client, SERVICE).refusing()
 
     async def healthy(self) -> bool:
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -991,31 +991,37 @@ class SubmissionRepository:
     async def delete(self, job_id: str) -> None:
         await execute(self.session, _DELETE_SUBMISSION, {"job_id": job_id})
 
-    async def due(
-        self,
-        *,
-        now: datetime,
-        limit: int,
-        tenant_id: str | None = None,
-        job_id: str | None = None,
-        state: str | None = None,
+    async def due(self, *, now: datetime, limit: int) -> list[JobSubmission]:
+        """Every tenant's rows due for an attempt, the longest due first: the sweeper's pass,
+        which works for all tenants."""
+        return await self._due(select(JobSubmission), now=now, limit=limit)
+
+    async def due_pending(
+        self, *, tenant_id: str, now: datetime, limit: int, job_id: str | None = None
     ) -> list[JobSubmission]:
-        """Rows due for an attempt, the longest due first: all tenants' (the sweeper's
-        pass), or one tenant's, optionally one job and one state."""
-        query = select(JobSubmission).where(JobSubmission.next_attempt_at <= now)
-        if tenant_id is not None:
-            query = query.where(JobSubmission.tenant_id == tenant_id)
+        """The tenant's pending jobs due for forwarding (or only ``job_id``), longest due
+        first."""
+        query = select(JobSubmission).where(
+            JobSubmission.tenant_id == tenant_id, JobSubmission.state == "pending"
+        )
         if job_id is not None:
             query = query.where(JobSubmission.id == job_id)
-        if state is not None:
-            query = query.where(JobSubmission.state == state)
+        return await self._due(query, now=now, limit=limit)
+
+    async def _due(
+        self, query: Select[JobSubmission], *, now: datetime, limit: int
+    ) -> list[JobSubmission]:
         result = await self.session.execute(
-            query.order_by(JobSubmission.next_attempt_at).limit(limit)
+            query.where(JobSubmission.next_attempt_at <= now)
+            .order_by(JobSubmission.next_attempt_at)
+            .limit(limit)
         )
         return list(result.scalars())
 
     async def claim(self, row: JobSubmission, *, now: datetime, until: datetime) -> bool:
-        """Take a due row for this sweeper until ``until``; False if another replica has it."""
+        """Take a due row until ``until``; False if another replica (or request) has it. The
+        row's ``next_attempt_at`` is the claim: it stays ``until`` while the claim holds, and
+        whoever finds it changed has lost the row."""
         result = await self.session.execute(
             update(JobSubmission)
             .where(
@@ -1028,17 +1034,32 @@ class SubmissionRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0) == 1
 
+    async def delete_claimed(self, job_id: str, *, claimed_until: datetime) -> bool:
+        """Delete the row if this claim still holds it; False if the claim was lost (expired
+        and taken over, or the row rewritten by a client's retry)."""
+        result = await self.session.execute(
+            delete(JobSubmission)
+            .where(JobSubmission.id == job_id, JobSubmission.next_attempt_at == claimed_until)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
+
     async def note_failure(
-        self, job_id: str, *, error: str, retry_at: datetime | None = None
+        self,
+        job_id: str,
+        *,
+        claimed_until: datetime,
+        error: str,
+        retry_at: datetime | None = None,
     ) -> None:
-        """Why the last attempt failed; ``retry_at`` brings the next one forward (the claim
-        scheduled it after a backoff)."""
+        """Why the last attempt failed, if this claim still holds the row; ``retry_at`` brings
+        the next attempt forward (the claim scheduled it after a backoff)."""
         values: dict[str, Any] = {"last_error": error[:200]}
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
         await self.session.execute(
             update(JobSubmission)
-            .where(JobSubmission.id == job_id)
+            .where(JobSubmission.id == job_id, JobSubmission.next_attempt_at == claimed_until)
             .values(**values)
             .execution_options(synchronize_session=False)
         )

@@ -10,6 +10,7 @@ from shared.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    ServiceUnavailable,
     TaskrouteError,
     Unauthorized,
     UnprocessableContent,
@@ -45,6 +46,21 @@ class ApiKeyNotFound(NotFound):
 class JobNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("No job with this id.")
+
+
+class JobNotRoutedYet(ServiceUnavailable):
+    """The gateway holds the job as pending and another replica (or the sweeper) is handing
+    it to the router right now, or the router is away: it exists, so not 404."""
+
+    problem = "job-pending"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The job was accepted and is being handed to routing; retry the request shortly."
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class TeamNotFound(NotFound):
