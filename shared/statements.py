@@ -47,7 +47,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Delete, Executable, Insert, Select, Update
-from sqlalchemy.util import await_, greenlet_spawn
+from sqlalchemy.util import await_, greenlet_spawn, is_exit_exception
 
 from shared.sqlite_inline import InlineConnection
 
@@ -358,8 +358,8 @@ def _as_sqlalchemy_error(
     too: a lost connection is invalidated, with the pool's older connections, so they are not
     handed out again; a prepared statement the schema outdated drops the dialect's prepared
     statement cache, so the next attempt prepares afresh (asyncpg raises
-    ``InvalidCachedStatementError`` once after ``ALTER TABLE``). A cancelled statement
-    invalidates nothing: asyncpg leaves the connection usable, as SQLAlchemy assumes."""
+    ``InvalidCachedStatementError`` once after ``ALTER TABLE``). A cancelled statement is not
+    an error of the driver's: :func:`_invalidate_if_given_up` handles it."""
     dialect = connection.dialect
     disconnected = False
     if isinstance(driver, _AsyncpgDriver):
@@ -384,6 +384,13 @@ def _as_sqlalchemy_error(
         connection.engine.pool._invalidate(connection.connection, wrapped)  # noqa: SLF001
         connection.invalidate(wrapped)
     return wrapped  # type: ignore[return-value]
+
+
+def _invalidate_if_given_up(connection: Connection, error: BaseException) -> None:
+    """A statement given up mid-way (cancelled, timed out, interrupted) may have left the
+    driver's connection mid-protocol: invalidated, not pooled again, as SQLAlchemy does."""
+    if is_exit_exception(error) and not connection.closed and not connection.invalidated:
+        connection.invalidate(error)
 
 
 def _inline(
@@ -416,15 +423,16 @@ async def execute(
     connection = db if isinstance(db, AsyncConnection) else await db.connection()
     sync = connection.sync_connection
     inline = None if sync is None else _inline(sync, statement, frozenset(params))
-    if inline is None:
+    if inline is None or sync is None:
         return await connection.execute(statement, dict(params))
     driver, plan = inline
     try:
         fetched, rowcount, described = await driver.run(plan.sql, plan.values(params))
     except driver.errors as error:
-        raise await greenlet_spawn(
-            _as_sqlalchemy_error, error, driver, plan, connection.sync_connection
-        ) from error
+        raise await greenlet_spawn(_as_sqlalchemy_error, error, driver, plan, sync) from error
+    except BaseException as error:
+        _invalidate_if_given_up(sync, error)
+        raise
     return Rows(plan.rows(fetched, described), rowcount)
 
 
@@ -454,6 +462,9 @@ async def execute_many(
         await inline_connection.run_many(plan.sql, [plan.values(row) for row in rows])
     except driver.errors as error:
         raise await greenlet_spawn(_as_sqlalchemy_error, error, driver, plan, sync) from error
+    except BaseException as error:
+        _invalidate_if_given_up(sync, error)
+        raise
 
 
 def execute_sync(
@@ -469,4 +480,7 @@ def execute_sync(
         fetched, rowcount, described = await_(driver.run(plan.sql, plan.values(params)))
     except driver.errors as error:
         raise _as_sqlalchemy_error(error, driver, plan, connection) from error
+    except BaseException as error:
+        _invalidate_if_given_up(connection, error)
+        raise
     return Rows(plan.rows(fetched, described), rowcount)

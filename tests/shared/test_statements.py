@@ -180,6 +180,30 @@ async def test_a_lost_connection_is_invalidated_as_sqlalchemy_does(engine: Async
     assert next_pid not in (pooled_pid, lost_pid)
 
 
+async def test_a_cancelled_statement_invalidates_its_connection_as_sqlalchemy_does(
+    engine: AsyncEngine,
+) -> None:
+    """A statement given up mid-way (a timeout, a cancelled request) may leave the driver's
+    connection mid-protocol: SQLAlchemy invalidates it rather than pool it, and so does the
+    direct path, on both backends."""
+    async with transaction_scope(engine) as connection:
+        await execute(connection, INSERT_ITEM, item(160))
+    rename = {"item_id": 160, "name": "renamed"}
+    async with connection_scope(engine) as holder:
+        await holder.execute(RENAME, {"item_id": 160, "name": "held"})  # holds the lock
+        for path, run in (
+            ("sqlalchemy", lambda connection: connection.execute(RENAME, rename)),
+            ("direct", lambda connection: execute(connection, RENAME, rename)),
+        ):
+            async with connection_scope(engine) as connection:
+                await connection.execute(select(literal(1)))  # connected, in a transaction
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(run(connection), 0.3)  # waits for the lock
+                assert connection.invalidated, path
+        await holder.rollback()
+    assert [row["name"] for row in await stored(engine)] == ["item 160"]
+
+
 @pytest.mark.postgres_only  # asyncpg's prepared statements
 async def test_a_statement_the_schema_outdated_is_prepared_again(engine: AsyncEngine) -> None:
     async with transaction_scope(engine) as connection:
