@@ -10,11 +10,11 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from services.gateway.console import sessions
 from services.gateway.db.models import ApiKey, Base, ConsoleSession
-from services.gateway.db.repository import ApiKeyRepository
+from services.gateway.db.repository import ApiKeyRepository, ConsoleSessionRepository
 from services.gateway.domain import api_keys
 from services.gateway.domain.api_keys import Role
 from shared.db import utcnow
@@ -239,6 +239,26 @@ async def test_expired_sessions_and_revoked_keys_end_the_session(gateway_alone, 
         )
         await session.commit()
     assert (await client.get("/console/keys")).status_code == 303
+
+
+async def test_a_session_ended_after_its_read_is_not_touched_back_to_life(gateway_alone, maker):
+    """A request that read its session just before another request signed it out (or it
+    expired) finds nothing to touch: a sign-in redirect, not a 500, and no session again."""
+    await signed_in_operator(gateway_alone.client)
+    async with maker() as session:
+        digest = (await session.scalars(select(ConsoleSession.token_digest))).one()
+        assert await ConsoleSessionRepository(session).touch(
+            digest, now=utcnow(), expires_at=utcnow() + timedelta(hours=1)
+        )
+        await session.execute(delete(ConsoleSession))  # signed out meanwhile
+        await session.commit()
+    async with maker() as session:
+        touched = await ConsoleSessionRepository(session).touch(
+            digest, now=utcnow(), expires_at=utcnow() + timedelta(hours=1)
+        )
+        await session.commit()
+        assert not touched
+        assert (await session.scalars(select(ConsoleSession))).all() == []
 
 
 @pytest.mark.parametrize(

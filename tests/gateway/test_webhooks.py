@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
 from services.gateway.app import create_app
 from services.gateway.domain import webhooks as rules
@@ -305,3 +306,165 @@ async def test_two_workers_never_claim_the_same_delivery(maker):
     assert len(first) + len(second) == 6
     assert not set(first) & set(second)
     assert await claim() == []  # all leased; nothing is due until the lease lapses
+
+
+ENDPOINT_ID = "5f0c7a52-0000-4000-8000-000000000002"
+
+
+async def one_delivery_to(maker, url: str, *, attempts: int = 0) -> str:
+    """A tenant, an endpoint at ``url`` and one due delivery that has had ``attempts``."""
+    from services.gateway.db.models import WebhookDelivery
+    from services.gateway.db.repository import WebhookRepository
+    from shared.db import utcnow
+    from tests.gateway.factories import PEPPER, make_tenant
+
+    async with maker() as session:
+        tenant = await make_tenant(session)
+        repository = WebhookRepository(session)
+        await repository.add_endpoint(
+            endpoint_id=ENDPOINT_ID,
+            tenant_id=tenant.id,
+            url=url,
+            description=None,
+            sealed=rules.seal_secret(
+                "whsec_x", endpoint_id=ENDPOINT_ID, tenant_id=tenant.id, pepper=PEPPER
+            ),
+        )
+        await repository.enqueue(
+            tenant_id=tenant.id,
+            event_id="event-1",
+            event_type="job.queued",
+            payload="{}",
+            now=utcnow(),
+        )
+        await session.commit()
+    async with maker() as session:
+        [delivery] = (await session.scalars(select(WebhookDelivery))).all()
+        delivery.attempts = attempts
+        await session.commit()
+        delivery_id: str = delivery.id
+        return delivery_id
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.decode("latin-1").split("\r\n"):
+        if line.lower().startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    await reader.readexactly(length)
+
+
+def sender(maker, **options: Any):
+    from services.gateway.clients.webhooks import WebhookSender
+    from tests.gateway.factories import PEPPER
+
+    return WebhookSender(
+        maker=maker, pepper=PEPPER, backoff_base=timedelta(seconds=10), poll_seconds=1, **options
+    )
+
+
+@pytest.mark.parametrize(
+    ("taken_over_with", "attempts_before"),
+    [
+        (b"200 OK", rules.MAX_ATTEMPTS - 1),  # the late 500 would fail it for good
+        (b"503 Service Unavailable", 0),  # the late 500 would count and reschedule again
+    ],
+)
+async def test_a_late_attempt_does_not_overwrite_the_one_that_took_over(
+    maker, taken_over_with, attempts_before
+):
+    """A worker that stalled past its claim (a slow receiver, a paused process) finds the
+    delivery taken over by another replica, which recorded its own attempt: the late result
+    is dropped, not written over the newer one."""
+    from services.gateway.db.models import WebhookDelivery
+    from shared.db import utcnow
+
+    first_arrived, release_first = asyncio.Event(), asyncio.Event()
+    served: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        served.append(len(served))
+        status = taken_over_with
+        if len(served) == 1:
+            first_arrived.set()
+            await release_first.wait()
+            status = b"500 Internal Server Error"
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    delivery_id = await one_delivery_to(
+        maker, f"http://127.0.0.1:{port}/hook", attempts=attempts_before
+    )
+    stalled, other = sender(maker), sender(maker)
+    try:
+        first = asyncio.create_task(stalled.deliver_due())
+        await first_arrived.wait()
+        async with maker() as session:  # the stalled worker's claim lapses
+            await session.execute(
+                update(WebhookDelivery).values(locked_until=utcnow() - timedelta(seconds=1))
+            )
+            await session.commit()
+        assert await other.deliver_due() == 1
+        async with maker() as session:
+            recorded = await session.get(WebhookDelivery, delivery_id)
+            assert recorded is not None
+            newer = (recorded.status, recorded.next_attempt_at, recorded.delivered_at)
+        release_first.set()
+        assert await first == 1
+    finally:
+        await stalled.aclose()
+        await other.aclose()
+        server.close()
+    async with maker() as session:
+        row = await session.get(WebhookDelivery, delivery_id)
+    assert row is not None
+    assert (row.status, row.next_attempt_at, row.delivered_at) == newer
+    assert row.status == ("succeeded" if taken_over_with == b"200 OK" else "pending")
+    assert row.attempts == attempts_before + 1
+    assert [attempt["status_code"] for attempt in row.attempt_log] == [
+        int(taken_over_with.split()[0])
+    ]
+    assert row.locked_until is None
+
+
+async def test_a_receiver_that_trickles_its_answer_is_cut_off(maker):
+    """httpx's timeout is per read: a receiver sending a byte every 0.1 s would hold an
+    attempt (and its claim) open for as long as it likes. The attempt as a whole is bounded,
+    recorded as failed, and retried later."""
+    from services.gateway.db.models import WebhookDelivery
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nConnection: close\r\n\r\n")
+        try:
+            for _ in range(50):  # 5 s in all
+                await asyncio.sleep(0.1)
+                writer.write(b"x")
+                await writer.drain()
+        except ConnectionError:
+            pass  # cut off by the worker
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    delivery_id = await one_delivery_to(maker, f"http://127.0.0.1:{port}/hook")
+    worker = sender(maker, attempt_seconds=0.5)
+    started = time.monotonic()
+    try:
+        assert await worker.deliver_due() == 1
+    finally:
+        await worker.aclose()
+        server.close()
+    assert time.monotonic() - started < 3
+    async with maker() as session:
+        row = await session.get(WebhookDelivery, delivery_id)
+    assert row is not None
+    assert row.status == "pending"  # retried after its backoff
+    assert row.next_attempt_at is not None
+    assert [attempt["error"] for attempt in row.attempt_log] == ["no complete answer within 0.5 s"]

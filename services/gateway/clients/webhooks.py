@@ -2,9 +2,12 @@
 
 Each round claims due deliveries with a conditional UPDATE (see
 :class:`services.gateway.db.repository.WebhookRepository`), posts each signed event, and records
-the attempt. Runs in the gateway's lifespan; several replicas may run it at once. Receivers see
-each event at least once (a worker that dies after the POST but before recording the attempt
-posts it again after its claim lapses), hence ``Taskroute-Event-Id`` for deduplication.
+the attempt. Runs in the gateway's lifespan; several replicas may run it at once. A claim
+outlasts its attempt (bounded as a whole, not per read), and an attempt is recorded only while
+its claim holds, so a worker that stalled past its claim cannot overwrite what the replica that
+took over recorded. Receivers see each event at least once (a worker that dies after the POST
+but before recording the attempt posts it again after its claim lapses), hence
+``Taskroute-Event-Id`` for deduplication.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ from shared.db import utcnow
 logger = logging.getLogger("taskroute.gateway.webhooks")
 
 # A receiver has this long to answer; Stripe allows a little more, but a receiver should
-# acknowledge at once and work afterwards.
+# acknowledge at once and work afterwards. httpx applies it to each connect, write and read,
+# so a receiver trickling its answer would hold an attempt open for ever: the whole attempt
+# (name lookup and POST) is bounded by ATTEMPT_SECONDS as well.
 DELIVERY_TIMEOUT_SECONDS = 10.0
-# A claim outlives the longest POST with room to record it; past it another replica may retry.
-CLAIM_LEASE = timedelta(seconds=60)
+ATTEMPT_SECONDS = 15.0
+# A claim outlives its attempt by this much, room to record it; past it another replica may
+# retry, and the late attempt's result is then dropped (see WebhookRepository.record_attempt).
+CLAIM_MARGIN_SECONDS = 45.0
 # Deliveries per round: a few concurrent POSTs keep one slow receiver from stalling the rest.
 BATCH_SIZE = 20
 # Only the start of a receiver's error is worth keeping in the attempt log.
@@ -131,11 +138,14 @@ class WebhookSender:
         backoff_base: timedelta,
         poll_seconds: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        attempt_seconds: float = ATTEMPT_SECONDS,
     ) -> None:
         self.maker = maker
         self.pepper = pepper
         self.backoff_base = backoff_base
         self.poll_seconds = poll_seconds
+        self.attempt_seconds = attempt_seconds
+        self.lease = timedelta(seconds=attempt_seconds + CLAIM_MARGIN_SECONDS)
         self.http = httpx.AsyncClient(
             timeout=DELIVERY_TIMEOUT_SECONDS,
             follow_redirects=False,  # a redirect could point the signed event anywhere
@@ -159,7 +169,7 @@ class WebhookSender:
         """One round: claim, send and record what is due now; how many were attempted."""
         async with self.maker() as session:
             claimed = await WebhookRepository(session).claim_due(
-                now=utcnow(), lease=CLAIM_LEASE, limit=BATCH_SIZE
+                now=utcnow(), lease=self.lease, limit=BATCH_SIZE
             )
             await session.commit()
         await asyncio.gather(*(self._deliver(delivery, endpoint) for delivery, endpoint in claimed))
@@ -181,17 +191,20 @@ class WebhookSender:
                 rules.EVENT_ID_HEADER: delivery.event_id,
                 rules.EVENT_TYPE_HEADER: delivery.event_type,
             }
-            # Names are resolved again now, not trusted from registration (DNS rebinding).
-            error = await delivery_address_refusal(endpoint.url)
             try:
-                if error is None:
-                    response = await self.http.post(endpoint.url, content=body, headers=headers)
-                    status_code = response.status_code
-                    if not response.is_success:
-                        error = f"HTTP {status_code}"
+                async with asyncio.timeout(self.attempt_seconds):
+                    # Names are resolved again now, not trusted from registration (rebinding).
+                    error = await delivery_address_refusal(endpoint.url)
+                    if error is None:
+                        response = await self.http.post(endpoint.url, content=body, headers=headers)
+                        status_code = response.status_code
+                        if not response.is_success:
+                            error = f"HTTP {status_code}"
             except httpx.HTTPError as exc:
                 # The error's type only: its text can quote the URL, which may carry a token.
                 error = type(exc).__name__
+            except TimeoutError:
+                error = f"no complete answer within {self.attempt_seconds:g} s"
         now = utcnow()
         succeeded = error is None
         attempt = {
@@ -213,13 +226,15 @@ class WebhookSender:
             final=retry_at is None,
         )
         async with self.maker() as session:
-            row = await session.get(WebhookDelivery, delivery.id)
-            if row is None:
-                return  # its endpoint (and tenant) were deleted meanwhile
-            await WebhookRepository(session).record_attempt(
-                row, attempt=attempt, succeeded=succeeded, retry_at=retry_at, now=now
+            recorded = await WebhookRepository(session).record_attempt(
+                delivery, attempt=attempt, succeeded=succeeded, retry_at=retry_at, now=now
             )
             await session.commit()
+        if not recorded:
+            # The claim lapsed (this worker stalled) and another took the delivery, or its
+            # endpoint and tenant were deleted: the row is someone else's to settle now.
+            logger.warning("webhook attempt not recorded", extra={"delivery_id": delivery.id})
+            return
         logger.info(
             "webhook attempt",
             extra={

@@ -219,8 +219,8 @@ async def current_user(request: Request, session: SessionDep) -> ConsoleUser:
         raise SignInRequired()  # never created; refused should one appear
     if now - _aware(row.last_seen_at) >= sessions.TOUCH_INTERVAL:
         settings = request.app.state.settings
-        await repository.touch(
-            row,
+        touched = await repository.touch(
+            row.token_digest,
             now=now,
             expires_at=sessions.expires_at(
                 now=now,
@@ -229,6 +229,8 @@ async def current_user(request: Request, session: SessionDep) -> ConsoleUser:
                 max_seconds=settings.console_session_max_seconds,
             ),
         )
+        if not touched:
+            raise SignInRequired()  # signed out by another request since it was read
     principal = Principal(
         key_id=key.id,
         role=role,

@@ -839,21 +839,38 @@ class WebhookRepository:
         succeeded: bool,
         retry_at: datetime | None,
         now: datetime,
-    ) -> None:
-        """Log one attempt and settle the row: delivered, retried later, or failed for good."""
-        delivery.attempts += 1
-        delivery.attempt_log = [*delivery.attempt_log, attempt]
-        delivery.locked_until = None
+    ) -> bool:
+        """Log one attempt at ``delivery`` (as claimed) and settle the row: delivered, retried
+        later, or failed for good. Only while the claim holds (``locked_until`` unchanged, still
+        pending): a late attempt whose claim lapsed and was taken over must not overwrite what
+        the newer one recorded. Whether it was recorded."""
+        values: dict[str, Any] = {
+            "attempts": WebhookDelivery.attempts + 1,
+            # Nobody else writes the row while the claim holds: the log as claimed is current.
+            "attempt_log": [*delivery.attempt_log, attempt],
+            "locked_until": None,
+        }
         if succeeded:
-            delivery.status = DeliveryStatus.SUCCEEDED.value
-            delivery.delivered_at = now
-            delivery.next_attempt_at = None
+            values |= {
+                "status": DeliveryStatus.SUCCEEDED.value,
+                "delivered_at": now,
+                "next_attempt_at": None,
+            }
         elif retry_at is None:
-            delivery.status = DeliveryStatus.FAILED.value
-            delivery.next_attempt_at = None
+            values |= {"status": DeliveryStatus.FAILED.value, "next_attempt_at": None}
         else:
-            delivery.next_attempt_at = retry_at
-        await self.session.flush()
+            values["next_attempt_at"] = retry_at
+        result = await self.session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery.id,
+                WebhookDelivery.status == DeliveryStatus.PENDING.value,
+                WebhookDelivery.locked_until == delivery.locked_until,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
 class ConsoleSessionRepository:
@@ -894,10 +911,16 @@ class ConsoleSessionRepository:
         ).first()
         return None if found is None else (found[0], found[1])
 
-    async def touch(self, row: ConsoleSession, *, now: datetime, expires_at: datetime) -> None:
-        row.last_seen_at = now
-        row.expires_at = expires_at
-        await self.session.flush()
+    async def touch(self, token_digest: str, *, now: datetime, expires_at: datetime) -> bool:
+        """Note a use of the session and move its expiry; False if it ended since it was read
+        (signed out or expired by a concurrent request)."""
+        result = await self.session.execute(
+            update(ConsoleSession)
+            .where(ConsoleSession.token_digest == token_digest, ConsoleSession.expires_at > now)
+            .values(last_seen_at=now, expires_at=expires_at)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
 
     async def delete(self, token_digest: str) -> int:
         result = await self.session.execute(
