@@ -13,6 +13,7 @@ audit chain). Two rules shape it:
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -161,6 +162,17 @@ class _Fields:
     grant_id: str | None = None
 
 
+def _same_data(stored: Any, given: Any) -> bool:
+    """Whether a second seal carries the data already sealed: equal as JSON (object keys in any
+    order), types included (Python's ``==`` takes ``true`` for ``1`` and ``1.0`` for ``1``),
+    compared in constant time."""
+
+    def encoded(data: Any) -> bytes:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+    return hmac.compare_digest(encoded(stored), encoded(given))
+
+
 class VaultService:
     def __init__(
         self,
@@ -275,7 +287,7 @@ class VaultService:
         existing = await self.records.record_for(
             tenant_id=tenant_id, job_id=job_id, purpose=purpose
         )
-        if existing is None or await self._plaintext(root, existing) != data:
+        if existing is None or not _same_data(await self._plaintext(root, existing), data):
             raise RecordExists(purpose)
         await self._append(self.session, root, replace(fields, ref=existing.id, reason="replayed"))
         return SealResult(ref=existing.id, key_version=existing.key_version)
@@ -342,6 +354,7 @@ class VaultService:
         if row is None:
             # Shredding leaves no active key, so only a tenant without one can be shredded.
             await self._refuse_if_shredded(root, tenant_id, action="seal")
+            await self._hold_tenant_keys(root, tenant_id, action="seal")
             fresh = envelope.TenantKey(
                 tenant_id=tenant_id, version=FIRST_KEY_VERSION, material=envelope.new_key()
             )
@@ -453,6 +466,7 @@ class VaultService:
         rows = await self.records.sealing_keys(tenant_id)
         if rows:
             return rows
+        await self._hold_tenant_keys(root, tenant_id, action="keygen")
         fresh = sealing.generate(root.current, tenant_id=tenant_id, version=FIRST_KEY_VERSION)
         await self.records.insert_sealing_key_if_absent(
             TenantSealingKey(
@@ -745,6 +759,32 @@ class VaultService:
         if await self.records.tenant_shredded(tenant_id):
             await self._refuse_shredded(root, tenant_id, action=action, grant=grant)
 
+    async def _hold_tenant_keys(
+        self, root: envelope.RootKeyRing, tenant_id: str, *, action: str
+    ) -> None:
+        """Before a new key of the tenant is made (its first, or a rotation): serialise with
+        shredding on the audit chain's lock, held to the end of this transaction, then refuse a
+        tenant shredded meanwhile. The check before it is a plain read, and a shred committing
+        between that read and the key's insert would leave a live key beside the tombstone
+        (shredding erases only the keys it can see). Rare: once per tenant, and per rotation."""
+        await self._lock_audit_chain()
+        if await self.records.tenant_shredded(tenant_id):
+            # Nothing written yet but the lock: give it up, so the refusal's audit record (a
+            # transaction of its own) does not wait for this one.
+            await self.session.rollback()
+            await self._refuse_shredded(root, tenant_id, action=action, grant=None)
+
+    async def _lock_audit_chain(self) -> None:
+        """Take the audit chain's append lock in this transaction (re-entrant: the append at
+        its end takes it again)."""
+        timeout = self.audit_lock_timeout_seconds
+        try:
+            await AuditRepository(self.session).write(
+                lambda writer: writer.lock_and_read_head(timeout_seconds=timeout)
+            )
+        except DBAPIError as exc:
+            raise AuditUnavailable("The audit log is busy; nothing was done. Retry.") from exc
+
     async def _refuse_shredded(
         self, root: envelope.RootKeyRing, tenant_id: str, *, action: str, grant: Grant | None
     ) -> NoReturn:
@@ -760,6 +800,7 @@ class VaultService:
         """Add a new version of the tenant's keys; new seals use it, old versions still open."""
         root = self._root()
         await self._refuse_if_shredded(root, tenant_id, action="rotate")
+        await self._hold_tenant_keys(root, tenant_id, action="rotate")
         key_version, sealing_version = await self.records.newest_versions(tenant_id)
         fresh = envelope.TenantKey(
             tenant_id=tenant_id, version=key_version + 1, material=envelope.new_key()
@@ -930,6 +971,8 @@ class VaultService:
     async def shred(self, *, tenant_id: str) -> None:
         """Destroy every key of the tenant: its records can never be opened again (410)."""
         root = self._root()
+        # After any key creation or rotation under way: its new key is then erased too.
+        await self._lock_audit_chain()
         await self.records.shred(tenant_id, root_key_id=root.current.key_id, at=self.clock())
         await self._append(
             self.session,
@@ -1271,6 +1314,15 @@ class VaultService:
             if limit is not None and batch[-1].entry.seq >= limit:
                 break
         result = verifier.finish(head)
+        if result.valid and head is not None and await self._head_behind_records(repo):
+            # Appends would refuse from here on (the head does not match the records).
+            result = audit.Verification(
+                valid=False,
+                records=result.records,
+                first_invalid=head.seq + 1,
+                problem="head_behind_records",
+                anchors=result.anchors,
+            )
         if result.valid and result.records == 0 and await repo.vault_holds_data():
             # Keys and records are only ever written together with their audit record, so an
             # empty chain beside stored data means the log was wiped.
@@ -1287,6 +1339,18 @@ class VaultService:
                 extra={"first_invalid": result.first_invalid, "problem": result.problem},
             )
         return result
+
+    @staticmethod
+    async def _head_behind_records(repo: AuditRepository) -> bool:
+        """Whether records lie past the chain head that no append moved it to: the head was set
+        back (restored from an older copy, edited). The records past the head read before
+        are not judged (appends go on during a verification), but an append commits its record
+        and the head together, so the head read after the newest record reaches it."""
+        newest = await repo.newest_seq()
+        if newest is None:
+            return False
+        current = await repo.head()
+        return current is None or current.seq < newest
 
     async def audit_page(
         self, *, tenant_id: str | None, limit: int, cursor: int | None

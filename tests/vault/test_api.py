@@ -123,11 +123,15 @@ async def test_seal_answers_ref_and_key_version(vault, gateway_auth):
     assert second != body["ref"]
 
 
-async def test_sealing_the_same_job_twice_is_409(vault, gateway_auth, databases):
+@pytest.mark.parametrize(
+    "other",
+    [{"b": 2}, {"a": True}, {"a": 1.0}],  # Python's == takes the last two for {"a": 1}
+)
+async def test_sealing_the_same_job_twice_is_409(vault, gateway_auth, databases, other):
     tenant_id, job_id, _ = await seal_job_data(vault, gateway_auth, data={"a": 1})
     response = await vault.post(
         RECORDS,
-        json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": {"b": 2}},
+        json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": other},
         headers=gateway_auth,
     )
     assert response.status_code == 409
@@ -137,10 +141,15 @@ async def test_sealing_the_same_job_twice_is_409(vault, gateway_auth, databases)
 
 async def test_sealing_the_same_data_again_answers_the_first_record(vault, gateway_auth, databases):
     # A gateway that crashed after sealing, or lost the answer, retries with the same job id.
-    tenant_id, job_id, ref = await seal_job_data(vault, gateway_auth, data={"a": [1, 2]})
+    tenant_id, job_id, ref = await seal_job_data(vault, gateway_auth, data={"a": [1, 2], "b": 3})
     again = await vault.post(
         RECORDS,
-        json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": {"a": [1, 2]}},
+        json={
+            "tenant_id": tenant_id,
+            "job_id": job_id,
+            "purpose": "job",
+            "data": {"b": 3, "a": [1, 2]},  # the same object, its keys in another order
+        },
         headers=gateway_auth,
     )
     assert again.status_code == 201, again.text

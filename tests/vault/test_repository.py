@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.vault.db.migrate import VERSION_TABLE
-from services.vault.db.models import AuditRecord, Base, Record, TenantKey
+from services.vault.db.models import (
+    AuditChainHead,
+    AuditRecord,
+    Base,
+    Record,
+    TenantKey,
+    TenantSealingKey,
+)
 from services.vault.db.repository import (
     AUDIT_LOCK_KEY,
+    HEAD_ID,
     TENANT_KEY_ACTIVE,
     TENANT_KEY_SHREDDED,
     AuditRepository,
@@ -30,7 +38,7 @@ from services.vault.db.repository import (
     VaultRepository,
 )
 from services.vault.domain.envelope import RootKey
-from services.vault.domain.errors import AuditUnavailable, RecordExists
+from services.vault.domain.errors import AuditUnavailable, RecordExists, TenantShredded
 from services.vault.service import SealResult, VaultService
 from shared.db import create_engine, create_sessionmaker, utcnow
 from shared.service_auth import ServiceIdentity
@@ -310,3 +318,122 @@ async def test_a_stuck_audit_lock_fails_closed_with_503(engines, root_key, vault
         await holder.close()
     assert await _count(engines[1], Record) == 0
     assert await _count(engines[1], AuditRecord) == 0
+
+
+# --- shredding against a new key in another replica ---------------------------------------
+
+
+async def _shred(engine: AsyncEngine, key: RootKey, identity: ServiceIdentity, tenant: str) -> None:
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        await _service(session, maker, key, identity).shred(tenant_id=tenant)
+        await session.commit()
+
+
+async def _live_keys(engine: AsyncEngine, tenant_id: str) -> list[tuple[str, int]]:
+    """The tenant's keys that still hold material."""
+    async with create_sessionmaker(engine)() as session:
+        keys = await session.scalars(select(TenantKey).where(TenantKey.tenant_id == tenant_id))
+        pairs = await session.scalars(
+            select(TenantSealingKey).where(TenantSealingKey.tenant_id == tenant_id)
+        )
+        return [("tenant", key.version) for key in keys if key.wrapped_key] + [
+            ("sealing", pair.version) for pair in pairs if pair.wrapped_private_key
+        ]
+
+
+def _shred_after_the_first_check(
+    service: VaultService, run_shred: Callable[[], Awaitable[None]]
+) -> None:
+    """Another replica's shred commits right after ``service`` first found the tenant not
+    shredded (a plain read), before it writes a key."""
+    check = service.records.tenant_shredded
+    calls = 0
+
+    async def checked(tenant_id: str) -> bool:
+        nonlocal calls
+        calls += 1
+        answer = await check(tenant_id)
+        if calls == 1:
+            await run_shred()
+        return answer
+
+    service.records.tenant_shredded = checked  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("change", ["rotate", "first seal", "first sealing keys"])
+async def test_a_shred_racing_a_new_key_leaves_no_live_key(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity, change: str
+) -> None:
+    here, other = engines[0], engines[1]
+    tenant_id = new_uuid()
+    if change == "rotate":
+        await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    maker = create_sessionmaker(here)
+    async with maker() as session:
+        service = _service(session, maker, root_key, vault_identity)
+        _shred_after_the_first_check(
+            service, lambda: _shred(other, root_key, vault_identity, tenant_id)
+        )
+        attempt: Callable[[], Awaitable[Any]] = {
+            "rotate": lambda: service.rotate(tenant_id=tenant_id),
+            "first seal": lambda: service.seal(
+                tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=1, subject="t"
+            ),
+            "first sealing keys": lambda: service.sealing_keys(tenant_id=tenant_id),
+        }[change]
+        with pytest.raises(TenantShredded):
+            await attempt()
+        await session.commit()  # what a route would do had the change gone through
+    assert await _live_keys(here, tenant_id) == []
+    with pytest.raises(TenantShredded):
+        await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=2)
+
+
+async def test_a_rotation_committed_while_a_shred_waits_is_shredded_too(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    here, other = engines[0], engines[1]
+    tenant_id = new_uuid()
+    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    maker = create_sessionmaker(here)
+    async with maker() as session:
+        await _service(session, maker, root_key, vault_identity).rotate(tenant_id=tenant_id)
+        shredding = asyncio.create_task(_shred(other, root_key, vault_identity, tenant_id))
+        await asyncio.sleep(0.3)
+        assert not shredding.done()  # waiting for the rotation's transaction
+        await session.commit()
+    await shredding
+    assert await _live_keys(here, tenant_id) == []
+
+
+async def test_a_head_set_back_behind_its_records_fails_verification(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    """Appends refuse when the head does not match the records: verification must say so too,
+    not judge the chain only up to the head and call it valid."""
+    engine = engines[0]
+    tenant_id = new_uuid()
+    for data in (1, 2):
+        await _seal(
+            engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=data
+        )
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        older = await session.get(AuditChainHead, HEAD_ID)
+        assert older is not None
+        saved_seq = older.seq
+        saved = {"seq": older.seq, "hash": older.hash, "mac": older.mac}
+    await _seal(engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=3)
+    assert (await _verify(engine, root_key, vault_identity)).valid
+    async with maker() as session:
+        await session.execute(update(AuditChainHead).values(**saved))  # the head alone restored
+        await session.commit()
+    verdict = await _verify(engine, root_key, vault_identity)
+    assert not verdict.valid
+    assert verdict.problem == "head_behind_records"
+    assert verdict.first_invalid == saved_seq + 1
+    with pytest.raises(AuditUnavailable):
+        await _seal(
+            engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=4
+        )

@@ -735,6 +735,11 @@ class AuditRepository(_Repository):
                 return True
         return False
 
+    async def newest_seq(self) -> int | None:
+        """The highest sequence number in the records (None for an empty log)."""
+        newest: int | None = await self.session.scalar(select(func.max(AuditRecord.seq)))
+        return newest
+
     async def head(self) -> ChainHead | None:
         row = await self.session.get(AuditChainHead, HEAD_ID, populate_existing=True)
         if row is None:
