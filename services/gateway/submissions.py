@@ -21,7 +21,10 @@ The sweeper also finds ``sealing`` rows older than ``submission_grace_seconds``:
 died between steps 1 and 3 and the client never got a 2xx. If the router has the job after all
 (the crash came after step 3), the row is just deleted; otherwise the vault discards the job's
 sealed data (audited) and the row goes, so no confidential data is orphaned. A client that
-retries with its Idempotency-Key reuses the job id, so nothing is duplicated either way.
+retries with its Idempotency-Key reuses the job id, so nothing is duplicated either way; a retry
+that finds the sweeper working on the job's row (claimed: it may be discarding the sealed data
+because the router does not have the job) is answered 503 and does not touch the row, so it
+cannot route the job with a reference the roll-back is about to discard.
 
 Several gateway replicas, and requests that forward a tenant's pending jobs at once, may work
 on the outbox together: a row is claimed with a conditional update of its ``next_attempt_at``
@@ -47,6 +50,7 @@ from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
 from services.gateway.db.models import JobSubmission
 from services.gateway.db.repository import SubmissionRepository
+from services.gateway.domain.errors import SubmissionBeingSettled
 from services.gateway.domain.views import client_view
 from services.gateway.metrics import PENDING_SUBMISSIONS
 from shared.db import utcnow
@@ -85,7 +89,7 @@ async def begin_sealing(
     Commits ``session`` (the request's, which has only read so far): the row must be durable
     before the vault is called. The session stays usable for the rest of the request."""
     now = utcnow()
-    await SubmissionRepository(session).put(
+    written = await SubmissionRepository(session).put(
         job_id=job_id,
         tenant_id=tenant_id,
         state=SEALING,
@@ -93,6 +97,8 @@ async def begin_sealing(
         now=now,
         next_attempt_at=now + grace,
     )
+    if written is None:
+        raise SubmissionBeingSettled()
     await session.commit()
 
 
@@ -103,7 +109,7 @@ async def park_pending(
     time the job was acknowledged (the row's: a sealing row's time if it had one), which the
     job keeps as its ``created_at`` once routed."""
     now = utcnow()
-    return await SubmissionRepository(session).put(
+    acknowledged_at = await SubmissionRepository(session).put(
         job_id=job_id,
         tenant_id=tenant_id,
         state=PENDING,
@@ -111,6 +117,9 @@ async def park_pending(
         now=now,
         next_attempt_at=now,
     )
+    if acknowledged_at is None:
+        raise SubmissionBeingSettled()
+    return acknowledged_at
 
 
 def pending_view(submission: dict[str, Any], *, created_at: datetime) -> dict[str, Any]:

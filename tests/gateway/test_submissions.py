@@ -27,6 +27,7 @@ from services.router.settings import RouterSettings
 from services.vault.app import create_app as create_vault_app
 from services.vault.settings import VaultSettings
 from shared.db import utcnow
+from shared.failpoints import FAILPOINTS_FILE_VARIABLE
 from shared.metrics import sample_value
 from tests.conftest import running
 from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
@@ -443,3 +444,51 @@ async def test_a_pending_job_the_router_refuses_stays_and_shows(outage, caplog):
     assert await PENDING_SUBMISSIONS.refresh(maker, force=True)
     assert sample_value("taskroute_gateway_pending_jobs") == 0
     assert sample_value("taskroute_gateway_pending_jobs_oldest_age_seconds") == 0
+
+
+async def test_a_retry_leaves_a_submission_the_sweeper_is_rolling_back_alone(
+    outage, tmp_path, monkeypatch
+):
+    """A keyed submit dies after sealing; the sweeper, past the grace, claims its row to roll it
+    back (the router does not have the job, so the sealed data goes). The client's retry comes
+    meanwhile: it must not route the job with that reference. It is 503 until the roll-back is
+    done, and then goes through from the start, with its data sealed again."""
+    platform, _link = outage
+    install_breaker(platform.app.state.router_http, CircuitBreaker("router", failures=1000))
+    tenant_id, key = await client_key(platform)
+    job = {**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}}
+    keyed = {**bearer(key), "Idempotency-Key": "retry-while-rolled-back"}
+    armed = tmp_path / "failpoints"
+    armed.write_text("gateway.submit.after_seal=error\n")
+    monkeypatch.setenv(FAILPOINTS_FILE_VARIABLE, str(armed))
+    died = await platform.client.post("/v1/jobs", json=job, headers=keyed)
+    assert died.status_code == 500
+    armed.write_text("")
+    vault_db = platform.databases["vault"]
+    assert await scalar(vault_db, "SELECT count(*) FROM records") == 1
+
+    past_grace = utcnow() + timedelta(seconds=61)
+    async with platform.app.state.sessionmaker() as session:  # the sweeper takes the row
+        outbox = SubmissionRepository(session)
+        [row] = await outbox.due(now=past_grace, limit=10)
+        assert await outbox.claim(row, now=past_grace, until=past_grace + timedelta(minutes=1))
+        await session.commit()
+    busy = await platform.client.post("/v1/jobs", json=job, headers=keyed)
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["type"].endswith("/submission-being-settled")
+    assert busy.headers["Retry-After"] == "5"
+    router_jobs = "SELECT count(*) FROM jobs WHERE tenant_id = :t"
+    assert await scalar(platform.databases["router"], router_jobs, t=tenant_id) == 0
+
+    sweeper = create_sweeper(platform.app)  # the roll-back finishes: the sealed data goes
+    assert await sweeper.sweep_once(past_grace + timedelta(minutes=2)) == 1
+    assert await scalar(vault_db, "SELECT count(*) FROM records") == 0
+    accepted = await platform.client.post("/v1/jobs", json=job, headers=keyed)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "queued"
+    ref = await scalar(
+        platform.databases["router"],
+        "SELECT confidential_ref FROM jobs WHERE id = :j",
+        j=accepted.json()["id"],
+    )
+    assert await scalar(vault_db, "SELECT id FROM records") == ref

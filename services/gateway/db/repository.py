@@ -957,6 +957,9 @@ def _put_submission(insert: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=["id"],
         set_={name: statement.excluded[name] for name in _SUBMISSION_REWRITTEN},
+        # Never a row a sweeper has claimed: it may be rolling the job back (discarding its
+        # sealed data) on the strength of the router not having it.
+        where=_SUBMISSIONS.c.attempts == 0,
     ).returning(_SUBMISSIONS.c.created_at)
 
 
@@ -982,9 +985,10 @@ class SubmissionRepository:
         submission: dict[str, Any],
         now: datetime,
         next_attempt_at: datetime,
-    ) -> datetime:
+    ) -> datetime | None:
         """Insert the row, or overwrite it for a retry of the same job (one statement); the
-        row's creation time (a rewritten row keeps its first one)."""
+        row's creation time (a rewritten row keeps its first one). None if the row exists and
+        a sweeper has worked on it: the job is being settled, not the caller's to redo."""
         dialect = self.session.get_bind().dialect.name
         result = await execute(
             self.session,
@@ -1000,7 +1004,7 @@ class SubmissionRepository:
                 "last_error": None,
             },
         )
-        created_at: datetime = result.scalar_one()
+        created_at: datetime | None = result.scalar_one_or_none()
         return created_at
 
     async def get_for_tenant(self, job_id: str, *, tenant_id: str) -> JobSubmission | None:

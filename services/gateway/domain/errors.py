@@ -63,6 +63,21 @@ class JobNotRoutedYet(ServiceUnavailable):
         return {"Retry-After": "1"}
 
 
+class SubmissionBeingSettled(ServiceUnavailable):
+    """A retried submit whose earlier attempt died mid-way while the gateway's sweeper is
+    settling it (forwarding it, or rolling it back): the retry must not redo it meanwhile."""
+
+    problem = "submission-being-settled"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "An earlier attempt of this submission is being settled; retry it in a few seconds."
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
 class TeamNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("No team with this id.")
