@@ -115,6 +115,11 @@ def _lease_cleared() -> dict[str, Any]:
     return {"lease_member_id": None, "lease_claimed_at": None, "lease_expires_at": None}
 
 
+# How many times a submit re-decides after finding its chosen team filled by concurrent
+# submits: each pass excludes one full team, so a few cover any burst but a pathological one.
+CAPACITY_RECHECKS = 5
+
+
 def _assignment(candidate_team: TeamProfile, score: float | None, now: datetime) -> dict[str, Any]:
     return {
         "team_id": candidate_team.id,
@@ -391,42 +396,17 @@ class JobWorkflow:
             description=submission.description,
             service_hint=submission.service.value if submission.service else None,
         )
+        teams = await self.profiles(work=classification)
         decision = self.decide(
             classification=classification,
             policy=submission.policy,
             due_at=submission.due_at,
             rejected_by=(),
-            teams=await self.profiles(work=classification),
+            teams=teams,
             now=now,
         )
-        chosen = decision.chosen
-        values: dict[str, Any]
-        if not self.is_confident(classification):
-            status, outcome, event_type, actor = JobStatus.TRIAGE, "triage", "triaged", "router"
-            reason = (
-                f"confidence {classification.confidence:.2f} is below the threshold"
-                f" {self.settings.triage_threshold:.2f}"
-            )
-            values = {}
-        elif chosen is not None:
-            status, outcome, event_type, actor = JobStatus.QUEUED, "queued", "routed", "router"
-            reason = (
-                f"routed to {chosen.team.name} (score {chosen.score:g}"
-                f" among {len(decision.eligible)} eligible)"
-            )
-            values = {
-                **_assignment(chosen.team, chosen.score, now),
-                "escalate_at": escalate_at(
-                    queued_at=now,
-                    priority=submission.priority,
-                    windows=self.settings.escalation_windows(),
-                ),
-            }
-        else:
-            status, outcome, event_type = JobStatus.UNROUTABLE, "unroutable", "unroutable"
-            actor = "router"
-            reason = f"no eligible team among {len(decision.excluded)}"
-            values = {"retry_at": now + timedelta(seconds=self.settings.unroutable_retry_seconds)}
+        first = self._first_routing(classification, decision, submission, now=now)
+        status, outcome, event_type, actor, reason, values = first
         ensure_transition(JobStatus.PENDING, status)
         # Never in the future: the two services' clocks may disagree a little.
         created_at = min(submission.acknowledged_at or now, now)
@@ -468,6 +448,45 @@ class JobWorkflow:
             if stored is None:
                 raise InvalidTransition("The job changed while this request ran; retry.")
             return self._same_submission(stored, submission), False
+        for _ in range(CAPACITY_RECHECKS):
+            chosen = decision.chosen
+            if status is not JobStatus.QUEUED or chosen is None:
+                break
+            # The loads were read before this transaction wrote anything, so concurrent
+            # submits may all have seen room on the same team. Read now, after this job's
+            # insert (which counted it, and on PostgreSQL holds the team's counter row until
+            # commit; on SQLite the write lock), the load is exact.
+            load = (await self.jobs.team_loads([chosen.team.id])).get(chosen.team.id, 0)
+            if load <= chosen.team.capacity:
+                break
+            teams = [
+                team_profile_with_load(team, load - 1) if team.id == chosen.team.id else team
+                for team in teams
+            ]
+            decision = self.decide(
+                classification=classification,
+                policy=submission.policy,
+                due_at=submission.due_at,
+                rejected_by=(),
+                teams=teams,
+                now=now,
+            )
+            first = self._first_routing(classification, decision, submission, now=now)
+            status, outcome, event_type, actor, reason, values = first
+            rerouted = await self.jobs.touch(
+                job.id,
+                conditions=(),
+                values={
+                    "status": status.value,
+                    **_UNASSIGNED,
+                    "escalate_at": None,
+                    "retry_at": None,
+                    **values,
+                },
+            )
+            if rerouted is None:
+                raise InvalidTransition("The job changed while this request ran; retry.")
+            job = rerouted
         await self.jobs.add_events(
             [
                 {
@@ -494,6 +513,41 @@ class JobWorkflow:
         )
         await self._store_decision(job.id, decision, outcome)
         return job, True
+
+    def _first_routing(
+        self,
+        classification: Classification,
+        decision: Decision,
+        submission: JobSubmission,
+        *,
+        now: datetime,
+    ) -> tuple[JobStatus, str, str, str, str, dict[str, Any]]:
+        """A new job's first status by ``decision``: status, decision outcome, event type,
+        actor, reason, and the job's values that go with it."""
+        chosen = decision.chosen
+        if not self.is_confident(classification):
+            reason = (
+                f"confidence {classification.confidence:.2f} is below the threshold"
+                f" {self.settings.triage_threshold:.2f}"
+            )
+            return JobStatus.TRIAGE, "triage", "triaged", "router", reason, {}
+        if chosen is not None:
+            reason = (
+                f"routed to {chosen.team.name} (score {chosen.score:g}"
+                f" among {len(decision.eligible)} eligible)"
+            )
+            values = {
+                **_assignment(chosen.team, chosen.score, now),
+                "escalate_at": escalate_at(
+                    queued_at=now,
+                    priority=submission.priority,
+                    windows=self.settings.escalation_windows(),
+                ),
+            }
+            return JobStatus.QUEUED, "queued", "routed", "router", reason, values
+        reason = f"no eligible team among {len(decision.excluded)}"
+        values = {"retry_at": now + timedelta(seconds=self.settings.unroutable_retry_seconds)}
+        return JobStatus.UNROUTABLE, "unroutable", "unroutable", "router", reason, values
 
     @staticmethod
     def _same_submission(stored: Job, submission: JobSubmission) -> Job:

@@ -5,6 +5,7 @@ through any replica, is seen by the very next decision in every replica; loads a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import event
@@ -70,6 +71,49 @@ async def test_loads_are_read_by_every_decision(
         assert _team_of(parked) is None
 
 
+async def test_concurrent_submits_fill_a_team_to_its_capacity_not_past_it(
+    databases: dict[str, str], router_settings: RouterSettings
+) -> None:
+    """Every submit reads the loads before it writes, so a burst may see room on the same team;
+    each checks its team's load again after its insert and goes elsewhere if it overflowed."""
+    engine = create_engine(databases["router"])
+    maker = create_sessionmaker(engine)
+    settings = router_settings.model_copy(update={"triage_threshold": 0.0})
+    try:
+        async with maker() as session, session.begin():
+            small, large = [
+                await TeamWorkflow(session).create(
+                    team_fields(
+                        name=name,
+                        certifications=[],
+                        languages=[],
+                        capacity=capacity,
+                        quality=quality,
+                    ),
+                    now=utcnow(),
+                )
+                for name, capacity, quality in (("Small", 2, 0.99), ("Large", 3, 0.5))
+            ]
+
+        async def submit() -> str | None:
+            async with maker() as session, session.begin():
+                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+                job, _ = await flow.submit(_submission(), now=utcnow())
+                return job.team_id
+
+        placed = await asyncio.gather(*(submit() for _ in range(8)))
+        async with maker() as session:
+            flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+            loads = await flow.jobs.team_loads()
+            counted = await flow.jobs.counted_team_loads()
+    finally:
+        await engine.dispose()
+    assert placed.count(small.id) == 2
+    assert placed.count(large.id) == 3
+    assert placed.count(None) == 3  # unroutable: no room anywhere
+    assert loads == counted == {small.id: 2, large.id: 3}
+
+
 def _submission() -> JobSubmission:
     return JobSubmission(
         id=new_uuid(),
@@ -86,11 +130,11 @@ def _submission() -> JobSubmission:
     )
 
 
-async def test_a_warm_cache_makes_a_submit_four_statements(
+async def test_a_warm_cache_makes_a_submit_five_statements(
     databases: dict[str, str], router_settings: RouterSettings
 ) -> None:
-    """Versions and loads, then the job, its events and its decision record: the teams are read
-    only when the cache does not hold them at their versions."""
+    """Versions and loads, then the job, its team's load, its events and its decision record:
+    the teams are read only when the cache does not hold them at their versions."""
     engine = create_engine(databases["router"])
     maker = create_sessionmaker(engine)
     settings = router_settings.model_copy(update={"triage_threshold": 0.0})
@@ -127,7 +171,9 @@ async def test_a_warm_cache_makes_a_submit_four_statements(
                 ),
                 now=utcnow(),
             )
-        assert await submit() == ["SELECT", "SELECT", "INSERT", "INSERT", "INSERT"]
-        assert await submit() == ["SELECT", "INSERT", "INSERT", "INSERT"]
+        # Versions and loads, the teams, the job, its team's load again (the capacity check
+        # after the insert), the events, the decision record.
+        assert await submit() == ["SELECT", "SELECT", "INSERT", "SELECT", "INSERT", "INSERT"]
+        assert await submit() == ["SELECT", "INSERT", "SELECT", "INSERT", "INSERT"]
     finally:
         await engine.dispose()
