@@ -71,8 +71,14 @@ def read_secret_file(path: Path) -> str:
 class PlatformSettings(BaseSettings):
     """Settings of the whole platform, read by every service and by the ``taskroute`` command."""
 
+    # hide_input_in_errors: a refused value (a pepper too short, a key with a stray tab, a URL
+    # with its password) must not reach a start-up traceback; every service's settings inherit it.
     model_config = SettingsConfigDict(
-        env_prefix="TASKROUTE_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="TASKROUTE_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     environment: Environment = Field(

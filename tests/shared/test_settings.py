@@ -59,3 +59,41 @@ def test_tracing_settings_default_off_and_are_validated(monkeypatch):
     monkeypatch.setenv("TASKROUTE_TRACING_SAMPLE_RATIO", "1.5")
     with pytest.raises(ValidationError):
         PlatformSettings()
+
+
+SETTINGS_CANARY = "CANARY7f3e"
+
+
+@pytest.mark.parametrize(
+    ("settings_class", "variables"),
+    [
+        ("gateway", {"TASKROUTE_GATEWAY_API_KEY_PEPPER": f"{SETTINGS_CANARY}short"}),
+        (
+            "gateway",
+            {"TASKROUTE_BOOTSTRAP_OPERATOR_KEY": f"tr_operator_{SETTINGS_CANARY}_abcdefghijkl\t"},
+        ),
+        (
+            "gateway",  # production without a pepper: the model validator's error
+            {
+                "TASKROUTE_ENVIRONMENT": "production",
+                "TASKROUTE_DATABASE_URL": f"postgresql://app:{SETTINGS_CANARY}@db/gateway",
+                "TASKROUTE_GATEWAY_REDIS_URL": f"redis://:{SETTINGS_CANARY}@cache:6379/0",
+            },
+        ),
+        ("router", {"TASKROUTE_UPSTREAM_TIMEOUT_SECONDS": SETTINGS_CANARY}),
+        ("vault", {"TASKROUTE_UPSTREAM_TIMEOUT_SECONDS": SETTINGS_CANARY}),
+    ],
+)
+def test_a_refused_setting_is_not_echoed_in_the_error(monkeypatch, settings_class, variables):
+    """A start-up error goes to the container's log: it names the setting and why, never the
+    value, which may be a secret or carry one."""
+    from services.gateway.settings import GatewaySettings
+    from services.router.settings import RouterSettings
+    from services.vault.settings import VaultSettings
+
+    classes = {"gateway": GatewaySettings, "router": RouterSettings, "vault": VaultSettings}
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        classes[settings_class]()
+    assert SETTINGS_CANARY not in str(refused.value)  # what a start-up traceback prints
