@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.api.deps import NowDep, require_gateway
@@ -59,19 +60,25 @@ async def put_member_key(
     team_id: str, member_id: str, body: MemberKeyPut, session: SessionDep, now: NowDep
 ) -> MemberKeyRead:
     """Register a member's X25519 public key for end-to-end delivery (once; same key is a no-op)."""
-    row = await session.get(MemberKey, member_id)
+    # Insert unless registered, then judge the stored row: two registrations at once (a
+    # retried PUT beside a slow first one) both answer as the second would, not one of them
+    # with the unique index's error.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(MemberKey)
+        .values(member_id=member_id, team_id=team_id, public_key=body.public_key, updated_at=now)
+        .on_conflict_do_nothing()
+    )
+    row = await session.get(MemberKey, member_id, populate_existing=True)
     if row is None:
-        row = MemberKey(member_id=member_id, team_id=team_id, public_key=body.public_key)
-        session.add(row)
-        row.updated_at = now
-    elif row.team_id != team_id or not hmac.compare_digest(row.public_key, body.public_key):
+        raise RuntimeError("a member key vanished while it was registered")  # never deleted
+    if row.team_id != team_id or not hmac.compare_digest(row.public_key, body.public_key):
         # A registered key is never replaced through the gateway: otherwise a compromised
         # gateway could swap in a key of its own and have the vault re-wrap data to it.
         raise MemberKeyConflict(
             "This member already registered a different public key; key changes need an "
             "operator-side re-enrolment."
         )
-    await session.flush()
     return MemberKeyRead(
         member_id=row.member_id,
         team_id=row.team_id,

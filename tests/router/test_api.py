@@ -11,6 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import insert
 
 from services.router.app import create_app
 from services.router.db.repository import JobRepository
@@ -953,3 +954,50 @@ async def test_a_job_the_gateway_held_keeps_the_time_it_was_acknowledged(client)
         "/internal/v1/jobs", json=job_body(acknowledged_at="2026-01-01T00:00:00")
     )
     assert naive.status_code == 422
+
+
+async def test_the_same_member_key_registered_at_once_is_accepted_every_time(
+    client, databases
+) -> None:
+    """The gateway retries a PUT that timed out, so a slow registration and its retries can
+    run at once: all are the key's registration (200), none the unique index's error; another
+    key for the member is still 409. Here the first registration is held uncommitted while the
+    others arrive, so they all find no key and meet it at the insert."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from services.router.db.models import MemberKey
+    from shared import sealed_envelope
+    from shared.db import create_engine, utcnow
+
+    def public_key() -> str:
+        key = X25519PrivateKey.generate().public_key()
+        return sealed_envelope.b64url_encode(sealed_envelope.public_raw(key))
+
+    team = await create_team(client)
+    member_id = new_uuid()
+    path = f"/internal/v1/teams/{team['id']}/members/{member_id}/key"
+    registered = public_key()
+    engine = create_engine(databases["router"])
+    try:
+        async with engine.connect() as first:
+            await first.execute(
+                insert(MemberKey).values(
+                    member_id=member_id,
+                    team_id=team["id"],
+                    public_key=registered,
+                    updated_at=utcnow(),
+                )
+            )
+            retries = [
+                asyncio.create_task(client.put(path, json={"public_key": registered}))
+                for _ in range(3)
+            ]
+            await asyncio.sleep(0.5)  # they wait for the first registration's row
+            await first.commit()
+        answers = await asyncio.gather(*retries)
+    finally:
+        await engine.dispose()
+    assert [answer.status_code for answer in answers] == [200] * 3, [a.text for a in answers]
+    assert {answer.json()["public_key"] for answer in answers} == {registered}
+    other = await client.put(path, json={"public_key": public_key()})
+    assert other.status_code == 409
