@@ -40,6 +40,8 @@ class TaskrouteError(Exception):
     status: int = 500
     title: str = "Internal error"
     problem: str = "internal"
+    # Seconds worth waiting before a retry, sent as ``Retry-After`` (None: no header).
+    retry_after: int | None = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -47,7 +49,7 @@ class TaskrouteError(Exception):
         self.extra = extra
 
     def headers(self) -> dict[str, str]:
-        return {}
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class BadRequest(TaskrouteError):
@@ -172,11 +174,10 @@ class DatabaseUnavailable(ServiceUnavailable):
     """The service's own database could not be used (down, restarting, a dropped connection,
     SQLite's write lock not had in time): transient, so 503 rather than 500."""
 
+    retry_after = 1
+
     def __init__(self) -> None:
         super().__init__("The service's database is unavailable; retry the request shortly.")
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

@@ -387,8 +387,8 @@ class JobWorkflow:
 
         Decided before anything is written, so the job row is inserted once, already in its
         first status (queued, triage or unroutable), and its two events (``created``, then the
-        routing) go in one multi-row insert: five statements per submit where seven were (two
-        reads of teams and loads, the job, the events, the decision record)."""
+        routing) go in one multi-row insert: six statements per routed submit (two reads of
+        teams and loads, the job, its team's load again, the events, the decision record)."""
         # No read first: the insert itself says whether the id is new (a retry is rare, a read
         # on every submit is not); a retry's decision is thrown away unwritten.
         classification = self.classifier.classify(
@@ -397,15 +397,7 @@ class JobWorkflow:
             service_hint=submission.service.value if submission.service else None,
         )
         teams = await self.profiles(work=classification)
-        decision = self.decide(
-            classification=classification,
-            policy=submission.policy,
-            due_at=submission.due_at,
-            rejected_by=(),
-            teams=teams,
-            now=now,
-        )
-        first = self._first_routing(classification, decision, submission, now=now)
+        decision, first = self._route_new(classification, submission, teams, now=now)
         status, outcome, event_type, actor, reason, values = first
         ensure_transition(JobStatus.PENDING, status)
         # Never in the future: the two services' clocks may disagree a little.
@@ -463,15 +455,7 @@ class JobWorkflow:
                 team_profile_with_load(team, load - 1) if team.id == chosen.team.id else team
                 for team in teams
             ]
-            decision = self.decide(
-                classification=classification,
-                policy=submission.policy,
-                due_at=submission.due_at,
-                rejected_by=(),
-                teams=teams,
-                now=now,
-            )
-            first = self._first_routing(classification, decision, submission, now=now)
+            decision, first = self._route_new(classification, submission, teams, now=now)
             status, outcome, event_type, actor, reason, values = first
             rerouted = await self.jobs.touch(
                 job.id,
@@ -514,23 +498,32 @@ class JobWorkflow:
         await self._store_decision(job.id, decision, outcome)
         return job, True
 
-    def _first_routing(
+    def _route_new(
         self,
         classification: Classification,
-        decision: Decision,
         submission: JobSubmission,
+        teams: Sequence[TeamProfile],
         *,
         now: datetime,
-    ) -> tuple[JobStatus, str, str, str, str, dict[str, Any]]:
-        """A new job's first status by ``decision``: status, decision outcome, event type,
-        actor, reason, and the job's values that go with it."""
+    ) -> tuple[Decision, tuple[JobStatus, str, str, str, str, dict[str, Any]]]:
+        """The routing decision for a new job among ``teams``, and its first status by it:
+        status, decision outcome, event type, actor, reason, and the job's values that go
+        with it."""
+        decision = self.decide(
+            classification=classification,
+            policy=submission.policy,
+            due_at=submission.due_at,
+            rejected_by=(),
+            teams=teams,
+            now=now,
+        )
         chosen = decision.chosen
         if not self.is_confident(classification):
             reason = (
                 f"confidence {classification.confidence:.2f} is below the threshold"
                 f" {self.settings.triage_threshold:.2f}"
             )
-            return JobStatus.TRIAGE, "triage", "triaged", "router", reason, {}
+            return decision, (JobStatus.TRIAGE, "triage", "triaged", "router", reason, {})
         if chosen is not None:
             reason = (
                 f"routed to {chosen.team.name} (score {chosen.score:g}"
@@ -544,10 +537,17 @@ class JobWorkflow:
                     windows=self.settings.escalation_windows(),
                 ),
             }
-            return JobStatus.QUEUED, "queued", "routed", "router", reason, values
+            return decision, (JobStatus.QUEUED, "queued", "routed", "router", reason, values)
         reason = f"no eligible team among {len(decision.excluded)}"
         values = {"retry_at": now + timedelta(seconds=self.settings.unroutable_retry_seconds)}
-        return JobStatus.UNROUTABLE, "unroutable", "unroutable", "router", reason, values
+        return decision, (
+            JobStatus.UNROUTABLE,
+            "unroutable",
+            "unroutable",
+            "router",
+            reason,
+            values,
+        )
 
     @staticmethod
     def _same_submission(stored: Job, submission: JobSubmission) -> Job:

@@ -35,8 +35,8 @@ class VaultSettings(ServiceSettings):
         env_file=".env",
         extra="ignore",
         populate_by_name=True,
-        # A near-miss root key must not be printed in the start-up error that refuses it.
-        hide_input_in_errors=True,
+        # hide_input_in_errors comes from the shared base: a near-miss root key must not be
+        # printed in the start-up error that refuses it.
     )
 
     service_name: str = "vault"

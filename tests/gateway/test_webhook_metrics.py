@@ -15,11 +15,10 @@ import pytest
 from services.gateway import metrics
 from services.gateway.clients.webhooks import WebhookSender
 from services.gateway.db.repository import WebhookRepository
-from services.gateway.domain import webhooks as rules
 from shared.db import utcnow
 from shared.metrics import sample_value
 from tests.e2e.conftest import free_port
-from tests.gateway.factories import PEPPER, make_tenant
+from tests.gateway.factories import PEPPER, make_tenant, make_webhook_endpoint
 
 ATTEMPTS = "taskroute_gateway_webhook_attempts_total"
 SETTLED = "taskroute_gateway_webhook_deliveries_total"
@@ -71,19 +70,14 @@ def counts() -> dict[str, float]:
 async def test_attempts_outcomes_latency_and_backlog(maker, receivers):
     async with maker() as session:
         tenant = await make_tenant(session)
-        repository = WebhookRepository(session)
         for n, url in enumerate(receivers.values()):
-            endpoint_id = f"5f0c7a52-0000-4000-8000-00000000000{n}"
-            await repository.add_endpoint(
-                endpoint_id=endpoint_id,
+            await make_webhook_endpoint(
+                session,
                 tenant_id=tenant.id,
                 url=url,
-                description=None,
-                sealed=rules.seal_secret(
-                    "whsec_x", endpoint_id=endpoint_id, tenant_id=tenant.id, pepper=PEPPER
-                ),
+                endpoint_id=f"5f0c7a52-0000-4000-8000-00000000000{n}",
             )
-        queued = await repository.enqueue(
+        queued = await WebhookRepository(session).enqueue(
             tenant_id=tenant.id,
             event_id="event-1",
             event_type="job.queued",

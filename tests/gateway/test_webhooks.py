@@ -267,23 +267,17 @@ def test_signature_is_stripe_style():
 async def test_two_workers_never_claim_the_same_delivery(maker):
     from services.gateway.db.repository import WebhookRepository
     from shared.db import utcnow
-    from tests.gateway.factories import PEPPER, make_tenant
+    from tests.gateway.factories import make_tenant, make_webhook_endpoint
 
     async with maker() as session:
         tenant = await make_tenant(session)
-        repository = WebhookRepository(session)
-        await repository.add_endpoint(
-            endpoint_id="5f0c7a52-0000-4000-8000-000000000001",
+        await make_webhook_endpoint(
+            session,
             tenant_id=tenant.id,
             url="https://hooks.example.com/x",
-            description=None,
-            sealed=rules.seal_secret(
-                "whsec_x",
-                endpoint_id="5f0c7a52-0000-4000-8000-000000000001",
-                tenant_id=tenant.id,
-                pepper=PEPPER,
-            ),
+            endpoint_id="5f0c7a52-0000-4000-8000-000000000001",
         )
+        repository = WebhookRepository(session)
         for n in range(6):
             await repository.enqueue(
                 tenant_id=tenant.id,
@@ -316,21 +310,12 @@ async def one_delivery_to(maker, url: str, *, attempts: int = 0) -> str:
     from services.gateway.db.models import WebhookDelivery
     from services.gateway.db.repository import WebhookRepository
     from shared.db import utcnow
-    from tests.gateway.factories import PEPPER, make_tenant
+    from tests.gateway.factories import make_tenant, make_webhook_endpoint
 
     async with maker() as session:
         tenant = await make_tenant(session)
-        repository = WebhookRepository(session)
-        await repository.add_endpoint(
-            endpoint_id=ENDPOINT_ID,
-            tenant_id=tenant.id,
-            url=url,
-            description=None,
-            sealed=rules.seal_secret(
-                "whsec_x", endpoint_id=ENDPOINT_ID, tenant_id=tenant.id, pepper=PEPPER
-            ),
-        )
-        await repository.enqueue(
+        await make_webhook_endpoint(session, tenant_id=tenant.id, url=url, endpoint_id=ENDPOINT_ID)
+        await WebhookRepository(session).enqueue(
             tenant_id=tenant.id,
             event_id="event-1",
             event_type="job.queued",

@@ -76,8 +76,7 @@ SETTINGS_CANARY = "CANARY7f3e"
             "gateway",  # production without a pepper: the model validator's error
             {
                 "TASKROUTE_ENVIRONMENT": "production",
-                "TASKROUTE_DATABASE_URL": f"postgresql://app:{SETTINGS_CANARY}@db/gateway",
-                "TASKROUTE_GATEWAY_REDIS_URL": f"redis://:{SETTINGS_CANARY}@cache:6379/0",
+                "TASKROUTE_GATEWAY_DATABASE_URL": f"postgresql://app:{SETTINGS_CANARY}@db/gw",
             },
         ),
         ("router", {"TASKROUTE_UPSTREAM_TIMEOUT_SECONDS": SETTINGS_CANARY}),

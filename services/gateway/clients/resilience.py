@@ -103,9 +103,6 @@ class CircuitOpen(UpstreamUnreachable):
             f"retry in {self.retry_after} s."
         )
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
-
 
 @dataclass
 class CircuitBreaker:

@@ -53,14 +53,12 @@ class JobNotRoutedYet(ServiceUnavailable):
     it to the router right now, or the router is away: it exists, so not 404."""
 
     problem = "job-pending"
+    retry_after = 1
 
     def __init__(self) -> None:
         super().__init__(
             "The job was accepted and is being handed to routing; retry the request shortly."
         )
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
 
 
 class SubmissionBeingSettled(ServiceUnavailable):
@@ -68,14 +66,12 @@ class SubmissionBeingSettled(ServiceUnavailable):
     settling it (forwarding it, or rolling it back): the retry must not redo it meanwhile."""
 
     problem = "submission-being-settled"
+    retry_after = 5
 
     def __init__(self) -> None:
         super().__init__(
             "An earlier attempt of this submission is being settled; retry it in a few seconds."
         )
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "5"}
 
 
 class TeamNotFound(NotFound):
@@ -157,9 +153,6 @@ class RateLimited(TaskrouteError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class WebhookEndpointNotFound(NotFound):
