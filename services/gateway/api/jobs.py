@@ -7,7 +7,7 @@ same answer as for an unknown id.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Body, Depends, Query, Request, Response, status
@@ -25,6 +25,7 @@ from services.gateway.api.deps import (
 )
 from services.gateway.api.edge import reserved_resource_id
 from services.gateway.api.job_events import queue_job_event
+from services.gateway.api.keyed_retries import cancelled_under_this_key
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
     CreatedBeforeQuery,
@@ -42,18 +43,14 @@ from services.gateway.api.schemas import (
     JobResultRead,
     RoutingRead,
 )
-from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
 from services.gateway.db.repository import (
-    IdempotencyRepository,
     SubmissionRepository,
     TenantRepository,
 )
-from services.gateway.domain import idempotency
 from services.gateway.domain.errors import InvalidApiKey, JobNotRoutedYet
 from services.gateway.domain.jobs import JobStatus
 from services.gateway.domain.policy import DataPolicy, PolicyNarrowing, effective_policy
-from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import client_view, job_id_or_404
 from shared.db import new_id
 from shared.errors import ServiceUnavailable
@@ -317,7 +314,7 @@ async def cancel_job(
 
     With an `Idempotency-Key`, a retry after a lost answer (a timeout, a dropped connection)
     answers 200 with the job even though the first attempt's cancel was applied: see
-    :func:`_cancelled_under_this_key`.
+    :func:`~services.gateway.api.keyed_retries.cancelled_under_this_key`.
     """
     job_id = job_id_or_404(job_id)
     reason = body.reason if body else None
@@ -331,7 +328,7 @@ async def cancel_job(
     except UpstreamError as error:
         if error.status != status.HTTP_409_CONFLICT:
             raise
-        earlier = await _cancelled_under_this_key(
+        earlier = await cancelled_under_this_key(
             session, router_, job_id, client=client, reason=reason
         )
         if earlier is None:
@@ -339,71 +336,6 @@ async def cancel_job(
         job = earlier
     failpoint("gateway.cancel.after_router")  # applied at the router, answer not yet stored
     return client_view(job)
-
-
-# How far the router's clock may trail the gateway's when telling whether a cancel happened
-# after a key's first attempt began.
-CLOCK_SKEW = timedelta(seconds=5)
-
-
-async def _cancelled_under_this_key(
-    session: SessionDep,
-    router_: RouterClient,
-    job_id: str,
-    *,
-    client: Principal,
-    reason: str | None,
-) -> dict[str, Any] | None:
-    """The job, if a keyed cancel refused with 409 is a retry whose earlier attempt did it.
-
-    Why this is needed: the idempotency record is the gateway's, the cancel is applied in the
-    router's database. When the router applied the first attempt but its answer never became
-    the stored one (the call timed out or the connection dropped, so the 5xx released the claim;
-    or this process died or failed to store the answer, so the claim was taken over later), the
-    retry runs the cancel again and the router refuses it: "already cancelled". Stripe's
-    semantics want the first answer instead. The router keeps no request ids, so the gateway
-    recognises its own earlier attempt: this is a retry (the key's claim was taken again after
-    a release or a take-over, not its first attempt), and the job's timeline shows it
-    cancelled by this tenant, for this reason, no earlier than the key's first attempt (less
-    clock skew). A cancel by another request of the same tenant for the same reason in that
-    window is answered the same way, which is what the client asked for.
-    """
-    resource_id = reserved_resource_id()
-    if resource_id is None:
-        return None  # no key: the 409 is the answer
-    times = await IdempotencyRepository(session).claim_times(
-        scope=idempotency.scope_of(client), resource_id=resource_id
-    )
-    if times is None:
-        return None
-    first_attempt, this_attempt = times
-    if this_attempt is not None and this_attempt <= first_attempt:
-        return None  # the key's first attempt: nothing earlier can have cancelled it
-    job = await router_.get_job(job_id, tenant_id=client.tenant)
-    if job.get("status") != JobStatus.CANCELLED.value:
-        return None
-    timeline = await router_.job_events(job_id, tenant_id=client.tenant, types=["cancelled"])
-    cancels = [e for e in timeline.get("data", []) if e.get("to_status") == "cancelled"]
-    if not cancels:
-        return None
-    cancel = cancels[-1]
-    try:
-        at = datetime.fromisoformat(str(cancel.get("at")))
-    except ValueError:
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    if (
-        cancel.get("actor") != f"client:{client.tenant}"
-        or cancel.get("reason") != (reason or DEFAULT_CANCEL_REASON)
-        or at < first_attempt - CLOCK_SKEW
-    ):
-        return None
-    return job
-
-
-# The reason the router records for a cancel without one (services/router/workflow.py).
-DEFAULT_CANCEL_REASON = "cancelled by the client"
 
 
 @router.post(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Query, Request, Response
+from fastapi import Body, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.api.deps import (
@@ -22,6 +22,7 @@ from services.gateway.api.deps import (
     VaultDep,
 )
 from services.gateway.api.job_events import remember_moved_job
+from services.gateway.api.keyed_retries import MemberAction, member_acted_under_this_key
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
     CreatedBeforeQuery,
@@ -43,6 +44,8 @@ from services.gateway.domain.errors import EndToEndRequired
 from services.gateway.domain.jobs import TeamQueueStatus
 from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import job_id_or_404, member_view
+from shared.failpoints import failpoint
+from shared.http import UpstreamError
 from shared.vocabulary import Domain, Priority
 
 router = public_router(prefix="/v1/team/jobs", tag="team")
@@ -55,13 +58,42 @@ async def _act(
     action: Literal["claim", "heartbeat", "release", "reject"],
     reason: str | None = None,
     request: Request | None = None,
+    session: AsyncSession | None = None,
 ) -> dict[str, Any]:
-    job = await router_.member_action(
-        member.team, job_id_or_404(job_id), action, member_id=member.member, reason=reason
-    )
+    job_id = job_id_or_404(job_id)
+    try:
+        job = await router_.member_action(
+            member.team, job_id, action, member_id=member.member, reason=reason
+        )
+    except UpstreamError as error:
+        if action == "heartbeat" or session is None:
+            raise
+        job = await _unless_done_before(error, session, router_, job_id, member, action)
+    failpoint("gateway.member_action.after_router")  # applied, answer not yet stored
     if request is not None:
         remember_moved_job(request.scope, job)
     return member_view(job)
+
+
+async def _unless_done_before(
+    error: UpstreamError,
+    session: AsyncSession,
+    router_: RouterClient,
+    job_id: str,
+    member: Principal,
+    action: MemberAction,
+) -> dict[str, Any]:
+    """The job, when a keyed retry is refused (409; 404 once a reject moved the job to another
+    team) because its first attempt did the action: see
+    :func:`~services.gateway.api.keyed_retries.member_acted_under_this_key`."""
+    if error.status not in (status.HTTP_404_NOT_FOUND, status.HTTP_409_CONFLICT):
+        raise error
+    earlier = await member_acted_under_this_key(
+        session, router_, job_id, member=member, action=action
+    )
+    if earlier is None:
+        raise error
+    return earlier
 
 
 @router.get("", response_model=TeamJobList)
@@ -102,10 +134,10 @@ async def team_queue(
 
 @router.post("/{job_id}/claim", response_model=TeamJobRead)
 async def claim(
-    job_id: str, member: MemberDep, router_: RouterDep, request: Request
+    job_id: str, member: MemberDep, router_: RouterDep, session: SessionDep, request: Request
 ) -> dict[str, Any]:
     """Claim a queued job: the member gets a lease, kept alive by heartbeats."""
-    return await _act(router_, member, job_id, "claim", request=request)
+    return await _act(router_, member, job_id, "claim", request=request, session=session)
 
 
 @router.post("/{job_id}/heartbeat", response_model=TeamJobRead)
@@ -119,21 +151,26 @@ async def release(
     job_id: str,
     member: MemberDep,
     router_: RouterDep,
+    session: SessionDep,
     request: Request,
     body: Annotated[JobRelease | None, Body()] = None,
 ) -> dict[str, Any]:
     """Give a claimed job back to the team's queue."""
-    return await _act(
-        router_, member, job_id, "release", body.reason if body else None, request=request
-    )
+    reason = body.reason if body else None
+    return await _act(router_, member, job_id, "release", reason, request, session)
 
 
 @router.post("/{job_id}/reject", response_model=TeamJobRead)
 async def reject(
-    job_id: str, body: JobReject, member: MemberDep, router_: RouterDep, request: Request
+    job_id: str,
+    body: JobReject,
+    member: MemberDep,
+    router_: RouterDep,
+    session: SessionDep,
+    request: Request,
 ) -> dict[str, Any]:
     """Refuse a job for the team: it passes to the next eligible team."""
-    return await _act(router_, member, job_id, "reject", body.reason, request=request)
+    return await _act(router_, member, job_id, "reject", body.reason, request, session)
 
 
 @router.get(
@@ -179,10 +216,23 @@ async def complete(
     member: MemberDep,
     router_: RouterDep,
     vault: VaultDep,
+    session: SessionDep,
     request: Request,
 ) -> dict[str, Any]:
     """Complete a job with its result; a confidential result is sealed at the vault first."""
     job_id = job_id_or_404(job_id)
+    try:
+        job = await _complete(job_id, body, member, router_, vault)
+    except UpstreamError as error:
+        job = await _unless_done_before(error, session, router_, job_id, member, "complete")
+    failpoint("gateway.member_action.after_router")  # applied, answer not yet stored
+    remember_moved_job(request.scope, job)
+    return member_view(job)
+
+
+async def _complete(
+    job_id: str, body: JobComplete, member: Principal, router_: RouterClient, vault: VaultClient
+) -> dict[str, Any]:
     ref = None
     if body.confidential_result is not None:
         grant = await router_.member_grant(
@@ -199,12 +249,10 @@ async def complete(
             grant=grant.grant, envelope=body.confidential_result_sealed
         )
         ref = stored.ref
-    job = await router_.complete(
+    return await router_.complete(
         member.team,
         job_id,
         member_id=member.member,
         result=body.result,
         confidential_result_ref=ref,
     )
-    remember_moved_job(request.scope, job)
-    return member_view(job)
