@@ -3,7 +3,8 @@
 One layer does four things per request, cheaply (no BaseHTTPMiddleware, whose task hop costs
 more than the rest of a small request): it accepts or generates the request id, refuses bodies
 over the size limit with 413, writes one access log line, and turns any unhandled exception into
-a 500 problem+json without letting the exception text reach a log.
+a 500 problem+json (a 503 when the database is away) without letting the exception text reach a
+log.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import problem_response
+from shared.errors import (
+    DatabaseUnavailable,
+    TaskrouteError,
+    is_database_unavailable,
+    problem_response,
+)
 from shared.request_context import REQUEST_ID_HEADER, accept_or_generate, set_request_id
 
 logger = logging.getLogger("taskroute.access")
@@ -73,6 +79,15 @@ class RequestContextMiddleware:
                     f"Request bodies are limited to {self.max_body_bytes} bytes.",
                 )
         except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
+            if is_database_unavailable(exc):
+                # Raised before any route's handlers could map it (the gateway's edge asks the
+                # database for the caller's key and the Idempotency-Key claim): still transient.
+                logger.warning(
+                    "database unavailable; answered 503", extra={"error_type": type(exc).__name__}
+                )
+                if not status_holder["started"]:
+                    await _send_error(send_with_id, DatabaseUnavailable())
+                return
             logger.error(
                 "unhandled error",
                 extra={"error_type": type(exc).__name__, "where": _where(exc)},
@@ -131,4 +146,18 @@ def _where(exc: BaseException) -> str:
 async def _send_problem(send: Send, status: int, title: str, problem: str, detail: str) -> None:
     response = problem_response(status=status, title=title, detail=detail, problem=problem)
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _send_error(send: Send, error: TaskrouteError) -> None:
+    response = problem_response(
+        status=error.status,
+        title=error.title,
+        detail=error.detail,
+        problem=error.problem,
+        headers=error.headers() or None,
+    )
+    await send(
+        {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}
+    )
     await send({"type": "http.response.body", "body": response.body})

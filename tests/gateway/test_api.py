@@ -769,3 +769,31 @@ async def test_an_operator_revokes_a_members_keys(platform):
     )
     assert revoked.status_code == 204
     assert_problem(await platform.client.get("/v1/team/jobs", headers=member_key), 401)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+async def test_without_its_database_every_request_is_503_not_500(gateway_alone, keyed, log_output):
+    """The edge (key lookup, rate limits, the Idempotency-Key claim) asks the database before
+    any route runs: a database that is away is a transient 503 with Retry-After there too."""
+    tenant = await create_tenant(gateway_alone)
+    headers = bearer(tenant["api_key"]) | ({"Idempotency-Key": "db-away-1"} if keyed else {})
+    engine = gateway_alone.app.state.engine
+    unreachable = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/taskroute")
+    gateway_alone.app.state.engine = unreachable
+    gateway_alone.app.state.sessionmaker = create_sessionmaker(unreachable)
+    try:
+        submitted = await gateway_alone.client.post(
+            "/v1/jobs", json=BOOKKEEPING_JOB, headers=headers
+        )
+        listed = await gateway_alone.client.get("/v1/jobs", headers=bearer(tenant["api_key"]))
+    finally:
+        gateway_alone.app.state.engine = engine
+        gateway_alone.app.state.sessionmaker = create_sessionmaker(engine)
+        await unreachable.dispose()
+    for answer in (submitted, listed):
+        assert "database is unavailable" in assert_problem(answer, 503)["detail"]
+        assert answer.headers["Retry-After"] == "1"
+    assert tenant["api_key"] not in log_output.getvalue()
+    # Back: the same key works again, nothing was left half-done.
+    again = await gateway_alone.client.get("/v1/admin/tenants", headers=gateway_alone.operator)
+    assert again.status_code == 200, again.text
