@@ -49,7 +49,12 @@ from services.router.domain.grants import (
 )
 from services.router.domain.lifecycle import JobStatus, ensure_transition
 from services.router.domain.quality import updated_quality
-from services.router.domain.queueing import describe_duration, escalate_at, queue_order_at
+from services.router.domain.queueing import (
+    PriorityDurations,
+    describe_duration,
+    escalate_at,
+    queue_order_at,
+)
 from services.router.domain.review import reviewer_refusals
 from services.router.domain.routing import (
     DataPolicy,
@@ -295,6 +300,44 @@ class JobWorkflow:
         lost_race: Exception | None = None,
     ) -> Job:
         """One status change of ``job`` (as read), conditional on it not having moved since."""
+        moved = await self._move_into(
+            None,
+            job,
+            to=to,
+            values=values,
+            event_type=event_type,
+            actor=actor,
+            reason=reason,
+            now=now,
+            conditions=conditions,
+            lost_race=lost_race,
+        )
+        assert moved is not None  # no team to fill up
+        return moved
+
+    async def _move_into(
+        self,
+        team: TeamProfile | None,
+        job: Job,
+        *,
+        to: JobStatus,
+        values: dict[str, Any],
+        event_type: str,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+        conditions: Sequence[ColumnElement[bool]] = (),
+        lost_race: Exception | None = None,
+    ) -> Job | None:
+        """:meth:`_move`, into ``team``'s queue: undone (``None``) if it left the team over
+        its capacity.
+
+        The loads a decision ranks by were read before this transaction wrote anything, so
+        concurrent moves (rejects, sweeper passes, submits) may all have seen room in the same
+        queue. Read after this job's move, which counted it (and on PostgreSQL holds the team's
+        counter row until commit; on SQLite the write lock), the load is exact. The caller
+        decides again with the team full.
+        """
         current = JobStatus(job.status)
         ensure_transition(current, to)
         if to is JobStatus.QUEUED:
@@ -302,6 +345,8 @@ class JobWorkflow:
             values = {"escalate_at": self._escalate_at(job, now), **values}
         else:
             values = {**values, "escalate_at": None}
+        # What the move changes, as it was: the row object is refreshed in place by the update.
+        before = {key: getattr(job, key) for key in (*values, "status", "event_seq", "updated_at")}
         updated = await self.jobs.transition(
             job.id,
             expected_status=current.value,
@@ -313,6 +358,11 @@ class JobWorkflow:
             raise lost_race or InvalidTransition(
                 "The job changed while this request ran; read it again and retry."
             )
+        if team is not None:
+            load = (await self.jobs.team_loads([team.id])).get(team.id, 0)
+            if load > team.capacity:
+                await self.jobs.touch(job.id, conditions=(), values=before)
+                return None
         await self.jobs.add_event(
             JobEvent(
                 job_id=job.id,
@@ -341,19 +391,23 @@ class JobWorkflow:
         rejected_by: Sequence[str] | None = None,
     ) -> Job:
         """Send ``job`` to its best eligible team (queued) or park it as unroutable."""
-        decision = self.decide(
-            classification=classification,
-            policy=DataPolicy.from_json(job.policy),
-            due_at=job.due_at,
-            rejected_by=job.rejected_team_ids if rejected_by is None else rejected_by,
-            teams=await self.profiles(work=classification),
-            now=now,
-            passed_through=job.passed_team_ids,
-        )
-        chosen = decision.chosen
+        teams = await self.profiles(work=classification)
         values = dict(extra_values or {})
-        if chosen is not None:
-            updated = await self._move(
+        for _ in range(len(teams) + 1):  # each round finds one more team full
+            decision = self.decide(
+                classification=classification,
+                policy=DataPolicy.from_json(job.policy),
+                due_at=job.due_at,
+                rejected_by=job.rejected_team_ids if rejected_by is None else rejected_by,
+                teams=teams,
+                now=now,
+                passed_through=job.passed_team_ids,
+            )
+            chosen = decision.chosen
+            if chosen is None:
+                break
+            updated = await self._move_into(
+                chosen.team,
                 job,
                 to=JobStatus.QUEUED,
                 values={**values, **_assignment(chosen.team, chosen.score, now)},
@@ -364,8 +418,10 @@ class JobWorkflow:
                 now=now,
                 conditions=conditions,
             )
-            await self._store_decision(job.id, decision, "queued")
-            return updated
+            if updated is not None:
+                await self._store_decision(job.id, decision, "queued")
+                return updated
+            teams = _filled(teams, chosen.team)
         retry_at = now + timedelta(seconds=self.settings.unroutable_retry_seconds)
         updated = await self._move(
             job,
@@ -451,10 +507,7 @@ class JobWorkflow:
             load = (await self.jobs.team_loads([chosen.team.id])).get(chosen.team.id, 0)
             if load <= chosen.team.capacity:
                 break
-            teams = [
-                team_profile_with_load(team, load - 1) if team.id == chosen.team.id else team
-                for team in teams
-            ]
+            teams = _filled(teams, chosen.team)
             decision, first = self._route_new(classification, submission, teams, now=now)
             status, outcome, event_type, actor, reason, values = first
             rerouted = await self.jobs.touch(
@@ -964,45 +1017,54 @@ class JobWorkflow:
         profiles = await self.profiles()
         routed = 0
         for job in due:
+            try:
+                profiles, moved = await self._retry_one(job, profiles, now=now)
+            except InvalidTransition:
+                continue
+            routed += moved
+        return routed
+
+    async def _retry_one(
+        self, job: Job, profiles: Sequence[TeamProfile], *, now: datetime
+    ) -> tuple[list[TeamProfile], bool]:
+        """Route one parked job, or set its next try; the teams' loads for the rest of the
+        pass, and whether it was routed."""
+        teams = list(profiles)
+        for _ in range(len(teams) + 1):  # each round finds one more team full
             decision = self.decide(
                 classification=_stored_classification(job),
                 policy=DataPolicy.from_json(job.policy),
                 due_at=job.due_at,
                 rejected_by=job.rejected_team_ids,
-                teams=profiles,
+                teams=teams,
                 now=now,
                 passed_through=job.passed_team_ids,
             )
             chosen = decision.chosen
             if chosen is None:
-                await self.jobs.touch(
-                    job.id,
-                    conditions=[Job.status == JobStatus.UNROUTABLE.value],
-                    values={
-                        "retry_at": now + timedelta(seconds=self.settings.unroutable_retry_seconds)
-                    },
-                )
-                continue
-            try:
-                await self._move(
-                    job,
-                    to=JobStatus.QUEUED,
-                    values=_assignment(chosen.team, chosen.score, now),
-                    event_type="routed",
-                    actor="router",
-                    reason=f"retried: routed to {chosen.team.name} (score {chosen.score:g})",
-                    now=now,
-                )
-            except InvalidTransition:
+                break
+            moved = await self._move_into(
+                chosen.team,
+                job,
+                to=JobStatus.QUEUED,
+                values=_assignment(chosen.team, chosen.score, now),
+                event_type="routed",
+                actor="router",
+                reason=f"retried: routed to {chosen.team.name} (score {chosen.score:g})",
+                now=now,
+            )
+            if moved is None:
+                teams = _filled(teams, chosen.team)
                 continue
             await self._store_decision(job.id, decision, "queued")
             # The chosen team is one job busier for the next job of this pass.
-            profiles = [
-                team_profile_with_load(p, p.load + 1) if p.id == chosen.team.id else p
-                for p in profiles
-            ]
-            routed += 1
-        return routed
+            return _busier(teams, chosen.team.id, +1), True
+        await self.jobs.touch(
+            job.id,
+            conditions=[Job.status == JobStatus.UNROUTABLE.value],
+            values={"retry_at": now + timedelta(seconds=self.settings.unroutable_retry_seconds)},
+        )
+        return teams, False
 
     async def escalate_unclaimed(self, *, now: datetime) -> int:
         """Pass queued jobs nobody claimed within their escalation window to the next
@@ -1023,52 +1085,57 @@ class JobWorkflow:
         windows = self.settings.escalation_windows()
         moved = 0
         for job in due:
-            from_team, from_name = job.team_id, job.team_name or str(job.team_id)
-            window = describe_duration(windows.of(Priority(job.priority)))
-            passed = sorted({*job.passed_team_ids, *([from_team] if from_team else [])})
+            try:
+                profiles, escalated = await self._escalate_one(job, profiles, windows, now=now)
+            except InvalidTransition:
+                continue
+            moved += escalated
+        return moved
+
+    async def _escalate_one(
+        self,
+        job: Job,
+        profiles: Sequence[TeamProfile],
+        windows: PriorityDurations,
+        *,
+        now: datetime,
+    ) -> tuple[list[TeamProfile], bool]:
+        """Pass one unclaimed job on, or hold it where it is; the teams' loads for the rest
+        of the pass, and whether it moved."""
+        from_team, from_name = job.team_id, job.team_name or str(job.team_id)
+        window = describe_duration(windows.of(Priority(job.priority)))
+        passed = sorted({*job.passed_team_ids, *([from_team] if from_team else [])})
+        # Only the queue and clock we read: a claim or another sweeper may have moved it.
+        conditions = [Job.team_id == from_team, Job.escalate_at == job.escalate_at]
+        teams = list(profiles)
+        for _ in range(len(teams) + 1):  # each round finds one more team full
             decision = self.decide(
                 classification=_stored_classification(job),
                 policy=DataPolicy.from_json(job.policy),
                 due_at=job.due_at,
                 rejected_by=job.rejected_team_ids,
-                teams=profiles,
+                teams=teams,
                 now=now,
                 passed_through=passed,
             )
-            # Only the queue and clock we read: a claim or another sweeper may have moved it.
-            conditions = [Job.team_id == from_team, Job.escalate_at == job.escalate_at]
             chosen = decision.chosen
-            try:
-                if chosen is None:
-                    await self._move(
-                        job,
-                        to=JobStatus.QUEUED,
-                        values={},
-                        event_type="escalation_held",
-                        actor="system",
-                        reason=f"not claimed within {window} at {from_name}, but no other team"
-                        f" is eligible ({len(decision.excluded)} excluded); it stays in this"
-                        f" queue and is tried again in {window}",
-                        now=now,
-                        conditions=conditions,
-                    )
-                    continue
-                await self._move(
-                    job,
-                    to=JobStatus.QUEUED,
-                    values={
-                        **_assignment(chosen.team, chosen.score, now),
-                        "passed_team_ids": passed,
-                    },
-                    event_type="escalated",
-                    actor="system",
-                    reason=f"not claimed within {window} at {from_name}; passed to"
-                    f" {chosen.team.name} (score {chosen.score:g} among"
-                    f" {len(decision.eligible)} eligible)",
-                    now=now,
-                    conditions=conditions,
-                )
-            except InvalidTransition:
+            if chosen is None:
+                break
+            escalated = await self._move_into(
+                chosen.team,
+                job,
+                to=JobStatus.QUEUED,
+                values={**_assignment(chosen.team, chosen.score, now), "passed_team_ids": passed},
+                event_type="escalated",
+                actor="system",
+                reason=f"not claimed within {window} at {from_name}; passed to"
+                f" {chosen.team.name} (score {chosen.score:g} among"
+                f" {len(decision.eligible)} eligible)",
+                now=now,
+                conditions=conditions,
+            )
+            if escalated is None:
+                teams = _filled(teams, chosen.team)
                 continue
             trigger = {
                 "trigger": "escalation",
@@ -1076,20 +1143,40 @@ class JobWorkflow:
             }
             await self._store_decision(job.id, replace(decision, extra=trigger), "queued")
             # The job changes queues: keep the loads right for the rest of this pass.
-            profiles = [
-                team_profile_with_load(p, p.load + 1)
-                if p.id == chosen.team.id
-                else team_profile_with_load(p, max(0, p.load - 1))
-                if p.id == from_team
-                else p
-                for p in profiles
-            ]
-            moved += 1
-        return moved
+            return _busier(_busier(teams, chosen.team.id, +1), from_team, -1), True
+        await self._move(
+            job,
+            to=JobStatus.QUEUED,
+            values={},
+            event_type="escalation_held",
+            actor="system",
+            reason=f"not claimed within {window} at {from_name}, but no other team"
+            f" is eligible ({len(decision.excluded)} excluded); it stays in this"
+            f" queue and is tried again in {window}",
+            now=now,
+            conditions=conditions,
+        )
+        return teams, False
 
 
 def team_profile_with_load(profile: TeamProfile, load: int) -> TeamProfile:
     return replace(profile, load=load)
+
+
+def _busier(teams: Sequence[TeamProfile], team_id: str | None, jobs: int) -> list[TeamProfile]:
+    """``teams`` with ``team_id``'s load changed by ``jobs`` (a pass moved jobs there)."""
+    return [
+        team_profile_with_load(team, max(0, team.load + jobs)) if team.id == team_id else team
+        for team in teams
+    ]
+
+
+def _filled(teams: Sequence[TeamProfile], full: TeamProfile) -> list[TeamProfile]:
+    """``teams`` with ``full`` at its capacity at least: a move into its queue found it full."""
+    return [
+        team_profile_with_load(team, max(team.load, team.capacity)) if team.id == full.id else team
+        for team in teams
+    ]
 
 
 def _able(profile: TeamProfile, work: Classification) -> bool:

@@ -6,6 +6,7 @@ through any replica, is seen by the very next decision in every replica; loads a
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import event
@@ -112,6 +113,120 @@ async def test_concurrent_submits_fill_a_team_to_its_capacity_not_past_it(
     assert placed.count(large.id) == 3
     assert placed.count(None) == 3  # unroutable: no room anywhere
     assert loads == counted == {small.id: 2, large.id: 3}
+
+
+async def _teams(maker: Any, *specs: tuple[str, int, float]) -> list[Any]:
+    async with maker() as session, session.begin():
+        return [
+            await TeamWorkflow(session).create(
+                team_fields(
+                    name=name, certifications=[], languages=[], capacity=capacity, quality=quality
+                ),
+                now=utcnow(),
+            )
+            for name, capacity, quality in specs
+        ]
+
+
+async def _placed_jobs(maker: Any, settings: RouterSettings, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        async with maker() as session, session.begin():
+            flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+            job, _ = await flow.submit(_submission(), now=utcnow())
+            ids.append(job.id)
+    return ids
+
+
+async def _loads(maker: Any, settings: RouterSettings) -> tuple[dict[str, int], dict[str, int]]:
+    async with maker() as session:
+        flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+        return await flow.jobs.team_loads(), await flow.jobs.counted_team_loads()
+
+
+async def test_concurrent_rejects_fill_the_next_team_to_its_capacity_not_past_it(
+    databases: dict[str, str], router_settings: RouterSettings
+) -> None:
+    """Six jobs rejected at once by the team holding them all have one other team to go to:
+    each reject checks that team's load after its move and parks the job once it is full."""
+    engine = create_engine(databases["router"])
+    maker = create_sessionmaker(engine)
+    settings = router_settings.model_copy(update={"triage_threshold": 0.0})
+    try:
+        (first,) = await _teams(maker, ("First", 10, 0.99))
+        jobs = await _placed_jobs(maker, settings, 6)
+        (second,) = await _teams(maker, ("Second", 2, 0.5))
+
+        async def reject(job_id: str) -> str | None:
+            async with maker() as session, session.begin():
+                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+                job = await flow.reject(
+                    first.id, job_id, member_id=None, reason="not ours", now=utcnow()
+                )
+                return job.team_id
+
+        placed = await asyncio.gather(*(reject(job_id) for job_id in jobs))
+        loads, counted = await _loads(maker, settings)
+    finally:
+        await engine.dispose()
+    assert placed.count(second.id) == 2
+    assert placed.count(None) == 4  # unroutable: the only other team is full
+    assert loads == counted == {second.id: 2}
+
+
+async def test_concurrent_sweeper_passes_fill_teams_to_their_capacity_not_past_it(
+    databases: dict[str, str], router_settings: RouterSettings
+) -> None:
+    """Parked jobs retried by three sweeper replicas at once (each takes its own jobs): every
+    pass read the loads when it began, so all saw room on the best team."""
+    engine = create_engine(databases["router"])
+    maker = create_sessionmaker(engine)
+    settings = router_settings.model_copy(
+        update={"triage_threshold": 0.0, "sweep_batch_size": 2, "unroutable_retry_seconds": 1}
+    )
+    try:
+        await _placed_jobs(maker, settings, 6)  # no team yet: all unroutable
+        small, large = await _teams(maker, ("Small", 2, 0.99), ("Large", 3, 0.5))
+        later = utcnow() + timedelta(seconds=5)
+
+        async def sweep() -> int:
+            async with maker() as session, session.begin():
+                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+                return await flow.retry_unroutable(now=later)
+
+        routed = await asyncio.gather(*(sweep() for _ in range(3)))
+        loads, counted = await _loads(maker, settings)
+    finally:
+        await engine.dispose()
+    assert sum(routed) == 5
+    assert loads == counted == {small.id: 2, large.id: 3}
+
+
+async def test_concurrent_escalations_fill_the_next_team_to_its_capacity_not_past_it(
+    databases: dict[str, str], router_settings: RouterSettings
+) -> None:
+    """Unclaimed jobs escalated by three sweeper replicas at once: the job stays where it was
+    (escalation held) once the only other team is full."""
+    engine = create_engine(databases["router"])
+    maker = create_sessionmaker(engine)
+    settings = router_settings.model_copy(update={"triage_threshold": 0.0, "sweep_batch_size": 2})
+    try:
+        (first,) = await _teams(maker, ("First", 10, 0.99))
+        await _placed_jobs(maker, settings, 6)
+        (second,) = await _teams(maker, ("Second", 2, 0.5))
+        later = utcnow() + timedelta(days=30)
+
+        async def sweep() -> int:
+            async with maker() as session, session.begin():
+                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+                return await flow.escalate_unclaimed(now=later)
+
+        moved = await asyncio.gather(*(sweep() for _ in range(3)))
+        loads, counted = await _loads(maker, settings)
+    finally:
+        await engine.dispose()
+    assert sum(moved) == 2
+    assert loads == counted == {first.id: 4, second.id: 2}
 
 
 def _submission() -> JobSubmission:
