@@ -75,7 +75,7 @@ class GatewaySettings(ServiceSettings):
     failed_auth_rate_limit: str = "30/minute"
     # An in-flight idempotency claim older than this is taken to be from a crashed replica and
     # may be taken over: longer than a submission can run (two upstream calls of at most
-    # upstream_timeout_seconds each, plus the database).
+    # upstream_timeout_seconds each, plus the database; checked at start-up).
     idempotency_lock_seconds: float = Field(default=60.0, gt=0, le=3600)
     # --- webhooks (domain/webhooks.py, clients/webhooks.py) ---
     # The first retry's wait, doubled per attempt: 10 s reaches a day of retries in 16 attempts.
@@ -87,8 +87,8 @@ class GatewaySettings(ServiceSettings):
     # submissions: a pending job is routed within about this long after the router returns.
     submission_poll_seconds: float = Field(default=1.0, gt=0, le=300)
     # A submission still unfinished this long after it began died mid-way (its request is
-    # bounded by two upstream timeouts): the sweeper rolls it back. Keep it well above
-    # 2 x upstream_timeout_seconds.
+    # bounded by two upstream timeouts): the sweeper rolls it back. Must exceed (checked at
+    # start-up), and should be well above, 2 x upstream_timeout_seconds.
     submission_grace_seconds: float = Field(default=60.0, gt=0, le=3600)
     # --- the console (services/gateway/console) ---
     # A console session unused this long ends: an hour covers a long read of one job (an open
@@ -141,6 +141,21 @@ class GatewaySettings(ServiceSettings):
             self.bootstrap_operator_key = self._usable_bootstrap_key(
                 SecretStr(_read_secret_file(self.bootstrap_operator_key_file))
             )
+        return self
+
+    @model_validator(mode="after")
+    def _clocks_outlast_a_submission(self) -> GatewaySettings:
+        """A submission makes two upstream calls (the vault's seal, the router's submit), each
+        bounded by the upstream timeout. A claim or a grace shorter than that would take over a
+        live request's Idempotency-Key, or roll back a submission about to be acknowledged and
+        discard its sealed data."""
+        longest = 2 * self.upstream_timeout_seconds
+        for name in ("idempotency_lock_seconds", "submission_grace_seconds"):
+            if getattr(self, name) <= longest:
+                raise ValueError(
+                    f"gateway: {name} must be longer than two upstream calls "
+                    f"(2 x upstream_timeout_seconds = {longest:g})"
+                )
         return self
 
     @model_validator(mode="after")

@@ -41,7 +41,7 @@ from sqlalchemy.pool import NullPool
 from tests.conftest import SERVICES
 from tests.e2e.conftest import Platform, clinical_team, launch_platform
 
-GRACE_SECONDS = 3
+GRACE_SECONDS = 5  # above two upstream timeouts (set below), as the gateway requires
 CLINICAL = (
     "Code the adverse event narratives from the case report forms of our phase III trial to "
     "MedDRA preferred terms and flag serious adverse events for pharmacovigilance review."
@@ -301,7 +301,8 @@ def main() -> None:
         "TASKROUTE_LOG_LEVEL": "WARNING",
         "TASKROUTE_GATEWAY_SUBMISSION_GRACE_SECONDS": str(GRACE_SECONDS),
         "TASKROUTE_GATEWAY_SUBMISSION_POLL_SECONDS": "0.5",
-        "TASKROUTE_GATEWAY_IDEMPOTENCY_LOCK_SECONDS": "3",
+        "TASKROUTE_GATEWAY_IDEMPOTENCY_LOCK_SECONDS": str(GRACE_SECONDS),
+        "TASKROUTE_UPSTREAM_TIMEOUT_SECONDS": "2",
         "TASKROUTE_GATEWAY_RATE_LIMIT": "100000/minute",
     }
     with (

@@ -26,7 +26,9 @@ from sqlalchemy.pool import NullPool
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.e2e.conftest import Platform, clinical_team, launch_platform
 
-SUBMISSION_GRACE_SECONDS = 3
+# Short clocks (see the fixture); the gateway requires both above two upstream timeouts.
+UPSTREAM_TIMEOUT_SECONDS = 2
+SUBMISSION_GRACE_SECONDS = 5
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,8 @@ def faulty(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         # over within seconds instead of a minute.
         "TASKROUTE_GATEWAY_SUBMISSION_GRACE_SECONDS": str(SUBMISSION_GRACE_SECONDS),
         "TASKROUTE_GATEWAY_SUBMISSION_POLL_SECONDS": "0.3",
-        "TASKROUTE_GATEWAY_IDEMPOTENCY_LOCK_SECONDS": "3",
+        "TASKROUTE_GATEWAY_IDEMPOTENCY_LOCK_SECONDS": str(SUBMISSION_GRACE_SECONDS),
+        "TASKROUTE_UPSTREAM_TIMEOUT_SECONDS": str(UPSTREAM_TIMEOUT_SECONDS),
     }
     with launch_platform(backend, data_dir, extra) as platform:
         yield platform

@@ -96,3 +96,19 @@ def test_a_refused_setting_is_not_echoed_in_the_error(monkeypatch, settings_clas
     with pytest.raises(ValidationError) as refused:
         classes[settings_class]()
     assert SETTINGS_CANARY not in str(refused.value)  # what a start-up traceback prints
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["TASKROUTE_GATEWAY_IDEMPOTENCY_LOCK_SECONDS", "TASKROUTE_GATEWAY_SUBMISSION_GRACE_SECONDS"],
+)
+def test_the_gateways_clocks_must_outlast_a_submissions_two_upstream_calls(monkeypatch, variable):
+    """Shorter, a live request's key would be taken over or its sealed data discarded."""
+    from services.gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("TASKROUTE_UPSTREAM_TIMEOUT_SECONDS", "10")
+    monkeypatch.setenv(variable, "20")
+    with pytest.raises(ValidationError, match="longer than two upstream calls"):
+        GatewaySettings()
+    monkeypatch.setenv(variable, "20.5")
+    assert GatewaySettings().upstream_timeout_seconds == 10
