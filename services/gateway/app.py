@@ -140,6 +140,7 @@ def create_app(
             backoff_base=timedelta(seconds=settings.webhook_backoff_base_seconds),
             poll_seconds=settings.webhook_poll_seconds,
             transport=transports.get("webhooks"),
+            allow_loopback=not settings.is_production(),
         )
         webhook_worker = asyncio.create_task(sender.run_forever())
         # Started once app.state is complete: it uses the peers' clients from there.

@@ -577,7 +577,10 @@ class Readiness(BaseModel):
 
 class WebhookEndpointCreate(RequestModel):
     url: Annotated[str, AfterValidator(check_callback_url), AfterValidator(check_endpoint_url)] = (
-        Field(description="https, or plain http to a loopback host for local development.")
+        Field(
+            description="https, or plain http to a loopback host for local development "
+            "(loopback hosts are refused in production)."
+        )
     )
     description: Name | None = None
 

@@ -33,7 +33,7 @@ from services.gateway.api.schemas import (
 from services.gateway.db.models import WebhookDelivery, WebhookEndpoint
 from services.gateway.db.repository import WebhookRepository
 from services.gateway.domain import webhooks as rules
-from services.gateway.domain.errors import WebhookEndpointNotFound
+from services.gateway.domain.errors import LoopbackWebhookEndpoint, WebhookEndpointNotFound
 from services.gateway.domain.views import uuid_or
 from services.gateway.domain.webhooks import DeliveryStatus
 from shared.db import new_id, utcnow
@@ -77,6 +77,10 @@ async def create_endpoint(
     body: WebhookEndpointCreate, client: ClientDep, session: SessionDep, request: Request
 ) -> dict[str, Any]:
     """Register a webhook endpoint for the tenant's job events; its secret is shown only now."""
+    if request.app.state.settings.is_production() and rules.on_loopback(body.url):
+        # Plain http to loopback is for local development: in production such an endpoint
+        # would have the gateway post into its own host (delivery refuses it as well).
+        raise LoopbackWebhookEndpoint()
     endpoint_id = new_id()
     secret = rules.new_secret()
     sealed = rules.seal_secret(

@@ -63,22 +63,25 @@ def _refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not address.is_global or address.is_multicast
 
 
-async def delivery_address_refusal(url: str) -> str | None:
+async def delivery_address_refusal(url: str, *, allow_loopback: bool = True) -> str | None:
     """Why ``url`` must not be posted to now, or None.
 
     Run before every attempt. An IP literal was checked at registration; it is checked again
     here with the same rule (a loopback literal stays allowed, as at registration, for local
-    development and tests). A host *name* is resolved now and refused if any address it
-    resolves to is internal, loopback included: a name that pointed at the internet when it
-    was registered may point inside since (DNS rebinding). ``localhost`` names may resolve to
-    loopback only. A window remains between this lookup and the HTTP client's own; production
-    should still send webhooks through an egress proxy that refuses internal ranges.
+    development and tests, unless ``allow_loopback`` is off, as in production). A host *name*
+    is resolved now and refused if any address it resolves to is internal, loopback included:
+    a name that pointed at the internet when it was registered may point inside since (DNS
+    rebinding). ``localhost`` names may resolve to loopback only. A window remains between
+    this lookup and the HTTP client's own; production should still send webhooks through an
+    egress proxy that refuses internal ranges.
     """
     parts = urlsplit(url)
     host = (parts.hostname or "").rstrip(".").lower()
     literal = rules.ip_literal(host)
     if literal is not None:
-        return None if literal.is_loopback or not _refused(literal) else REFUSED_ADDRESS
+        if literal.is_loopback:
+            return None if allow_loopback else REFUSED_ADDRESS
+        return REFUSED_ADDRESS if _refused(literal) else None
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -89,7 +92,7 @@ async def delivery_address_refusal(url: str) -> str | None:
         return DNS_FAILED
     local_name = host in LOOPBACK_NAMES or host.endswith(".localhost")
     for address in addresses:
-        if local_name and address.is_loopback:
+        if local_name and address.is_loopback and allow_loopback:
             continue
         if _refused(address):
             return REFUSED_ADDRESS
@@ -139,8 +142,11 @@ class WebhookSender:
         poll_seconds: float,
         transport: httpx.AsyncBaseTransport | None = None,
         attempt_seconds: float = ATTEMPT_SECONDS,
+        allow_loopback: bool = True,
     ) -> None:
         self.maker = maker
+        # Off in production: a tenant's endpoint must not reach the gateway's own host.
+        self.allow_loopback = allow_loopback
         self.pepper = pepper
         self.backoff_base = backoff_base
         self.poll_seconds = poll_seconds
@@ -194,7 +200,9 @@ class WebhookSender:
             try:
                 async with asyncio.timeout(self.attempt_seconds):
                     # Names are resolved again now, not trusted from registration (rebinding).
-                    error = await delivery_address_refusal(endpoint.url)
+                    error = await delivery_address_refusal(
+                        endpoint.url, allow_loopback=self.allow_loopback
+                    )
                     if error is None:
                         response = await self.http.post(endpoint.url, content=body, headers=headers)
                         status_code = response.status_code

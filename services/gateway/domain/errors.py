@@ -99,6 +99,18 @@ class PolicyWidening(UnprocessableContent):
     problem = "policy-widening"
 
 
+class LoopbackWebhookEndpoint(UnprocessableContent):
+    """A webhook endpoint on a loopback host, in production (allowed for local development)."""
+
+    problem = "webhook-endpoint-loopback"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "url must not point at a loopback host in production; use the receiver's public "
+            "https address."
+        )
+
+
 class EndToEndRequired(Conflict):
     problem = "e2e-required"
 

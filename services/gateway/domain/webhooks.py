@@ -170,6 +170,15 @@ def check_endpoint_url(value: str) -> str:
     return value
 
 
+def on_loopback(url: str) -> bool:
+    """Whether ``url``'s host is a loopback literal or a ``localhost`` name."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    address = _ip_literal(host)
+    if address is not None:
+        return address.is_loopback
+    return host == "localhost" or host.endswith(".localhost")
+
+
 def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address ``host`` names literally (see :func:`_ip_literal`), or None for a name."""
     return _ip_literal(host)
