@@ -9,11 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from shared.db import create_engine, create_sessionmaker
+from shared.settings import Environment
 from tests.conftest import running
 
 
@@ -73,6 +75,18 @@ async def gateway_alone(databases, keys_dir, tmp_path) -> AsyncIterator[Platform
         "vault": httpx.MockTransport(_unreachable),
     }
     app = create_app(gateway_settings(databases, keys_dir, tmp_path), transports=transports)
+    async with running(app) as client:
+        yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
+
+
+@pytest.fixture
+async def production_gateway(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
+    """The gateway alone with ``TASKROUTE_ENVIRONMENT=production`` (and the pepper it then
+    requires), served over plain http as behind a proxy that terminates TLS; no peers."""
+    settings = gateway_settings(databases, keys_dir, tmp_path).model_copy(
+        update={"environment": Environment.PRODUCTION, "api_key_pepper": SecretStr("p" * 32)}
+    )
+    app = create_app(settings)
     async with running(app) as client:
         yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
 

@@ -131,6 +131,14 @@ async def test_cookie_is_secure_over_https(gateway_alone):
     assert "Secure" in answer.headers["set-cookie"]
 
 
+async def test_cookie_is_secure_in_production_even_over_plain_http(production_gateway):
+    """Behind a proxy that terminates TLS, the request's own scheme is http unless the proxy's
+    forwarded headers are trusted: production marks the cookie Secure regardless."""
+    answer = await sign_in(production_gateway.client, OPERATOR_KEY)
+    assert answer.status_code == 303
+    assert "Secure" in answer.headers["set-cookie"]
+
+
 async def test_bad_keys_and_client_keys_get_no_session(gateway_alone):
     client = gateway_alone.client
     for key in ("", "nonsense", "tr_operator_" + "x" * 40, "x" * 5000):

@@ -9,10 +9,8 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import SecretStr
 from sqlalchemy import update
 
-from services.gateway.app import create_app
 from services.gateway.clients.webhooks import (
     REFUSED_ADDRESS,
     delivery_address_refusal,
@@ -20,10 +18,8 @@ from services.gateway.clients.webhooks import (
 from services.gateway.db.models import WebhookEndpoint
 from services.sdk.webhooks import verify_signature
 from shared.db import create_engine
-from shared.settings import Environment
-from tests.conftest import running
 from tests.e2e.conftest import free_port
-from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
+from tests.gateway.conftest import Platform
 from tests.gateway.test_api import (
     BOOKKEEPING_JOB,
     BOOKKEEPING_TEAM,
@@ -158,31 +154,26 @@ async def test_delivery_address_rule() -> None:
 
 
 async def test_production_refuses_a_loopback_endpoint_at_registration(
-    databases, keys_dir, tmp_path
+    production_gateway: Platform,
 ) -> None:
-    settings = gateway_settings(databases, keys_dir, tmp_path).model_copy(
-        update={"environment": Environment.PRODUCTION, "api_key_pepper": SecretStr("p" * 32)}
+    client = production_gateway.client
+    key = bearer((await create_tenant(production_gateway, "Acme Production Hooks"))["api_key"])
+    for url in (
+        "http://127.0.0.1:8001/internal/v1/jobs",
+        "http://localhost:8000/v1/jobs",
+        "https://[::1]/hook",
+        "https://admin.localhost/hook",
+    ):
+        refused = await client.post("/v1/webhook-endpoints", json={"url": url}, headers=key)
+        assert assert_problem(refused, 422)["type"].endswith("webhook-endpoint-loopback")
+    listed = await client.get("/v1/webhook-endpoints", headers=key)
+    assert listed.json()["data"] == []  # nothing stored
+    public = await client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://hooks.example.com/taskroute"},
+        headers=key,
     )
-    app = create_app(settings)  # no peers: registering an endpoint does not call them
-    async with running(app) as client:
-        platform = Platform(app, client, databases, bearer(OPERATOR_KEY))
-        key = bearer((await create_tenant(platform, "Acme Production Hooks"))["api_key"])
-        for url in (
-            "http://127.0.0.1:8001/internal/v1/jobs",
-            "http://localhost:8000/v1/jobs",
-            "https://[::1]/hook",
-            "https://admin.localhost/hook",
-        ):
-            refused = await client.post("/v1/webhook-endpoints", json={"url": url}, headers=key)
-            assert assert_problem(refused, 422)["type"].endswith("webhook-endpoint-loopback")
-        listed = await client.get("/v1/webhook-endpoints", headers=key)
-        assert listed.json()["data"] == []  # nothing stored
-        public = await client.post(
-            "/v1/webhook-endpoints",
-            json={"url": "https://hooks.example.com/taskroute"},
-            headers=key,
-        )
-        assert public.status_code == 201, public.text
+    assert public.status_code == 201, public.text
 
 
 async def test_a_name_resolving_inside_is_refused_at_delivery(fast_platform) -> None:

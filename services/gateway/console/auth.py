@@ -102,7 +102,9 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
         sessions.COOKIE_NAME,
         token,
         path=sessions.COOKIE_PATH,
-        secure=request.url.scheme == "https",
+        # Production is served over TLS, perhaps terminated by a proxy whose forwarded headers
+        # uvicorn does not trust (--forwarded-allow-ips): the request itself may look like http.
+        secure=settings.is_production() or request.url.scheme == "https",
         httponly=True,
         samesite="strict",
     )
