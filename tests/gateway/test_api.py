@@ -3,6 +3,7 @@ vault (in-process, lifespans running) for the whole slice."""
 
 from __future__ import annotations
 
+import base64
 import importlib
 import io
 import json
@@ -584,6 +585,32 @@ async def test_the_whole_slice(platform, log_output):
         assert CANARY not in body
         assert RESULT_CANARY not in body
 
+    # Credentials are shown once and then kept only as digests or sealed, even the answers an
+    # Idempotency-Key replays (a webhook secret here, an API key in a tenant's creation).
+    keyed = {**client_key, "Idempotency-Key": "slice-hook-1"}
+    hook_body = {"url": "https://hooks.example.com/slice"}
+    hook = await gw.post("/v1/webhook-endpoints", json=hook_body, headers=keyed)
+    assert hook.status_code == 201, hook.text
+    replayed = await gw.post("/v1/webhook-endpoints", json=hook_body, headers=keyed)
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.json()["secret"] == hook.json()["secret"]
+    keyed_tenant = await gw.post(
+        "/v1/admin/tenants",
+        json={"name": "Acme Keyed"},
+        headers={**platform.operator, "Idempotency-Key": "slice-tenant-1"},
+    )
+    assert keyed_tenant.status_code == 201, keyed_tenant.text
+    pepper: bytes = platform.app.state.pepper
+    credentials = [
+        tenant["api_key"],
+        member["api_key"],
+        keyed_tenant.json()["api_key"],
+        OPERATOR_KEY,
+        hook.json()["secret"],
+        pepper.hex(),
+        base64.b64encode(pepper).decode(),
+    ]
+
     # Nowhere at rest but sealed: no gateway row, no router row, no vault row in clear.
     for service in ("gateway", "router", "vault"):
         rows = await raw_rows(service, platform.databases[service])
@@ -591,6 +618,11 @@ async def test_the_whole_slice(platform, log_output):
         for row in rows:
             assert CANARY not in row, service
             assert RESULT_CANARY not in row, service
+            for credential in credentials:
+                assert credential not in row, service
+    gateway_rows = "\n".join(await raw_rows("gateway", platform.databases["gateway"]))
+    assert "slice-hook-1" not in gateway_rows  # idempotency keys are stored as digests
+    assert "hooks.example.com/slice" in gateway_rows  # the search covers those tables
 
     # No log line of any service (they share this process's loggers).
     logs = log_output.getvalue()
@@ -599,6 +631,8 @@ async def test_the_whole_slice(platform, log_output):
     assert '"path": "/internal/v1/records/open"' in logs
     assert CANARY not in logs
     assert RESULT_CANARY not in logs
+    for credential in credentials:
+        assert credential not in logs
     for line in logs.splitlines():
         json.loads(line)
 
