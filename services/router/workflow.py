@@ -337,6 +337,13 @@ class JobWorkflow:
         queue. Read after this job's move, which counted it (and on PostgreSQL holds the team's
         counter row until commit; on SQLite the write lock), the load is exact. The caller
         decides again with the team full.
+
+        On PostgreSQL the move runs in a savepoint, so an undo also gives back the row locks it
+        took (the two teams' counter rows): a transaction that then tries a third team must not
+        hold a full team's row meanwhile, or two rejects crossing between three teams deadlock.
+        SQLite has one writer and no row locks, and its savepoints are unsafe here (the first
+        write of a transaction, released, would commit it): the move is undone by restoring
+        the columns it changed.
         """
         current = JobStatus(job.status)
         ensure_transition(current, to)
@@ -345,6 +352,9 @@ class JobWorkflow:
             values = {"escalate_at": self._escalate_at(job, now), **values}
         else:
             values = {**values, "escalate_at": None}
+        savepoint = None
+        if team is not None and self.jobs.dialect == "postgresql":
+            savepoint = await self.session.begin_nested()
         # What the move changes, as it was: the row object is refreshed in place by the update.
         before = {key: getattr(job, key) for key in (*values, "status", "event_seq", "updated_at")}
         updated = await self.jobs.transition(
@@ -355,14 +365,22 @@ class JobWorkflow:
             now=now,
         )
         if updated is None:
+            if savepoint is not None:
+                await savepoint.commit()  # nothing was changed
             raise lost_race or InvalidTransition(
                 "The job changed while this request ran; read it again and retry."
             )
         if team is not None:
             load = (await self.jobs.team_loads([team.id])).get(team.id, 0)
             if load > team.capacity:
-                await self.jobs.touch(job.id, conditions=(), values=before)
+                if savepoint is not None:
+                    await savepoint.rollback()
+                    await self.session.refresh(job)  # as it is again, for the next decision
+                else:
+                    await self.jobs.touch(job.id, conditions=(), values=before)
                 return None
+        if savepoint is not None:
+            await savepoint.commit()
         await self.jobs.add_event(
             JobEvent(
                 job_id=job.id,

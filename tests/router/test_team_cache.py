@@ -21,10 +21,19 @@ from services.router.workflow import (
     JobWorkflow,
     TeamProfileCache,
     TeamWorkflow,
+    team_profile_with_load,
 )
 from shared.db import create_engine, create_sessionmaker, utcnow
 from tests.conftest import running
-from tests.router.factories import TENANT, create_team, new_uuid, submit_job, team_fields
+from tests.router.factories import (
+    TENANT,
+    create_team,
+    make_job,
+    make_team,
+    new_uuid,
+    submit_job,
+    team_fields,
+)
 
 
 def _team_of(job: dict[str, Any]) -> str | None:
@@ -227,6 +236,65 @@ async def test_concurrent_escalations_fill_the_next_team_to_its_capacity_not_pas
         await engine.dispose()
     assert sum(moved) == 2
     assert loads == counted == {first.id: 4, second.id: 2}
+
+
+async def test_two_rejects_crossing_a_full_team_do_not_deadlock(
+    databases: dict[str, str], router_settings: RouterSettings, monkeypatch: Any
+) -> None:
+    """X (in A) and Y (in C) are both rejected towards B, which their stale loads show free
+    and which is full. X moves into B, finds it full, undoes the move and pauses; meanwhile Y
+    moves into B too. Had X kept B's counter row after its undo, X's next move (into C, whose
+    row Y holds) and Y's (waiting for B) would wait for each other: PostgreSQL would abort one.
+    The counter rows are locked in team-id order within one move, so the ids are C < A < B."""
+    engine = create_engine(databases["router"])
+    maker = create_sessionmaker(engine)
+    settings = router_settings.model_copy(update={"triage_threshold": 0.0})
+    team_c, team_a, team_b = (f"00000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
+    try:
+        async with maker() as session, session.begin():
+            for team_id, name, capacity, quality in (
+                (team_c, "C", 5, 0.6),
+                (team_a, "A", 5, 0.5),
+                (team_b, "B", 1, 0.99),
+            ):
+                await make_team(session, id=team_id, name=name, capacity=capacity, quality=quality)
+            work = {"tier": "KPO", "domain": "clinical", "confidence": 0.9}
+            await make_job(session, team_id=team_b, **work)  # B is full
+            job_x = (await make_job(session, team_id=team_a, **work)).id
+            job_y = (await make_job(session, team_id=team_c, **work)).id
+
+        profiles = JobWorkflow.profiles
+
+        async def stale_profiles(self: JobWorkflow, **kwargs: Any) -> list[Any]:
+            return [team_profile_with_load(p, 0) for p in await profiles(self, **kwargs)]
+
+        move_into = JobWorkflow._move_into
+
+        async def pausing_move_into(self: JobWorkflow, team: Any, job: Any, **kwargs: Any) -> Any:
+            moved = await move_into(self, team, job, **kwargs)
+            if moved is None and job.id == job_x:
+                await asyncio.sleep(0.5)  # Y moves into B now
+            return moved
+
+        monkeypatch.setattr(JobWorkflow, "profiles", stale_profiles)
+        monkeypatch.setattr(JobWorkflow, "_move_into", pausing_move_into)
+
+        async def reject(team_id: str, job_id: str) -> str | None:
+            async with maker() as session, session.begin():
+                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+                job = await flow.reject(team_id, job_id, member_id=None, reason="no", now=utcnow())
+                return job.team_id
+
+        async def reject_y_later() -> str | None:
+            await asyncio.sleep(0.1)
+            return await reject(team_c, job_y)
+
+        placed = await asyncio.gather(reject(team_a, job_x), reject_y_later())
+        loads, counted = await _loads(maker, settings)
+    finally:
+        await engine.dispose()
+    assert list(placed) == [team_c, team_a]  # B stayed full; each went to the other's team
+    assert loads == counted == {team_a: 1, team_b: 1, team_c: 1}
 
 
 def _submission() -> JobSubmission:

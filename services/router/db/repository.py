@@ -335,11 +335,16 @@ class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    @property
+    def dialect(self) -> str:
+        """The database's dialect name ("postgresql", "sqlite")."""
+        return self.session.get_bind().dialect.name
+
     async def add_if_new(self, values: dict[str, Any]) -> JobView | None:
         """Insert a job (``values`` by ``Job`` attribute) unless its id exists (then ``None``):
         concurrent submissions of one id make one row, without an error that would abort the
         transaction. Returns the stored row as a read-only :class:`JobView`, not an entity."""
-        statement = _NEW_JOB_INSERTS[self.session.get_bind().dialect.name]
+        statement = _NEW_JOB_INSERTS[self.dialect]
         parameters = {_JOB_COLUMN_OF_ATTRIBUTE[key]: value for key, value in values.items()}
         # RETURNING the whole row: one round trip where a re-read made two.
         row: JobView | None = (await execute(self.session, statement, parameters)).first()
