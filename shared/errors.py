@@ -172,7 +172,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 class DatabaseUnavailable(ServiceUnavailable):
     """The service's own database could not be used (down, restarting, a dropped connection,
-    SQLite's write lock not had in time): transient, so 503 rather than 500."""
+    SQLite's write lock not had in time, a deadlock it broke): transient, so 503 rather than
+    500."""
 
     retry_after = 1
 
@@ -180,16 +181,32 @@ class DatabaseUnavailable(ServiceUnavailable):
         super().__init__("The service's database is unavailable; retry the request shortly.")
 
 
+# SQLite's primary result codes that say the database could not be used rather than that the
+# statement was wrong (https://sqlite.org/rescode.html): BUSY, LOCKED, NOMEM, READONLY, IOERR,
+# FULL, CANTOPEN, PROTOCOL. "no such table" or a syntax error is SQLITE_ERROR (1): a bug.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database could not be reached or used, rather than that a
     statement was wrong: a refused or reset connection, a connection the driver found dead
-    (SQLAlchemy marks it ``connection_invalidated``), or the driver's operational errors
-    (PostgreSQL starting up or shutting down, SQLite's "database is locked")."""
+    (SQLAlchemy marks it ``connection_invalidated``), the driver's operational errors
+    (PostgreSQL starting up or shutting down, SQLite's "database is locked"), or PostgreSQL
+    rolling the transaction back for another's sake (SQLSTATE class 40: a deadlock, a
+    serialization failure), after which the same request may well succeed."""
     if isinstance(exc, ConnectionError):
         return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return False
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        return sqlite_code & 0xFF in _SQLITE_UNAVAILABLE
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith("40"):
+        return True
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -44,6 +44,24 @@ def app_on(engine: AsyncEngine) -> FastAPI:
             await connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
         return {"dropped": "no"}
 
+    @app.get("/wrong-column")
+    async def wrong_column() -> dict[str, str]:
+        async with transaction_scope(engine) as connection:
+            await connection.execute(text("SELECT nope FROM item"))
+        return {"read": "yes"}
+
+    @app.post("/raise/{sqlstate}")
+    async def raise_sqlstate(sqlstate: str) -> dict[str, str]:
+        """PostgreSQL raises an error of this SQLSTATE (what a deadlock or a duplicate key
+        raises, without staging one)."""
+        assert sqlstate.isalnum()
+        assert len(sqlstate) == 5
+        async with transaction_scope(engine) as connection:
+            await connection.execute(
+                text(f"DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{sqlstate}'; END $$")
+            )
+        return {"raised": "no"}
+
     @app.get("/ping")
     async def ping() -> dict[str, int]:
         async with transaction_scope(engine) as connection:
@@ -110,6 +128,35 @@ async def test_a_wrong_statement_is_still_a_500(
     assert duplicate.headers["content-type"] == "application/problem+json"
     assert CANARY not in duplicate.text
     assert CANARY not in caplog.text
+
+
+async def test_a_statement_sqlite_cannot_run_is_a_500_not_a_retry(
+    sqlite_engine: tuple[AsyncEngine, Path],
+) -> None:
+    """SQLite raises OperationalError for a missing column as for a locked database: only
+    its result code tells the bug (SQLITE_ERROR) from the unavailability (SQLITE_BUSY)."""
+    engine, _ = sqlite_engine
+    async with client_of(app_on(engine)) as client:
+        assert (await client.get("/wrong-column")).status_code == 500
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_deadlock_or_serialization_failure_is_503_a_duplicate_key_500(
+    backend: str,
+) -> None:
+    """PostgreSQL rolled the transaction back for another's sake (SQLSTATE class 40): the same
+    request again may succeed, so 503 with Retry-After; a broken constraint is a bug."""
+    assert backend == "postgres"
+    url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_engine(url)
+    try:
+        async with client_of(app_on(engine)) as client:
+            assert_unavailable(await client.post("/raise/40P01"))  # deadlock_detected
+            assert_unavailable(await client.post("/raise/40001"))  # serialization_failure
+            assert (await client.post("/raise/23505")).status_code == 500  # unique_violation
+    finally:
+        await engine.dispose()
 
 
 async def test_an_unreachable_postgresql_is_503() -> None:
