@@ -147,6 +147,10 @@ def reset() -> None:
 
             for name, hook in _DATABASE_HOOKS.items():
                 event.remove(Engine, name, hook)
+            # Removing a class-level listener leaves the class flagged as listened to: every
+            # engine made afterwards would send each statement through SQLAlchemy's event path
+            # (shared.statements checks the flag). No other class-level Engine hooks exist.
+            Engine._has_events = False  # noqa: SLF001
             _database_hooks_installed = False
 
 

@@ -136,6 +136,16 @@ def collector() -> Iterator[InMemorySpanExporter]:
         tracing.reset()
 
 
+def test_reset_leaves_engines_made_afterwards_without_statement_hooks(collector) -> None:
+    """Tracing listens to every engine's statements; once reset, engines made later (other
+    tests', in this process) run prebuilt statements on the driver again (shared.statements)."""
+    from sqlalchemy.engine import Engine
+
+    assert Engine._has_events  # noqa: SLF001 - on: statements go through SQLAlchemy's events
+    tracing.reset()
+    assert not Engine._has_events  # noqa: SLF001
+
+
 @pytest.fixture
 def tracing_from_environment() -> Iterator[None]:
     """Providers made from the (cleaned) environment, as a deployment makes them."""
