@@ -298,8 +298,10 @@ class JobWorkflow:
         now: datetime,
         conditions: Sequence[ColumnElement[bool]] = (),
         lost_race: Exception | None = None,
+        request_id: str | None = None,
     ) -> Job:
-        """One status change of ``job`` (as read), conditional on it not having moved since."""
+        """One status change of ``job`` (as read), conditional on it not having moved since;
+        its event names the keyed request that made it (``request_id``), if any."""
         moved = await self._move_into(
             None,
             job,
@@ -311,6 +313,7 @@ class JobWorkflow:
             now=now,
             conditions=conditions,
             lost_race=lost_race,
+            request_id=request_id,
         )
         assert moved is not None  # no team to fill up
         return moved
@@ -328,6 +331,7 @@ class JobWorkflow:
         now: datetime,
         conditions: Sequence[ColumnElement[bool]] = (),
         lost_race: Exception | None = None,
+        request_id: str | None = None,
     ) -> Job | None:
         """:meth:`_move`, into ``team``'s queue: undone (``None``) if it left the team over
         its capacity.
@@ -391,6 +395,7 @@ class JobWorkflow:
                 to_status=to.value,
                 actor=actor,
                 reason=reason,
+                request_id=request_id,
             )
         )
         return updated
@@ -407,6 +412,7 @@ class JobWorkflow:
         conditions: Sequence[ColumnElement[bool]] = (),
         extra_values: dict[str, Any] | None = None,
         rejected_by: Sequence[str] | None = None,
+        request_id: str | None = None,
     ) -> Job:
         """Send ``job`` to its best eligible team (queued) or park it as unroutable."""
         teams = await self.profiles(work=classification)
@@ -435,6 +441,7 @@ class JobWorkflow:
                 f" among {len(decision.eligible)} eligible)",
                 now=now,
                 conditions=conditions,
+                request_id=request_id,
             )
             if updated is not None:
                 await self._store_decision(job.id, decision, "queued")
@@ -450,6 +457,7 @@ class JobWorkflow:
             reason=f"{reason_prefix}no eligible team among {len(decision.excluded)}",
             now=now,
             conditions=conditions,
+            request_id=request_id,
         )
         await self._store_decision(job.id, decision, "unroutable")
         return updated
@@ -630,7 +638,13 @@ class JobWorkflow:
     # ----------------------------------------------------------------- client actions
 
     async def cancel(
-        self, job_id: str, *, tenant_id: str, reason: str | None, now: datetime
+        self,
+        job_id: str,
+        *,
+        tenant_id: str,
+        reason: str | None,
+        now: datetime,
+        request_id: str | None = None,
     ) -> Job:
         job = await self.get(job_id, tenant_id=tenant_id)
         return await self._move(
@@ -641,6 +655,7 @@ class JobWorkflow:
             actor=f"client:{tenant_id}",
             reason=reason or "cancelled by the client",
             now=now,
+            request_id=request_id,
         )
 
     async def result(self, job_id: str, *, tenant_id: str) -> Job:
@@ -737,7 +752,15 @@ class JobWorkflow:
         if job.lease_expires_at is None or job.lease_expires_at <= now:
             raise LeaseConflict("The lease has expired; claim the job again.")
 
-    async def claim(self, team_id: str, job_id: str, *, member_id: str, now: datetime) -> Job:
+    async def claim(
+        self,
+        team_id: str,
+        job_id: str,
+        *,
+        member_id: str,
+        now: datetime,
+        request_id: str | None = None,
+    ) -> Job:
         job = await self.team_job(team_id, job_id)
         if job.status != JobStatus.QUEUED.value:
             raise InvalidTransition(f"The job is {job.status}; only a queued job can be claimed.")
@@ -755,6 +778,7 @@ class JobWorkflow:
             now=now,
             conditions=[Job.team_id == team_id],
             lost_race=InvalidTransition("Another member claimed this job first."),
+            request_id=request_id,
         )
 
     async def heartbeat(self, team_id: str, job_id: str, *, member_id: str, now: datetime) -> Job:
@@ -777,7 +801,14 @@ class JobWorkflow:
         return updated
 
     async def release(
-        self, team_id: str, job_id: str, *, member_id: str, reason: str | None, now: datetime
+        self,
+        team_id: str,
+        job_id: str,
+        *,
+        member_id: str,
+        reason: str | None,
+        now: datetime,
+        request_id: str | None = None,
     ) -> Job:
         job = await self.team_job(team_id, job_id)
         self._require_live_lease(job, member_id, now)
@@ -791,6 +822,7 @@ class JobWorkflow:
             now=now,
             conditions=[Job.team_id == team_id, *self._live_lease(member_id, now)],
             lost_race=LeaseConflict("The lease changed while this request ran."),
+            request_id=request_id,
         )
 
     async def complete(
@@ -802,6 +834,7 @@ class JobWorkflow:
         result: Any,
         confidential_result_ref: str | None,
         now: datetime,
+        request_id: str | None = None,
     ) -> Job:
         job = await self.team_job(team_id, job_id)
         self._require_live_lease(job, member_id, now)
@@ -831,6 +864,7 @@ class JobWorkflow:
                 now=now,
                 conditions=conditions,
                 lost_race=lost_race,
+                request_id=request_id,
             )
         return await self._move(
             job,
@@ -847,6 +881,7 @@ class JobWorkflow:
             now=now,
             conditions=conditions,
             lost_race=lost_race,
+            request_id=request_id,
         )
 
     async def _review_team(self, job: Job, policy: DataPolicy) -> tuple[str, str]:
@@ -881,6 +916,7 @@ class JobWorkflow:
         member_id: str | None,
         reason: str,
         now: datetime,
+        request_id: str | None = None,
     ) -> Job:
         """The team gives the job back: it goes to the next eligible team, never to this one."""
         job = await self.team_job(team_id, job_id)
@@ -905,6 +941,7 @@ class JobWorkflow:
             conditions=conditions,
             extra_values={**_lease_cleared(), "rejected_team_ids": rejected_by},
             rejected_by=rejected_by,
+            request_id=request_id,
         )
 
     async def grant(

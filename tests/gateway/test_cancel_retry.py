@@ -109,16 +109,21 @@ async def test_a_different_reason_under_the_same_key_is_still_refused(
 
 
 class LossyRouterLine(httpx.AsyncBaseTransport):
-    """The gateway's line to the real router app, which can drop the router's answer to a
-    cancel after the router has applied it (as a timeout or a broken connection would)."""
+    """The gateway's line to the real router app. It can drop the router's answer to calls
+    whose path ends with ``drop_answers_to`` after the router has applied them (as a timeout or
+    a broken connection would), and refuse calls ending with ``refuse_calls_to`` before they
+    reach the router (as a refused connection would)."""
 
     def __init__(self, app: Any) -> None:
-        self.drop_cancel_answers = False
+        self.drop_answers_to: str | None = None
+        self.refuse_calls_to: str | None = None
         self._router = httpx.ASGITransport(app=app)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refuse_calls_to and request.url.path.endswith(self.refuse_calls_to):
+            raise httpx.ConnectError("the router is not there", request=request)
         response = await self._router.handle_async_request(request)
-        if self.drop_cancel_answers and request.url.path.endswith("/cancel"):
+        if self.drop_answers_to and request.url.path.endswith(self.drop_answers_to):
             await response.aread()
             raise httpx.ReadTimeout("the answer was lost", request=request)
         return response
@@ -147,10 +152,10 @@ async def test_a_retry_after_the_routers_answer_was_lost_replays_200(
 ) -> None:
     platform, line = lossy
     api_key, job_id = await _queued_job(platform)
-    line.drop_cancel_answers = True
+    line.drop_answers_to = "/cancel"
     first = await platform.client.post(
         f"/v1/jobs/{job_id}/cancel", headers=_keyed(api_key, "cancel-3")
     )
     assert_problem(first, 503)  # the cancel is not retried blindly by the gateway
-    line.drop_cancel_answers = False
+    line.drop_answers_to = None
     await _assert_retries_replay(platform, api_key, job_id, "cancel-3", None)

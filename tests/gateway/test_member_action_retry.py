@@ -3,7 +3,10 @@ applied but whose answer was lost, retried with the same Idempotency-Key, replay
 instead of the router's refusal ("not queued", "no lease", "not your team's job").
 
 The answer is lost after the router applied the action: the ``gateway.member_action.after_router``
-failpoint fails the request (a 500, so the key's claim is released for the retry)."""
+failpoint fails the request (a 500, so the key's claim is released for the retry), or the line
+to the router drops it. The router stores the id the gateway reserved with the key on the event
+the action makes; a retry whose earlier attempt never reached the router finds none and is
+refused like any other request."""
 
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ from tests.gateway.test_api import (
     bearer,
     create_tenant,
 )
+from tests.gateway.test_cancel_retry import LossyRouterLine, lossy
 
 LOSE_ANSWERS = "gateway.member_action.after_router=error\n"
+__all__ = ["lossy"]  # the fixture, imported for this module's tests
 
 
 async def _team_with_member(platform: Platform, name: str) -> tuple[str, dict[str, str]]:
@@ -176,3 +181,44 @@ async def test_a_refusal_on_the_first_attempt_stands_on_retry(
     keyed = {**member, "Idempotency-Key": "claim-m"}
     assert_problem(await platform.client.post(path, headers=keyed), 409)
     assert_problem(await platform.client.post(path, headers=keyed), 409)
+
+
+async def test_a_claim_whose_answer_the_line_dropped_replays(
+    lossy: tuple[Platform, LossyRouterLine],
+) -> None:
+    platform, line = lossy
+    _team, member = await _team_with_member(platform, "Pune Ledger Ops")
+    _client, job_id, _ = await _job(platform)
+    path = f"/v1/team/jobs/{job_id}/claim"
+    keyed = {**member, "Idempotency-Key": "claim-dropped"}
+    line.drop_answers_to = "/claim"
+    assert_problem(await platform.client.post(path, headers=keyed), 503)
+    line.drop_answers_to = None
+    retry = await platform.client.post(path, headers=keyed)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["status"] == "in_progress"
+
+
+async def test_a_retry_whose_first_attempt_never_reached_the_router_is_not_replayed(
+    lossy: tuple[Platform, LossyRouterLine],
+) -> None:
+    """The first keyed completion is refused on the way to the router; the member then
+    completes the job without a key and another result. The keyed retry must not answer 200
+    as if its own result had been stored: it is refused, the job is completed already."""
+    platform, line = lossy
+    _team, member = await _team_with_member(platform, "Pune Ledger Ops")
+    client, job_id, _ = await _job(platform)
+    claimed = await platform.client.post(f"/v1/team/jobs/{job_id}/claim", headers=member)
+    assert claimed.status_code == 200, claimed.text
+    path = f"/v1/team/jobs/{job_id}/complete"
+    keyed = {**member, "Idempotency-Key": "complete-never-sent"}
+    line.refuse_calls_to = "/complete"
+    first = await platform.client.post(path, json={"result": {"v": "keyed"}}, headers=keyed)
+    assert_problem(first, 503)
+    line.refuse_calls_to = None
+    other = await platform.client.post(path, json={"result": {"v": "other"}}, headers=member)
+    assert other.status_code == 200, other.text
+    retry = await platform.client.post(path, json={"result": {"v": "keyed"}}, headers=keyed)
+    assert_problem(retry, 409)
+    result = await platform.client.get(f"/v1/jobs/{job_id}/result", headers=client)
+    assert result.json()["result"] == {"v": "other"}

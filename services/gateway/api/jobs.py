@@ -306,7 +306,6 @@ async def cancel_job(
     job_id: str,
     client: ClientDep,
     router_: RouterDep,
-    session: SessionDep,
     pending: PendingDep,
     body: Annotated[JobCancel | None, Body()] = None,
 ) -> dict[str, Any]:
@@ -320,7 +319,9 @@ async def cancel_job(
     reason = body.reason if body else None
     try:
         job = await _at_router(
-            lambda: router_.cancel_job(job_id, tenant_id=client.tenant, reason=reason),
+            lambda: router_.cancel_job(
+                job_id, tenant_id=client.tenant, reason=reason, request_id=reserved_resource_id()
+            ),
             pending,
             tenant_id=client.tenant,
             job_id=job_id,
@@ -328,9 +329,7 @@ async def cancel_job(
     except UpstreamError as error:
         if error.status != status.HTTP_409_CONFLICT:
             raise
-        earlier = await cancelled_under_this_key(
-            session, router_, job_id, client=client, reason=reason
-        )
+        earlier = await cancelled_under_this_key(router_, job_id, client=client)
         if earlier is None:
             raise
         job = earlier

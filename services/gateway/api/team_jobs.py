@@ -21,8 +21,9 @@ from services.gateway.api.deps import (
     SessionDep,
     VaultDep,
 )
+from services.gateway.api.edge import reserved_resource_id
 from services.gateway.api.job_events import remember_moved_job
-from services.gateway.api.keyed_retries import MemberAction, member_acted_under_this_key
+from services.gateway.api.keyed_retries import member_acted_under_this_key
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
     CreatedBeforeQuery,
@@ -58,17 +59,21 @@ async def _act(
     action: Literal["claim", "heartbeat", "release", "reject"],
     reason: str | None = None,
     request: Request | None = None,
-    session: AsyncSession | None = None,
 ) -> dict[str, Any]:
     job_id = job_id_or_404(job_id)
     try:
         job = await router_.member_action(
-            member.team, job_id, action, member_id=member.member, reason=reason
+            member.team,
+            job_id,
+            action,
+            member_id=member.member,
+            reason=reason,
+            request_id=reserved_resource_id(),
         )
     except UpstreamError as error:
-        if action == "heartbeat" or session is None:
+        if action == "heartbeat":
             raise
-        job = await _unless_done_before(error, session, router_, job_id, member, action)
+        job = await _unless_done_before(error, router_, job_id, member)
     failpoint("gateway.member_action.after_router")  # applied, answer not yet stored
     if request is not None:
         remember_moved_job(request.scope, job)
@@ -76,21 +81,14 @@ async def _act(
 
 
 async def _unless_done_before(
-    error: UpstreamError,
-    session: AsyncSession,
-    router_: RouterClient,
-    job_id: str,
-    member: Principal,
-    action: MemberAction,
+    error: UpstreamError, router_: RouterClient, job_id: str, member: Principal
 ) -> dict[str, Any]:
     """The job, when a keyed retry is refused (409; 404 once a reject moved the job to another
-    team) because its first attempt did the action: see
+    team) because an earlier attempt of its key did the action: see
     :func:`~services.gateway.api.keyed_retries.member_acted_under_this_key`."""
     if error.status not in (status.HTTP_404_NOT_FOUND, status.HTTP_409_CONFLICT):
         raise error
-    earlier = await member_acted_under_this_key(
-        session, router_, job_id, member=member, action=action
-    )
+    earlier = await member_acted_under_this_key(router_, job_id, member=member)
     if earlier is None:
         raise error
     return earlier
@@ -134,10 +132,10 @@ async def team_queue(
 
 @router.post("/{job_id}/claim", response_model=TeamJobRead)
 async def claim(
-    job_id: str, member: MemberDep, router_: RouterDep, session: SessionDep, request: Request
+    job_id: str, member: MemberDep, router_: RouterDep, request: Request
 ) -> dict[str, Any]:
     """Claim a queued job: the member gets a lease, kept alive by heartbeats."""
-    return await _act(router_, member, job_id, "claim", request=request, session=session)
+    return await _act(router_, member, job_id, "claim", request=request)
 
 
 @router.post("/{job_id}/heartbeat", response_model=TeamJobRead)
@@ -151,26 +149,21 @@ async def release(
     job_id: str,
     member: MemberDep,
     router_: RouterDep,
-    session: SessionDep,
     request: Request,
     body: Annotated[JobRelease | None, Body()] = None,
 ) -> dict[str, Any]:
     """Give a claimed job back to the team's queue."""
-    reason = body.reason if body else None
-    return await _act(router_, member, job_id, "release", reason, request, session)
+    return await _act(
+        router_, member, job_id, "release", body.reason if body else None, request=request
+    )
 
 
 @router.post("/{job_id}/reject", response_model=TeamJobRead)
 async def reject(
-    job_id: str,
-    body: JobReject,
-    member: MemberDep,
-    router_: RouterDep,
-    session: SessionDep,
-    request: Request,
+    job_id: str, body: JobReject, member: MemberDep, router_: RouterDep, request: Request
 ) -> dict[str, Any]:
     """Refuse a job for the team: it passes to the next eligible team."""
-    return await _act(router_, member, job_id, "reject", body.reason, request, session)
+    return await _act(router_, member, job_id, "reject", body.reason, request=request)
 
 
 @router.get(
@@ -216,7 +209,6 @@ async def complete(
     member: MemberDep,
     router_: RouterDep,
     vault: VaultDep,
-    session: SessionDep,
     request: Request,
 ) -> dict[str, Any]:
     """Complete a job with its result; a confidential result is sealed at the vault first."""
@@ -224,7 +216,7 @@ async def complete(
     try:
         job = await _complete(job_id, body, member, router_, vault)
     except UpstreamError as error:
-        job = await _unless_done_before(error, session, router_, job_id, member, "complete")
+        job = await _unless_done_before(error, router_, job_id, member)
     failpoint("gateway.member_action.after_router")  # applied, answer not yet stored
     remember_moved_job(request.scope, job)
     return member_view(job)
@@ -233,6 +225,8 @@ async def complete(
 async def _complete(
     job_id: str, body: JobComplete, member: Principal, router_: RouterClient, vault: VaultClient
 ) -> dict[str, Any]:
+    """Seal the confidential result under a grant (the grant is refused once the lease is
+    gone, as in a retry after the completion was applied), then complete at the router."""
     ref = None
     if body.confidential_result is not None:
         grant = await router_.member_grant(
@@ -255,4 +249,5 @@ async def _complete(
         member_id=member.member,
         result=body.result,
         confidential_result_ref=ref,
+        request_id=reserved_resource_id(),
     )

@@ -128,10 +128,14 @@ class RouterClient:
         limit: int | None = None,
         cursor: str | None = None,
         types: list[str] | None = None,
+        request_id: str | None = None,
     ) -> JsonObject:
-        """A page of the job's timeline (the router's default page: its first 100 events)."""
+        """A page of the job's timeline (the router's default page: its first 100 events);
+        with ``request_id``, only the event the keyed request of that id made."""
         params = _list_params({"type": types})
-        params.update(_params(tenant_id=tenant_id, limit=limit, cursor=cursor))
+        params.update(
+            _params(tenant_id=tenant_id, limit=limit, cursor=cursor, request_id=request_id)
+        )
         result: JsonObject = await self._call(
             "GET", f"/internal/v1/jobs/{job_id}/events", params=params
         )
@@ -143,11 +147,13 @@ class RouterClient:
         )
         return result
 
-    async def cancel_job(self, job_id: str, *, tenant_id: str, reason: str | None) -> JsonObject:
+    async def cancel_job(
+        self, job_id: str, *, tenant_id: str, reason: str | None, request_id: str | None = None
+    ) -> JsonObject:
         result: JsonObject = await self._call(
             "POST",
             f"/internal/v1/jobs/{job_id}/cancel",
-            json=_params(tenant_id=tenant_id, reason=reason),
+            json=_params(tenant_id=tenant_id, reason=reason, request_id=request_id),
         )
         return result
 
@@ -240,11 +246,12 @@ class RouterClient:
         *,
         member_id: str,
         reason: str | None = None,
+        request_id: str | None = None,
     ) -> JsonObject:
         result: JsonObject = await self._call(
             "POST",
             f"/internal/v1/teams/{team_id}/jobs/{job_id}/{action}",
-            json=_params(member_id=member_id, reason=reason),
+            json=_params(member_id=member_id, reason=reason, request_id=request_id),
         )
         return result
 
@@ -275,10 +282,13 @@ class RouterClient:
         member_id: str,
         result: Any,
         confidential_result_ref: str | None,
+        request_id: str | None = None,
     ) -> JsonObject:
         body: JsonObject = {"member_id": member_id, "result": result}
         if confidential_result_ref is not None:
             body["confidential_result_ref"] = confidential_result_ref
+        if request_id is not None:
+            body["request_id"] = request_id
         answer: JsonObject = await self._call(
             "POST", f"/internal/v1/teams/{team_id}/jobs/{job_id}/complete", json=body
         )

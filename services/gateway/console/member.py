@@ -90,16 +90,11 @@ async def queue_page(
 
 @router.post("/jobs/{job_id}/claim")
 async def claim(
-    job_id: str,
-    request: Request,
-    user: MemberUser,
-    _form: FormDep,
-    router_: RouterDep,
-    session: SessionDep,
+    job_id: str, request: Request, user: MemberUser, _form: FormDep, router_: RouterDep
 ) -> Response:
     """Claim a queued job and open its page."""
     job = await team_jobs.claim(
-        job_id=job_id, member=user.principal, router_=router_, session=session, request=request
+        job_id=job_id, member=user.principal, router_=router_, request=request
     )
     await queue_job_event(request.app, f"/v1/team/jobs/{job['id']}/claim", job)
     return see_other(f"/console/jobs/{job['id']}?done=claimed")
@@ -176,23 +171,13 @@ async def heartbeat(
 
 @router.post("/jobs/{job_id}/release")
 async def release(
-    job_id: str,
-    request: Request,
-    user: MemberUser,
-    form: FormDep,
-    router_: RouterDep,
-    session: SessionDep,
+    job_id: str, request: Request, user: MemberUser, form: FormDep, router_: RouterDep
 ) -> Response:
     """Give the job back to the team's queue."""
     reason = form.get("reason", "").strip()
     body = JobRelease(reason=reason) if reason else None
     job = await team_jobs.release(
-        job_id=job_id,
-        member=user.principal,
-        router_=router_,
-        session=session,
-        request=request,
-        body=body,
+        job_id=job_id, member=user.principal, router_=router_, request=request, body=body
     )
     await queue_job_event(request.app, f"/v1/team/jobs/{job['id']}/release", job)
     return see_other("/console/queue?done=released")
@@ -200,22 +185,12 @@ async def release(
 
 @router.post("/jobs/{job_id}/reject")
 async def reject(
-    job_id: str,
-    request: Request,
-    user: MemberUser,
-    form: FormDep,
-    router_: RouterDep,
-    session: SessionDep,
+    job_id: str, request: Request, user: MemberUser, form: FormDep, router_: RouterDep
 ) -> Response:
     """Refuse the job for the team, with a reason."""
     body = JobReject(reason=form.get("reason", ""))
     job = await team_jobs.reject(
-        job_id=job_id,
-        body=body,
-        member=user.principal,
-        router_=router_,
-        session=session,
-        request=request,
+        job_id=job_id, body=body, member=user.principal, router_=router_, request=request
     )
     await queue_job_event(request.app, f"/v1/team/jobs/{job['id']}/reject", job)
     return see_other("/console/queue?done=rejected")
@@ -229,7 +204,6 @@ async def complete(
     form: FormDep,
     router_: RouterDep,
     vault: VaultDep,
-    session: SessionDep,
 ) -> Response:
     """Complete the job with the result form (a confidential result is sealed by the vault)."""
     body = JobComplete(
@@ -242,7 +216,6 @@ async def complete(
         member=user.principal,
         router_=router_,
         vault=vault,
-        session=session,
         request=request,
     )
     await queue_job_event(request.app, f"/v1/team/jobs/{job['id']}/complete", job)

@@ -18,6 +18,7 @@ from services.router.api.schemas import (
     JobEventList,
     JobList,
     JobRead,
+    RequestId,
     ResultGrantCreate,
     ResultRead,
     event_read,
@@ -115,11 +116,17 @@ async def list_job_events(
     event_type: Annotated[list[EventType] | None, Query(alias="type", max_length=10)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    request_id: Annotated[RequestId | None, Query()] = None,
 ) -> JobEventList:
-    """The job's timeline, oldest event first, optionally of some event types only."""
+    """The job's timeline, oldest event first, optionally of some event types only, or only
+    the event a keyed request made (its ``request_id``)."""
     job = await jobs.get(job_id, tenant_id=tenant_id)
     page = await jobs.jobs.events_page(
-        job.id, limit=limit, cursor=cursor, types=tuple(sorted(set(event_type or ())))
+        job.id,
+        limit=limit,
+        cursor=cursor,
+        types=tuple(sorted(set(event_type or ()))),
+        request_id=request_id,
     )
     return JobEventList(
         data=[event_read(event) for event in page.items],
@@ -144,7 +151,13 @@ async def get_routing_decision(
 async def cancel_job(job_id: str, body: CancelCreate, jobs: JobsDep, now: NowDep) -> JobRead:
     """Cancel a job that is not completed or cancelled already (409 then)."""
     return job_read(
-        await jobs.cancel(job_id, tenant_id=body.tenant_id, reason=body.reason, now=now)
+        await jobs.cancel(
+            job_id,
+            tenant_id=body.tenant_id,
+            reason=body.reason,
+            request_id=body.request_id,
+            now=now,
+        )
     )
 
 

@@ -226,9 +226,15 @@ class JobEventList(BaseModel):
     next_cursor: str | None = None
 
 
+# The id the gateway reserved with the request's Idempotency-Key: stored on the event the
+# request makes, so a retry under that key can ask whether its earlier attempt was applied.
+RequestId = UUIDStr
+
+
 class CancelCreate(_Request):
     tenant_id: UUIDStr
     reason: Reason | None = None
+    request_id: RequestId | None = None
 
 
 class ResultRead(BaseModel):
@@ -272,6 +278,7 @@ class GrantRead(BaseModel):
 
 class ClaimCreate(_Request):
     member_id: UUIDStr
+    request_id: RequestId | None = None
 
 
 class HeartbeatCreate(_Request):
@@ -281,11 +288,13 @@ class HeartbeatCreate(_Request):
 class ReleaseCreate(_Request):
     member_id: UUIDStr
     reason: Reason | None = None
+    request_id: RequestId | None = None
 
 
 class RejectCreate(_Request):
     member_id: UUIDStr | None = None
     reason: Reason
+    request_id: RequestId | None = None
 
 
 class GrantCreate(_Request):
@@ -297,6 +306,7 @@ class CompleteCreate(_Request):
     member_id: UUIDStr
     result: Any
     confidential_result_ref: Ref | None = None
+    request_id: RequestId | None = None
 
 
 # ----------------------------------------------------------------------------- teams

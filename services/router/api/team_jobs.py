@@ -82,7 +82,11 @@ async def claim_job(
     team_id: str, job_id: str, body: ClaimCreate, jobs: JobsDep, now: NowDep
 ) -> JobRead:
     """Take a queued job under a lease (409 if it is not queued: someone else was first)."""
-    return job_read(await jobs.claim(team_id, job_id, member_id=body.member_id, now=now))
+    return job_read(
+        await jobs.claim(
+            team_id, job_id, member_id=body.member_id, request_id=body.request_id, now=now
+        )
+    )
 
 
 @router.post("/{job_id}/heartbeat")
@@ -99,7 +103,14 @@ async def release_job(
 ) -> JobRead:
     """Give the job back to the team's queue (lease holder only)."""
     return job_read(
-        await jobs.release(team_id, job_id, member_id=body.member_id, reason=body.reason, now=now)
+        await jobs.release(
+            team_id,
+            job_id,
+            member_id=body.member_id,
+            reason=body.reason,
+            request_id=body.request_id,
+            now=now,
+        )
     )
 
 
@@ -109,7 +120,14 @@ async def reject_job(
 ) -> JobRead:
     """Refuse the job: it passes to the next eligible team, never back to this one."""
     return job_read(
-        await jobs.reject(team_id, job_id, member_id=body.member_id, reason=body.reason, now=now)
+        await jobs.reject(
+            team_id,
+            job_id,
+            member_id=body.member_id,
+            reason=body.reason,
+            request_id=body.request_id,
+            now=now,
+        )
     )
 
 
@@ -151,6 +169,7 @@ async def complete_job(
             member_id=body.member_id,
             result=body.result,
             confidential_result_ref=body.confidential_result_ref,
+            request_id=body.request_id,
             now=now,
         )
     )

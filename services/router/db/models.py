@@ -291,6 +291,8 @@ class JobEvent(Base):
     to_status: Mapped[str | None] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(80))
     reason: Mapped[str | None] = mapped_column(Text)
+    # The gateway's id for the keyed request that made this event (migration 0006), if any.
+    request_id: Mapped[str | None] = mapped_column(String(36))
 
     __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_id_seq"),)
 

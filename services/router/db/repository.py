@@ -417,14 +417,23 @@ class JobRepository:
         await execute_many(self.session, _INSERT_EVENTS, rows)
 
     async def events_page(
-        self, job_id: str, *, limit: int, cursor: str | None, types: tuple[str, ...] = ()
+        self,
+        job_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        types: tuple[str, ...] = (),
+        request_id: str | None = None,
     ) -> Page[JobEvent]:
         """A job's timeline, oldest first, ``limit`` events a page, optionally of ``types``
-        only (the cursor is bound to them)."""
+        only, or made by one request (the cursor is bound to these filters)."""
         query = select(JobEvent).where(JobEvent.job_id == job_id)
         if types:
             query = query.where(JobEvent.type.in_(types))
         scope: dict[str, Any] = {"type": types}
+        if request_id is not None:
+            query = query.where(JobEvent.request_id == request_id)
+            scope["request_id"] = request_id
         if cursor:
             (after_seq,) = decode_filtered_cursor(cursor, (int,), scope)
             query = query.where(JobEvent.seq > after_seq)
