@@ -107,6 +107,19 @@ async def test_a_claim_whose_answer_was_lost_replays_the_claimed_job(
     assert (await _events(platform, client, job_id)).count("claimed") == 1
 
 
+async def test_a_keyed_heartbeat_is_answered_as_any_heartbeat(platform: Platform) -> None:
+    """Clients (the SDK among them) may key every POST; a heartbeat makes no event to find."""
+    _team, member = await _team_with_member(platform, "Pune Ledger Ops")
+    _client, job_id, _ = await _job(platform)
+    claimed = await platform.client.post(f"/v1/team/jobs/{job_id}/claim", headers=member)
+    assert claimed.status_code == 200, claimed.text
+    beat = await platform.client.post(
+        f"/v1/team/jobs/{job_id}/heartbeat", headers={**member, "Idempotency-Key": "beat-1"}
+    )
+    assert beat.status_code == 200, beat.text
+    assert beat.json()["lease"]["expires_at"] >= claimed.json()["lease"]["expires_at"]
+
+
 async def test_release_and_complete_whose_answers_were_lost_replay(
     platform: Platform, lose_answers: Path
 ) -> None:

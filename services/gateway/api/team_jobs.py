@@ -68,7 +68,8 @@ async def _act(
             action,
             member_id=member.member,
             reason=reason,
-            request_id=reserved_resource_id(),
+            # A heartbeat changes no status and makes no event: nothing to find on a retry.
+            request_id=None if action == "heartbeat" else reserved_resource_id(),
         )
     except UpstreamError as error:
         if action == "heartbeat":
