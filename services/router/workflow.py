@@ -379,7 +379,13 @@ class JobWorkflow:
             if load > team.capacity:
                 if savepoint is not None:
                     await savepoint.rollback()
-                    await self.session.refresh(job)  # as it is again, for the next decision
+                    # The rollback gave the job's row back too: a claim waiting for it may have
+                    # committed since. As it is now, for the next decision; changed, we lost.
+                    await self.session.refresh(job)
+                    if job.event_seq != before["event_seq"]:
+                        raise lost_race or InvalidTransition(
+                            "The job changed while this request ran; read it again and retry."
+                        )
                 else:
                     await self.jobs.touch(job.id, conditions=(), values=before)
                 return None

@@ -9,10 +9,13 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.app import create_app
 from services.router.domain.classifier import LexiconClassifier
+from services.router.domain.errors import InvalidTransition
 from services.router.domain.routing import DataPolicy
 from services.router.domain.taxonomy import Priority
 from services.router.settings import RouterSettings
@@ -295,6 +298,68 @@ async def test_two_rejects_crossing_a_full_team_do_not_deadlock(
         await engine.dispose()
     assert list(placed) == [team_c, team_a]  # B stayed full; each went to the other's team
     assert loads == counted == {team_a: 1, team_b: 1, team_c: 1}
+
+
+@pytest.mark.postgres_only
+async def test_a_claim_landing_while_a_reject_undoes_its_move_wins(
+    databases: dict[str, str], router_settings: RouterSettings, monkeypatch: Any
+) -> None:
+    """On PostgreSQL the undo rolls back to a savepoint, which gives the job's row back: a claim
+    waiting for it may commit before the reject decides again. The reject must then lose (the
+    job changed), not move the claimed job to another team and clear its lease."""
+    engine = create_engine(databases["router"])
+    maker = create_sessionmaker(engine)
+    settings = router_settings.model_copy(update={"triage_threshold": 0.0})
+    team_a, team_b, team_c = (f"00000000-0000-4000-8000-00000000001{n}" for n in (1, 2, 3))
+    member = "00000000-0000-4000-8000-0000000000aa"
+    try:
+        async with maker() as session, session.begin():
+            for team_id, name, capacity, quality in (
+                (team_a, "A", 5, 0.5),
+                (team_b, "B", 1, 0.99),
+                (team_c, "C", 5, 0.6),
+            ):
+                await make_team(session, id=team_id, name=name, capacity=capacity, quality=quality)
+            work = {"tier": "KPO", "domain": "clinical", "confidence": 0.9}
+            await make_job(session, team_id=team_b, **work)  # B is full
+            job_id = (await make_job(session, team_id=team_a, **work)).id
+
+        profiles = JobWorkflow.profiles
+
+        async def stale_profiles(self: JobWorkflow, **kwargs: Any) -> list[Any]:
+            return [team_profile_with_load(p, 0) for p in await profiles(self, **kwargs)]
+
+        refresh = AsyncSession.refresh
+        claimed: list[str | None] = []
+
+        async def claim_first(self: AsyncSession, instance: Any, *args: Any, **kw: Any) -> None:
+            if not claimed:  # the undo's refresh: the waiting claim commits just before it
+                async with maker() as other, other.begin():
+                    flow = JobWorkflow(other, settings=settings, classifier=LexiconClassifier())
+                    job = await flow.claim(team_a, job_id, member_id=member, now=utcnow())
+                    claimed.append(job.lease_member_id)
+            await refresh(self, instance, *args, **kw)
+
+        monkeypatch.setattr(JobWorkflow, "profiles", stale_profiles)
+        monkeypatch.setattr(AsyncSession, "refresh", claim_first)
+
+        async def reject() -> None:
+            async with maker() as session, session.begin():
+                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+                await flow.reject(team_a, job_id, member_id=None, reason="no", now=utcnow())
+
+        with pytest.raises(InvalidTransition):
+            await reject()
+        monkeypatch.undo()
+        async with maker() as session:
+            flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+            job = await flow.get(job_id, tenant_id=None)
+            events = [event.type for event in await flow.jobs.events(job_id)]
+    finally:
+        await engine.dispose()
+    assert claimed == [member]
+    assert (job.status, job.team_id, job.lease_member_id) == ("in_progress", team_a, member)
+    assert "rejected" not in events
 
 
 def _submission() -> JobSubmission:

@@ -509,22 +509,6 @@ class IdempotencyRepository:
         )
         return record_id, resource_id
 
-    async def claim_times(
-        self, *, scope: str, resource_id: str
-    ) -> tuple[datetime, datetime | None] | None:
-        """For the key whose claim carries ``resource_id`` in ``scope``: when it was first
-        claimed (its first attempt began) and when the current holder claimed it (later than
-        the first for a retry after a release or a take-over); None without such a record."""
-        row = (
-            await self.session.execute(
-                select(IdempotencyRecord.created_at, IdempotencyRecord.locked_at).where(
-                    IdempotencyRecord.scope == scope,
-                    IdempotencyRecord.resource_id == resource_id,
-                )
-            )
-        ).first()
-        return None if row is None else (row[0], row[1])
-
     async def get(self, *, scope: str, key_digest: str) -> IdempotencyRecord | None:
         return await self.session.scalar(
             select(IdempotencyRecord)
