@@ -274,6 +274,30 @@ async def test_a_record_left_under_a_retired_version_is_refused(
     assert response.json()["type"].endswith("key-retired")
 
 
+async def test_a_record_sealed_across_a_retire_opens_again_after_one_more_rewrap(
+    vault, gateway_auth, router_identity, databases
+):
+    """A seal that read the older version before a rotation and committed after the retire
+    leaves its record under a retired version (refused on open). The retired key is kept, so
+    the next rewrap moves it like any other: the README tells operators to run one more."""
+    tenant_id, job_id, ref = await seal_job_data(vault, gateway_auth, data={"n": 1})
+    await vault.post(_keys(tenant_id, "/rotate"), headers=gateway_auth)
+    # As the race leaves it: version 1 retired with this record still under it.
+    await _sql(
+        databases["vault"],
+        "UPDATE tenant_keys SET state = 'retired' WHERE tenant_id = :t AND version = 1",
+        t=tenant_id,
+    )
+    refused = await _open(vault, gateway_auth, router_identity, tenant_id, job_id, ref)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("key-retired")
+    while not (await vault.post(_keys(tenant_id, "/rewrap"), headers=gateway_auth)).json()["done"]:
+        pass
+    opened = await _open(vault, gateway_auth, router_identity, tenant_id, job_id, ref)
+    assert opened.status_code == 200, opened.text
+    assert opened.json() == {"data": {"n": 1}}
+
+
 async def _newest_key(vault, auth, tenant_id: str) -> tuple[str, X25519PublicKey]:
     newest = (await vault.get(keys_path(tenant_id), headers=auth)).json()["keys"][0]
     return newest["key_id"], se.load_public_key(newest["public_key"])
