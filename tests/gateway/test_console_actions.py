@@ -13,6 +13,7 @@ import httpx
 from tests.e2e.conftest import free_port
 from tests.gateway.conftest import OPERATOR_KEY, Platform
 from tests.gateway.test_api import BOOKKEEPING_JOB, BOOKKEEPING_TEAM, bearer, create_tenant
+from tests.gateway.test_console_sessions import sign_in
 
 CANARY = "CANARY-console-actions-4d1e"
 
@@ -28,7 +29,7 @@ async def console_client(platform: Platform, key: str) -> AsyncIterator[httpx.As
     """A browser-like client of the console, signed in with ``key``."""
     transport = httpx.ASGITransport(app=platform.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        answer = await client.post("/console/sign-in", data={"api_key": key})
+        answer = await sign_in(client, key)
         assert answer.status_code == 303, answer.text
         yield client
 

@@ -14,6 +14,7 @@ from services.gateway.console.charts import Row, bar_chart
 from shared.db import utcnow
 from tests.conftest import running
 from tests.gateway.conftest import OPERATOR_KEY, gateway_settings
+from tests.gateway.test_console_sessions import sign_in
 
 TEAM_ID = "6a1b5a52-8f0e-4a8e-9d57-1f0c1d7b9c11"
 OLD_STATS = {
@@ -142,7 +143,7 @@ async def test_the_floor_reads_whatever_statistics_the_router_has(
         transports={"router": httpx.MockTransport(router), "vault": httpx.MockTransport(vault)},
     )
     async with running(app) as client:
-        signed_in = await client.post("/console/sign-in", data={"api_key": OPERATOR_KEY})
+        signed_in = await sign_in(client, OPERATOR_KEY)
         assert signed_in.status_code == 303
         page = await client.get("/console/floor")
     assert page.status_code == 200, page.text

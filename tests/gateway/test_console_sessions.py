@@ -30,8 +30,31 @@ def csrf_of(page: str) -> str:
     return found.group(1)
 
 
+def sign_in_token_of(page: str) -> str:
+    found = re.search(r'name="sign_in_token" value="([^"]+)"', page)
+    assert found, "no sign-in token in the form"
+    return found.group(1)
+
+
+def session_cookie(answer: httpx.Response) -> str:
+    """The session's Set-Cookie line (the sign-in form's own cookie is cleared beside it)."""
+    (cookie,) = [
+        line
+        for line in answer.headers.get_list("set-cookie")
+        if line.startswith(f"{sessions.COOKIE_NAME}=")
+    ]
+    return cookie
+
+
 async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
-    return await client.post("/console/sign-in", data={"api_key": key})
+    """As a browser signs in: the form first, for its token and the cookie that must match."""
+    token = sign_in_token_of((await client.get("/console/sign-in")).text)
+    # The cookie by hand: production marks it Secure, which an http test client holds back.
+    return await client.post(
+        "/console/sign-in",
+        data={"api_key": key, "sign_in_token": token},
+        headers={"Cookie": f"{sessions.SIGN_IN_COOKIE}={token}"},
+    )
 
 
 async def signed_in_operator(client: httpx.AsyncClient) -> str:
@@ -108,8 +131,7 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_stores_only_a_digest(
     answer = await sign_in(gateway_alone.client, OPERATOR_KEY)
     assert answer.status_code == 303
     assert answer.headers["location"] == "/console"
-    cookie = answer.headers["set-cookie"]
-    assert cookie.startswith(f"{sessions.COOKIE_NAME}=")
+    cookie = session_cookie(answer)
     assert "HttpOnly" in cookie
     assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
     assert "Path=/console" in cookie
@@ -128,7 +150,7 @@ async def test_cookie_is_secure_over_https(gateway_alone):
     async with httpx.AsyncClient(transport=transport, base_url="https://console.test") as client:
         answer = await sign_in(client, OPERATOR_KEY)
     assert answer.status_code == 303
-    assert "Secure" in answer.headers["set-cookie"]
+    assert "Secure" in session_cookie(answer)
 
 
 async def test_cookie_is_secure_in_production_even_over_plain_http(production_gateway):
@@ -136,7 +158,34 @@ async def test_cookie_is_secure_in_production_even_over_plain_http(production_ga
     forwarded headers are trusted: production marks the cookie Secure regardless."""
     answer = await sign_in(production_gateway.client, OPERATOR_KEY)
     assert answer.status_code == 303
-    assert "Secure" in answer.headers["set-cookie"]
+    assert "Secure" in session_cookie(answer)
+
+
+async def test_a_sign_in_without_the_forms_own_token_is_refused(gateway_alone, maker):
+    """Another site can post the form (login CSRF: the victim's browser signed in under the
+    attacker's key), but it has neither the SameSite=Strict cookie nor its value."""
+    client = gateway_alone.client
+    page = await client.get("/console/sign-in")
+    assert sessions.SIGN_IN_COOKIE in page.headers["set-cookie"]
+    assert (
+        "SameSite=strict" in page.headers["set-cookie"]
+        or "SameSite=Strict" in (page.headers["set-cookie"])
+    )
+    token = sign_in_token_of(page.text)
+    attempts = [
+        ({"api_key": OPERATOR_KEY}, None),  # no token, no cookie
+        ({"api_key": OPERATOR_KEY, "sign_in_token": token}, None),  # the cookie not sent
+        ({"api_key": OPERATOR_KEY, "sign_in_token": sessions.new_token()}, token),  # mismatch
+        ({"api_key": OPERATOR_KEY}, token),  # the cookie but no token
+    ]
+    for data, cookie in attempts:
+        client.cookies.clear()
+        headers = {"Cookie": f"{sessions.SIGN_IN_COOKIE}={cookie}"} if cookie else {}
+        refused = await client.post("/console/sign-in", data=data, headers=headers)
+        assert refused.status_code == 403, (data.keys(), cookie)
+        assert "set-cookie" not in refused.headers
+    async with maker() as session:
+        assert (await session.scalars(select(ConsoleSession))).all() == []
 
 
 async def test_bad_keys_and_client_keys_get_no_session(gateway_alone):

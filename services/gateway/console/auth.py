@@ -8,6 +8,7 @@ from services.gateway.api.deps import SessionDep, authenticate
 from services.gateway.clients.rate_limiter import RateLimiter, parse_limit
 from services.gateway.console import sessions
 from services.gateway.console.web import (
+    CsrfRejected,
     UserDep,
     check_origin,
     console_router,
@@ -33,14 +34,37 @@ async def console_home(user: UserDep) -> Response:
 
 @router.get("/sign-in")
 async def sign_in_page(request: Request) -> Response:
-    """The sign-in form."""
-    return render(request, "sign_in.html", {"user": None})
+    """The sign-in form, with its token (see :mod:`services.gateway.console.sessions`)."""
+    token = sessions.new_token()
+    page = render(request, "sign_in.html", {"user": None, "sign_in_token": token})
+    page.set_cookie(
+        sessions.SIGN_IN_COOKIE,
+        token,
+        max_age=sessions.SIGN_IN_TOKEN_SECONDS,
+        path=sessions.SIGN_IN_PATH,
+        secure=_secure_cookies(request),
+        httponly=True,
+        samesite="strict",
+    )
+    return page
+
+
+def _secure_cookies(request: Request) -> bool:
+    # Production is served over TLS, perhaps terminated by a proxy whose forwarded headers
+    # uvicorn does not trust (--forwarded-allow-ips): the request itself may look like http.
+    return bool(request.app.state.settings.is_production()) or request.url.scheme == "https"
 
 
 @router.post("/sign-in")
 async def sign_in(request: Request, session: SessionDep) -> Response:
     """Exchange an API key for a console session cookie."""
     check_origin(request)
+    form = await read_form(request)
+    token = request.cookies.get(sessions.SIGN_IN_COOKIE)
+    if not sessions.sign_in_token_valid(token, form.get("sign_in_token")):
+        raise CsrfRejected()
+    assert token is not None  # checked: the form shown again keeps it
+    again = {"user": None, "sign_in_token": token}
     # Every attempt counts against the address's budget of failed authentications, the same
     # limiter and limit as the API's (checked before the key, so guessing gains nothing).
     limiter: RateLimiter = request.app.state.rate_limiter
@@ -52,12 +76,11 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
         refused = render(
             request,
             "sign_in.html",
-            {"user": None, "error": "Too many sign-in attempts. Wait a minute and try again."},
+            {**again, "error": "Too many sign-in attempts. Wait a minute and try again."},
             status_code=429,
         )
         refused.headers["Retry-After"] = str(max(1, decision.reset_after))
         return refused
-    form = await read_form(request)
     key = form.get("api_key", "").strip()
     principal = None
     if key and len(key) <= MAX_KEY_CHARS:
@@ -66,17 +89,14 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
         return render(
             request,
             "sign_in.html",
-            {"user": None, "error": "That API key is not valid."},
+            {**again, "error": "That API key is not valid."},
             status_code=401,
         )
     if principal.role is Role.CLIENT:
         return render(
             request,
             "sign_in.html",
-            {
-                "user": None,
-                "error": "Client keys have no console: client systems use the REST API.",
-            },
+            {**again, "error": "Client keys have no console: client systems use the REST API."},
             status_code=403,
         )
     settings = request.app.state.settings
@@ -96,15 +116,14 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
         ),
     )
     response = see_other("/console")
+    response.delete_cookie(sessions.SIGN_IN_COOKIE, path=sessions.SIGN_IN_PATH)
     # A browser-session cookie (no Max-Age): closing the browser on a shared machine signs out;
     # the server ends the session on its own schedule either way.
     response.set_cookie(
         sessions.COOKIE_NAME,
         token,
         path=sessions.COOKIE_PATH,
-        # Production is served over TLS, perhaps terminated by a proxy whose forwarded headers
-        # uvicorn does not trust (--forwarded-allow-ips): the request itself may look like http.
-        secure=settings.is_production() or request.url.scheme == "https",
+        secure=_secure_cookies(request),
         httponly=True,
         samesite="strict",
     )

@@ -15,6 +15,11 @@ Design
 * **CSRF**: every POST carries a synchroniser token bound to the session: HMAC-SHA256 keyed by the
   session token. It is unguessable without the cookie, needs no storage, dies with the session,
   and is compared in constant time. Requests with a foreign ``Origin`` are refused as well.
+* **Sign-in CSRF** (another site signing the browser in under the attacker's key): there is no
+  session yet, so the sign-in form carries a random token that must equal the one in a
+  ``SameSite=Strict`` cookie set with the form (double submit). Another site's page gets
+  neither the cookie sent nor the value to copy; a browser that leaves ``Origin`` out is
+  covered too.
 """
 
 from __future__ import annotations
@@ -33,6 +38,19 @@ MAX_TOKEN_CHARS = 64
 _CSRF_LABEL = b"taskroute-console-csrf-v1"
 # A session's last use is written at most this often, so a busy page is not a write per request.
 TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+SIGN_IN_COOKIE = "taskroute_console_sign_in"
+SIGN_IN_PATH = "/console/sign-in"
+# Long enough to read the page and find the key; the page sets a new one when reloaded.
+SIGN_IN_TOKEN_SECONDS = 3600
+
+
+def sign_in_token_valid(cookie: str | None, submitted: str | None) -> bool:
+    """Whether the sign-in form's token is the one its cookie carries (constant time)."""
+    if not cookie or not submitted or not plausible_token(cookie):
+        return False
+    return hmac.compare_digest(cookie.encode(), submitted.encode())
 
 
 def new_token() -> str:
