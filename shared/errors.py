@@ -187,13 +187,23 @@ class DatabaseUnavailable(ServiceUnavailable):
 _SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 
 
+# PostgreSQL's SQLSTATEs after which the same request may well succeed (asyncpg's errors reach
+# SQLAlchemy as a plain DBAPIError, so the class of the error says nothing): connection
+# exceptions (08), transaction rollback for another's sake (40: deadlock, serialization),
+# insufficient resources (53: too many connections, disk full)...
+_POSTGRES_UNAVAILABLE_CLASSES = frozenset({"08", "40", "53"})
+# ... and a lock not had in time (55P03), a statement cancelled or timed out (57014), the server
+# shutting down, crashed or starting up (57P01-57P03).
+_POSTGRES_UNAVAILABLE = frozenset({"55P03", "57014", "57P01", "57P02", "57P03"})
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database could not be reached or used, rather than that a
     statement was wrong: a refused or reset connection, a connection the driver found dead
     (SQLAlchemy marks it ``connection_invalidated``), the driver's operational errors
-    (PostgreSQL starting up or shutting down, SQLite's "database is locked"), or PostgreSQL
-    rolling the transaction back for another's sake (SQLSTATE class 40: a deadlock, a
-    serialization failure), after which the same request may well succeed."""
+    (SQLite's "database is locked") or PostgreSQL's SQLSTATEs that say so (starting up or
+    shutting down, too many connections, a deadlock it broke by rolling this transaction back),
+    after which the same request may well succeed."""
     if isinstance(exc, ConnectionError):
         return True
     if not isinstance(exc, DBAPIError):
@@ -204,7 +214,9 @@ def is_database_unavailable(exc: BaseException) -> bool:
     if isinstance(sqlite_code, int):
         return sqlite_code & 0xFF in _SQLITE_UNAVAILABLE
     sqlstate = getattr(exc.orig, "sqlstate", None)
-    if isinstance(sqlstate, str) and sqlstate.startswith("40"):
+    if isinstance(sqlstate, str) and (
+        sqlstate[:2] in _POSTGRES_UNAVAILABLE_CLASSES or sqlstate in _POSTGRES_UNAVAILABLE
+    ):
         return True
     return isinstance(exc, OperationalError | InterfaceError)
 

@@ -142,19 +142,29 @@ async def test_a_statement_sqlite_cannot_run_is_a_500_not_a_retry(
 
 @pytest.mark.postgres_only
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_a_deadlock_or_serialization_failure_is_503_a_duplicate_key_500(
+async def test_postgresql_errors_that_pass_are_503_and_bugs_500(
     backend: str,
 ) -> None:
-    """PostgreSQL rolled the transaction back for another's sake (SQLSTATE class 40): the same
-    request again may succeed, so 503 with Retry-After; a broken constraint is a bug."""
+    """SQLSTATEs after which the same request may succeed (a deadlock, too many connections,
+    the server starting up, ...) are 503 with Retry-After; a broken constraint is a bug."""
     assert backend == "postgres"
     url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
     engine = create_engine(url)
     try:
         async with client_of(app_on(engine)) as client:
-            assert_unavailable(await client.post("/raise/40P01"))  # deadlock_detected
-            assert_unavailable(await client.post("/raise/40001"))  # serialization_failure
-            assert (await client.post("/raise/23505")).status_code == 500  # unique_violation
+            for transient in (
+                "40P01",  # deadlock_detected
+                "40001",  # serialization_failure
+                "53300",  # too_many_connections
+                "57P03",  # cannot_connect_now (starting up)
+                "57P01",  # admin_shutdown
+                "55P03",  # lock_not_available
+                "57014",  # query_canceled (statement_timeout)
+                "08006",  # connection_failure
+            ):
+                assert_unavailable(await client.post(f"/raise/{transient}"))
+            for bug in ("23505", "42703", "22P02"):  # unique_violation, undefined_column, ...
+                assert (await client.post(f"/raise/{bug}")).status_code == 500, bug
     finally:
         await engine.dispose()
 
