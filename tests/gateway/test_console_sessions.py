@@ -46,14 +46,32 @@ def session_cookie(answer: httpx.Response) -> str:
     return cookie
 
 
-async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
+def has_session_cookie(answer: httpx.Response) -> bool:
+    prefix = f"{sessions.COOKIE_NAME}="
+    return any(line.startswith(prefix) for line in answer.headers.get_list("set-cookie"))
+
+
+def sign_in_cookie_of(answer: httpx.Response) -> tuple[str, str]:
+    """The sign-in token cookie an answer sets: its name (``__Host-`` in production) and line."""
+    for line in answer.headers.get_list("set-cookie"):
+        name = line.split("=", 1)[0]
+        if name.endswith(sessions.SIGN_IN_COOKIE):
+            return name, line
+    raise AssertionError("no sign-in cookie set")
+
+
+async def sign_in(
+    client: httpx.AsyncClient, key: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     """As a browser signs in: the form first, for its token and the cookie that must match."""
-    token = sign_in_token_of((await client.get("/console/sign-in")).text)
+    page = await client.get("/console/sign-in")
+    token = sign_in_token_of(page.text)
+    name, _ = sign_in_cookie_of(page)
     # The cookie by hand: production marks it Secure, which an http test client holds back.
     return await client.post(
         "/console/sign-in",
         data={"api_key": key, "sign_in_token": token},
-        headers={"Cookie": f"{sessions.SIGN_IN_COOKIE}={token}"},
+        headers={**(headers or {}), "Cookie": f"{name}={token}"},
     )
 
 
@@ -163,14 +181,16 @@ async def test_cookie_is_secure_in_production_even_over_plain_http(production_ga
 
 async def test_a_sign_in_without_the_forms_own_token_is_refused(gateway_alone, maker):
     """Another site can post the form (login CSRF: the victim's browser signed in under the
-    attacker's key), but it has neither the SameSite=Strict cookie nor its value."""
+    attacker's key), but it has neither the SameSite=Strict cookie nor its value. The form is
+    shown again with a token that works, so a real user whose form outlived the browser
+    session only types the key again."""
     client = gateway_alone.client
     page = await client.get("/console/sign-in")
-    assert sessions.SIGN_IN_COOKIE in page.headers["set-cookie"]
-    assert (
-        "SameSite=strict" in page.headers["set-cookie"]
-        or "SameSite=Strict" in (page.headers["set-cookie"])
-    )
+    name, line = sign_in_cookie_of(page)
+    assert name == sessions.SIGN_IN_COOKIE
+    assert "SameSite=strict" in line or "SameSite=Strict" in line
+    assert "HttpOnly" in line
+    assert "Max-Age" not in line  # the browser session
     token = sign_in_token_of(page.text)
     attempts = [
         ({"api_key": OPERATOR_KEY}, None),  # no token, no cookie
@@ -180,12 +200,53 @@ async def test_a_sign_in_without_the_forms_own_token_is_refused(gateway_alone, m
     ]
     for data, cookie in attempts:
         client.cookies.clear()
-        headers = {"Cookie": f"{sessions.SIGN_IN_COOKIE}={cookie}"} if cookie else {}
+        headers = {"Cookie": f"{name}={cookie}"} if cookie else {}
         refused = await client.post("/console/sign-in", data=data, headers=headers)
         assert refused.status_code == 403, (data.keys(), cookie)
-        assert "set-cookie" not in refused.headers
+        assert "has expired" in refused.text
+        assert not has_session_cookie(refused)
     async with maker() as session:
         assert (await session.scalars(select(ConsoleSession))).all() == []
+    # The form shown again works.
+    again = sign_in_token_of(refused.text)
+    _, again_line = sign_in_cookie_of(refused)
+    assert again_line.startswith(f"{name}={again};")
+    signed_in = await client.post(
+        "/console/sign-in",
+        data={"api_key": OPERATOR_KEY, "sign_in_token": again},
+        headers={"Cookie": f"{name}={again}"},
+    )
+    assert signed_in.status_code == 303, signed_in.text
+
+
+async def test_two_sign_in_forms_of_one_browser_share_their_token(gateway_alone):
+    """A second tab, or a tab sent to sign in when its session ended, must not void the form
+    open in the first."""
+    client = gateway_alone.client
+    first = sign_in_token_of((await client.get("/console/sign-in")).text)
+    second = sign_in_token_of((await client.get("/console/sign-in")).text)
+    assert first == second
+    answer = await client.post(
+        "/console/sign-in", data={"api_key": OPERATOR_KEY, "sign_in_token": first}
+    )
+    assert answer.status_code == 303, answer.text
+
+
+async def test_production_sign_in_cookie_is_host_bound_and_https_origin_accepted(
+    production_gateway,
+):
+    """In production the token cookie takes the __Host- prefix (no sibling subdomain can plant
+    one), and the browser's https Origin is accepted though TLS ended at a proxy."""
+    client = production_gateway.client
+    page = await client.get("/console/sign-in")
+    name, line = sign_in_cookie_of(page)
+    assert name == f"__Host-{sessions.SIGN_IN_COOKIE}"
+    assert "Secure" in line
+    assert "Path=/;" in line or line.endswith("Path=/")
+    answer = await sign_in(client, OPERATOR_KEY, headers={"Origin": "https://testserver"})
+    assert answer.status_code == 303, answer.text
+    foreign = await sign_in(client, OPERATOR_KEY, headers={"Origin": "https://evil.test"})
+    assert foreign.status_code == 403
 
 
 async def test_bad_keys_and_client_keys_get_no_session(gateway_alone):
@@ -193,14 +254,14 @@ async def test_bad_keys_and_client_keys_get_no_session(gateway_alone):
     for key in ("", "nonsense", "tr_operator_" + "x" * 40, "x" * 5000):
         answer = await sign_in(client, key)
         assert answer.status_code == 401, key[:20]
-        assert "set-cookie" not in answer.headers
+        assert not has_session_cookie(answer)
     tenant = await client.post(
         "/v1/admin/tenants", json={"name": "Acme"}, headers=gateway_alone.operator
     )
     answer = await sign_in(client, tenant.json()["api_key"])
     assert answer.status_code == 403
     assert "use the REST API" in answer.text
-    assert "set-cookie" not in answer.headers
+    assert not has_session_cookie(answer)
 
 
 async def test_sign_in_is_rate_limited_per_address(gateway_alone):

@@ -8,7 +8,6 @@ from services.gateway.api.deps import SessionDep, authenticate
 from services.gateway.clients.rate_limiter import RateLimiter, parse_limit
 from services.gateway.console import sessions
 from services.gateway.console.web import (
-    CsrfRejected,
     UserDep,
     check_origin,
     console_router,
@@ -35,16 +34,29 @@ async def console_home(user: UserDep) -> Response:
 @router.get("/sign-in")
 async def sign_in_page(request: Request) -> Response:
     """The sign-in form, with its token (see :mod:`services.gateway.console.sessions`)."""
-    token = sessions.new_token()
-    page = render(request, "sign_in.html", {"user": None, "sign_in_token": token})
+    return _sign_in_form(request)
+
+
+def _sign_in_form(
+    request: Request, *, error: str | None = None, status_code: int = 200
+) -> Response:
+    """The form and the cookie its token must match. The browser's token is kept while it has
+    one, so two tabs (or a tab sent here when its session ended) do not void each other's
+    forms; without one (a new browser session) a new token is made."""
+    production = bool(request.app.state.settings.is_production())
+    name, path = sessions.sign_in_cookie(production=production)
+    token = request.cookies.get(name)
+    if token is None or not sessions.plausible_token(token):
+        token = sessions.new_token()
+    page = render(
+        request,
+        "sign_in.html",
+        {"user": None, "sign_in_token": token, "error": error},
+        status_code=status_code,
+    )
+    # No Max-Age: it lasts the browser session, like the session cookie.
     page.set_cookie(
-        sessions.SIGN_IN_COOKIE,
-        token,
-        max_age=sessions.SIGN_IN_TOKEN_SECONDS,
-        path=sessions.SIGN_IN_PATH,
-        secure=_secure_cookies(request),
-        httponly=True,
-        samesite="strict",
+        name, token, path=path, secure=_secure_cookies(request), httponly=True, samesite="strict"
     )
     return page
 
@@ -60,11 +72,18 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
     """Exchange an API key for a console session cookie."""
     check_origin(request)
     form = await read_form(request)
-    token = request.cookies.get(sessions.SIGN_IN_COOKIE)
-    if not sessions.sign_in_token_valid(token, form.get("sign_in_token")):
-        raise CsrfRejected()
-    assert token is not None  # checked: the form shown again keeps it
-    again = {"user": None, "sign_in_token": token}
+    production = bool(request.app.state.settings.is_production())
+    cookie_name, cookie_path = sessions.sign_in_cookie(production=production)
+    if not sessions.sign_in_token_valid(
+        request.cookies.get(cookie_name), form.get("sign_in_token")
+    ):
+        # Not this browser's form: another site's, or one older than the browser session.
+        # Nothing is checked; the form is shown again, with a token that works.
+        return _sign_in_form(
+            request,
+            error="This sign-in form has expired. Enter your API key again.",
+            status_code=403,
+        )
     # Every attempt counts against the address's budget of failed authentications, the same
     # limiter and limit as the API's (checked before the key, so guessing gains nothing).
     limiter: RateLimiter = request.app.state.rate_limiter
@@ -73,10 +92,9 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
         parse_limit(request.app.state.settings.failed_auth_rate_limit), "auth-failed", address
     )
     if not decision.allowed:
-        refused = render(
+        refused = _sign_in_form(
             request,
-            "sign_in.html",
-            {**again, "error": "Too many sign-in attempts. Wait a minute and try again."},
+            error="Too many sign-in attempts. Wait a minute and try again.",
             status_code=429,
         )
         refused.headers["Retry-After"] = str(max(1, decision.reset_after))
@@ -86,17 +104,11 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
     if key and len(key) <= MAX_KEY_CHARS:
         principal = await authenticate(session, key, pepper=request.app.state.pepper)
     if principal is None:
-        return render(
-            request,
-            "sign_in.html",
-            {**again, "error": "That API key is not valid."},
-            status_code=401,
-        )
+        return _sign_in_form(request, error="That API key is not valid.", status_code=401)
     if principal.role is Role.CLIENT:
-        return render(
+        return _sign_in_form(
             request,
-            "sign_in.html",
-            {**again, "error": "Client keys have no console: client systems use the REST API."},
+            error="Client keys have no console: client systems use the REST API.",
             status_code=403,
         )
     settings = request.app.state.settings
@@ -116,7 +128,9 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
         ),
     )
     response = see_other("/console")
-    response.delete_cookie(sessions.SIGN_IN_COOKIE, path=sessions.SIGN_IN_PATH)
+    response.delete_cookie(
+        cookie_name, path=cookie_path, secure=_secure_cookies(request), httponly=True
+    )
     # A browser-session cookie (no Max-Age): closing the browser on a shared machine signs out;
     # the server ends the session on its own schedule either way.
     response.set_cookie(

@@ -17,9 +17,9 @@ Design
   and is compared in constant time. Requests with a foreign ``Origin`` are refused as well.
 * **Sign-in CSRF** (another site signing the browser in under the attacker's key): there is no
   session yet, so the sign-in form carries a random token that must equal the one in a
-  ``SameSite=Strict`` cookie set with the form (double submit). Another site's page gets
-  neither the cookie sent nor the value to copy; a browser that leaves ``Origin`` out is
-  covered too.
+  ``SameSite=Strict`` cookie set with the form (double submit; ``__Host-`` in production, so
+  no sibling subdomain can plant one). Another site's page gets neither the cookie sent nor
+  the value to copy; a browser that leaves ``Origin`` out is covered too.
 """
 
 from __future__ import annotations
@@ -42,8 +42,15 @@ TOUCH_INTERVAL = timedelta(seconds=60)
 
 SIGN_IN_COOKIE = "taskroute_console_sign_in"
 SIGN_IN_PATH = "/console/sign-in"
-# Long enough to read the page and find the key; the page sets a new one when reloaded.
-SIGN_IN_TOKEN_SECONDS = 3600
+
+
+def sign_in_cookie(*, production: bool) -> tuple[str, str]:
+    """The sign-in token cookie's name and path. In production the cookie is Secure and takes
+    the ``__Host-`` prefix, which the browser accepts only from this very host over https with
+    ``Path=/``: a sibling subdomain or a plain-http answer cannot plant a token of its own."""
+    if production:
+        return f"__Host-{SIGN_IN_COOKIE}", "/"
+    return SIGN_IN_COOKIE, SIGN_IN_PATH
 
 
 def sign_in_token_valid(cookie: str | None, submitted: str | None) -> bool:

@@ -272,9 +272,13 @@ OperatorUser = Annotated[ConsoleUser, Depends(require_operator)]
 
 
 def check_origin(request: Request) -> None:
-    if not sessions.same_origin(
-        request.headers.get("origin"), scheme=request.url.scheme, host=request.headers.get("host")
-    ):
+    origin, host = request.headers.get("origin"), request.headers.get("host")
+    schemes = {request.url.scheme}
+    if request.app.state.settings.is_production():
+        # Served over TLS, perhaps ended at a proxy whose forwarded headers uvicorn does not
+        # trust: the browser says https while the request here looks like http.
+        schemes.add("https")
+    if not any(sessions.same_origin(origin, scheme=scheme, host=host) for scheme in schemes):
         raise CsrfRejected()
 
 
