@@ -309,6 +309,9 @@ def test_sealed_data_is_decrypted_in_the_browser_with_the_members_key(
     page.locator(f'tr[data-job-id="{job_id}"]').get_by_role(
         "button", name=re.compile("^Claim")
     ).click()
+    # The claim navigates to the job's page: the script below runs on that page, not mid-way.
+    expect(page).to_have_url(re.compile(rf"/console/jobs/{job_id}\?done=claimed$"))
+    expect(page.get_by_role("button", name="Show confidential data")).to_be_visible()
     # What the server hands the browser is the envelope, never the plaintext.
     sealed = console.post_json(f"/console/jobs/{job_id}/confidential")
     assert sealed["status"] == 200
