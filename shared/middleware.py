@@ -82,14 +82,14 @@ class RequestContextMiddleware:
             if is_database_unavailable(exc):
                 # Raised before any route's handlers could map it (the gateway's edge asks the
                 # database for the caller's key and the Idempotency-Key claim): still transient.
-                started = status_holder["started"]
+                answer_began = status_holder["started"]
                 logger.warning(
                     "database unavailable after the answer began"
-                    if started
+                    if answer_began
                     else "database unavailable; answered 503",
                     extra={"error_type": type(exc).__name__},
                 )
-                if not started:
+                if not answer_began:
                     await _send_error(send_with_id, DatabaseUnavailable())
                 return
             logger.error(

@@ -828,6 +828,14 @@ async def test_without_its_database_every_request_is_503_not_500(gateway_alone, 
         assert "database is unavailable" in assert_problem(answer, 503)["detail"]
         assert answer.headers["Retry-After"] == "1"
     assert tenant["api_key"] not in log_output.getvalue()
+    # The access lines say 503 and how long each request took (not the process's clock).
+    access = [
+        json.loads(line)
+        for line in log_output.getvalue().splitlines()
+        if '"message": "request"' in line and '"status": 503' in line
+    ]
+    assert len(access) == 2
+    assert all(0 <= line["duration_ms"] < 60_000 for line in access), access
     # Back: the same key works again, nothing was left half-done.
     again = await gateway_alone.client.get("/v1/admin/tenants", headers=gateway_alone.operator)
     assert again.status_code == 200, again.text
