@@ -141,17 +141,32 @@ def reset() -> None:
     with _lock:
         _providers.clear()
         _tracers_by_resource.clear()
-        if _database_hooks_installed:
-            from sqlalchemy import event
-            from sqlalchemy.engine import Engine
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
 
+        if _database_hooks_installed:
             for name, hook in _DATABASE_HOOKS.items():
                 event.remove(Engine, name, hook)
-            # Removing a class-level listener leaves the class flagged as listened to: every
-            # engine made afterwards would send each statement through SQLAlchemy's event path
-            # (shared.statements checks the flag). No other class-level Engine hooks exist.
-            Engine._has_events = False  # noqa: SLF001
             _database_hooks_installed = False
+        # Removing a class-level listener leaves the class flagged as listened to: every
+        # engine made afterwards would send each statement through SQLAlchemy's event path
+        # (shared.statements checks the flag). Cleared only if no code listens on the class
+        # any more (engines' own listeners flag the engine itself).
+        if not _engine_class_listened():
+            Engine._has_events = False  # noqa: SLF001
+
+
+def _engine_class_listened() -> bool:
+    """Whether any listener remains on SQLAlchemy's Engine class itself (SQLAlchemy keeps
+    them per class in each event's ``_clslevel``; it offers no public question for this)."""
+    from sqlalchemy.engine import Engine
+
+    dispatch = Engine.dispatch
+    for name in dispatch._event_names:  # noqa: SLF001
+        by_class = getattr(getattr(dispatch, name), "_clslevel", None)
+        if by_class is not None and by_class.get(Engine):
+            return True
+    return False
 
 
 def export_processors(endpoint: str | None) -> list[SpanProcessor]:

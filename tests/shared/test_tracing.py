@@ -146,6 +146,30 @@ def test_reset_leaves_engines_made_afterwards_without_statement_hooks(collector)
     assert not Engine._has_events  # noqa: SLF001
 
 
+def test_reset_leaves_other_class_level_statement_hooks_working(collector) -> None:
+    """Should other code listen on the Engine class too, its hooks keep firing on engines
+    made after the reset."""
+    from sqlalchemy import create_engine as create_sync_engine
+    from sqlalchemy import event, text
+    from sqlalchemy.engine import Engine
+
+    seen: list[str] = []
+
+    def hook(*_args: Any) -> None:
+        seen.append("statement")
+
+    event.listen(Engine, "before_cursor_execute", hook)
+    try:
+        tracing.reset()
+        engine = create_sync_engine("sqlite://")
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    finally:
+        event.remove(Engine, "before_cursor_execute", hook)
+    assert seen == ["statement"]
+
+
 @pytest.fixture
 def tracing_from_environment() -> Iterator[None]:
     """Providers made from the (cleaned) environment, as a deployment makes them."""
