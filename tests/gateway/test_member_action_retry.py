@@ -107,6 +107,23 @@ async def test_a_claim_whose_answer_was_lost_replays_the_claimed_job(
     assert (await _events(platform, client, job_id)).count("claimed") == 1
 
 
+async def test_a_lost_claim_replays_after_a_heartbeat_too(
+    platform: Platform, lose_answers: Path
+) -> None:
+    """A heartbeat changes the lease's expiry, not the job's state, and makes no event: the
+    job still stands as the claim left it."""
+    _team, member = await _team_with_member(platform, "Pune Ledger Ops")
+    _client, job_id, _ = await _job(platform)
+    path = f"/v1/team/jobs/{job_id}/claim"
+    await _lost(platform, lose_answers, path, member, "claim-beat")
+    beat = await platform.client.post(f"/v1/team/jobs/{job_id}/heartbeat", headers=member)
+    assert beat.status_code == 200, beat.text
+    retry = await platform.client.post(path, headers={**member, "Idempotency-Key": "claim-beat"})
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["status"] == "in_progress"
+    assert "event_seq" not in retry.json()  # the router's, not part of the public answer
+
+
 async def test_a_keyed_heartbeat_is_answered_as_any_heartbeat(platform: Platform) -> None:
     """Clients (the SDK among them) may key every POST; a heartbeat makes no event to find."""
     _team, member = await _team_with_member(platform, "Pune Ledger Ops")

@@ -15,7 +15,6 @@ when an earlier attempt of this key was applied.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from services.gateway.api.edge import reserved_resource_id
@@ -42,8 +41,8 @@ async def member_acted_under_this_key(
     """The job, if a keyed member action refused with 404 or 409 is a retry whose earlier
     attempt did it.
 
-    Only while the job still stands as that action left it (its last change is that event):
-    a retry never shows a later state of a job that has moved on, perhaps to another team.
+    Only while the job still stands as that action left it (its latest event is that one): a
+    retry never shows a later state of a job that has moved on, perhaps to another team.
     """
     request_id = reserved_resource_id()
     if request_id is None:
@@ -53,14 +52,7 @@ async def member_acted_under_this_key(
     if not events or events[-1].get("actor") != f"member:{member.member}":
         return None
     job = await router_.get_job(job_id, tenant_id=None)
-    if _time(job.get("updated_at")) != _time(events[-1].get("at")):
-        return None  # changed since
+    latest, ours = job.get("event_seq"), events[-1].get("seq")
+    if not isinstance(latest, int) or latest != ours:
+        return None  # another event since (a heartbeat makes none)
     return job
-
-
-def _time(value: Any) -> datetime | None:
-    try:
-        at = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at

@@ -202,6 +202,8 @@ class JobRead(BaseModel):
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # The seq of the job's latest event: a caller tells "changed since that event" by it.
+    event_seq: int
 
 
 class JobList(BaseModel):
@@ -570,6 +572,7 @@ def job_read(job: JobView) -> JobRead:
         completed_at=job.completed_at,
         created_at=job.created_at,
         updated_at=job.updated_at,
+        event_seq=job.event_seq,
     )
 
 
