@@ -74,8 +74,9 @@ class GatewaySettings(ServiceSettings):
     # few to guess anything.
     failed_auth_rate_limit: str = "30/minute"
     # An in-flight idempotency claim older than this is taken to be from a crashed replica and
-    # may be taken over: longer than a submission can run (two upstream calls of at most
-    # upstream_timeout_seconds each, plus the database; checked at start-up).
+    # may be taken over: longer than a keyed request can run. A submission makes two upstream
+    # calls of at most upstream_timeout_seconds each (checked at start-up); a completion with
+    # a confidential result whose retry is refused, up to five (the default allows for it).
     idempotency_lock_seconds: float = Field(default=60.0, gt=0, le=3600)
     # --- webhooks (domain/webhooks.py, clients/webhooks.py) ---
     # The first retry's wait, doubled per attempt: 10 s reaches a day of retries in 16 attempts.
