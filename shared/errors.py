@@ -20,6 +20,7 @@ carry a secret or confidential value: it is returned to callers and written to l
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from shared.request_context import current_request_id
 
@@ -111,6 +113,24 @@ def problem_response(
     if extra:
         body.update(extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+async def send_error(
+    send: Send, error: TaskrouteError, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """``error`` as problem+json straight onto an ASGI ``send``: for middleware, which runs
+    outside FastAPI's exception handlers."""
+    response = problem_response(
+        status=error.status,
+        title=error.title,
+        detail=error.detail,
+        problem=error.problem,
+        headers=error.headers() or None,
+        extra=error.extra or None,
+    )
+    headers = [*response.raw_headers, *extra_headers]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 _STARLETTE_TITLES = {

@@ -17,9 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import (
     DatabaseUnavailable,
+    PayloadTooLarge,
     TaskrouteError,
     is_database_unavailable,
-    problem_response,
+    send_error,
 )
 from shared.request_context import REQUEST_ID_HEADER, accept_or_generate, set_request_id
 
@@ -71,12 +72,9 @@ class RequestContextMiddleware:
             await self.app(scope, self._limited(receive), send_with_id)
         except _BodyTooLarge:
             if not status_holder["started"]:
-                await _send_problem(
+                await send_error(
                     send_with_id,
-                    413,
-                    "Payload too large",
-                    "payload-too-large",
-                    f"Request bodies are limited to {self.max_body_bytes} bytes.",
+                    PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes."),
                 )
         except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
             if is_database_unavailable(exc):
@@ -90,19 +88,18 @@ class RequestContextMiddleware:
                     extra={"error_type": type(exc).__name__},
                 )
                 if not answer_began:
-                    await _send_error(send_with_id, DatabaseUnavailable())
+                    await send_error(send_with_id, DatabaseUnavailable())
                 return
             logger.error(
                 "unhandled error",
                 extra={"error_type": type(exc).__name__, "where": _where(exc)},
             )
             if not status_holder["started"]:
-                await _send_problem(
+                await send_error(
                     send_with_id,
-                    500,
-                    "Internal error",
-                    "internal",
-                    "An unexpected error occurred; quote the request id when reporting it.",
+                    TaskrouteError(
+                        "An unexpected error occurred; quote the request id when reporting it."
+                    ),
                 )
         finally:
             logger.info(
@@ -145,23 +142,3 @@ def _where(exc: BaseException) -> str:
     if tb is None:
         return "unknown"
     return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
-
-
-async def _send_problem(send: Send, status: int, title: str, problem: str, detail: str) -> None:
-    response = problem_response(status=status, title=title, detail=detail, problem=problem)
-    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": response.body})
-
-
-async def _send_error(send: Send, error: TaskrouteError) -> None:
-    response = problem_response(
-        status=error.status,
-        title=error.title,
-        detail=error.detail,
-        problem=error.problem,
-        headers=error.headers() or None,
-    )
-    await send(
-        {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}
-    )
-    await send({"type": "http.response.body", "body": response.body})

@@ -48,7 +48,7 @@ from services.gateway.domain.errors import IdempotencyInFlight, RateLimited
 from services.gateway.domain.principal import Principal
 from services.gateway.settings import GatewaySettings
 from shared.db import open_session, transaction_scope, utcnow
-from shared.errors import TaskrouteError, problem_response
+from shared.errors import TaskrouteError, send_error
 
 logger = logging.getLogger("taskroute.gateway.edge")
 
@@ -74,20 +74,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return cast(bytes, value).decode("latin-1")
     return None
-
-
-async def _send_error(error: TaskrouteError, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
-    response = problem_response(
-        status=error.status,
-        title=error.title,
-        detail=error.detail,
-        problem=error.problem,
-        headers=error.headers() or None,
-        extra=error.extra or None,
-    )
-    headers = list(response.raw_headers) + extra
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
 
 
 # --- rate limits -----------------------------------------------------------------------------
@@ -127,7 +113,7 @@ class RateLimitMiddleware:
         headers = _rate_headers(decision)
         if not decision.allowed:
             retry_after = max(1, decision.reset_after)
-            await _send_error(RateLimited(refusal, retry_after=retry_after), send, headers)
+            await send_error(send, RateLimited(refusal, retry_after=retry_after), headers)
             return
 
         async def send_with_limits(message: Message) -> None:
@@ -179,7 +165,7 @@ class IdempotencyMiddleware:
         try:
             key = rules.check_key(raw_key)
         except TaskrouteError as error:
-            await _send_error(error, send, [])
+            await send_error(send, error)
             return
         principal = await request_principal(scope)
         if principal is None:
@@ -223,7 +209,7 @@ class IdempotencyMiddleware:
         try:
             outcome = await self._claim(maker, engine, request, pepper=pepper)
         except TaskrouteError as error:
-            await _send_error(error, send, [])
+            await send_error(send, error)
             return
         if isinstance(outcome, rules.StoredAnswer):
             await _send_answer(send, outcome, replayed=True)
