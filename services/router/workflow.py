@@ -357,10 +357,14 @@ class JobWorkflow:
         else:
             values = {**values, "escalate_at": None}
         savepoint = None
-        if team is not None and self.jobs.dialect == "postgresql":
-            savepoint = await self.session.begin_nested()
-        # What the move changes, as it was: the row object is refreshed in place by the update.
-        before = {key: getattr(job, key) for key in (*values, "status", "event_seq", "updated_at")}
+        before: dict[str, Any] = {}
+        if team is not None:
+            if self.jobs.dialect == "postgresql":
+                savepoint = await self.session.begin_nested()
+            # What the move changes, as it was (the row object is refreshed in place by the
+            # update): the SQLite undo restores it, the PostgreSQL one compares event_seq.
+            changed = (*values, "status", "event_seq", "updated_at")
+            before = {key: getattr(job, key) for key in changed}
         updated = await self.jobs.transition(
             job.id,
             expected_status=current.value,
