@@ -6,8 +6,9 @@ through any replica, is seen by the very next decision in every replica; loads a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import event
@@ -37,6 +38,8 @@ from tests.router.factories import (
     submit_job,
     team_fields,
 )
+
+T = TypeVar("T")
 
 
 def _team_of(job: dict[str, Any]) -> str | None:
@@ -140,14 +143,44 @@ async def _teams(maker: Any, *specs: tuple[str, int, float]) -> list[Any]:
         ]
 
 
+async def _in_transaction(
+    maker: Any, settings: RouterSettings, act: Callable[[JobWorkflow], Awaitable[T]]
+) -> T:
+    """``act`` on a workflow of its own transaction, as one request or sweeper pass runs."""
+    async with maker() as session, session.begin():
+        return await act(JobWorkflow(session, settings=settings, classifier=LexiconClassifier()))
+
+
 async def _placed_jobs(maker: Any, settings: RouterSettings, count: int) -> list[str]:
-    ids = []
-    for _ in range(count):
-        async with maker() as session, session.begin():
-            flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
-            job, _ = await flow.submit(_submission(), now=utcnow())
-            ids.append(job.id)
-    return ids
+    async def submit(flow: JobWorkflow) -> str:
+        job, _ = await flow.submit(_submission(), now=utcnow())
+        return job.id
+
+    return [await _in_transaction(maker, settings, submit) for _ in range(count)]
+
+
+async def _teams_with_fixed_ids(
+    maker: Any, specs: Sequence[tuple[str, int, float]], jobs_in: Sequence[str]
+) -> list[str]:
+    """Teams (id, capacity, quality) whose ids a test chooses (counter rows are locked in id
+    order), and one clinical job queued in each team of ``jobs_in``; the jobs' ids."""
+    work = {"tier": "KPO", "domain": "clinical", "confidence": 0.9}
+    async with maker() as session, session.begin():
+        for team_id, capacity, quality in specs:
+            await make_team(
+                session, id=team_id, name=team_id[-2:], capacity=capacity, quality=quality
+            )
+        return [(await make_job(session, team_id=team_id, **work)).id for team_id in jobs_in]
+
+
+def _decide_on_stale_loads(monkeypatch: Any) -> None:
+    """Every decision sees every team empty, as decisions racing each other may."""
+    profiles = JobWorkflow.profiles
+
+    async def stale_profiles(self: JobWorkflow, **kwargs: Any) -> list[Any]:
+        return [team_profile_with_load(p, 0) for p in await profiles(self, **kwargs)]
+
+    monkeypatch.setattr(JobWorkflow, "profiles", stale_profiles)
 
 
 async def _loads(maker: Any, settings: RouterSettings) -> tuple[dict[str, int], dict[str, int]]:
@@ -170,12 +203,13 @@ async def test_concurrent_rejects_fill_the_next_team_to_its_capacity_not_past_it
         (second,) = await _teams(maker, ("Second", 2, 0.5))
 
         async def reject(job_id: str) -> str | None:
-            async with maker() as session, session.begin():
-                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+            async def act(flow: JobWorkflow) -> str | None:
                 job = await flow.reject(
                     first.id, job_id, member_id=None, reason="not ours", now=utcnow()
                 )
                 return job.team_id
+
+            return await _in_transaction(maker, settings, act)
 
         placed = await asyncio.gather(*(reject(job_id) for job_id in jobs))
         loads, counted = await _loads(maker, settings)
@@ -201,12 +235,12 @@ async def test_concurrent_sweeper_passes_fill_teams_to_their_capacity_not_past_i
         small, large = await _teams(maker, ("Small", 2, 0.99), ("Large", 3, 0.5))
         later = utcnow() + timedelta(seconds=5)
 
-        async def sweep() -> int:
-            async with maker() as session, session.begin():
-                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
-                return await flow.retry_unroutable(now=later)
-
-        routed = await asyncio.gather(*(sweep() for _ in range(3)))
+        routed = await asyncio.gather(
+            *(
+                _in_transaction(maker, settings, lambda flow: flow.retry_unroutable(now=later))
+                for _ in range(3)
+            )
+        )
         loads, counted = await _loads(maker, settings)
     finally:
         await engine.dispose()
@@ -228,12 +262,12 @@ async def test_concurrent_escalations_fill_the_next_team_to_its_capacity_not_pas
         (second,) = await _teams(maker, ("Second", 2, 0.5))
         later = utcnow() + timedelta(days=30)
 
-        async def sweep() -> int:
-            async with maker() as session, session.begin():
-                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
-                return await flow.escalate_unclaimed(now=later)
-
-        moved = await asyncio.gather(*(sweep() for _ in range(3)))
+        moved = await asyncio.gather(
+            *(
+                _in_transaction(maker, settings, lambda flow: flow.escalate_unclaimed(now=later))
+                for _ in range(3)
+            )
+        )
         loads, counted = await _loads(maker, settings)
     finally:
         await engine.dispose()
@@ -254,23 +288,12 @@ async def test_two_rejects_crossing_a_full_team_do_not_deadlock(
     settings = router_settings.model_copy(update={"triage_threshold": 0.0})
     team_c, team_a, team_b = (f"00000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
     try:
-        async with maker() as session, session.begin():
-            for team_id, name, capacity, quality in (
-                (team_c, "C", 5, 0.6),
-                (team_a, "A", 5, 0.5),
-                (team_b, "B", 1, 0.99),
-            ):
-                await make_team(session, id=team_id, name=name, capacity=capacity, quality=quality)
-            work = {"tier": "KPO", "domain": "clinical", "confidence": 0.9}
-            await make_job(session, team_id=team_b, **work)  # B is full
-            job_x = (await make_job(session, team_id=team_a, **work)).id
-            job_y = (await make_job(session, team_id=team_c, **work)).id
-
-        profiles = JobWorkflow.profiles
-
-        async def stale_profiles(self: JobWorkflow, **kwargs: Any) -> list[Any]:
-            return [team_profile_with_load(p, 0) for p in await profiles(self, **kwargs)]
-
+        _, job_x, job_y = await _teams_with_fixed_ids(
+            maker,
+            [(team_c, 5, 0.6), (team_a, 5, 0.5), (team_b, 1, 0.99)],
+            jobs_in=[team_b, team_a, team_c],  # B is full
+        )
+        _decide_on_stale_loads(monkeypatch)
         move_into = JobWorkflow._move_into
 
         async def pausing_move_into(self: JobWorkflow, team: Any, job: Any, **kwargs: Any) -> Any:
@@ -279,14 +302,14 @@ async def test_two_rejects_crossing_a_full_team_do_not_deadlock(
                 await asyncio.sleep(0.5)  # Y moves into B now
             return moved
 
-        monkeypatch.setattr(JobWorkflow, "profiles", stale_profiles)
         monkeypatch.setattr(JobWorkflow, "_move_into", pausing_move_into)
 
         async def reject(team_id: str, job_id: str) -> str | None:
-            async with maker() as session, session.begin():
-                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
+            async def act(flow: JobWorkflow) -> str | None:
                 job = await flow.reject(team_id, job_id, member_id=None, reason="no", now=utcnow())
                 return job.team_id
+
+            return await _in_transaction(maker, settings, act)
 
         async def reject_y_later() -> str | None:
             await asyncio.sleep(0.1)
@@ -313,43 +336,33 @@ async def test_a_claim_landing_while_a_reject_undoes_its_move_wins(
     team_a, team_b, team_c = (f"00000000-0000-4000-8000-00000000001{n}" for n in (1, 2, 3))
     member = "00000000-0000-4000-8000-0000000000aa"
     try:
-        async with maker() as session, session.begin():
-            for team_id, name, capacity, quality in (
-                (team_a, "A", 5, 0.5),
-                (team_b, "B", 1, 0.99),
-                (team_c, "C", 5, 0.6),
-            ):
-                await make_team(session, id=team_id, name=name, capacity=capacity, quality=quality)
-            work = {"tier": "KPO", "domain": "clinical", "confidence": 0.9}
-            await make_job(session, team_id=team_b, **work)  # B is full
-            job_id = (await make_job(session, team_id=team_a, **work)).id
-
-        profiles = JobWorkflow.profiles
-
-        async def stale_profiles(self: JobWorkflow, **kwargs: Any) -> list[Any]:
-            return [team_profile_with_load(p, 0) for p in await profiles(self, **kwargs)]
-
+        _, job_id = await _teams_with_fixed_ids(
+            maker,
+            [(team_a, 5, 0.5), (team_b, 1, 0.99), (team_c, 5, 0.6)],
+            jobs_in=[team_b, team_a],  # B is full
+        )
+        _decide_on_stale_loads(monkeypatch)
         refresh = AsyncSession.refresh
         claimed: list[str | None] = []
 
         async def claim_first(self: AsyncSession, instance: Any, *args: Any, **kw: Any) -> None:
             if not claimed:  # the undo's refresh: the waiting claim commits just before it
-                async with maker() as other, other.begin():
-                    flow = JobWorkflow(other, settings=settings, classifier=LexiconClassifier())
-                    job = await flow.claim(team_a, job_id, member_id=member, now=utcnow())
-                    claimed.append(job.lease_member_id)
+                job = await _in_transaction(
+                    maker,
+                    settings,
+                    lambda flow: flow.claim(team_a, job_id, member_id=member, now=utcnow()),
+                )
+                claimed.append(job.lease_member_id)
             await refresh(self, instance, *args, **kw)
 
-        monkeypatch.setattr(JobWorkflow, "profiles", stale_profiles)
         monkeypatch.setattr(AsyncSession, "refresh", claim_first)
-
-        async def reject() -> None:
-            async with maker() as session, session.begin():
-                flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
-                await flow.reject(team_a, job_id, member_id=None, reason="no", now=utcnow())
-
+        reject = _in_transaction(
+            maker,
+            settings,
+            lambda flow: flow.reject(team_a, job_id, member_id=None, reason="no", now=utcnow()),
+        )
         with pytest.raises(InvalidTransition):
-            await reject()
+            await reject
         monkeypatch.undo()
         async with maker() as session:
             flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())
