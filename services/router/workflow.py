@@ -39,6 +39,7 @@ from services.router.domain.errors import (
     JobNotFound,
     LeaseConflict,
     PreconditionFailed,
+    SubmissionWithdrawn,
     TeamNotFound,
 )
 from services.router.domain.grants import (
@@ -96,6 +97,9 @@ class JobSubmission:
     # When the gateway acknowledged a job it held while the router was away: the job keeps
     # the creation time its client was shown, and its place in the queue.
     acknowledged_at: datetime | None = None
+    # The gateway's outbox row for a submission with sealed data; the gateway may withdraw it
+    # (JobWorkflow.withdraw), and then no job is stored from it.
+    outbox_token: str | None = None
 
 
 def team_profile(team: Team, load: int) -> TeamProfile:
@@ -532,6 +536,13 @@ class JobWorkflow:
             if stored is None:
                 raise InvalidTransition("The job changed while this request ran; retry.")
             return self._same_submission(stored, submission), False
+        if submission.outbox_token is not None and await self.jobs.is_withdrawn(
+            submission.id, outbox_token=submission.outbox_token
+        ):
+            # Raising rolls the insert back: the job's sealed data is being discarded.
+            raise SubmissionWithdrawn(
+                "The gateway rolled this submission back; submit the job again."
+            )
         for _ in range(CAPACITY_RECHECKS):
             chosen = decision.chosen
             if status is not JobStatus.QUEUED or chosen is None:
@@ -636,6 +647,16 @@ class JobWorkflow:
             "router",
             reason,
             values,
+        )
+
+    async def withdraw(
+        self, job_id: str, *, tenant_id: str, outbox_token: str, now: datetime
+    ) -> bool:
+        """Withdraw the gateway's submission ``outbox_token`` of ``job_id`` unless the job is
+        already stored; True when withdrawn: from now on, no submit with that token stores the
+        job, so the gateway may have the vault discard its sealed data."""
+        return await self.jobs.withdraw(
+            job_id, tenant_id=tenant_id, outbox_token=outbox_token, now=now
         )
 
     @staticmethod

@@ -1001,3 +1001,66 @@ async def test_the_same_member_key_registered_at_once_is_accepted_every_time(
     assert {answer.json()["public_key"] for answer in answers} == {registered}
     other = await client.put(path, json={"public_key": public_key()})
     assert other.status_code == 409
+
+
+async def test_a_withdrawn_submission_is_refused_and_stores_nothing(client):
+    """The gateway rolled the submission back (its sealed data is being discarded): a submit
+    that arrives afterwards with the same outbox token must not store the job, while a fresh
+    submission of the same job (a keyed retry: a new outbox row, new data) goes through."""
+    await create_team(client)
+    body = job_body(outbox_token="2026-11-29T11:00:00.000001+00:00")
+    withdrawal = {"tenant_id": TENANT, "outbox_token": body["outbox_token"]}
+    path = f"/internal/v1/jobs/{body['id']}/withdrawals"
+    first = await client.post(path, json=withdrawal)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"withdrawn": True}
+    assert (await client.post(path, json=withdrawal)).json() == {"withdrawn": True}
+
+    refused = assert_problem(await client.post("/internal/v1/jobs", json=body), 409)
+    assert refused["type"].endswith("/submission-withdrawn")
+    assert_problem(await client.get(f"/internal/v1/jobs/{body['id']}"), 404)
+    listed = (await client.get("/internal/v1/jobs", params={"tenant_id": TENANT})).json()
+    assert listed["data"] == []
+
+    retried = await client.post(
+        "/internal/v1/jobs",
+        json={**body, "outbox_token": "2026-11-29T11:00:09.000002+00:00", "confidential_ref": "r2"},
+    )
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["id"] == body["id"]
+    # The job is stored now: withdrawing the retry's token too changes nothing and says so.
+    late = {"tenant_id": TENANT, "outbox_token": "2026-11-29T11:00:09.000002+00:00"}
+    assert (await client.post(path, json=late)).json() == {"withdrawn": False}
+    assert (await client.get(f"/internal/v1/jobs/{body['id']}")).status_code == 200
+
+
+async def test_a_stored_job_is_not_withdrawn(client):
+    await create_team(client)
+    job = await submit_job(client, outbox_token="t1")
+    path = f"/internal/v1/jobs/{job['id']}/withdrawals"
+    answer = await client.post(path, json={"tenant_id": TENANT, "outbox_token": "t1"})
+    assert answer.json() == {"withdrawn": False}
+    # A retry of the stored submission still gets the job back.
+    again = await client.post("/internal/v1/jobs", json=job_body(id=job["id"], outbox_token="t1"))
+    assert again.status_code == 200
+    # Another tenant's job of that id is not this tenant's: its withdrawal is recorded.
+    other = await client.post(path, json={"tenant_id": OTHER_TENANT, "outbox_token": "t1"})
+    assert other.json() == {"withdrawn": True}
+    assert (await client.get(f"/internal/v1/jobs/{job['id']}")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"tenant_id": TENANT},
+        {"tenant_id": TENANT, "outbox_token": ""},
+        {"tenant_id": TENANT, "outbox_token": "x" * 65},
+        {"tenant_id": "not-a-uuid", "outbox_token": "t"},
+        {"tenant_id": TENANT, "outbox_token": "t", "extra": 1},
+    ],
+)
+async def test_bad_withdrawals_are_422_and_change_nothing(client, body):
+    await create_team(client)
+    job = job_body(outbox_token="t")
+    assert_problem(await client.post(f"/internal/v1/jobs/{job['id']}/withdrawals", json=body), 422)
+    assert (await client.post("/internal/v1/jobs", json=job)).status_code == 201

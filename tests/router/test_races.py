@@ -33,7 +33,7 @@ from services.router.sweeper import sweep_once
 from services.router.workflow import JobWorkflow
 from shared.db import create_sessionmaker
 from tests.conftest import running
-from tests.router.factories import TENANT, make_team, new_uuid
+from tests.router.factories import TENANT, job_body, make_team, new_uuid
 
 pytestmark = pytest.mark.postgres_only
 
@@ -50,6 +50,8 @@ ROUNDS = 3
 JOBS_PER_ROUND = 40
 SWEEPERS = 3
 ENDINGS = ("completed", "cancelled", "released", "lease_expired")
+# Submissions raced by the gateway sweeper's withdrawal of each, all at once.
+WITHDRAWN_RACES = 60
 
 
 @pytest.fixture
@@ -347,3 +349,65 @@ async def test_complete_cancel_release_and_lease_expiry_have_one_winner(
     # Each requeue the sweepers reported is one job whose lease expiry won, and only one.
     assert requeued_total == winners["lease_expired"]
     assert sum(winners.values()) == ROUNDS * JOBS_PER_ROUND
+
+
+# ------------------------------------------------------------------- withdrawals
+
+
+async def test_a_submit_and_its_withdrawal_have_one_winner(
+    router_settings: RouterSettings, gateway_headers: dict[str, str]
+):
+    """The gateway's sweeper withdraws a stalled submission while the submission itself
+    arrives: either the job is stored and the withdrawal says so (the sealed data is kept), or
+    the withdrawal is recorded and the submit refused (the data may go). Never both stored and
+    withdrawn: that job would point at discarded data."""
+    app = create_app(router_settings)
+    engine = create_async_engine(router_settings.resolved_database_url())
+    maker = create_sessionmaker(engine)
+    await new_team(maker, name="Clinical withdrawals", capacity=WITHDRAWN_RACES)
+    bodies = [job_body(outbox_token=new_uuid()) for _ in range(WITHDRAWN_RACES)]
+    shuffle = random.Random(7)
+
+    async def submit(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, str, int]:
+        response = await http.post("/internal/v1/jobs", json=body)
+        return body["id"], "submit", response.status_code
+
+    async def withdraw(
+        http: httpx.AsyncClient, body: dict[str, Any], delay: float
+    ) -> tuple[str, str, int]:
+        # A submit classifies before it writes, so undelayed withdrawals would all win.
+        await asyncio.sleep(delay)
+        response = await http.post(
+            f"/internal/v1/jobs/{body['id']}/withdrawals",
+            json={"tenant_id": TENANT, "outbox_token": body["outbox_token"]},
+        )
+        assert response.status_code == 200, response.text
+        return body["id"], "withdrawn", int(response.json()["withdrawn"])
+
+    try:
+        async with running(app) as http:
+            http.headers.update(gateway_headers)
+            contenders: list[Any] = []
+            for body in bodies:
+                pair = [submit(http, body), withdraw(http, body, shuffle.random() * 0.2)]
+                shuffle.shuffle(pair)
+                contenders += pair
+            results = await asyncio.gather(*contenders)
+        stored = set((await all_jobs(maker)).keys())
+    finally:
+        await engine.dispose()
+
+    outcomes: dict[str, dict[str, int]] = {}
+    for job_id, what, value in results:
+        outcomes.setdefault(job_id, {})[what] = value
+    winners: Counter[str] = Counter()
+    for job_id, outcome in outcomes.items():
+        if outcome["withdrawn"]:
+            assert outcome["submit"] == 409, outcome
+            assert job_id not in stored
+            winners["withdrawal"] += 1
+        else:
+            assert outcome["submit"] == 201, outcome
+            assert job_id in stored
+            winners["submit"] += 1
+    assert sum(winners.values()) == WITHDRAWN_RACES

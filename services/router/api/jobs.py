@@ -21,6 +21,8 @@ from services.router.api.schemas import (
     RequestId,
     ResultGrantCreate,
     ResultRead,
+    WithdrawalCreate,
+    WithdrawalRead,
     event_read,
     feedback_read,
     job_read,
@@ -61,6 +63,7 @@ async def submit_job(body: JobCreate, jobs: JobsDep, now: NowDep, response: Resp
         confidential_ref=body.confidential_ref,
         callback_url=body.callback_url,
         acknowledged_at=body.acknowledged_at,
+        outbox_token=body.outbox_token,
     )
     job, created = await jobs.submit(submission, now=now)
     failpoint("router.submit.before_commit")  # decided, not yet committed
@@ -159,6 +162,19 @@ async def cancel_job(job_id: str, body: CancelCreate, jobs: JobsDep, now: NowDep
             now=now,
         )
     )
+
+
+@router.post("/{job_id}/withdrawals")
+async def withdraw_submission(
+    job_id: str, body: WithdrawalCreate, jobs: JobsDep, now: NowDep
+) -> WithdrawalRead:
+    """The gateway's sweeper rolls back a submission that never got through: from now on the
+    router refuses it (409 ``submission-withdrawn``), unless it holds the job already, which
+    the answer says (``withdrawn: false``). Idempotent."""
+    withdrawn = await jobs.withdraw(
+        job_id, tenant_id=body.tenant_id, outbox_token=body.outbox_token, now=now
+    )
+    return WithdrawalRead(withdrawn=withdrawn)
 
 
 @router.get("/{job_id}/result")

@@ -103,6 +103,9 @@ def _sorted_unique(values: list[str]) -> list[str]:
     return sorted(set(values))
 
 
+OutboxToken = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -151,6 +154,9 @@ class JobCreate(_Request):
     # Set by the gateway's outbox for a job it acknowledged (``pending``) while the router was
     # away: kept as the job's ``created_at`` (never later than the router's clock).
     acknowledged_at: AwareDatetime | None = None
+    # Set by the gateway for a job with sealed data: its outbox row's token. A submit whose
+    # token the gateway withdrew (a roll-back) is refused, 409 ``submission-withdrawn``.
+    outbox_token: OutboxToken | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -158,6 +164,18 @@ class JobCreate(_Request):
         if len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata is limited to {MAX_METADATA_BYTES} bytes of JSON")
         return value
+
+
+class WithdrawalCreate(_Request):
+    """The gateway rolls a submission back: no job may be stored from ``outbox_token``."""
+
+    tenant_id: UUIDStr
+    outbox_token: OutboxToken
+
+
+class WithdrawalRead(BaseModel):
+    # False: the router already holds the job (the submission got through); keep its data.
+    withdrawn: bool
 
 
 class ClassificationRead(BaseModel):

@@ -297,6 +297,26 @@ class JobEvent(Base):
     __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_id_seq"),)
 
 
+class JobWithdrawal(Base):
+    """A submission the gateway rolled back: the job must never be stored from it.
+
+    The gateway's sweeper rolls back a submission that stayed in its outbox past the grace
+    period (its request died, or stalled, between sealing and routing) and has the vault
+    discard the sealed data. A stalled request may still reach the router afterwards, with a
+    reference to the discarded data; this row makes the router refuse it (409
+    ``submission-withdrawn``). Keyed by the outbox row's token, not the job id alone: a client
+    retrying with the same Idempotency-Key seals again under the same job id, from a new outbox
+    row, and must be let through. Never holds confidential data.
+    """
+
+    __tablename__ = "job_withdrawals"
+
+    job_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    outbox_token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(_ID))
+    withdrawn_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class JobFeedback(Base):
     """A client's rating of a completed job (one per job), and what it did to the team."""
 

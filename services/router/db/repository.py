@@ -17,8 +17,10 @@ from sqlalchemy import (
     ColumnElement,
     Insert,
     Select,
+    String,
     Table,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -38,6 +40,7 @@ from services.router.db.models import (
     JobEvent,
     JobFeedback,
     JobView,
+    JobWithdrawal,
     LabelledExample,
     RoutingDecision,
     Team,
@@ -331,6 +334,50 @@ _INSERT_EVENTS = insert(_JOB_EVENTS)
 _INSERT_DECISION = insert(_ROUTING_DECISIONS)
 
 
+# A submit carrying an outbox token and the gateway's withdrawal of that token must not both
+# succeed: one stores the job, the other records that it must never be stored. On SQLite each
+# side's first write takes the database's write lock, so they run one after the other. On
+# PostgreSQL two READ COMMITTED transactions would each miss the other's uncommitted row, so
+# both take an advisory lock on the job id (a submit a shared one: retries of one submit do not
+# wait on each other) before the statement that reads the other's row.
+_WITHDRAWAL_LOCK_SPACE = 0x54524A57  # "TRJW" in ASCII: this fence's slice of the lock space
+_WITHDRAWALS: Table = JobWithdrawal.__table__  # type: ignore[assignment]
+_JOBS: Table = Job.__table__  # type: ignore[assignment]
+_LOCK_JOB_ID_SHARED = select(
+    func.pg_advisory_xact_lock_shared(
+        literal(_WITHDRAWAL_LOCK_SPACE), func.hashtext(bindparam("job_id", type_=String))
+    )
+)
+_LOCK_JOB_ID = select(
+    func.pg_advisory_xact_lock(
+        literal(_WITHDRAWAL_LOCK_SPACE), func.hashtext(bindparam("job_id", type_=String))
+    )
+)
+_IS_WITHDRAWN = select(literal(1)).where(
+    _WITHDRAWALS.c.job_id == bindparam("job_id"),
+    _WITHDRAWALS.c.outbox_token == bindparam("outbox_token"),
+)
+_TENANT_HAS_JOB = select(literal(1)).where(
+    _JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id")
+)
+
+
+def _withdraw_unless_stored(dialect: str) -> Insert:
+    """The withdrawal row, unless the tenant's job is stored: one statement, so on SQLite the
+    check is made under the write lock the insert takes."""
+    columns = ("job_id", "outbox_token", "tenant_id", "withdrawn_at")
+    values = select(*(bindparam(name, type_=_WITHDRAWALS.c[name].type) for name in columns))
+    on_dialect = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        on_dialect(_WITHDRAWALS)
+        .from_select(columns, values.where(~exists(_TENANT_HAS_JOB)))
+        .on_conflict_do_nothing()
+    )
+
+
+_WITHDRAW = {dialect: _withdraw_unless_stored(dialect) for dialect in ("postgresql", "sqlite")}
+
+
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -349,6 +396,36 @@ class JobRepository:
         # RETURNING the whole row: one round trip where a re-read made two.
         row: JobView | None = (await execute(self.session, statement, parameters)).first()
         return row
+
+    async def is_withdrawn(self, job_id: str, *, outbox_token: str) -> bool:
+        """Whether the gateway withdrew this submission (see :class:`JobWithdrawal`). Call it
+        after inserting the job, in the same transaction: the answer then holds until commit."""
+        parameters = {"job_id": job_id, "outbox_token": outbox_token}
+        if self.dialect == "postgresql":
+            await execute(self.session, _LOCK_JOB_ID_SHARED, {"job_id": job_id})
+        return (await execute(self.session, _IS_WITHDRAWN, parameters)).first() is not None
+
+    async def withdraw(
+        self, job_id: str, *, tenant_id: str, outbox_token: str, now: datetime
+    ) -> bool:
+        """Record that the submission with ``outbox_token`` must never store the job, unless
+        the tenant's job is already stored; whether it is withdrawn (False: the job is here)."""
+        if self.dialect == "postgresql":
+            await execute(self.session, _LOCK_JOB_ID, {"job_id": job_id})
+        await execute(
+            self.session,
+            _WITHDRAW[self.dialect],
+            {
+                "job_id": job_id,
+                "outbox_token": outbox_token,
+                "tenant_id": tenant_id,
+                "withdrawn_at": now,
+            },
+        )
+        stored = await execute(
+            self.session, _TENANT_HAS_JOB, {"job_id": job_id, "tenant_id": tenant_id}
+        )
+        return stored.first() is None
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job | None:
         """A job by id; with ``tenant_id``, only if it belongs to that tenant."""

@@ -48,6 +48,13 @@ class JobIdConflict(Conflict):
     problem = "job-id-conflict"
 
 
+class SubmissionWithdrawn(Conflict):
+    """The gateway rolled this submission back (its sealed data is discarded): the job must
+    not be stored from it. The gateway answers its client 503: a retry submits afresh."""
+
+    problem = "submission-withdrawn"
+
+
 class InvalidTeam(UnprocessableContent):
     problem = "invalid-team"
 
