@@ -18,9 +18,14 @@ process may die between the steps. The gateway keeps a row per submission in fli
    job), and none backs off for it: all go at the first pass after the router returns.
 
 The sweeper also finds ``sealing`` rows older than ``submission_grace_seconds``: their request
-died between steps 1 and 3 and the client never got a 2xx. If the router has the job after all
-(the crash came after step 3), the row is just deleted; otherwise the vault discards the job's
-sealed data (audited) and the row goes, so no confidential data is orphaned. A client that
+died between steps 1 and 3 and the client never got a 2xx. The sweeper withdraws the submission
+at the router, naming the row's token (its creation time, which the request sends along with
+the job). If the router has the job after all (the crash came after step 3), the row is just
+deleted; otherwise the router will refuse that submission for good, the vault discards the
+job's sealed data (audited) and the row goes, so no confidential data is orphaned. A request
+that only stalled past the grace and goes on afterwards is refused by the router, or, if the
+router is away by then, finds its row gone and may not park the job as pending: its client
+gets a 503 and nothing stays. A client that
 retries with its Idempotency-Key reuses the job id, so nothing is duplicated either way; a retry
 that finds the sweeper working on the job's row (claimed: it may be discarding the sealed data
 because the router does not have the job) is answered 503 and does not touch the row, so it
@@ -76,6 +81,12 @@ class Outcome(enum.Enum):
     ROUTER_AWAY = "router away"  # a forward found the router unreachable; retried next pass
 
 
+def outbox_token(row_created_at: datetime) -> str:
+    """The token the router knows a sealing row by: its creation time, which identifies it
+    (a retry that rewrites an unclaimed row keeps it; a row is deleted, never reused)."""
+    return row_created_at.isoformat()
+
+
 async def begin_sealing(
     session: AsyncSession,
     *,
@@ -83,8 +94,9 @@ async def begin_sealing(
     tenant_id: str,
     submission: dict[str, Any],
     grace: timedelta,
-) -> None:
-    """Step 1: the durable trace of a submission about to seal data.
+) -> str:
+    """Step 1: the durable trace of a submission about to seal data; the row's token, which
+    the submission carries to the router.
 
     Commits ``session`` (the request's, which has only read so far): the row must be durable
     before the vault is called. The session stays usable for the rest of the request."""
@@ -100,6 +112,7 @@ async def begin_sealing(
     if written is None:
         raise SubmissionBeingSettled()
     await session.commit()
+    return outbox_token(written)
 
 
 async def park_pending(
@@ -107,16 +120,29 @@ async def park_pending(
 ) -> datetime:
     """Step 4: keep a job the router could not take; due for forwarding at once. Returns the
     time the job was acknowledged (the row's: a sealing row's time if it had one), which the
-    job keeps as its ``created_at`` once routed."""
+    job keeps as its ``created_at`` once routed.
+
+    A job with sealed data parks only its own sealing row, and only while no sweeper has
+    taken it: a row rolled back meanwhile (its data discarded) must not come back as pending."""
     now = utcnow()
-    acknowledged_at = await SubmissionRepository(session).put(
-        job_id=job_id,
-        tenant_id=tenant_id,
-        state=PENDING,
-        submission=submission,
-        now=now,
-        next_attempt_at=now,
-    )
+    repository = SubmissionRepository(session)
+    token = submission.get("outbox_token")
+    if token is None:
+        acknowledged_at = await repository.put(
+            job_id=job_id,
+            tenant_id=tenant_id,
+            state=PENDING,
+            submission=submission,
+            now=now,
+            next_attempt_at=now,
+        )
+    else:
+        acknowledged_at = await repository.park_sealing(
+            job_id=job_id,
+            created_at=datetime.fromisoformat(token),
+            submission=submission,
+            now=now,
+        )
     if acknowledged_at is None:
         raise SubmissionBeingSettled()
     return acknowledged_at
@@ -311,12 +337,14 @@ class SubmissionSweeper:
         return job
 
     async def _roll_back(self, row: JobSubmission) -> None:
-        try:
-            await self.router.get_job(row.id, tenant_id=row.tenant_id)
+        # Withdrawn at the router first: from then on the submission cannot store the job
+        # there, even if its request only stalled and goes on later; only then is the data
+        # discarded. Asking the router whether it has the job would leave that window open.
+        withdrawn = await self.router.withdraw_submission(
+            row.id, tenant_id=row.tenant_id, outbox_token=outbox_token(row.created_at)
+        )
+        if not withdrawn:
             return  # the router has it: the submission got through before its process died
-        except UpstreamError as exc:
-            if exc.status != 404:
-                raise
         discarded = await self.vault.discard_unrouted(tenant_id=row.tenant_id, job_id=row.id)
         logger.warning(
             "dead submission rolled back",

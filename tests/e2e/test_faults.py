@@ -206,6 +206,42 @@ def test_gateway_killed_after_sealing_leaves_nothing_behind(faulty: Platform) ->
             assert operator.get("/v1/admin/audit/verify").json()["valid"] is True
 
 
+def test_a_submit_stalled_past_the_grace_period_is_rolled_back_not_acknowledged(
+    faulty: Platform,
+) -> None:
+    """The request stalls after sealing (its process lives on) until the sweeper takes it for
+    dead and rolls it back. When it goes on, the router must refuse it: a 202 then would
+    acknowledge a job whose confidential data the vault has just discarded."""
+    with setup_tenant(faulty) as (client, tenant_id):
+        canary = "CANARY-" + secrets.token_hex(6)
+        key = {"Idempotency-Key": secrets.token_hex(16)}
+        arm(faulty, "gateway.submit.after_seal", f"sleep:{SUBMISSION_GRACE_SECONDS + 4}")
+        stalled = client.post("/v1/jobs", json=job_body(canary), headers=key)
+        disarm(faulty)
+        assert stalled.status_code == 503, stalled.text
+        assert stalled.json()["type"].endswith("/submission-rolled-back")
+        assert stalled.headers["retry-after"]
+        assert canary not in stalled.text
+        assert tenant_jobs(client) == []
+        assert vault_records(faulty, tenant_id) == 0
+        assert outbox_rows(faulty, tenant_id) == 0
+        withdrawn = scalar(
+            faulty.database_urls["router"],
+            "SELECT count(*) FROM job_withdrawals WHERE tenant_id = :tenant",
+            tenant=tenant_id,
+        )
+        assert withdrawn == 1
+        # Nothing was stored, so the client's retry under the same key submits afresh.
+        retried = client.post("/v1/jobs", json=job_body(canary), headers=key)
+        assert retried.status_code == 202, retried.text
+        assert [job["id"] for job in tenant_jobs(client)] == [retried.json()["id"]]
+        assert vault_records(faulty, tenant_id) == 1
+        assert work_confidential(faulty, client, retried.json()["id"]) == {"patient": canary}
+        assert outbox_rows(faulty, tenant_id) == 0
+        with faulty.operator() as operator:
+            assert operator.get("/v1/admin/audit/verify").json()["valid"] is True
+
+
 def test_router_killed_mid_decision_the_job_waits_pending_then_routes(faulty: Platform) -> None:
     with setup_tenant(faulty) as (client, _tenant_id):
         canary = "CANARY-" + secrets.token_hex(6)

@@ -492,3 +492,40 @@ async def test_a_retry_leaves_a_submission_the_sweeper_is_rolling_back_alone(
         j=accepted.json()["id"],
     )
     assert await scalar(vault_db, "SELECT id FROM records") == ref
+
+
+@pytest.mark.parametrize("router_up", [True, False])
+async def test_a_submit_that_stalls_while_it_is_rolled_back_stores_nothing(
+    outage, tmp_path, monkeypatch, router_up
+):
+    """The request stalls after sealing until the sweeper, past the grace, rolls it back. When
+    it goes on, the router refuses it (withdrawn), or, if the router is unreachable by then,
+    its sealing row is gone: it must not come back as a pending job pointing at discarded
+    data. Either way the client gets a 503 and nothing stays."""
+    platform, link = outage
+    tenant_id, key = await client_key(platform)
+    armed = tmp_path / "failpoints"
+    armed.write_text("gateway.submit.after_seal=sleep:1\n")
+    monkeypatch.setenv(FAILPOINTS_FILE_VARIABLE, str(armed))
+    stalled = asyncio.create_task(
+        platform.client.post(
+            "/v1/jobs",
+            json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}},
+            headers=bearer(key),
+        )
+    )
+    vault_db, gateway_db = platform.databases["vault"], platform.databases["gateway"]
+    while await scalar(vault_db, "SELECT count(*) FROM records") == 0:
+        await asyncio.sleep(0.02)  # sealed: the request is in its stall now
+    sweeper = create_sweeper(platform.app)
+    assert await sweeper.sweep_once(utcnow() + timedelta(seconds=61)) == 1
+    assert await scalar(vault_db, "SELECT count(*) FROM records") == 0
+    link.up = router_up
+
+    answer = await stalled
+    assert answer.status_code == 503, answer.text
+    problem = "submission-rolled-back" if router_up else "submission-being-settled"
+    assert answer.json()["type"].endswith("/" + problem)
+    assert await scalar(gateway_db, "SELECT count(*) FROM job_submissions") == 0
+    router_jobs = "SELECT count(*) FROM jobs WHERE tenant_id = :t"
+    assert await scalar(platform.databases["router"], router_jobs, t=tenant_id) == 0

@@ -48,13 +48,13 @@ from services.gateway.db.repository import (
     SubmissionRepository,
     TenantRepository,
 )
-from services.gateway.domain.errors import InvalidApiKey, JobNotRoutedYet
+from services.gateway.domain.errors import InvalidApiKey, JobNotRoutedYet, SubmissionRolledBack
 from services.gateway.domain.jobs import JobStatus
 from services.gateway.domain.policy import DataPolicy, PolicyNarrowing, effective_policy
 from services.gateway.domain.views import client_view, job_id_or_404
 from shared.db import new_id
 from shared.errors import ServiceUnavailable
-from shared.failpoints import failpoint
+from shared.failpoints import async_failpoint, failpoint
 from shared.http import UpstreamError
 from shared.vocabulary import Domain, Priority, Tier
 
@@ -139,7 +139,7 @@ async def submit_job(
     # Sealed first, since the router needs the reference; the outbox row written before the
     # seal lets a sweeper undo it if this process dies before the router has the job.
     if body.confidential is not None or body.confidential_sealed is not None:
-        await submissions.begin_sealing(
+        submission["outbox_token"] = await submissions.begin_sealing(
             session,
             job_id=job_id,
             tenant_id=tenant_id,
@@ -149,10 +149,15 @@ async def submit_job(
         submission["confidential_ref"] = await _seal(
             vault, body, tenant_id=tenant_id, job_id=job_id
         )
-        failpoint("gateway.submit.after_seal")
+        await async_failpoint("gateway.submit.after_seal")
     outbox = SubmissionRepository(session)
     try:
         job = await router_.submit_job(submission)
+    except UpstreamError as error:
+        if error.problem != "submission-withdrawn":
+            raise
+        # This request stalled past the grace period and the sweeper rolled it back.
+        raise SubmissionRolledBack() from error
     except ServiceUnavailable:
         # The router is away: the job is kept here (committed before the 202 leaves) and
         # forwarded by the sweeper when it is back.

@@ -95,6 +95,17 @@ class RouterClient:
         )
         return result
 
+    async def withdraw_submission(self, job_id: str, *, tenant_id: str, outbox_token: str) -> bool:
+        """Roll a submission back at the router: True if withdrawn (no submit with that token
+        will store the job), False if the router already holds the job."""
+        answer: JsonObject = await self._call(
+            "POST",
+            f"/internal/v1/jobs/{job_id}/withdrawals",
+            json={"tenant_id": tenant_id, "outbox_token": outbox_token},
+            idempotent=True,
+        )
+        return bool(answer["withdrawn"])
+
     async def list_jobs(
         self,
         *,

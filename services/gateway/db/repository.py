@@ -952,6 +952,23 @@ _PUT_SUBMISSION = {
     "sqlite": _put_submission(sqlite.insert),
 }
 _DELETE_SUBMISSION = delete(_SUBMISSIONS).where(_SUBMISSIONS.c.id == bindparam("job_id"))
+_PARK_SEALING = (
+    update(_SUBMISSIONS)
+    .where(
+        _SUBMISSIONS.c.id == bindparam("job_id"),
+        # Not "created_at", "submission": a column's own name is reserved for its new value.
+        _SUBMISSIONS.c.created_at == bindparam("row_created_at"),
+        _SUBMISSIONS.c.state == "sealing",
+        _SUBMISSIONS.c.attempts == 0,
+    )
+    .values(
+        state="pending",
+        submission=bindparam("pending_submission"),
+        next_attempt_at=bindparam("now"),
+        last_error=None,
+    )
+    .returning(_SUBMISSIONS.c.created_at)
+)
 
 
 class SubmissionRepository:
@@ -990,6 +1007,24 @@ class SubmissionRepository:
         )
         created_at: datetime | None = result.scalar_one_or_none()
         return created_at
+
+    async def park_sealing(
+        self, *, job_id: str, created_at: datetime, submission: dict[str, Any], now: datetime
+    ) -> datetime | None:
+        """Turn the sealing row made at ``created_at`` into a pending one, due at ``now``; its
+        creation time. None if that row is gone (rolled back) or a sweeper has taken it."""
+        result = await execute(
+            self.session,
+            _PARK_SEALING,
+            {
+                "job_id": job_id,
+                "row_created_at": created_at,
+                "pending_submission": submission,
+                "now": now,
+            },
+        )
+        parked: datetime | None = result.scalar_one_or_none()
+        return parked
 
     async def get_for_tenant(self, job_id: str, *, tenant_id: str) -> JobSubmission | None:
         result = await self.session.execute(

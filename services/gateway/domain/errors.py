@@ -61,6 +61,19 @@ class JobNotRoutedYet(ServiceUnavailable):
         )
 
 
+class SubmissionRolledBack(ServiceUnavailable):
+    """A submit that took so long that the sweeper rolled it back as dead (its sealed data
+    discarded, the router told to refuse it): nothing of it is stored; the client retries."""
+
+    problem = "submission-rolled-back"
+    retry_after = 1
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This submission took too long and was rolled back; nothing was stored. Retry it."
+        )
+
+
 class SubmissionBeingSettled(ServiceUnavailable):
     """A retried submit whose earlier attempt died mid-way while the gateway's sweeper is
     settling it (forwarding it, or rolling it back): the retry must not redo it meanwhile."""
