@@ -11,7 +11,8 @@ after the load stops and the sweepers have had their grace time, it checks and p
 
 * every acknowledged job exists exactly once, in a consistent status (nothing lost, nothing
   duplicated), and every completed one's confidential result opens for its client;
-* no submission is left in the gateway's outbox, and no vault record is unreferenced;
+* no submission is left in the gateway's outbox, no vault record is unreferenced, and every
+  job's sealed data is still in the vault;
 * the vault's audit chain verifies;
 * each service's resident memory over the run (growth without bound would show here).
 
@@ -238,6 +239,27 @@ async def verify(platform: Platform, tenant_id: str, client_key: str, tally: Tal
         }
         if not sealed_for <= set(ids):
             failures.append(f"{len(sealed_for - set(ids))} vault records of no job")
+        # The other way round: every job's sealed data is still there (a roll-back that raced
+        # the job's own submit would leave the job pointing at discarded data).
+        referenced = {
+            row[0]
+            for row in await rows(
+                platform.database_urls["router"],
+                "SELECT confidential_ref FROM jobs "
+                "WHERE tenant_id = :tenant AND confidential_ref IS NOT NULL",
+                tenant=tenant_id,
+            )
+        }
+        stored = {
+            row[0]
+            for row in await rows(
+                platform.database_urls["vault"],
+                "SELECT id FROM records WHERE tenant_id = :tenant",
+                tenant=tenant_id,
+            )
+        }
+        if not referenced <= stored:
+            failures.append(f"{len(referenced - stored)} jobs whose sealed data is gone")
         if set(ids) != set(tally.acknowledged):
             lost = set(tally.acknowledged) - set(ids)
             extra = set(ids) - set(tally.acknowledged)
