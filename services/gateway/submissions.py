@@ -25,8 +25,11 @@ deleted; otherwise the router will refuse that submission for good, the vault di
 job's sealed data (audited) and the row goes, so no confidential data is orphaned. A request
 that only stalled past the grace and goes on afterwards is refused by the router, or, if the
 router is away by then, finds its row gone and may not park the job as pending: its client
-gets a 503 and nothing stays. A client that
-retries with its Idempotency-Key reuses the job id, so nothing is duplicated either way; a retry
+gets a 503, and what the sweeper settled stands (nothing, once rolled back; the job, if the
+router had it after all, which a retry with the same Idempotency-Key is answered with).
+
+A client that retries with its Idempotency-Key reuses the job id, so nothing is duplicated
+either way; a retry
 that finds the sweeper working on the job's row (claimed: it may be discarding the sealed data
 because the router does not have the job) is answered 503 and does not touch the row, so it
 cannot route the job with a reference the roll-back is about to discard.
@@ -140,7 +143,9 @@ async def park_pending(
         acknowledged_at = await repository.park_sealing(
             job_id=job_id,
             created_at=datetime.fromisoformat(token),
-            submission=submission,
+            # A pending row is never withdrawn, so its forwards need no token; without one
+            # they also suit a router rolled back to before it knew the field.
+            submission={key: value for key, value in submission.items() if key != "outbox_token"},
             now=now,
         )
     if acknowledged_at is None:

@@ -124,6 +124,9 @@ async def test_a_job_accepted_while_the_router_is_away_is_pending_then_routed(ou
     # Kept by the gateway without the confidential value: only the vault's reference.
     stored = await scalar(platform.databases["gateway"], "SELECT submission FROM job_submissions")
     assert CANARY not in str(stored)
+    # Nor the sealing row's token: a pending job is never withdrawn, and a router rolled back
+    # to a release without the field would refuse every forward of it (422).
+    assert "outbox_token" not in str(stored)
     # Another tenant learns nothing: the same 503 as for any id while the router is away.
     _, other = await client_key_other(platform)
     hidden = await platform.client.get(f"/v1/jobs/{job['id']}", headers=bearer(other))
@@ -505,7 +508,8 @@ async def test_a_submit_that_stalls_while_it_is_rolled_back_stores_nothing(
     platform, link = outage
     tenant_id, key = await client_key(platform)
     armed = tmp_path / "failpoints"
-    armed.write_text("gateway.submit.after_seal=sleep:1\n")
+    # Long enough for the sweep below to finish inside it, with a wide margin under load.
+    armed.write_text("gateway.submit.after_seal=sleep:2\n")
     monkeypatch.setenv(FAILPOINTS_FILE_VARIABLE, str(armed))
     stalled = asyncio.create_task(
         platform.client.post(
