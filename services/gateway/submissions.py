@@ -29,10 +29,10 @@ gets a 503, and what the sweeper settled stands (nothing, once rolled back; the 
 router had it after all, which a retry with the same Idempotency-Key is answered with).
 
 A client that retries with its Idempotency-Key reuses the job id, so nothing is duplicated
-either way; a retry
-that finds the sweeper working on the job's row (claimed: it may be discarding the sealed data
-because the router does not have the job) is answered 503 and does not touch the row, so it
-cannot route the job with a reference the roll-back is about to discard.
+either way; a retry that finds the sweeper working on the job's row (claimed: it may be
+discarding the sealed data because the router does not have the job) is answered 503 and does
+not touch the row, so it cannot route the job with a reference the roll-back is about to
+discard.
 
 Several gateway replicas, and requests that forward a tenant's pending jobs at once, may work
 on the outbox together: a row is claimed with a conditional update of its ``next_attempt_at``
