@@ -990,6 +990,7 @@ class JobWorkflow:
             member_id=member_id,
             confidential_ref=job.confidential_ref,
             require_e2e=DataPolicy.from_json(job.policy).require_e2e,
+            attempt=job.event_seq,
         )
 
     # ----------------------------------------------------------------- operators

@@ -162,6 +162,14 @@ class _Fields:
     grant_id: str | None = None
 
 
+def _later_lease(purpose: str, attempt: int | None, sealed_in: int | None) -> bool:
+    """Whether a seal in lease ``attempt`` may replace a result sealed in lease ``sealed_in``
+    (None: before leases were recorded, so any lease is later). Job data never."""
+    if purpose != "result" or attempt is None:
+        return False
+    return sealed_in is None or attempt > sealed_in
+
+
 def _same_data(stored: Any, given: Any) -> bool:
     """Whether a second seal carries the data already sealed: equal as JSON (object keys in any
     order), types included (Python's ``==`` takes ``true`` for ``1`` and ``1.0`` for ``1``),
@@ -222,12 +230,14 @@ class VaultService:
         data: Any,
         subject: str,
         grant_id: str | None = None,
+        attempt: int | None = None,
     ) -> SealResult:
         """Encrypt ``data`` for (tenant, job, purpose), once.
 
         The same data again answers the first record's reference (a caller retrying after a
         lost answer, or a crash, must not be refused nor leave a second copy); other data for
-        that record is 409.
+        that record is 409, except a result sealed in a later lease (``attempt``, from the
+        router's seal grant), which replaces the earlier one in place.
         """
         root = self._root()
         tenant_key = await self._tenant_key_for_seal(root, tenant_id)
@@ -251,6 +261,7 @@ class VaultService:
                 ciphertext=sealed.ciphertext,
                 subject=subject,
                 created_at=self.clock(),
+                attempt=attempt,
             )
         )
         fields = _Fields(
@@ -264,7 +275,14 @@ class VaultService:
         )
         if not stored:  # sealed before (a retry) or by a concurrent call that won the insert
             return await self._seal_again(
-                root, fields, tenant_id=tenant_id, job_id=job_id, purpose=purpose, data=data
+                root,
+                fields,
+                tenant_key,
+                tenant_id=tenant_id,
+                job_id=job_id,
+                purpose=purpose,
+                data=data,
+                attempt=attempt,
             )
         await self._append(self.session, root, fields)
         logger.info(
@@ -277,20 +295,65 @@ class VaultService:
         self,
         root: envelope.RootKeyRing,
         fields: _Fields,
+        tenant_key: envelope.TenantKey,
         *,
         tenant_id: str,
         job_id: str,
         purpose: str,
         data: Any,
+        attempt: int | None,
     ) -> SealResult:
-        """A second seal of one record: the first one's reference if it holds the same data."""
+        """A second seal of one record: the first one's reference if it holds the same data;
+        for a result sealed in a later lease, the same reference with the new data."""
         existing = await self.records.record_for(
             tenant_id=tenant_id, job_id=job_id, purpose=purpose
         )
-        if existing is None or not _same_data(await self._plaintext(root, existing), data):
+        if existing is None:
             raise RecordExists(purpose)
-        await self._append(self.session, root, replace(fields, ref=existing.id, reason="replayed"))
-        return SealResult(ref=existing.id, key_version=existing.key_version)
+        try:
+            same = _same_data(await self._plaintext(root, existing), data)
+        except KeyRetired:  # sealed under a key retired since: no replay, perhaps a reseal
+            same = False
+        if same:
+            await self._append(
+                self.session, root, replace(fields, ref=existing.id, reason="replayed")
+            )
+            return SealResult(ref=existing.id, key_version=existing.key_version)
+        if not _later_lease(purpose, attempt, existing.attempt):
+            raise RecordExists(purpose)
+        # The earlier lease's result is replaced whole: a fresh data key under the active
+        # tenant key, bound (associated data) to the same record id.
+        context = envelope.RecordContext(
+            tenant_id=tenant_id,
+            job_id=job_id,
+            purpose=purpose,
+            record_id=existing.id,
+            key_version=tenant_key.version,
+        )
+        sealed = envelope.seal_record(tenant_key, context, data)
+        resealed = await self.records.reseal_record(
+            existing,
+            NewRecord(
+                id=existing.id,
+                tenant_id=tenant_id,
+                job_id=job_id,
+                purpose=purpose,
+                key_version=tenant_key.version,
+                wrapped_data_key=sealed.wrapped_data_key,
+                ciphertext=sealed.ciphertext,
+                subject=fields.subject or existing.subject,
+                created_at=existing.created_at,
+                attempt=attempt,
+            ),
+        )
+        if not resealed:  # another seal of a later lease got there first
+            raise RecordExists(purpose)
+        await self._append(self.session, root, replace(fields, ref=existing.id, reason="resealed"))
+        logger.info(
+            "result resealed in a later lease",
+            extra={"ref": existing.id, "tenant_id": tenant_id, "job_id": job_id},
+        )
+        return SealResult(ref=existing.id, key_version=tenant_key.version)
 
     async def discard_unrouted(self, *, tenant_id: str, job_id: str) -> int:
         """Delete the job data that a submission which never reached the router left behind.
@@ -334,6 +397,7 @@ class VaultService:
             data=data,
             subject=grant.subject,
             grant_id=grant.grant_id,
+            attempt=grant.attempt,
         )
 
     async def _seal_grant(self, token: str) -> Grant:

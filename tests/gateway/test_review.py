@@ -220,6 +220,49 @@ async def test_review_through_the_gateway(platform):
     assert_problem(await gw.post(f"/v1/team/jobs/{job_id}/approve", headers=_key(ravi)), 409)
 
 
+async def test_sent_back_work_can_correct_its_confidential_result(platform):
+    """The reviewer sends the job back; the member's corrected confidential result replaces
+    the first one (it was refused as "already sealed" before), and that is what the reviewer
+    and then the client read."""
+    gw = platform.client
+    tenant = await create_tenant(platform, policy={"require_review": True})
+    client = bearer(tenant["api_key"])
+    team = await _team(platform)
+    asha = await _member(platform, team, "Asha")
+    ravi = await _member(platform, team, "Ravi")
+    submitted = await gw.post(
+        "/v1/jobs", json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}}, headers=client
+    )
+    job_id = submitted.json()["id"]
+    assert (await gw.post(f"/v1/team/jobs/{job_id}/claim", headers=_key(asha))).status_code == 200
+    first = await gw.post(
+        f"/v1/team/jobs/{job_id}/complete",
+        json={"result": {"balanced": False}, "confidential_result": {"iban": "first draft"}},
+        headers=_key(asha),
+    )
+    assert first.json()["status"] == "in_review", first.text
+    sent = await gw.post(
+        f"/v1/team/jobs/{job_id}/send-back", json={"comment": "Wrong IBAN."}, headers=_key(ravi)
+    )
+    assert sent.status_code == 200, sent.text
+    corrected = await gw.post(
+        f"/v1/team/jobs/{job_id}/complete",
+        json={"result": {"balanced": True}, "confidential_result": {"iban": RESULT_CANARY}},
+        headers=_key(asha),
+    )
+    assert corrected.status_code == 200, corrected.text
+    assert corrected.json()["status"] == "in_review"
+    seen = await gw.get(f"/v1/team/jobs/{job_id}/review/confidential-result", headers=_key(ravi))
+    assert seen.json() == {"confidential": {"iban": RESULT_CANARY}}
+    approved = await gw.post(f"/v1/team/jobs/{job_id}/approve", headers=_key(ravi))
+    assert approved.status_code == 200, approved.text
+    final = await gw.get(f"/v1/jobs/{job_id}/result", headers=client)
+    assert final.json()["result"] == {"balanced": True}
+    assert final.json()["confidential_result"] == {"iban": RESULT_CANARY}
+    verdict = await gw.get("/v1/admin/audit/verify", headers=platform.operator)
+    assert verdict.json()["valid"] is True
+
+
 async def test_a_reviewer_team_of_another_country_never_sees_a_narrowed_job(platform):
     gw = platform.client
     workers = await _team(platform)

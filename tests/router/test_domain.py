@@ -510,6 +510,7 @@ def test_member_grants_follow_the_documented_claims():
         member_id="m",
         confidential_ref="rec_1",
         require_e2e=True,
+        attempt=4,
     ).to_claims()
     assert opened == {
         "action": "open",
@@ -527,8 +528,10 @@ def test_member_grants_follow_the_documented_claims():
         member_id="m",
         confidential_ref="rec_1",
         require_e2e=False,
+        attempt=4,
     ).to_claims()
     assert (sealed["action"], sealed["purpose"], sealed["ref"]) == ("seal", "result", None)
+    assert sealed["attempt"] == 4  # the lease it was issued in: only seal grants carry one
 
 
 def test_tenant_result_grant():

@@ -50,9 +50,14 @@ class GrantClaims:
     ref: str | None
     subject: str
     require_e2e: bool
+    # A seal grant's lease: the job's event sequence when it was issued, which grows with
+    # every lease handed out and stays put while one lasts (a heartbeat records no event). The
+    # vault lets a later lease seal the job's result again (a correction after a send-back, a
+    # new holder after a lost completion); within one lease a result is sealed once.
+    attempt: int | None = None
 
     def to_claims(self) -> dict[str, Any]:
-        return {
+        claims: dict[str, Any] = {
             "action": self.action.value,
             "tenant_id": self.tenant_id,
             "job_id": self.job_id,
@@ -61,6 +66,9 @@ class GrantClaims:
             "subject": self.subject,
             "require_e2e": self.require_e2e,
         }
+        if self.attempt is not None:
+            claims["attempt"] = self.attempt
+        return claims
 
 
 def member_grant(
@@ -71,8 +79,10 @@ def member_grant(
     member_id: str,
     confidential_ref: str | None,
     require_e2e: bool,
+    attempt: int,
 ) -> GrantClaims:
-    """A lease holder's grant: open the job's data, or seal a result (no ref yet)."""
+    """A lease holder's grant: open the job's data, or seal a result (no ref yet) in this
+    lease (``attempt``)."""
     if action is GrantAction.OPEN:
         return GrantClaims(
             action=action,
@@ -91,6 +101,7 @@ def member_grant(
         ref=None,
         subject=f"member:{member_id}",
         require_e2e=require_e2e,
+        attempt=attempt,
     )
 
 

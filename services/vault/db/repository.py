@@ -161,6 +161,23 @@ _INSERT_RECORD_IF_ABSENT = {
     "postgresql": postgresql.insert(_RECORDS).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(_RECORDS).on_conflict_do_nothing(),
 }
+# A later lease's result over an earlier one, compare-and-set on the lease it replaces (bind
+# names differ from the columns': a column's own name is reserved for its new value).
+_RESEAL_RECORD = (
+    update(_RECORDS)
+    .where(
+        _RECORDS.c.id == bindparam("record_id"),
+        _RECORDS.c.attempt.is_not_distinct_from(bindparam("previous_attempt", type_=BigInteger)),
+    )
+    .values(
+        key_version=bindparam("new_key_version"),
+        wrapped_data_key=bindparam("new_wrapped_data_key"),
+        ciphertext=bindparam("new_ciphertext"),
+        payload_key_version=None,
+        subject=bindparam("new_subject"),
+        attempt=bindparam("new_attempt"),
+    )
+)
 _SEALED_RECORD = select(_SEALED_RECORDS).where(_SEALED_RECORDS.c.id == bindparam("id"))
 _SEALING_KEY = select(_SEALING_KEYS).where(
     _SEALING_KEYS.c.tenant_id == bindparam("tenant_id"),
@@ -252,6 +269,7 @@ class NewRecord:
     ciphertext: bytes
     subject: str
     created_at: datetime
+    attempt: int | None = None  # a result's lease (see Record.attempt)
 
 
 @dataclass(frozen=True)
@@ -349,6 +367,27 @@ class VaultRepository(_Repository):
                 "ciphertext": record.ciphertext,
                 "subject": record.subject,
                 "created_at": record.created_at,
+                "attempt": record.attempt,
+            },
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def reseal_record(self, existing: Record, resealed: NewRecord) -> bool:
+        """Overwrite ``existing`` in place (same id) with a later lease's seal: compare-and-set
+        on the lease it holds, so of two reseals racing one wins; False for the loser. A rewrap
+        racing it is safe either way: committed first, this overwrites its work whole; second,
+        its compare-and-set on the older key version finds the active one and moves nothing."""
+        result = await execute(
+            self.db,
+            _RESEAL_RECORD,
+            {
+                "record_id": existing.id,
+                "previous_attempt": existing.attempt,
+                "new_key_version": resealed.key_version,
+                "new_wrapped_data_key": resealed.wrapped_data_key,
+                "new_ciphertext": resealed.ciphertext,
+                "new_subject": resealed.subject,
+                "new_attempt": resealed.attempt,
             },
         )
         return bool(getattr(result, "rowcount", 0) == 1)
