@@ -229,12 +229,13 @@ async def _complete(
     """Seal the confidential result under a grant (the grant is refused once the lease is
     gone, as in a retry after the completion was applied), then complete at the router."""
     ref = None
+    attempt = None  # the lease the result is sealed in: the completion must come from it
     if body.confidential_result is not None:
         grant = await router_.member_grant(
             member.team, job_id, member_id=member.member, action="seal"
         )
         sealed = await vault.seal_by_grant(grant=grant.grant, data=body.confidential_result)
-        ref = sealed.ref
+        ref, attempt = sealed.ref, grant.attempt
     elif body.confidential_result_sealed is not None:
         # Sealed by the member for the tenant: passed to the vault untouched.
         grant = await router_.member_grant(
@@ -243,7 +244,7 @@ async def _complete(
         stored = await vault.store_sealed_result(
             grant=grant.grant, envelope=body.confidential_result_sealed
         )
-        ref = stored.ref
+        ref, attempt = stored.ref, grant.attempt
     return await router_.complete(
         member.team,
         job_id,
@@ -251,4 +252,5 @@ async def _complete(
         result=body.result,
         confidential_result_ref=ref,
         request_id=reserved_resource_id(),
+        attempt=attempt,
     )
