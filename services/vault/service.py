@@ -586,6 +586,7 @@ class VaultService:
         purpose: str = "job",
         job_ref: str | None = None,
         grant_id: str | None = None,
+        attempt: int | None = None,
     ) -> SealResult:
         """Check a client-sealed envelope opens for this tenant, then store it as received.
 
@@ -635,6 +636,21 @@ class VaultService:
                 replayed = replace(fields, outcome="ok", ref=existing.id, reason="replayed")
                 await self._append(self.session, root, replayed)
                 return SealResult(ref=existing.id, key_version=key_row.version)
+            if existing.job_id == job_id and _later_lease(purpose, attempt, existing.attempt):
+                # A later lease's result: it replaces the earlier one, same reference.
+                if not await self.records.reseal_sealed(
+                    existing,
+                    key_id=parsed.key_id,
+                    envelope=stored_form,
+                    subject=subject,
+                    attempt=attempt,
+                ):
+                    # Another reseal got there first. Not audited as a refusal: that takes a
+                    # transaction of its own, which would wait behind this one's write (SQLite).
+                    raise RecordExists("result")
+                resealed = replace(fields, outcome="ok", ref=existing.id, reason="resealed")
+                await self._append(self.session, root, resealed)
+                return SealResult(ref=existing.id, key_version=key_row.version)
             await self._audit(root, replace(fields, reason="exists"))
             raise RecordExists("job (or job_ref)")
         record_id = new_id()
@@ -675,6 +691,7 @@ class VaultService:
             purpose=grant.purpose,
             job_ref=grant.job_id,
             grant_id=grant.grant_id,
+            attempt=grant.attempt,
         )
 
     async def _open_sealed(

@@ -170,3 +170,5 @@ class SealedRecord(Base):
     envelope: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(String(SUBJECT_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A result's lease, as Record.attempt (migration 0004).
+    attempt: Mapped[int | None] = mapped_column(BigInteger, default=None)

@@ -475,10 +475,33 @@ class VaultRepository(_Repository):
                 envelope=record.envelope,
                 subject=record.subject,
                 created_at=record.created_at,
+                attempt=record.attempt,
             )
             .on_conflict_do_nothing()
         )
         result = await self.session.execute(statement)
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def reseal_sealed(
+        self,
+        existing: SealedRecord,
+        *,
+        key_id: str,
+        envelope: str,
+        subject: str,
+        attempt: int | None,
+    ) -> bool:
+        """Replace a result envelope with a later lease's, in place (as :meth:`reseal_record`):
+        compare-and-set on the lease it holds; False if another reseal got there first."""
+        result = await self.session.execute(
+            update(SealedRecord)
+            .where(
+                SealedRecord.id == existing.id,
+                SealedRecord.attempt.is_not_distinct_from(existing.attempt),
+            )
+            .values(key_id=key_id, envelope=envelope, subject=subject, attempt=attempt)
+            .execution_options(synchronize_session=False)
+        )
         return bool(getattr(result, "rowcount", 0) == 1)
 
     async def existing_sealed(
@@ -593,7 +616,13 @@ class VaultRepository(_Repository):
     ) -> bool:
         result = await self.session.execute(
             update(SealedRecord)
-            .where(SealedRecord.id == record.id, SealedRecord.key_id == from_key_id)
+            .where(
+                SealedRecord.id == record.id,
+                SealedRecord.key_id == from_key_id,
+                # A reseal may have replaced the envelope (under the same key) since it was
+                # read: this rewrap of the old one must then not write it back.
+                SealedRecord.envelope == record.envelope,
+            )
             .values(key_id=to_key_id, envelope=envelope)
             .execution_options(synchronize_session=False)
         )

@@ -1,6 +1,6 @@
 """A result record's lease, so that a later lease can seal the result again (issue 6).
 
-- ``records.attempt``: the router's seal grant names the lease it was issued in (the job's
+- ``records.attempt`` and ``sealed_records.attempt``: the router's seal grant names the lease it was issued in (the job's
   event sequence then). A result was sealed once per job, so a member could not correct it
   after a reviewer sent the job back, and a completion lost after its seal left a result that
   no later holder could replace (409 ``record-exists`` for good). A later lease now seals it
@@ -25,10 +25,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("records") as batch:
-        batch.add_column(sa.Column("attempt", sa.BigInteger(), nullable=True))
+    for table in ("records", "sealed_records"):
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("attempt", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("records") as batch:
-        batch.drop_column("attempt")
+    for table in ("records", "sealed_records"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("attempt")
