@@ -484,3 +484,47 @@ async def test_a_rewrap_of_an_envelope_a_reseal_replaced_writes_nothing(engines)
     async with maker() as session:
         stored = (await session.scalars(select(SealedRecord))).one()
         assert (stored.key_id, stored.envelope, stored.attempt) == ("k1", '{"corrected": true}', 9)
+
+
+async def test_a_rewrap_of_a_data_key_a_reseal_replaced_writes_nothing(
+    engines, root_key, vault_identity
+):
+    """A rewrap reads a result record, then a later lease reseals it in place, perhaps under
+    the same tenant key version (it read the key before a rotation committed); the rewrap
+    must not then write the old data key over the new ciphertext."""
+    tenant_id, job_id = new_uuid(), new_uuid()
+    maker = create_sessionmaker(engines[0])
+    async with engines[0].begin() as connection:
+        await _service(connection, maker, root_key, vault_identity).seal(
+            tenant_id=tenant_id,
+            job_id=job_id,
+            purpose="result",
+            data={"draft": True},
+            subject="member:m",
+            attempt=5,
+        )
+    async with maker() as session:
+        read_by_rewrap = (await session.scalars(select(Record))).one()
+        session.expunge(read_by_rewrap)
+    async with engines[0].begin() as connection:
+        resealed = await _service(connection, maker, root_key, vault_identity).seal(
+            tenant_id=tenant_id,
+            job_id=job_id,
+            purpose="result",
+            data={"draft": False},
+            subject="member:m",
+            attempt=9,
+        )
+    assert resealed.ref == read_by_rewrap.id
+    async with maker() as session, session.begin():
+        moved = await VaultRepository(session).move_record_key(
+            read_by_rewrap,
+            from_version=read_by_rewrap.key_version,
+            to_version=read_by_rewrap.key_version,
+            wrapped=read_by_rewrap.wrapped_data_key,
+        )
+        assert moved is False
+    async with maker() as session:
+        stored = (await session.scalars(select(Record))).one()
+        assert stored.wrapped_data_key != read_by_rewrap.wrapped_data_key
+        assert stored.attempt == 9

@@ -376,7 +376,7 @@ class VaultRepository(_Repository):
         """Overwrite ``existing`` in place (same id) with a later lease's seal: compare-and-set
         on the lease it holds, so of two reseals racing one wins; False for the loser. A rewrap
         racing it is safe either way: committed first, this overwrites its work whole; second,
-        its compare-and-set on the older key version finds the active one and moves nothing."""
+        its compare-and-set on the data key it read finds this one and moves nothing."""
         result = await execute(
             self.db,
             _RESEAL_RECORD,
@@ -598,10 +598,15 @@ class VaultRepository(_Repository):
     async def move_record_key(
         self, record: Record, *, from_version: int, to_version: int, wrapped: bytes
     ) -> bool:
-        """Compare-and-set: False if another rewrap moved the record first."""
+        """Compare-and-set: False if another rewrap moved the record first, or a reseal
+        replaced its data key (perhaps under the same key version) since it was read."""
         result = await self.session.execute(
             update(Record)
-            .where(Record.id == record.id, Record.key_version == from_version)
+            .where(
+                Record.id == record.id,
+                Record.key_version == from_version,
+                Record.wrapped_data_key == record.wrapped_data_key,
+            )
             .values(
                 key_version=to_version,
                 wrapped_data_key=wrapped,
