@@ -885,7 +885,7 @@ class JobWorkflow:
         if policy.require_review:
             # Four eyes: the result is held (the client sees no result) until a reviewer
             # approves it. After a send-back without a new confidential result, the one sealed
-            # before stays (the vault keeps one result record per job, resealed in place).
+            # before stays (the vault never reseals the result the router holds).
             review_team_id, reviewers = await self._review_team(job, policy)
             return await self._move(
                 job,
@@ -1001,6 +1001,7 @@ class JobWorkflow:
             confidential_ref=job.confidential_ref,
             require_e2e=DataPolicy.from_json(job.policy).require_e2e,
             attempt=job.event_seq,
+            accepted_result_ref=job.confidential_result_ref,
         )
 
     # ----------------------------------------------------------------- operators

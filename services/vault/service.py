@@ -231,13 +231,17 @@ class VaultService:
         subject: str,
         grant_id: str | None = None,
         attempt: int | None = None,
+        accepted_ref: str | None = None,
     ) -> SealResult:
         """Encrypt ``data`` for (tenant, job, purpose), once.
 
         The same data again answers the first record's reference (a caller retrying after a
         lost answer, or a crash, must not be refused nor leave a second copy); other data for
         that record is 409, except a result sealed in a later lease (``attempt``, from the
-        router's seal grant), which replaces the earlier one in place.
+        router's seal grant), which replaces the earlier one in place unless the router holds
+        that one as the job's result (``accepted_ref``): a completion lost after its seal does
+        not block the job's next holder, and nothing a reviewer approved or a client was
+        given changes under its reference.
         """
         root = self._root()
         tenant_key = await self._tenant_key_for_seal(root, tenant_id)
@@ -283,6 +287,7 @@ class VaultService:
                 purpose=purpose,
                 data=data,
                 attempt=attempt,
+                accepted_ref=accepted_ref,
             )
         await self._append(self.session, root, fields)
         logger.info(
@@ -302,6 +307,7 @@ class VaultService:
         purpose: str,
         data: Any,
         attempt: int | None,
+        accepted_ref: str | None,
     ) -> SealResult:
         """A second seal of one record: the first one's reference if it holds the same data;
         for a result sealed in a later lease, the same reference with the new data."""
@@ -319,7 +325,7 @@ class VaultService:
                 self.session, root, replace(fields, ref=existing.id, reason="replayed")
             )
             return SealResult(ref=existing.id, key_version=existing.key_version)
-        if not _later_lease(purpose, attempt, existing.attempt):
+        if existing.id == accepted_ref or not _later_lease(purpose, attempt, existing.attempt):
             raise RecordExists(purpose)
         # The earlier lease's result is replaced whole: a fresh data key under the active
         # tenant key, bound (associated data) to the same record id.
@@ -398,6 +404,7 @@ class VaultService:
             subject=grant.subject,
             grant_id=grant.grant_id,
             attempt=grant.attempt,
+            accepted_ref=grant.accepted_ref,
         )
 
     async def _seal_grant(self, token: str) -> Grant:
@@ -587,6 +594,7 @@ class VaultService:
         job_ref: str | None = None,
         grant_id: str | None = None,
         attempt: int | None = None,
+        accepted_ref: str | None = None,
     ) -> SealResult:
         """Check a client-sealed envelope opens for this tenant, then store it as received.
 
@@ -636,7 +644,11 @@ class VaultService:
                 replayed = replace(fields, outcome="ok", ref=existing.id, reason="replayed")
                 await self._append(self.session, root, replayed)
                 return SealResult(ref=existing.id, key_version=key_row.version)
-            if existing.job_id == job_id and _later_lease(purpose, attempt, existing.attempt):
+            if (
+                existing.job_id == job_id
+                and existing.id != accepted_ref
+                and _later_lease(purpose, attempt, existing.attempt)
+            ):
                 # A later lease's result: it replaces the earlier one, same reference.
                 if not await self.records.reseal_sealed(
                     existing,
@@ -692,6 +704,7 @@ class VaultService:
             job_ref=grant.job_id,
             grant_id=grant.grant_id,
             attempt=grant.attempt,
+            accepted_ref=grant.accepted_ref,
         )
 
     async def _open_sealed(

@@ -8,7 +8,6 @@ from sqlalchemy import select
 
 from services.gateway.db.models import WebhookDelivery
 from services.gateway.domain.policy import DataPolicy, PolicyNarrowing, effective_policy
-from shared import sealed_envelope as se
 from shared.db import create_engine, create_sessionmaker
 from tests.gateway.conftest import Platform
 from tests.gateway.test_api import (
@@ -221,10 +220,10 @@ async def test_review_through_the_gateway(platform):
     assert_problem(await gw.post(f"/v1/team/jobs/{job_id}/approve", headers=_key(ravi)), 409)
 
 
-async def test_sent_back_work_can_correct_its_confidential_result(platform):
-    """The reviewer sends the job back; the member's corrected confidential result replaces
-    the first one (it was refused as "already sealed" before), and that is what the reviewer
-    and then the client read."""
+async def test_sent_back_work_cannot_change_a_confidential_result_under_review(platform):
+    """The reviewed confidential result is the job's result at the router: a send-back's
+    lease may not reseal it (that would change what the reviewer read under the same
+    reference). The member's different one is refused; the reviewed one stays."""
     gw = platform.client
     tenant = await create_tenant(platform, policy={"require_review": True})
     client = bearer(tenant["api_key"])
@@ -236,79 +235,27 @@ async def test_sent_back_work_can_correct_its_confidential_result(platform):
     )
     job_id = submitted.json()["id"]
     assert (await gw.post(f"/v1/team/jobs/{job_id}/claim", headers=_key(asha))).status_code == 200
-    first = await gw.post(
-        f"/v1/team/jobs/{job_id}/complete",
-        json={"result": {"balanced": False}, "confidential_result": {"iban": "first draft"}},
-        headers=_key(asha),
-    )
-    assert first.json()["status"] == "in_review", first.text
-    sent = await gw.post(
-        f"/v1/team/jobs/{job_id}/send-back", json={"comment": "Wrong IBAN."}, headers=_key(ravi)
-    )
-    assert sent.status_code == 200, sent.text
-    corrected = await gw.post(
-        f"/v1/team/jobs/{job_id}/complete",
-        json={"result": {"balanced": True}, "confidential_result": {"iban": RESULT_CANARY}},
-        headers=_key(asha),
-    )
-    assert corrected.status_code == 200, corrected.text
-    assert corrected.json()["status"] == "in_review"
-    seen = await gw.get(f"/v1/team/jobs/{job_id}/review/confidential-result", headers=_key(ravi))
-    assert seen.json() == {"confidential": {"iban": RESULT_CANARY}}
-    approved = await gw.post(f"/v1/team/jobs/{job_id}/approve", headers=_key(ravi))
-    assert approved.status_code == 200, approved.text
-    final = await gw.get(f"/v1/jobs/{job_id}/result", headers=client)
-    assert final.json()["result"] == {"balanced": True}
-    assert final.json()["confidential_result"] == {"iban": RESULT_CANARY}
-    verdict = await gw.get("/v1/admin/audit/verify", headers=platform.operator)
-    assert verdict.json()["valid"] is True
-
-
-async def test_sent_back_work_can_replace_a_result_sealed_for_the_tenant(platform):
-    """The same for a result the member sealed for the tenant with its public key."""
-    gw = platform.client
-    tenant = await create_tenant(platform, policy={"require_review": True})
-    client = bearer(tenant["api_key"])
-    team = await _team(platform)
-    asha = await _member(platform, team, "Asha")
-    ravi = await _member(platform, team, "Ravi")
-    submitted = await gw.post(
-        "/v1/jobs", json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}}, headers=client
-    )
-    job_id = submitted.json()["id"]
-    assert (await gw.post(f"/v1/team/jobs/{job_id}/claim", headers=_key(asha))).status_code == 200
-    target = (await gw.get(f"/v1/team/jobs/{job_id}/tenant-key", headers=_key(asha))).json()
-
-    def sealed(finding: str) -> dict[str, Any]:
-        return se.seal_json(
-            {"finding": finding},
-            public_key=se.load_public_key(target["public_key"]),
-            tenant_id=target["tenant_id"],
-            job_ref=job_id,
-            key_id=target["key_id"],
-        ).to_json()
-
     path = f"/v1/team/jobs/{job_id}/complete"
     first = await gw.post(
         path,
-        json={"result": {"v": 1}, "confidential_result_sealed": sealed("draft")},
+        json={"result": {"balanced": False}, "confidential_result": {"iban": RESULT_CANARY}},
         headers=_key(asha),
     )
     assert first.json()["status"] == "in_review", first.text
     sent = await gw.post(
-        f"/v1/team/jobs/{job_id}/send-back", json={"comment": "Redo."}, headers=_key(ravi)
+        f"/v1/team/jobs/{job_id}/send-back", json={"comment": "Recheck."}, headers=_key(ravi)
     )
     assert sent.status_code == 200, sent.text
-    corrected = await gw.post(
+    changed = await gw.post(
         path,
-        json={"result": {"v": 2}, "confidential_result_sealed": sealed(RESULT_CANARY)},
+        json={"result": {"balanced": True}, "confidential_result": {"iban": "changed"}},
         headers=_key(asha),
     )
-    assert corrected.status_code == 200, corrected.text
-    approved = await gw.post(f"/v1/team/jobs/{job_id}/approve", headers=_key(ravi))
-    assert approved.status_code == 200, approved.text
-    final = await gw.get(f"/v1/jobs/{job_id}/result", headers=client)
-    assert final.json() == {"result": {"v": 2}, "confidential_result": {"finding": RESULT_CANARY}}
+    assert_problem(changed, 409)
+    kept = await gw.post(path, json={"result": {"balanced": True}}, headers=_key(asha))
+    assert kept.json()["status"] == "in_review", kept.text
+    seen = await gw.get(f"/v1/team/jobs/{job_id}/review/confidential-result", headers=_key(ravi))
+    assert seen.json() == {"confidential": {"iban": RESULT_CANARY}}
 
 
 async def test_a_reviewer_team_of_another_country_never_sees_a_narrowed_job(platform):

@@ -532,6 +532,8 @@ def test_member_grants_follow_the_documented_claims():
     ).to_claims()
     assert (sealed["action"], sealed["purpose"], sealed["ref"]) == ("seal", "result", None)
     assert sealed["attempt"] == 4  # the lease it was issued in: only seal grants carry one
+    assert sealed["accepted_ref"] is None  # no result held yet: the vault may reseal
+    assert "attempt" not in opened
 
 
 def test_tenant_result_grant():

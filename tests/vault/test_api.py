@@ -302,12 +302,14 @@ async def test_a_later_lease_seals_the_result_again_in_place(
     vault, gateway_auth, router_identity, databases
 ):
     """One result record per job, sealed once per lease: a retry in the same lease replays or
-    is refused; a later lease (a correction after a send-back, a new holder after a lost
-    completion) replaces it under the same reference, which the router already holds."""
+    is refused; a later lease (a new holder after a completion lost after its seal) replaces
+    it under the same reference, unless the router holds that record as the job's result."""
     tenant_id, job_id, member = new_uuid(), new_uuid(), f"member:{new_uuid()}"
 
-    def seal_grant(attempt: int | None) -> str:
-        extra: dict[str, Any] = {} if attempt is None else {"attempt": attempt}
+    def seal_grant(attempt: int | None, accepted_ref: str | None = None) -> str:
+        extra: dict[str, Any] = (
+            {} if attempt is None else {"attempt": attempt, "accepted_ref": accepted_ref}
+        )
         return make_grant(
             router_identity,
             action="seal",
@@ -318,10 +320,9 @@ async def test_a_later_lease_seals_the_result_again_in_place(
             **extra,
         )
 
-    async def seal(attempt: int | None, data: Any) -> Any:
-        return await vault.post(
-            BY_GRANT, json={"grant": seal_grant(attempt), "data": data}, headers=gateway_auth
-        )
+    async def seal(attempt: int | None, data: Any, accepted_ref: str | None = None) -> Any:
+        grant = seal_grant(attempt, accepted_ref)
+        return await vault.post(BY_GRANT, json={"grant": grant, "data": data}, headers=gateway_auth)
 
     async def opened(ref: str) -> Any:
         grant = make_grant(
@@ -347,6 +348,9 @@ async def test_a_later_lease_seals_the_result_again_in_place(
     assert corrected.json()["ref"] == ref
     assert await opened(ref) == {"data": {"balanced": True}}
     assert_problem(await seal(7, {"balanced": "stale"}), 409)  # an earlier lease: too late
+    # Once the router holds it as the job's result (reviewed, or given to the client), no
+    # lease reseals it: what was approved cannot change under its reference.
+    assert_problem(await seal(12, {"balanced": "after approval"}, accepted_ref=ref), 409)
     assert await opened(ref) == {"data": {"balanced": True}}
     rows = await _sql(
         databases["vault"],
@@ -383,6 +387,7 @@ async def test_a_later_lease_seals_the_result_again_in_place(
         {"attempt": "7"},
         {"attempt": -1},
         {"attempt": True},
+        {"attempt": 3, "accepted_ref": "not-a-ref"},
     ],
 )
 async def test_bad_seal_grant_is_refused(

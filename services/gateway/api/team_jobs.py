@@ -45,7 +45,7 @@ from services.gateway.domain.errors import EndToEndRequired
 from services.gateway.domain.jobs import TeamQueueStatus
 from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import job_id_or_404, member_view
-from shared.failpoints import failpoint
+from shared.failpoints import async_failpoint, failpoint
 from shared.http import UpstreamError
 from shared.vocabulary import Domain, Priority
 
@@ -245,6 +245,8 @@ async def _complete(
             grant=grant.grant, envelope=body.confidential_result_sealed
         )
         ref, attempt = stored.ref, grant.attempt
+    if ref is not None:
+        await async_failpoint("gateway.complete.after_seal")  # sealed, not yet completed
     return await router_.complete(
         member.team,
         job_id,

@@ -55,6 +55,10 @@ class GrantClaims:
     # vault lets a later lease seal the job's result again (a correction after a send-back, a
     # new holder after a lost completion); within one lease a result is sealed once.
     attempt: int | None = None
+    # A seal grant's view of the result the router holds (the job's confidential result ref
+    # when issued, None if none): that record the vault never reseals, so what a reviewer
+    # approved or a client was given cannot change under its reference.
+    accepted_ref: str | None = None
 
     def to_claims(self) -> dict[str, Any]:
         claims: dict[str, Any] = {
@@ -68,6 +72,7 @@ class GrantClaims:
         }
         if self.attempt is not None:
             claims["attempt"] = self.attempt
+            claims["accepted_ref"] = self.accepted_ref
         return claims
 
 
@@ -80,9 +85,10 @@ def member_grant(
     confidential_ref: str | None,
     require_e2e: bool,
     attempt: int,
+    accepted_result_ref: str | None = None,
 ) -> GrantClaims:
     """A lease holder's grant: open the job's data, or seal a result (no ref yet) in this
-    lease (``attempt``)."""
+    lease (``attempt``), never over the result the job holds (``accepted_result_ref``)."""
     if action is GrantAction.OPEN:
         return GrantClaims(
             action=action,
@@ -102,6 +108,7 @@ def member_grant(
         subject=f"member:{member_id}",
         require_e2e=require_e2e,
         attempt=attempt,
+        accepted_ref=accepted_result_ref,
     )
 
 

@@ -40,6 +40,8 @@ class Grant:
     recipient_public_key: str | None = None
     # A seal grant's lease (the router's ``attempt``): a later lease may seal the result again.
     attempt: int | None = None
+    # A seal grant's record the router holds as the job's result: never resealed.
+    accepted_ref: str | None = None
 
     @property
     def subject_is_member(self) -> bool:
@@ -83,6 +85,8 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
         isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt < 2**62
     ):
         raise GrantRefused("The grant's attempt is malformed.", reason="malformed_grant")
+    raw_accepted = claims.get("accepted_ref")
+    accepted_ref = None if raw_accepted is None else _uuid(raw_accepted, "accepted_ref")
     return Grant(
         action=str(action),
         tenant_id=tenant_id,
@@ -94,6 +98,7 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
         grant_id=jti if isinstance(jti, str) and len(jti) <= 64 else None,
         recipient_public_key=recipient,
         attempt=attempt,
+        accepted_ref=accepted_ref,
     )
 
 
