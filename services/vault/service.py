@@ -163,11 +163,12 @@ class _Fields:
 
 
 def _later_lease(purpose: str, attempt: int | None, sealed_in: int | None) -> bool:
-    """Whether a seal in lease ``attempt`` may replace a result sealed in lease ``sealed_in``
-    (None: before leases were recorded, so any lease is later). Job data never."""
-    if purpose != "result" or attempt is None:
+    """Whether a seal in lease ``attempt`` may replace a result sealed in lease ``sealed_in``.
+    Job data never; nor a result of no recorded lease (sealed before migration 0004, or by a
+    replica of the previous release during an upgrade, perhaps in this very lease)."""
+    if purpose != "result" or attempt is None or sealed_in is None:
         return False
-    return sealed_in is None or attempt > sealed_in
+    return attempt > sealed_in
 
 
 def _same_data(stored: Any, given: Any) -> bool:
@@ -677,6 +678,7 @@ class VaultService:
                 envelope=stored_form,
                 subject=subject,
                 created_at=self.clock(),
+                attempt=attempt,
             )
         )
         if not stored:  # a concurrent store of the same job won the race

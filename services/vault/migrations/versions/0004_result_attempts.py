@@ -1,12 +1,12 @@
 """A result record's lease, so that a later lease can seal the result again (issue 6).
 
-- ``records.attempt`` and ``sealed_records.attempt``: the router's seal grant names the lease it was issued in (the job's
-  event sequence then). A result was sealed once per job, so a member could not correct it
-  after a reviewer sent the job back, and a completion lost after its seal left a result that
-  no later holder could replace (409 ``record-exists`` for good). A later lease now seals it
-  again in place (same reference); within one lease it stays sealed once.
+- ``records.attempt`` and ``sealed_records.attempt``: the router's seal grant names the lease
+  it was issued in (the job's event sequence then). A result was sealed once per job, so a
+  completion lost after its seal left a result that no later holder could replace (409
+  ``record-exists`` for good). A later lease now seals it again in place (same reference),
+  unless the router holds it as the job's result; within one lease it stays sealed once.
 
-Existing rows keep NULL (sealed before: any lease is later).
+Existing rows keep NULL: sealed in no recorded lease, they are never resealed (as before).
 
 Revision ID: 0004
 Revises: 0003
