@@ -162,13 +162,14 @@ class _Fields:
     grant_id: str | None = None
 
 
-def _later_lease(purpose: str, attempt: int | None, sealed_in: int | None) -> bool:
-    """Whether a seal in lease ``attempt`` may replace a result sealed in lease ``sealed_in``.
-    Job data never; nor a result of no recorded lease (sealed before migration 0004, or by a
-    replica of the previous release during an upgrade, perhaps in this very lease)."""
-    if purpose != "result" or attempt is None or sealed_in is None:
-        return False
-    return attempt > sealed_in
+def _later_lease(purpose: str, attempt: int | None, sealed_in: int | None) -> int | None:
+    """``attempt`` when a seal in that lease may replace a result sealed in lease
+    ``sealed_in`` (or count the same result as sealed in it), else None. Job data never; nor a
+    result of no recorded lease (sealed before migration 0004, or by a replica of the previous
+    release during an upgrade, perhaps in this very lease)."""
+    if purpose != "result" or attempt is None or sealed_in is None or attempt <= sealed_in:
+        return None
+    return attempt
 
 
 def _same_data(stored: Any, given: Any) -> bool:
@@ -322,11 +323,17 @@ class VaultService:
         except KeyRetired:  # sealed under a key retired since: no replay, perhaps a reseal
             same = False
         if same:
+            # From a later lease, the record now counts as sealed in it: that lease's other
+            # grants, issued before its completion, must not reseal what the router will hold.
+            later = _later_lease(purpose, attempt, existing.attempt)
+            if later is not None:
+                if not await self.records.advance_record_attempt(existing, later):
+                    raise RecordExists(purpose)  # resealed meanwhile: no longer the same data
             await self._append(
                 self.session, root, replace(fields, ref=existing.id, reason="replayed")
             )
             return SealResult(ref=existing.id, key_version=existing.key_version)
-        if existing.id == accepted_ref or not _later_lease(purpose, attempt, existing.attempt):
+        if existing.id == accepted_ref or _later_lease(purpose, attempt, existing.attempt) is None:
             raise RecordExists(purpose)
         # The earlier lease's result is replaced whole: a fresh data key under the active
         # tenant key, bound (associated data) to the same record id.
@@ -641,14 +648,19 @@ class VaultService:
         )
         if existing is not None:
             if existing.job_id == job_id and existing.envelope == stored_form:
-                # The same envelope for the same job again: a retry after a lost answer.
+                # The same envelope for the same job again: a retry after a lost answer (from a
+                # later lease, the envelope now counts as sealed in it, as in _seal_again).
+                later = _later_lease(purpose, attempt, existing.attempt)
+                if later is not None:
+                    if not await self.records.advance_sealed_attempt(existing, later):
+                        raise RecordExists("result")
                 replayed = replace(fields, outcome="ok", ref=existing.id, reason="replayed")
                 await self._append(self.session, root, replayed)
                 return SealResult(ref=existing.id, key_version=key_row.version)
             if (
                 existing.job_id == job_id
                 and existing.id != accepted_ref
-                and _later_lease(purpose, attempt, existing.attempt)
+                and _later_lease(purpose, attempt, existing.attempt) is not None
             ):
                 # A later lease's result: it replaces the earlier one, same reference.
                 if not await self.records.reseal_sealed(

@@ -17,8 +17,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from services.gateway.clients.router import RouterClient
+from services.gateway.clients.vault import VaultClient
 from shared import sealed_envelope as se
 from shared.failpoints import FAILPOINTS_FILE_VARIABLE
+from shared.http import UpstreamError
 from tests.gateway.conftest import Platform
 from tests.gateway.test_api import (
     BOOKKEEPING_JOB,
@@ -174,3 +177,50 @@ async def test_a_completion_stalled_across_a_new_lease_is_refused(
     assert second.status_code == 200, second.text
     result = await platform.client.get(f"/v1/jobs/{job_id}/result", headers=client)
     assert result.json() == {"result": {"v": "again"}, "confidential_result": {"finding": "again"}}
+
+
+@pytest.mark.parametrize("kind", ["vault", "member"])
+async def test_a_result_sent_again_in_a_later_lease_is_then_held_for_good(
+    platform: Platform, failpoints: Path, kind: str
+):
+    """Asha's completion is lost after its seal; Li, in the next lease, completes with the
+    very same result (the vault replays its reference). A seal grant of Li's lease issued
+    before that completion (kept by a compromised gateway, or used by Li's own stalled
+    double submit) must not then reseal the result the job now holds."""
+    client, job_id, team_id = await _job(platform)
+    asha = await _member(platform, team_id, "Asha")
+    li_answer = await platform.client.post(
+        f"/v1/admin/teams/{team_id}/members", json={"name": "Li"}, headers=platform.operator
+    )
+    li, li_id = bearer(li_answer.json()["api_key"]), li_answer.json()["id"]
+    assert (await platform.client.post(f"/v1/team/jobs/{job_id}/claim", headers=asha)).is_success
+    body = {"result": {"v": 1}, **await _confidential(platform, asha, job_id, kind, "X")}
+    failpoints.write_text(f"{AFTER_SEAL}=error\n")
+    path = f"/v1/team/jobs/{job_id}/complete"
+    assert (await platform.client.post(path, json=body, headers=asha)).status_code == 500
+    failpoints.write_text("")
+    released = await platform.client.post(
+        f"/v1/team/jobs/{job_id}/release", json={"reason": "shift over"}, headers=asha
+    )
+    assert released.status_code == 200, released.text
+
+    assert (await platform.client.post(f"/v1/team/jobs/{job_id}/claim", headers=li)).is_success
+    router = RouterClient(platform.app.state.router_http)
+    spare = await router.member_grant(team_id, job_id, member_id=li_id, action="seal")
+    other = await _confidential(platform, li, job_id, kind, "Z")
+    done = await platform.client.post(path, json=body, headers=li)  # the same result
+    assert done.status_code == 200, done.text
+    vault = VaultClient(platform.app.state.vault_http)
+
+    async def reseal() -> None:
+        if kind == "vault":
+            await vault.seal_by_grant(grant=spare.grant, data=other["confidential_result"])
+        else:
+            sealed = other["confidential_result_sealed"]
+            await vault.store_sealed_result(grant=spare.grant, envelope=sealed)
+
+    with pytest.raises(UpstreamError) as refused:
+        await reseal()
+    assert refused.value.status == 409
+    result = await platform.client.get(f"/v1/jobs/{job_id}/result", headers=client)
+    assert result.json() == {"result": {"v": 1}, "confidential_result": {"finding": "X"}}

@@ -178,6 +178,17 @@ _RESEAL_RECORD = (
         attempt=bindparam("new_attempt"),
     )
 )
+# The same result again from a later lease: the record now counts as sealed in that lease, so
+# that lease's other grants (issued before its completion made the router hold this record)
+# cannot reseal it (compare-and-set, as _RESEAL_RECORD).
+_ADVANCE_RECORD_ATTEMPT = (
+    update(_RECORDS)
+    .where(
+        _RECORDS.c.id == bindparam("record_id"),
+        _RECORDS.c.attempt.is_not_distinct_from(bindparam("previous_attempt", type_=BigInteger)),
+    )
+    .values(attempt=bindparam("new_attempt"))
+)
 _SEALED_RECORD = select(_SEALED_RECORDS).where(_SEALED_RECORDS.c.id == bindparam("id"))
 _SEALING_KEY = select(_SEALING_KEYS).where(
     _SEALING_KEYS.c.tenant_id == bindparam("tenant_id"),
@@ -392,6 +403,20 @@ class VaultRepository(_Repository):
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
+    async def advance_record_attempt(self, existing: Record, attempt: int) -> bool:
+        """Count ``existing`` (the same data, sealed again) as sealed in lease ``attempt``;
+        False if a reseal or another advance changed it since it was read."""
+        result = await execute(
+            self.db,
+            _ADVANCE_RECORD_ATTEMPT,
+            {
+                "record_id": existing.id,
+                "previous_attempt": existing.attempt,
+                "new_attempt": attempt,
+            },
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
     async def record(self, ref: str) -> Record | None:
         """A sealed record (detached: read, never changed through the ORM)."""
         row = (await execute(self.db, _RECORD, {"id": ref})).mappings().first()
@@ -500,6 +525,19 @@ class VaultRepository(_Repository):
                 SealedRecord.attempt.is_not_distinct_from(existing.attempt),
             )
             .values(key_id=key_id, envelope=envelope, subject=subject, attempt=attempt)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def advance_sealed_attempt(self, existing: SealedRecord, attempt: int) -> bool:
+        """:meth:`advance_record_attempt` for a member-sealed envelope."""
+        result = await self.session.execute(
+            update(SealedRecord)
+            .where(
+                SealedRecord.id == existing.id,
+                SealedRecord.attempt.is_not_distinct_from(existing.attempt),
+            )
+            .values(attempt=attempt)
             .execution_options(synchronize_session=False)
         )
         return bool(getattr(result, "rowcount", 0) == 1)
