@@ -866,26 +866,16 @@ class JobWorkflow:
         confidential_result_ref: str | None,
         now: datetime,
         request_id: str | None = None,
-        attempt: int | None = None,
     ) -> Job:
-        """Finish the job (or hand it to review). ``attempt``: the lease its confidential
-        result was sealed in (the seal grant's); a completion from an earlier lease of the same
-        member, which a later one may have sealed over since, is refused (409)."""
         job = await self.team_job(team_id, job_id)
         self._require_live_lease(job, member_id, now)
         conditions = [Job.team_id == team_id, *self._live_lease(member_id, now)]
-        if attempt is not None:
-            if job.event_seq != attempt:
-                raise LeaseConflict(
-                    "The result was sealed in an earlier lease of this job; complete it again."
-                )
-            conditions.append(Job.event_seq == attempt)
         lost_race = LeaseConflict("The lease changed while this request ran.")
         policy = DataPolicy.from_json(job.policy)
         if policy.require_review:
             # Four eyes: the result is held (the client sees no result) until a reviewer
             # approves it. After a send-back without a new confidential result, the one sealed
-            # before stays (the vault never reseals the result the router holds).
+            # at the first submission stays (the vault keeps one result record per job).
             review_team_id, reviewers = await self._review_team(job, policy)
             return await self._move(
                 job,
@@ -1000,8 +990,6 @@ class JobWorkflow:
             member_id=member_id,
             confidential_ref=job.confidential_ref,
             require_e2e=DataPolicy.from_json(job.policy).require_e2e,
-            attempt=job.event_seq,
-            accepted_result_ref=job.confidential_result_ref,
         )
 
     # ----------------------------------------------------------------- operators

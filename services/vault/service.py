@@ -162,16 +162,6 @@ class _Fields:
     grant_id: str | None = None
 
 
-def _later_lease(purpose: str, attempt: int | None, sealed_in: int | None) -> int | None:
-    """``attempt`` when a seal in that lease may replace a result sealed in lease
-    ``sealed_in`` (or count the same result as sealed in it), else None. Job data never; nor a
-    result of no recorded lease (sealed before migration 0004, or by a replica of the previous
-    release during an upgrade, perhaps in this very lease)."""
-    if purpose != "result" or attempt is None or sealed_in is None or attempt <= sealed_in:
-        return None
-    return attempt
-
-
 def _same_data(stored: Any, given: Any) -> bool:
     """Whether a second seal carries the data already sealed: equal as JSON (object keys in any
     order), types included (Python's ``==`` takes ``true`` for ``1`` and ``1.0`` for ``1``),
@@ -232,18 +222,12 @@ class VaultService:
         data: Any,
         subject: str,
         grant_id: str | None = None,
-        attempt: int | None = None,
-        accepted_ref: str | None = None,
     ) -> SealResult:
         """Encrypt ``data`` for (tenant, job, purpose), once.
 
         The same data again answers the first record's reference (a caller retrying after a
         lost answer, or a crash, must not be refused nor leave a second copy); other data for
-        that record is 409, except a result sealed in a later lease (``attempt``, from the
-        router's seal grant), which replaces the earlier one in place unless the router holds
-        that one as the job's result (``accepted_ref``): a completion lost after its seal does
-        not block the job's next holder, and nothing a reviewer approved or a client was
-        given changes under its reference.
+        that record is 409.
         """
         root = self._root()
         tenant_key = await self._tenant_key_for_seal(root, tenant_id)
@@ -267,7 +251,6 @@ class VaultService:
                 ciphertext=sealed.ciphertext,
                 subject=subject,
                 created_at=self.clock(),
-                attempt=attempt,
             )
         )
         fields = _Fields(
@@ -281,15 +264,7 @@ class VaultService:
         )
         if not stored:  # sealed before (a retry) or by a concurrent call that won the insert
             return await self._seal_again(
-                root,
-                fields,
-                tenant_key,
-                tenant_id=tenant_id,
-                job_id=job_id,
-                purpose=purpose,
-                data=data,
-                attempt=attempt,
-                accepted_ref=accepted_ref,
+                root, fields, tenant_id=tenant_id, job_id=job_id, purpose=purpose, data=data
             )
         await self._append(self.session, root, fields)
         logger.info(
@@ -302,72 +277,20 @@ class VaultService:
         self,
         root: envelope.RootKeyRing,
         fields: _Fields,
-        tenant_key: envelope.TenantKey,
         *,
         tenant_id: str,
         job_id: str,
         purpose: str,
         data: Any,
-        attempt: int | None,
-        accepted_ref: str | None,
     ) -> SealResult:
-        """A second seal of one record: the first one's reference if it holds the same data;
-        for a result sealed in a later lease, the same reference with the new data."""
+        """A second seal of one record: the first one's reference if it holds the same data."""
         existing = await self.records.record_for(
             tenant_id=tenant_id, job_id=job_id, purpose=purpose
         )
-        if existing is None:
+        if existing is None or not _same_data(await self._plaintext(root, existing), data):
             raise RecordExists(purpose)
-        try:
-            same = _same_data(await self._plaintext(root, existing), data)
-        except KeyRetired:  # sealed under a key retired since: no replay, perhaps a reseal
-            same = False
-        if same:
-            # From a later lease, the record now counts as sealed in it: that lease's other
-            # grants, issued before its completion, must not reseal what the router will hold.
-            later = _later_lease(purpose, attempt, existing.attempt)
-            if later is not None:
-                if not await self.records.advance_record_attempt(existing, later):
-                    raise RecordExists(purpose)  # resealed meanwhile: no longer the same data
-            await self._append(
-                self.session, root, replace(fields, ref=existing.id, reason="replayed")
-            )
-            return SealResult(ref=existing.id, key_version=existing.key_version)
-        if existing.id == accepted_ref or _later_lease(purpose, attempt, existing.attempt) is None:
-            raise RecordExists(purpose)
-        # The earlier lease's result is replaced whole: a fresh data key under the active
-        # tenant key, bound (associated data) to the same record id.
-        context = envelope.RecordContext(
-            tenant_id=tenant_id,
-            job_id=job_id,
-            purpose=purpose,
-            record_id=existing.id,
-            key_version=tenant_key.version,
-        )
-        sealed = envelope.seal_record(tenant_key, context, data)
-        resealed = await self.records.reseal_record(
-            existing,
-            NewRecord(
-                id=existing.id,
-                tenant_id=tenant_id,
-                job_id=job_id,
-                purpose=purpose,
-                key_version=tenant_key.version,
-                wrapped_data_key=sealed.wrapped_data_key,
-                ciphertext=sealed.ciphertext,
-                subject=fields.subject or existing.subject,
-                created_at=existing.created_at,
-                attempt=attempt,
-            ),
-        )
-        if not resealed:  # another seal of a later lease got there first
-            raise RecordExists(purpose)
-        await self._append(self.session, root, replace(fields, ref=existing.id, reason="resealed"))
-        logger.info(
-            "result resealed in a later lease",
-            extra={"ref": existing.id, "tenant_id": tenant_id, "job_id": job_id},
-        )
-        return SealResult(ref=existing.id, key_version=tenant_key.version)
+        await self._append(self.session, root, replace(fields, ref=existing.id, reason="replayed"))
+        return SealResult(ref=existing.id, key_version=existing.key_version)
 
     async def discard_unrouted(self, *, tenant_id: str, job_id: str) -> int:
         """Delete the job data that a submission which never reached the router left behind.
@@ -411,8 +334,6 @@ class VaultService:
             data=data,
             subject=grant.subject,
             grant_id=grant.grant_id,
-            attempt=grant.attempt,
-            accepted_ref=grant.accepted_ref,
         )
 
     async def _seal_grant(self, token: str) -> Grant:
@@ -601,8 +522,6 @@ class VaultService:
         purpose: str = "job",
         job_ref: str | None = None,
         grant_id: str | None = None,
-        attempt: int | None = None,
-        accepted_ref: str | None = None,
     ) -> SealResult:
         """Check a client-sealed envelope opens for this tenant, then store it as received.
 
@@ -648,33 +567,9 @@ class VaultService:
         )
         if existing is not None:
             if existing.job_id == job_id and existing.envelope == stored_form:
-                # The same envelope for the same job again: a retry after a lost answer (from a
-                # later lease, the envelope now counts as sealed in it, as in _seal_again).
-                later = _later_lease(purpose, attempt, existing.attempt)
-                if later is not None:
-                    if not await self.records.advance_sealed_attempt(existing, later):
-                        raise RecordExists("result")
+                # The same envelope for the same job again: a retry after a lost answer.
                 replayed = replace(fields, outcome="ok", ref=existing.id, reason="replayed")
                 await self._append(self.session, root, replayed)
-                return SealResult(ref=existing.id, key_version=key_row.version)
-            if (
-                existing.job_id == job_id
-                and existing.id != accepted_ref
-                and _later_lease(purpose, attempt, existing.attempt) is not None
-            ):
-                # A later lease's result: it replaces the earlier one, same reference.
-                if not await self.records.reseal_sealed(
-                    existing,
-                    key_id=parsed.key_id,
-                    envelope=stored_form,
-                    subject=subject,
-                    attempt=attempt,
-                ):
-                    # Another reseal got there first. Not audited as a refusal: that takes a
-                    # transaction of its own, which would wait behind this one's write (SQLite).
-                    raise RecordExists("result")
-                resealed = replace(fields, outcome="ok", ref=existing.id, reason="resealed")
-                await self._append(self.session, root, resealed)
                 return SealResult(ref=existing.id, key_version=key_row.version)
             await self._audit(root, replace(fields, reason="exists"))
             raise RecordExists("job (or job_ref)")
@@ -690,7 +585,6 @@ class VaultService:
                 envelope=stored_form,
                 subject=subject,
                 created_at=self.clock(),
-                attempt=attempt,
             )
         )
         if not stored:  # a concurrent store of the same job won the race
@@ -717,8 +611,6 @@ class VaultService:
             purpose=grant.purpose,
             job_ref=grant.job_id,
             grant_id=grant.grant_id,
-            attempt=grant.attempt,
-            accepted_ref=grant.accepted_ref,
         )
 
     async def _open_sealed(

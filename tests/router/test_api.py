@@ -1064,37 +1064,3 @@ async def test_bad_withdrawals_are_422_and_change_nothing(client, body):
     job = job_body(outbox_token="t")
     assert_problem(await client.post(f"/internal/v1/jobs/{job['id']}/withdrawals", json=body), 422)
     assert (await client.post("/internal/v1/jobs", json=job)).status_code == 201
-
-
-async def test_a_result_sealed_in_an_earlier_lease_cannot_complete_a_later_one(client):
-    """A seal grant names its lease (the job's event sequence). The vault lets a later lease
-    seal the result again, in place; a completion still carrying an earlier lease's result
-    (a request that stalled across the member's release and re-claim) is refused, so the
-    stored result and the sealed one always come from the same lease."""
-    await create_team(client)
-    job = await submit_job(client)
-    member = new_uuid()
-    base = f"/internal/v1/teams/{job['assignment']['team_id']}/jobs/{job['id']}"
-    assert (await claim(client, job, member)).status_code == 200
-    grant = (
-        await client.post(f"{base}/grant", json={"member_id": member, "action": "seal"})
-    ).json()
-    first_lease = grant["attempt"]
-    assert first_lease == (await client.get(f"/internal/v1/jobs/{job['id']}")).json()["event_seq"]
-    assert (await client.post(f"{base}/release", json={"member_id": member})).status_code == 200
-    assert (await claim(client, job, member)).status_code == 200
-    later = (
-        await client.post(f"{base}/grant", json={"member_id": member, "action": "seal"})
-    ).json()
-    assert later["attempt"] > first_lease
-    opened = await client.post(f"{base}/grant", json={"member_id": member, "action": "open"})
-    assert opened.json()["attempt"] is None  # open grants name no lease
-
-    done = {"member_id": member, "result": {"ok": True}, "confidential_result_ref": "r1"}
-    stale = await client.post(f"{base}/complete", json={**done, "attempt": first_lease})
-    assert assert_problem(stale, 409)["type"].endswith("/lease-conflict")
-    assert (await client.get(f"/internal/v1/jobs/{job['id']}")).json()["status"] == "in_progress"
-    assert_problem(await client.post(f"{base}/complete", json={**done, "attempt": -1}), 422)
-    completed = await client.post(f"{base}/complete", json={**done, "attempt": later["attempt"]})
-    assert completed.status_code == 200, completed.text
-    assert completed.json()["status"] == "completed"

@@ -24,7 +24,6 @@ from services.vault.db.models import (
     AuditRecord,
     Base,
     Record,
-    SealedRecord,
     TenantKey,
     TenantSealingKey,
 )
@@ -438,93 +437,3 @@ async def test_a_head_set_back_behind_its_records_fails_verification(
         await _seal(
             engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=4
         )
-
-
-async def test_a_rewrap_of_an_envelope_a_reseal_replaced_writes_nothing(engines):
-    """A rewrap reads a client-sealed result, then a later lease reseals it (under the same
-    sealing key); the rewrap's compare-and-set must not write the old envelope back."""
-    tenant_id, job_id = new_uuid(), new_uuid()
-    maker = create_sessionmaker(engines[0])
-    async with maker() as session, session.begin():
-        session.add(
-            SealedRecord(
-                id=new_uuid(),
-                tenant_id=tenant_id,
-                job_id=job_id,
-                job_ref=job_id,
-                purpose="result",
-                key_id="k1",
-                envelope='{"first": true}',
-                subject="member:m",
-                created_at=utcnow(),
-                attempt=5,
-            )
-        )
-    async with maker() as session:
-        read_by_rewrap = (await session.scalars(select(SealedRecord))).one()
-        session.expunge(read_by_rewrap)
-    async with maker() as session, session.begin():
-        repository = VaultRepository(session)
-        assert await repository.reseal_sealed(
-            read_by_rewrap,
-            key_id="k1",
-            envelope='{"corrected": true}',
-            subject="member:m",
-            attempt=9,
-        )
-        # Another reseal from the same earlier lease loses.
-        assert not await repository.reseal_sealed(
-            read_by_rewrap, key_id="k1", envelope="{}", subject="member:m", attempt=7
-        )
-    async with maker() as session, session.begin():
-        moved = await VaultRepository(session).move_sealed_key(
-            read_by_rewrap, from_key_id="k1", to_key_id="k2", envelope='{"first": "rewrapped"}'
-        )
-        assert moved is False
-    async with maker() as session:
-        stored = (await session.scalars(select(SealedRecord))).one()
-        assert (stored.key_id, stored.envelope, stored.attempt) == ("k1", '{"corrected": true}', 9)
-
-
-async def test_a_rewrap_of_a_data_key_a_reseal_replaced_writes_nothing(
-    engines, root_key, vault_identity
-):
-    """A rewrap reads a result record, then a later lease reseals it in place, perhaps under
-    the same tenant key version (it read the key before a rotation committed); the rewrap
-    must not then write the old data key over the new ciphertext."""
-    tenant_id, job_id = new_uuid(), new_uuid()
-    maker = create_sessionmaker(engines[0])
-    async with engines[0].begin() as connection:
-        await _service(connection, maker, root_key, vault_identity).seal(
-            tenant_id=tenant_id,
-            job_id=job_id,
-            purpose="result",
-            data={"draft": True},
-            subject="member:m",
-            attempt=5,
-        )
-    async with maker() as session:
-        read_by_rewrap = (await session.scalars(select(Record))).one()
-        session.expunge(read_by_rewrap)
-    async with engines[0].begin() as connection:
-        resealed = await _service(connection, maker, root_key, vault_identity).seal(
-            tenant_id=tenant_id,
-            job_id=job_id,
-            purpose="result",
-            data={"draft": False},
-            subject="member:m",
-            attempt=9,
-        )
-    assert resealed.ref == read_by_rewrap.id
-    async with maker() as session, session.begin():
-        moved = await VaultRepository(session).move_record_key(
-            read_by_rewrap,
-            from_version=read_by_rewrap.key_version,
-            to_version=read_by_rewrap.key_version,
-            wrapped=read_by_rewrap.wrapped_data_key,
-        )
-        assert moved is False
-    async with maker() as session:
-        stored = (await session.scalars(select(Record))).one()
-        assert stored.wrapped_data_key != read_by_rewrap.wrapped_data_key
-        assert stored.attempt == 9

@@ -45,7 +45,7 @@ from services.gateway.domain.errors import EndToEndRequired
 from services.gateway.domain.jobs import TeamQueueStatus
 from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import job_id_or_404, member_view
-from shared.failpoints import async_failpoint, failpoint
+from shared.failpoints import failpoint
 from shared.http import UpstreamError
 from shared.vocabulary import Domain, Priority
 
@@ -229,13 +229,12 @@ async def _complete(
     """Seal the confidential result under a grant (the grant is refused once the lease is
     gone, as in a retry after the completion was applied), then complete at the router."""
     ref = None
-    attempt = None  # the lease the result is sealed in: the completion must come from it
     if body.confidential_result is not None:
         grant = await router_.member_grant(
             member.team, job_id, member_id=member.member, action="seal"
         )
         sealed = await vault.seal_by_grant(grant=grant.grant, data=body.confidential_result)
-        ref, attempt = sealed.ref, grant.attempt
+        ref = sealed.ref
     elif body.confidential_result_sealed is not None:
         # Sealed by the member for the tenant: passed to the vault untouched.
         grant = await router_.member_grant(
@@ -244,9 +243,7 @@ async def _complete(
         stored = await vault.store_sealed_result(
             grant=grant.grant, envelope=body.confidential_result_sealed
         )
-        ref, attempt = stored.ref, grant.attempt
-    if ref is not None:
-        await async_failpoint("gateway.complete.after_seal")  # sealed, not yet completed
+        ref = stored.ref
     return await router_.complete(
         member.team,
         job_id,
@@ -254,5 +251,4 @@ async def _complete(
         result=body.result,
         confidential_result_ref=ref,
         request_id=reserved_resource_id(),
-        attempt=attempt,
     )

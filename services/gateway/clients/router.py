@@ -28,7 +28,6 @@ class Grant(BaseModel):
     grant: str
     tenant_id: str | None = None
     require_e2e: bool = False
-    attempt: int | None = None  # a seal grant's lease, passed on with the completion
 
     def __repr__(self) -> str:
         return f"Grant(tenant_id={self.tenant_id!r}, grant='***')"
@@ -295,15 +294,12 @@ class RouterClient:
         result: Any,
         confidential_result_ref: str | None,
         request_id: str | None = None,
-        attempt: int | None = None,
     ) -> JsonObject:
         body: JsonObject = {"member_id": member_id, "result": result}
         if confidential_result_ref is not None:
             body["confidential_result_ref"] = confidential_result_ref
         if request_id is not None:
             body["request_id"] = request_id
-        if attempt is not None:
-            body["attempt"] = attempt
         answer: JsonObject = await self._call(
             "POST", f"/internal/v1/teams/{team_id}/jobs/{job_id}/complete", json=body
         )

@@ -291,8 +291,6 @@ class GrantRead(BaseModel):
     grant: str
     tenant_id: str
     require_e2e: bool
-    # A seal grant's lease (its ``attempt`` claim), for the completion that follows.
-    attempt: int | None = None
 
 
 # ----------------------------------------------------------------------------- team queue
@@ -329,8 +327,6 @@ class CompleteCreate(_Request):
     result: Any
     confidential_result_ref: Ref | None = None
     request_id: RequestId | None = None
-    # The lease the confidential result was sealed in (the seal grant's ``attempt``).
-    attempt: int | None = Field(default=None, ge=0, lt=2**62)
 
 
 # ----------------------------------------------------------------------------- teams

@@ -154,12 +154,7 @@ async def create_grant(
         ttl_seconds=settings.grant_ttl_seconds,
         claims={**claims.to_claims(), **recipient},
     )
-    return GrantRead(
-        grant=grant,
-        tenant_id=claims.tenant_id,
-        require_e2e=claims.require_e2e,
-        attempt=claims.attempt,
-    )
+    return GrantRead(grant=grant, tenant_id=claims.tenant_id, require_e2e=claims.require_e2e)
 
 
 @router.post("/{job_id}/complete")
@@ -175,7 +170,6 @@ async def complete_job(
             result=body.result,
             confidential_result_ref=body.confidential_result_ref,
             request_id=body.request_id,
-            attempt=body.attempt,
             now=now,
         )
     )

@@ -50,18 +50,9 @@ class GrantClaims:
     ref: str | None
     subject: str
     require_e2e: bool
-    # A seal grant's lease: the job's event sequence when it was issued, which grows with
-    # every lease handed out and stays put while one lasts (a heartbeat records no event). The
-    # vault lets a later lease seal the job's result again (a correction after a send-back, a
-    # new holder after a lost completion); within one lease a result is sealed once.
-    attempt: int | None = None
-    # A seal grant's view of the result the router holds (the job's confidential result ref
-    # when issued, None if none): that record the vault never reseals, so what a reviewer
-    # approved or a client was given cannot change under its reference.
-    accepted_ref: str | None = None
 
     def to_claims(self) -> dict[str, Any]:
-        claims: dict[str, Any] = {
+        return {
             "action": self.action.value,
             "tenant_id": self.tenant_id,
             "job_id": self.job_id,
@@ -70,10 +61,6 @@ class GrantClaims:
             "subject": self.subject,
             "require_e2e": self.require_e2e,
         }
-        if self.attempt is not None:
-            claims["attempt"] = self.attempt
-            claims["accepted_ref"] = self.accepted_ref
-        return claims
 
 
 def member_grant(
@@ -84,11 +71,8 @@ def member_grant(
     member_id: str,
     confidential_ref: str | None,
     require_e2e: bool,
-    attempt: int,
-    accepted_result_ref: str | None = None,
 ) -> GrantClaims:
-    """A lease holder's grant: open the job's data, or seal a result (no ref yet) in this
-    lease (``attempt``), never over the result the job holds (``accepted_result_ref``)."""
+    """A lease holder's grant: open the job's data, or seal a result (no ref yet)."""
     if action is GrantAction.OPEN:
         return GrantClaims(
             action=action,
@@ -107,8 +91,6 @@ def member_grant(
         ref=None,
         subject=f"member:{member_id}",
         require_e2e=require_e2e,
-        attempt=attempt,
-        accepted_ref=accepted_result_ref,
     )
 
 

@@ -75,9 +75,6 @@ class Record(Base):
     # one (NULL: same as key_version). The payload's associated data names this version.
     payload_key_version: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # A result's lease (its seal grant's attempt, migration 0004): a later lease may seal the
-    # result again, in place (same id); NULL for job data and for results sealed before.
-    attempt: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class AuditRecord(Base):
@@ -170,5 +167,3 @@ class SealedRecord(Base):
     envelope: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(String(SUBJECT_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # A result's lease, as Record.attempt (migration 0004).
-    attempt: Mapped[int | None] = mapped_column(BigInteger, default=None)

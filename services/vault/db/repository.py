@@ -161,34 +161,6 @@ _INSERT_RECORD_IF_ABSENT = {
     "postgresql": postgresql.insert(_RECORDS).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(_RECORDS).on_conflict_do_nothing(),
 }
-# A later lease's result over an earlier one, compare-and-set on the lease it replaces (bind
-# names differ from the columns': a column's own name is reserved for its new value).
-_RESEAL_RECORD = (
-    update(_RECORDS)
-    .where(
-        _RECORDS.c.id == bindparam("record_id"),
-        _RECORDS.c.attempt.is_not_distinct_from(bindparam("previous_attempt", type_=BigInteger)),
-    )
-    .values(
-        key_version=bindparam("new_key_version"),
-        wrapped_data_key=bindparam("new_wrapped_data_key"),
-        ciphertext=bindparam("new_ciphertext"),
-        payload_key_version=None,
-        subject=bindparam("new_subject"),
-        attempt=bindparam("new_attempt"),
-    )
-)
-# The same result again from a later lease: the record now counts as sealed in that lease, so
-# that lease's other grants (issued before its completion made the router hold this record)
-# cannot reseal it (compare-and-set, as _RESEAL_RECORD).
-_ADVANCE_RECORD_ATTEMPT = (
-    update(_RECORDS)
-    .where(
-        _RECORDS.c.id == bindparam("record_id"),
-        _RECORDS.c.attempt.is_not_distinct_from(bindparam("previous_attempt", type_=BigInteger)),
-    )
-    .values(attempt=bindparam("new_attempt"))
-)
 _SEALED_RECORD = select(_SEALED_RECORDS).where(_SEALED_RECORDS.c.id == bindparam("id"))
 _SEALING_KEY = select(_SEALING_KEYS).where(
     _SEALING_KEYS.c.tenant_id == bindparam("tenant_id"),
@@ -280,7 +252,6 @@ class NewRecord:
     ciphertext: bytes
     subject: str
     created_at: datetime
-    attempt: int | None = None  # a result's lease (see Record.attempt)
 
 
 @dataclass(frozen=True)
@@ -378,41 +349,6 @@ class VaultRepository(_Repository):
                 "ciphertext": record.ciphertext,
                 "subject": record.subject,
                 "created_at": record.created_at,
-                "attempt": record.attempt,
-            },
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
-
-    async def reseal_record(self, existing: Record, resealed: NewRecord) -> bool:
-        """Overwrite ``existing`` in place (same id) with a later lease's seal: compare-and-set
-        on the lease it holds, so of two reseals racing one wins; False for the loser. A rewrap
-        racing it is safe either way: committed first, this overwrites its work whole; second,
-        its compare-and-set on the data key it read finds this one and moves nothing."""
-        result = await execute(
-            self.db,
-            _RESEAL_RECORD,
-            {
-                "record_id": existing.id,
-                "previous_attempt": existing.attempt,
-                "new_key_version": resealed.key_version,
-                "new_wrapped_data_key": resealed.wrapped_data_key,
-                "new_ciphertext": resealed.ciphertext,
-                "new_subject": resealed.subject,
-                "new_attempt": resealed.attempt,
-            },
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
-
-    async def advance_record_attempt(self, existing: Record, attempt: int) -> bool:
-        """Count ``existing`` (the same data, sealed again) as sealed in lease ``attempt``;
-        False if a reseal or another advance changed it since it was read."""
-        result = await execute(
-            self.db,
-            _ADVANCE_RECORD_ATTEMPT,
-            {
-                "record_id": existing.id,
-                "previous_attempt": existing.attempt,
-                "new_attempt": attempt,
             },
         )
         return bool(getattr(result, "rowcount", 0) == 1)
@@ -500,46 +436,10 @@ class VaultRepository(_Repository):
                 envelope=record.envelope,
                 subject=record.subject,
                 created_at=record.created_at,
-                attempt=record.attempt,
             )
             .on_conflict_do_nothing()
         )
         result = await self.session.execute(statement)
-        return bool(getattr(result, "rowcount", 0) == 1)
-
-    async def reseal_sealed(
-        self,
-        existing: SealedRecord,
-        *,
-        key_id: str,
-        envelope: str,
-        subject: str,
-        attempt: int | None,
-    ) -> bool:
-        """Replace a result envelope with a later lease's, in place (as :meth:`reseal_record`):
-        compare-and-set on the lease it holds; False if another reseal got there first."""
-        result = await self.session.execute(
-            update(SealedRecord)
-            .where(
-                SealedRecord.id == existing.id,
-                SealedRecord.attempt.is_not_distinct_from(existing.attempt),
-            )
-            .values(key_id=key_id, envelope=envelope, subject=subject, attempt=attempt)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
-
-    async def advance_sealed_attempt(self, existing: SealedRecord, attempt: int) -> bool:
-        """:meth:`advance_record_attempt` for a member-sealed envelope."""
-        result = await self.session.execute(
-            update(SealedRecord)
-            .where(
-                SealedRecord.id == existing.id,
-                SealedRecord.attempt.is_not_distinct_from(existing.attempt),
-            )
-            .values(attempt=attempt)
-            .execution_options(synchronize_session=False)
-        )
         return bool(getattr(result, "rowcount", 0) == 1)
 
     async def existing_sealed(
@@ -636,15 +536,10 @@ class VaultRepository(_Repository):
     async def move_record_key(
         self, record: Record, *, from_version: int, to_version: int, wrapped: bytes
     ) -> bool:
-        """Compare-and-set: False if another rewrap moved the record first, or a reseal
-        replaced its data key (perhaps under the same key version) since it was read."""
+        """Compare-and-set: False if another rewrap moved the record first."""
         result = await self.session.execute(
             update(Record)
-            .where(
-                Record.id == record.id,
-                Record.key_version == from_version,
-                Record.wrapped_data_key == record.wrapped_data_key,
-            )
+            .where(Record.id == record.id, Record.key_version == from_version)
             .values(
                 key_version=to_version,
                 wrapped_data_key=wrapped,
@@ -659,13 +554,7 @@ class VaultRepository(_Repository):
     ) -> bool:
         result = await self.session.execute(
             update(SealedRecord)
-            .where(
-                SealedRecord.id == record.id,
-                SealedRecord.key_id == from_key_id,
-                # A reseal may have replaced the envelope (under the same key) since it was
-                # read: this rewrap of the old one must then not write it back.
-                SealedRecord.envelope == record.envelope,
-            )
+            .where(SealedRecord.id == record.id, SealedRecord.key_id == from_key_id)
             .values(key_id=to_key_id, envelope=envelope)
             .execution_options(synchronize_session=False)
         )

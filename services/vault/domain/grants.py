@@ -38,10 +38,6 @@ class Grant:
     # The member's registered X25519 key (base64url), put in by the router: sealed delivery
     # re-wraps only to this key, never to one the gateway names.
     recipient_public_key: str | None = None
-    # A seal grant's lease (the router's ``attempt``): a later lease may seal the result again.
-    attempt: int | None = None
-    # A seal grant's record the router holds as the job's result: never resealed.
-    accepted_ref: str | None = None
 
     @property
     def subject_is_member(self) -> bool:
@@ -80,13 +76,6 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
         not isinstance(recipient, str) or not _PUBLIC_KEY.fullmatch(recipient)
     ):
         raise GrantRefused("The grant's recipient key is malformed.", reason="malformed_grant")
-    attempt = claims.get("attempt")
-    if attempt is not None and (
-        isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt < 2**62
-    ):
-        raise GrantRefused("The grant's attempt is malformed.", reason="malformed_grant")
-    raw_accepted = claims.get("accepted_ref")
-    accepted_ref = None if raw_accepted is None else _uuid(raw_accepted, "accepted_ref")
     return Grant(
         action=str(action),
         tenant_id=tenant_id,
@@ -97,8 +86,6 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
         require_e2e=require_e2e,
         grant_id=jti if isinstance(jti, str) and len(jti) <= 64 else None,
         recipient_public_key=recipient,
-        attempt=attempt,
-        accepted_ref=accepted_ref,
     )
 
 
