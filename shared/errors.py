@@ -115,12 +115,9 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
-async def send_error(
-    send: Send, error: TaskrouteError, extra_headers: Sequence[tuple[bytes, bytes]] = ()
-) -> None:
-    """``error`` as problem+json straight onto an ASGI ``send``: for middleware, which runs
-    outside FastAPI's exception handlers."""
-    response = problem_response(
+def error_response(error: TaskrouteError) -> JSONResponse:
+    """``error`` as its problem+json response."""
+    return problem_response(
         status=error.status,
         title=error.title,
         detail=error.detail,
@@ -128,6 +125,14 @@ async def send_error(
         headers=error.headers() or None,
         extra=error.extra or None,
     )
+
+
+async def send_error(
+    send: Send, error: TaskrouteError, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """``error`` as problem+json straight onto an ASGI ``send``: for middleware, which runs
+    outside FastAPI's exception handlers."""
+    response = error_response(error)
     headers = [*response.raw_headers, *extra_headers]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
@@ -145,14 +150,7 @@ _STARLETTE_TITLES = {
 
 async def _taskroute_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskrouteError)
-    return problem_response(
-        status=exc.status,
-        title=exc.title,
-        detail=exc.detail,
-        problem=exc.problem,
-        headers=exc.headers() or None,
-        extra=exc.extra or None,
-    )
+    return error_response(exc)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
