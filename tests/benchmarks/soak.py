@@ -229,32 +229,23 @@ async def verify(platform: Platform, tenant_id: str, client_key: str, tally: Tal
         ids = [job["id"] for job in listed]
         if len(ids) != len(set(ids)):
             failures.append("a job is listed twice")
-        sealed_for = {
-            row[0]
-            for row in await rows(
-                platform.database_urls["vault"],
-                "SELECT job_id FROM records WHERE tenant_id = :tenant",
-                tenant=tenant_id,
-            )
-        }
+        vault_records = await rows(
+            platform.database_urls["vault"],
+            "SELECT id, job_id FROM records WHERE tenant_id = :tenant",
+            tenant=tenant_id,
+        )
+        sealed_for = {job_id for _, job_id in vault_records}
         if not sealed_for <= set(ids):
             failures.append(f"{len(sealed_for - set(ids))} vault records of no job")
         # The other way round: every job's sealed data is still there (a roll-back that raced
         # the job's own submit would leave the job pointing at discarded data).
+        stored = {ref for ref, _ in vault_records}
         referenced = {
-            row[0]
-            for row in await rows(
+            ref
+            for (ref,) in await rows(
                 platform.database_urls["router"],
                 "SELECT confidential_ref FROM jobs "
                 "WHERE tenant_id = :tenant AND confidential_ref IS NOT NULL",
-                tenant=tenant_id,
-            )
-        }
-        stored = {
-            row[0]
-            for row in await rows(
-                platform.database_urls["vault"],
-                "SELECT id FROM records WHERE tenant_id = :tenant",
                 tenant=tenant_id,
             )
         }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.router.app import create_app
 from services.router.settings import RouterSettings
@@ -46,6 +46,22 @@ async def client(
     async with running(create_app(router_settings)) as http:
         http.headers.update(gateway_headers)
         yield http
+
+
+@pytest.fixture
+async def engine(databases: dict[str, str]) -> AsyncIterator[AsyncEngine]:
+    """An engine on the router's database, disposed at the end (workflow tests that run
+    several transactions, perhaps at once)."""
+    pool = create_engine(databases["router"])
+    try:
+        yield pool
+    finally:
+        await pool.dispose()
+
+
+@pytest.fixture
+def maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
 
 
 @pytest.fixture

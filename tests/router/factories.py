@@ -73,6 +73,29 @@ async def claim(client: httpx.AsyncClient, job: dict[str, Any], member_id: str) 
     )
 
 
+def job_submission(**overrides: Any) -> Any:
+    """A clinical JobSubmission as JobWorkflow.submit takes it (workflow tests)."""
+    from services.router.domain.routing import DataPolicy
+    from services.router.domain.taxonomy import Priority
+    from services.router.workflow import JobSubmission
+
+    values: dict[str, Any] = {
+        "id": new_uuid(),
+        "tenant_id": TENANT,
+        "title": "Adverse events",
+        "description": "Code the adverse event narratives of the clinical trial to MedDRA.",
+        "service": None,
+        "priority": Priority.NORMAL,
+        "due_at": None,
+        "policy": DataPolicy(),
+        "metadata": {},
+        "confidential_ref": None,
+        "callback_url": None,
+    }
+    values.update(overrides)
+    return JobSubmission(**values)
+
+
 def team_fields(**overrides: Any) -> Any:
     """A team's fields as TeamWorkflow.create takes them (the API body's defaults)."""
     from services.router.domain.taxonomy import Tier

@@ -23,7 +23,7 @@ from services.router.domain.routing import (
 )
 from services.router.domain.taxonomy import Domain, Tier
 from shared.db import create_engine, create_sessionmaker
-from tests.router.factories import create_team, submit_job
+from tests.router.factories import create_team, job_submission, submit_job
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 ALWAYS = WorkingHours.from_json({"start": "00:00", "end": "23:59", "days": list(range(7))})
@@ -176,9 +176,8 @@ async def test_a_submit_writes_its_job_once_and_both_events_in_one_insert(
 
     from services.router.db.models import Job, JobEvent
     from services.router.domain.classifier import LexiconClassifier
-    from services.router.domain.taxonomy import Priority
-    from services.router.workflow import JobSubmission, JobWorkflow, TeamWorkflow
-    from tests.router.factories import TENANT, new_uuid, team_fields
+    from services.router.workflow import JobWorkflow, TeamWorkflow
+    from tests.router.factories import team_fields
 
     engine = create_engine(databases["router"])
     maker = create_sessionmaker(engine)
@@ -200,19 +199,7 @@ async def test_a_submit_writes_its_job_once_and_both_events_in_one_insert(
             statements.append(str(args[2]).split(None, 1)[0].upper())
 
         settings = router_settings.model_copy(update={"triage_threshold": 0.0})
-        submission = JobSubmission(
-            id=new_uuid(),
-            tenant_id=TENANT,
-            title="Adverse events",
-            description="Code the adverse event narratives of the clinical trial to MedDRA.",
-            service=None,
-            priority=Priority.NORMAL,
-            due_at=None,
-            policy=DataPolicy(),
-            metadata={},
-            confidential_ref=None,
-            callback_url=None,
-        )
+        submission = job_submission()
         event.listen(engine.sync_engine, "before_cursor_execute", count)
         async with maker() as session, session.begin():
             flow = JobWorkflow(session, settings=settings, classifier=LexiconClassifier())

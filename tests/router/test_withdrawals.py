@@ -10,49 +10,18 @@ backends (tests/router/test_races.py runs the two at random, on PostgreSQL).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router.domain.classifier import LexiconClassifier
-from services.router.domain.routing import DataPolicy
-from services.router.domain.taxonomy import Priority
 from services.router.settings import RouterSettings
-from services.router.workflow import JobSubmission, JobWorkflow
-from shared.db import create_engine, create_sessionmaker
-from tests.router.factories import TENANT, new_uuid
+from services.router.workflow import JobWorkflow
+from tests.router.factories import TENANT, job_submission, new_uuid
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 # How long the withdrawal is given to (wrongly) get through while the submit is open.
 BLOCKED_FOR_SECONDS = 0.5
-
-
-@pytest.fixture
-async def engine(databases: dict[str, str]) -> AsyncIterator[AsyncEngine]:
-    pool = create_engine(databases["router"])
-    try:
-        yield pool
-    finally:
-        await pool.dispose()
-
-
-def submission(job_id: str, token: str) -> JobSubmission:
-    return JobSubmission(
-        id=job_id,
-        tenant_id=TENANT,
-        title="Code adverse events",
-        description="Code the adverse events of the trial protocol to MedDRA terms.",
-        service=None,
-        priority=Priority.NORMAL,
-        due_at=None,
-        policy=DataPolicy.from_json({}),
-        metadata={},
-        confidential_ref="rec_" + job_id,
-        callback_url=None,
-        outbox_token=token,
-    )
 
 
 def workflow(session: AsyncSession, settings: RouterSettings) -> JobWorkflow:
@@ -71,14 +40,12 @@ async def withdraw(
 
 
 async def test_a_withdrawal_waits_for_a_submit_in_flight_and_then_sees_its_job(
-    engine: AsyncEngine, router_settings: RouterSettings
+    maker: async_sessionmaker[AsyncSession], router_settings: RouterSettings
 ):
-    maker = create_sessionmaker(engine)
     job_id, token = new_uuid(), new_uuid()
+    submission = job_submission(id=job_id, confidential_ref="rec_" + job_id, outbox_token=token)
     async with maker() as submitting:
-        job, created = await workflow(submitting, router_settings).submit(
-            submission(job_id, token), now=NOW
-        )
+        job, created = await workflow(submitting, router_settings).submit(submission, now=NOW)
         assert created  # inserted, and no withdrawal found: not yet committed
         withdrawing = asyncio.create_task(withdraw(maker, router_settings, job_id, token))
         await asyncio.sleep(BLOCKED_FOR_SECONDS)
