@@ -55,6 +55,7 @@ from services.vault.domain.errors import (
     RecordNotFound,
     RewrapPending,
     RootKeyMismatch,
+    TenantKeysChanging,
     TenantShredded,
     UnknownSealingKey,
     VaultSealed,
@@ -80,6 +81,9 @@ GRANT_TYPE = "grant"
 # How far back the gateway may discard a never-routed job's data: its sweeper acts within
 # minutes, and nothing older than this can be a submission still being rolled back.
 DISCARD_WINDOW = timedelta(hours=1)
+# A seal whose key is retired or shredded between its read and its write starts again; two
+# such changes in a row need two operator actions racing one request, so three tries suffice.
+SEAL_ATTEMPTS = 3
 # Only the router issues grants: it alone knows who holds a job's lease.
 GRANT_ISSUERS = frozenset({"router"})
 # The audit chain has one MAC key (its wrapping changes with the root key; the key does not).
@@ -230,29 +234,56 @@ class VaultService:
         that record is 409.
         """
         root = self._root()
-        tenant_key = await self._tenant_key_for_seal(root, tenant_id)
-        record_id = new_id()
-        context = envelope.RecordContext(
-            tenant_id=tenant_id,
-            job_id=job_id,
-            purpose=purpose,
-            record_id=record_id,
-            key_version=tenant_key.version,
-        )
-        sealed = envelope.seal_record(tenant_key, context, data)
-        stored = await self.records.insert_record_if_absent(
-            NewRecord(
-                id=record_id,
+        for _ in range(SEAL_ATTEMPTS):
+            tenant_key = await self._tenant_key_for_seal(root, tenant_id)
+            record_id = new_id()
+            context = envelope.RecordContext(
                 tenant_id=tenant_id,
                 job_id=job_id,
                 purpose=purpose,
+                record_id=record_id,
                 key_version=tenant_key.version,
-                wrapped_data_key=sealed.wrapped_data_key,
-                ciphertext=sealed.ciphertext,
-                subject=subject,
-                created_at=self.clock(),
             )
-        )
+            sealed = envelope.seal_record(tenant_key, context, data)
+            stored = await self.records.insert_record_if_absent(
+                NewRecord(
+                    id=record_id,
+                    tenant_id=tenant_id,
+                    job_id=job_id,
+                    purpose=purpose,
+                    key_version=tenant_key.version,
+                    wrapped_data_key=sealed.wrapped_data_key,
+                    ciphertext=sealed.ciphertext,
+                    subject=subject,
+                    created_at=self.clock(),
+                )
+            )
+            if stored:
+                break
+            existing = await self.records.record_for(
+                tenant_id=tenant_id, job_id=job_id, purpose=purpose
+            )
+            if existing is not None:  # sealed before (a retry) or by a concurrent call
+                return await self._seal_again(
+                    root,
+                    _Fields(
+                        action="seal",
+                        outcome="ok",
+                        tenant_id=tenant_id,
+                        job_id=job_id,
+                        ref=existing.id,
+                        subject=subject,
+                        grant_id=grant_id,
+                    ),
+                    existing,
+                    data=data,
+                )
+            # Neither stored nor there: the key version read above was retired or shredded
+            # since. Nothing is written; start again from the tenant's key as it is now (a
+            # shredded tenant is refused there, in a transaction of its own after this one).
+            await self.session.rollback()
+        else:
+            raise TenantKeysChanging
         fields = _Fields(
             action="seal",
             outcome="ok",
@@ -262,10 +293,6 @@ class VaultService:
             subject=subject,
             grant_id=grant_id,
         )
-        if not stored:  # sealed before (a retry) or by a concurrent call that won the insert
-            return await self._seal_again(
-                root, fields, tenant_id=tenant_id, job_id=job_id, purpose=purpose, data=data
-            )
         await self._append(self.session, root, fields)
         logger.info(
             "record sealed",
@@ -274,22 +301,12 @@ class VaultService:
         return SealResult(ref=record_id, key_version=tenant_key.version)
 
     async def _seal_again(
-        self,
-        root: envelope.RootKeyRing,
-        fields: _Fields,
-        *,
-        tenant_id: str,
-        job_id: str,
-        purpose: str,
-        data: Any,
+        self, root: envelope.RootKeyRing, fields: _Fields, existing: Record, *, data: Any
     ) -> SealResult:
         """A second seal of one record: the first one's reference if it holds the same data."""
-        existing = await self.records.record_for(
-            tenant_id=tenant_id, job_id=job_id, purpose=purpose
-        )
-        if existing is None or not _same_data(await self._plaintext(root, existing), data):
-            raise RecordExists(purpose)
-        await self._append(self.session, root, replace(fields, ref=existing.id, reason="replayed"))
+        if not _same_data(await self._plaintext(root, existing), data):
+            raise RecordExists(existing.purpose)
+        await self._append(self.session, root, replace(fields, reason="replayed"))
         return SealResult(ref=existing.id, key_version=existing.key_version)
 
     async def discard_unrouted(self, *, tenant_id: str, job_id: str) -> int:
@@ -587,8 +604,17 @@ class VaultService:
                 created_at=self.clock(),
             )
         )
-        if not stored:  # a concurrent store of the same job won the race
-            raise RecordExists("job (or job_ref)")
+        if not stored:
+            if await self.records.existing_sealed(
+                tenant_id=tenant_id, job_id=job_id, job_ref=parsed.job_ref, purpose=purpose
+            ):  # a concurrent store of the same job won the race
+                raise RecordExists("job (or job_ref)")
+            # The sealing key was retired or shredded since it was read: refused as it would be
+            # now. Nothing is written; the refusal's audit record needs this transaction gone.
+            await self.session.rollback()
+            await self._refuse_if_shredded(root, tenant_id, action="seal")
+            await self._audit(root, replace(fields, reason="unknown_key"))
+            raise UnknownSealingKey
         await self._append(
             self.session,
             root,
@@ -945,14 +971,18 @@ class VaultService:
         sealing_rows = await self.records.sealing_keys(tenant_id)
         key_version = newest.version if newest is not None else 0
         sealing_version = sealing_rows[0].version if sealing_rows else 0
+        # Retire first, count after: the update waits for every seal in flight under an older
+        # version (each holds its key row, see the repository's ``_key_in_use``) and turns
+        # away the later ones, so the count sees every record those versions will ever have.
+        # The request's transaction rolls the update back if any is left.
+        retired = await self.records.retire_older(
+            tenant_id, key_version=key_version, sealing_version=sealing_version
+        )
         remaining = await self.records.count_to_rewrap(
             tenant_id, key_version, sealing_rows[0].key_id if sealing_rows else None
         )
         if remaining:
             raise RewrapPending(remaining)
-        retired = await self.records.retire_older(
-            tenant_id, key_version=key_version, sealing_version=sealing_version
-        )
         await self._append(
             self.session,
             root,
@@ -971,7 +1001,11 @@ class VaultService:
     async def shred(self, *, tenant_id: str) -> None:
         """Destroy every key of the tenant: its records can never be opened again (410)."""
         root = self._root()
-        # After any key creation or rotation under way: its new key is then erased too.
+        # The keys first: that waits for the seals in flight under them and turns away later
+        # ones (see the repository's ``_key_in_use``), and takes no lock those seals wait for
+        # in turn, as the audit chain's would. Then, under the chain's lock, once more: a key
+        # creation or rotation under way holds that lock, and its new key is erased too.
+        await self.records.erase_tenant_keys(tenant_id)
         await self._lock_audit_chain()
         await self.records.shred(tenant_id, root_key_id=root.current.key_id, at=self.clock())
         await self._append(

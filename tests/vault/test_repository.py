@@ -40,7 +40,7 @@ from services.vault.db.repository import (
 from services.vault.domain.envelope import RootKey
 from services.vault.domain.errors import AuditUnavailable, RecordExists, TenantShredded
 from services.vault.service import SealResult, VaultService
-from shared.db import create_engine, create_sessionmaker, utcnow
+from shared.db import create_engine, create_sessionmaker, transaction_scope, utcnow
 from shared.service_auth import ServiceIdentity
 from tests.vault.factories import make_grant, new_uuid
 
@@ -87,7 +87,7 @@ async def _seal(
 ) -> SealResult:
     """One seal in its own committed transaction on a Core connection, as the route does it."""
     maker = create_sessionmaker(engine)
-    async with engine.begin() as connection:
+    async with transaction_scope(engine) as connection:
         return await _service(connection, maker, root_key, identity).seal(
             purpose="job", subject=f"tenant:{fields['tenant_id']}", **fields
         )

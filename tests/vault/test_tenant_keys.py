@@ -277,12 +277,12 @@ async def test_a_record_left_under_a_retired_version_is_refused(
 async def test_a_record_sealed_across_a_retire_opens_again_after_one_more_rewrap(
     vault, gateway_auth, router_identity, databases
 ):
-    """A seal that read the older version before a rotation and committed after the retire
-    leaves its record under a retired version (refused on open). The retired key is kept, so
-    the next rewrap moves it like any other: the README tells operators to run one more."""
+    """A record under a retired version (a restored backup row, say; a seal racing the
+    retire no longer leaves one, tests/vault/test_key_races.py) is refused on open. The
+    retired key is kept, so the next rewrap moves it like any other."""
     tenant_id, job_id, ref = await seal_job_data(vault, gateway_auth, data={"n": 1})
     await vault.post(_keys(tenant_id, "/rotate"), headers=gateway_auth)
-    # As the race leaves it: version 1 retired with this record still under it.
+    # Version 1 retired with this record still under it.
     await _sql(
         databases["vault"],
         "UPDATE tenant_keys SET state = 'retired' WHERE tenant_id = :t AND version = 1",

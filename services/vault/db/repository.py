@@ -157,9 +157,62 @@ _RECORD_FOR = select(_RECORDS).where(
     _RECORDS.c.job_id == bindparam("job_id"),
     _RECORDS.c.purpose == bindparam("purpose"),
 )
+
+
+def _key_in_use(keys: Table, *conditions: Any) -> Any:
+    """``EXISTS`` an active key row matching ``conditions``, share-locked on PostgreSQL.
+
+    The guard of every write that puts data under a key: the key was read earlier, as a plain
+    read, and may have been retired or shredded since. Retiring and shredding update the key's
+    row before they count or erase anything, so on PostgreSQL this lock waits for them to
+    commit and then re-checks the state on the updated row, and they in turn wait for a write
+    that holds it; on SQLite the database's single write lock orders the two. (SQLite renders no
+    ``FOR SHARE``.)
+    """
+    return exists(
+        select(keys.c.tenant_id)
+        .where(keys.c.state == TENANT_KEY_ACTIVE, *conditions)
+        .with_for_update(read=True)
+    )
+
+
+def _insert_if_key_in_use(
+    insert_into: Callable[[Table], postgresql.Insert | sqlite.Insert],
+    table: Table,
+    keys: Table,
+    *conditions: Any,
+) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT ... SELECT <values> WHERE <the key is in use> ON CONFLICT DO NOTHING``: no row
+    is written, and the rowcount is 0, for a conflict or for a key gone since it was read."""
+    values = select(*(bindparam(column.name, type_=column.type) for column in table.columns))
+    return (
+        insert_into(table)
+        .from_select(
+            [column.name for column in table.columns], values.where(_key_in_use(keys, *conditions))
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+_DIALECT_INSERTS: tuple[tuple[str, Callable[[Table], postgresql.Insert | sqlite.Insert]], ...] = (
+    ("postgresql", postgresql.insert),
+    ("sqlite", sqlite.insert),
+)
+_RECORD_KEY_IN_USE = (
+    _TENANT_KEYS.c.tenant_id == bindparam("tenant_id"),
+    _TENANT_KEYS.c.version == bindparam("key_version"),
+)
 _INSERT_RECORD_IF_ABSENT = {
-    "postgresql": postgresql.insert(_RECORDS).on_conflict_do_nothing(),
-    "sqlite": sqlite.insert(_RECORDS).on_conflict_do_nothing(),
+    name: _insert_if_key_in_use(insert_into, _RECORDS, _TENANT_KEYS, *_RECORD_KEY_IN_USE)
+    for name, insert_into in _DIALECT_INSERTS
+}
+_SEALED_KEY_IN_USE = (
+    _SEALING_KEYS.c.tenant_id == bindparam("tenant_id"),
+    _SEALING_KEYS.c.key_id == bindparam("key_id"),
+)
+_INSERT_SEALED_IF_ABSENT = {
+    name: _insert_if_key_in_use(insert_into, _SEALED_RECORDS, _SEALING_KEYS, *_SEALED_KEY_IN_USE)
+    for name, insert_into in _DIALECT_INSERTS
 }
 _SEALED_RECORD = select(_SEALED_RECORDS).where(_SEALED_RECORDS.c.id == bindparam("id"))
 _SEALING_KEY = select(_SEALING_KEYS).where(
@@ -335,7 +388,8 @@ class VaultRepository(_Repository):
     # -- records ----------------------------------------------------------------------------
 
     async def insert_record_if_absent(self, record: NewRecord) -> bool:
-        """Store a sealed record; False if one exists for its (tenant, job, purpose)."""
+        """Store a sealed record; False if one exists for its (tenant, job, purpose), or if its
+        key version is no longer active (see :func:`_key_in_use`)."""
         result = await execute(
             self.db,
             _INSERT_RECORD_IF_ABSENT[self._dialect()],
@@ -348,6 +402,7 @@ class VaultRepository(_Repository):
                 "wrapped_data_key": record.wrapped_data_key,
                 "ciphertext": record.ciphertext,
                 "subject": record.subject,
+                "payload_key_version": None,
                 "created_at": record.created_at,
             },
         )
@@ -423,23 +478,23 @@ class VaultRepository(_Repository):
         await self.session.execute(statement)
 
     async def insert_sealed_if_absent(self, record: SealedRecord) -> bool:
-        """Store an envelope; False if the job (or the client's job reference) already has one."""
-        statement = (
-            self._insert(SealedRecord)
-            .values(
-                id=record.id,
-                tenant_id=record.tenant_id,
-                job_id=record.job_id,
-                job_ref=record.job_ref,
-                purpose=record.purpose,
-                key_id=record.key_id,
-                envelope=record.envelope,
-                subject=record.subject,
-                created_at=record.created_at,
-            )
-            .on_conflict_do_nothing()
+        """Store an envelope; False if the job (or the client's job reference) already has one,
+        or if its sealing key is no longer active (see :func:`_key_in_use`)."""
+        result = await execute(
+            self.db,
+            _INSERT_SEALED_IF_ABSENT[self._dialect()],
+            {
+                "id": record.id,
+                "tenant_id": record.tenant_id,
+                "job_id": record.job_id,
+                "job_ref": record.job_ref,
+                "purpose": record.purpose,
+                "key_id": record.key_id,
+                "envelope": record.envelope,
+                "subject": record.subject,
+                "created_at": record.created_at,
+            },
         )
-        result = await self.session.execute(statement)
         return bool(getattr(result, "rowcount", 0) == 1)
 
     async def existing_sealed(
@@ -586,18 +641,7 @@ class VaultRepository(_Repository):
 
     async def shred(self, tenant_id: str, *, root_key_id: str, at: datetime) -> None:
         """Erase every key of the tenant (wrapped material overwritten) and leave a tombstone."""
-        await self.session.execute(
-            update(TenantKey)
-            .where(TenantKey.tenant_id == tenant_id)
-            .values(wrapped_key=b"", state=TENANT_KEY_SHREDDED)
-            .execution_options(synchronize_session=False)
-        )
-        await self.session.execute(
-            update(TenantSealingKey)
-            .where(TenantSealingKey.tenant_id == tenant_id)
-            .values(wrapped_private_key=b"", state=TENANT_KEY_SHREDDED)
-            .execution_options(synchronize_session=False)
-        )
+        await self.erase_tenant_keys(tenant_id)
         await self.session.execute(
             self._insert(TenantKey)
             .values(
@@ -609,6 +653,21 @@ class VaultRepository(_Repository):
                 created_at=at,
             )
             .on_conflict_do_nothing()
+        )
+
+    async def erase_tenant_keys(self, tenant_id: str) -> None:
+        """Overwrite the wrapped material of every key of the tenant, marking them shredded."""
+        await self.session.execute(
+            update(TenantKey)
+            .where(TenantKey.tenant_id == tenant_id)
+            .values(wrapped_key=b"", state=TENANT_KEY_SHREDDED)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(
+            update(TenantSealingKey)
+            .where(TenantSealingKey.tenant_id == tenant_id)
+            .values(wrapped_private_key=b"", state=TENANT_KEY_SHREDDED)
+            .execution_options(synchronize_session=False)
         )
 
     async def sealed_record(self, ref: str) -> SealedRecord | None:

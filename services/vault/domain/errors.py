@@ -76,6 +76,15 @@ class AuditUnavailable(ServiceUnavailable):
     problem = "audit-unavailable"
 
 
+class TenantKeysChanging(ServiceUnavailable):
+    """The tenant's key was retired or shredded under a seal, again on every retry."""
+
+    problem = "tenant-keys-changing"
+
+    def __init__(self) -> None:
+        super().__init__("The tenant's keys changed while sealing; nothing was stored. Retry.")
+
+
 class RootKeyMismatch(ServiceUnavailable):
     """The loaded root key is not the one that wrapped a tenant key (a deployment fault)."""
 

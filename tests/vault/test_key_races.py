@@ -1,0 +1,235 @@
+"""Seals racing a retire or a shred of the key they read, on SQLite and PostgreSQL.
+
+A seal reads the tenant's key with a plain read and writes its record later. Another replica
+may retire or shred that key in between, or while the record is written and not yet committed.
+Data must never end up under a key that can no longer open it: the seal starts again under the
+tenant's key as it is now (or is refused for a shredded tenant), and a retire counts every
+record that will ever be under what it retires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.vault.db.models import Record, SealedRecord, TenantKey
+from services.vault.db.repository import TENANT_KEY_ACTIVE, VaultRepository
+from services.vault.domain.envelope import RootKey
+from services.vault.domain.errors import RewrapPending, TenantShredded, UnknownSealingKey
+from services.vault.service import VaultService
+from shared import sealed_envelope as se
+from shared.db import create_sessionmaker, transaction_scope
+from shared.service_auth import ServiceIdentity
+from tests.vault.factories import new_uuid
+from tests.vault.test_repository import _seal, _service, _shred, engines, root_key, vault_identity
+
+__all__ = ["engines", "root_key", "vault_identity"]  # fixtures, used by name
+
+
+async def _operate(
+    engine: AsyncEngine,
+    key: RootKey,
+    identity: ServiceIdentity,
+    step: Callable[[VaultService], Awaitable[Any]],
+) -> Any:
+    """One operator action, in its own committed transaction (another replica's request)."""
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        result = await step(_service(session, maker, key, identity))
+        await session.commit()
+        return result
+
+
+async def _rotate_and_rewrap(
+    engine: AsyncEngine, key: RootKey, identity: ServiceIdentity, tenant_id: str
+) -> None:
+    await _operate(engine, key, identity, lambda vault: vault.rotate(tenant_id=tenant_id))
+    while (
+        await _operate(
+            engine,
+            key,
+            identity,
+            lambda vault: vault.rewrap(tenant_id=tenant_id, batch_size=100),
+        )
+    ).remaining:
+        pass
+
+
+async def _retire(engine: AsyncEngine, key: RootKey, identity: ServiceIdentity, tenant: str) -> Any:
+    return await _operate(engine, key, identity, lambda vault: vault.retire_older(tenant_id=tenant))
+
+
+def _after_the_first_read(
+    repository: VaultRepository, method: str, change: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``change`` (another replica) right after ``repository.<method>`` first answers."""
+    read = getattr(repository, method)
+    calls = 0
+
+    async def then_change(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        answer = await read(*args)
+        if calls == 1:
+            await change()
+        return answer
+
+    setattr(repository, method, then_change)
+
+
+async def _key_versions_of(engine: AsyncEngine, model: type[Any], tenant_id: str) -> list[Any]:
+    column = model.key_version if model is Record else model.key_id
+    async with create_sessionmaker(engine)() as session:
+        return list(await session.scalars(select(column).where(model.tenant_id == tenant_id)))
+
+
+async def _key_states(engine: AsyncEngine, tenant_id: str) -> dict[int, str]:
+    async with create_sessionmaker(engine)() as session:
+        keys = await session.scalars(select(TenantKey).where(TenantKey.tenant_id == tenant_id))
+        return {key.version: key.state for key in keys}
+
+
+async def test_a_seal_whose_key_is_retired_before_its_write_lands_under_the_newest(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    here, other = engines[0], engines[1]
+    tenant_id = new_uuid()
+    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+
+    async def rotate_rewrap_retire() -> None:
+        await _rotate_and_rewrap(other, root_key, vault_identity, tenant_id)
+        await _retire(other, root_key, vault_identity, tenant_id)
+
+    maker = create_sessionmaker(here)
+    async with transaction_scope(here) as connection:
+        service = _service(connection, maker, root_key, vault_identity)
+        _after_the_first_read(service.records, "active_tenant_key", rotate_rewrap_retire)
+        sealed = await service.seal(
+            tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=2, subject="t"
+        )
+    assert sealed.key_version == 2
+    assert await _key_states(here, tenant_id) == {1: "retired", 2: TENANT_KEY_ACTIVE}
+    assert sorted(await _key_versions_of(here, Record, tenant_id)) == [2, 2]
+
+
+async def test_a_seal_whose_key_is_shredded_before_its_write_is_refused(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    here, other = engines[0], engines[1]
+    tenant_id = new_uuid()
+    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    maker = create_sessionmaker(here)
+    async with here.connect() as connection:
+        service = _service(connection, maker, root_key, vault_identity)
+        _after_the_first_read(
+            service.records,
+            "active_tenant_key",
+            lambda: _shred(other, root_key, vault_identity, tenant_id),
+        )
+        with pytest.raises(TenantShredded):
+            await service.seal(
+                tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=2, subject="t"
+            )
+        await connection.commit()  # what a route would do had the seal gone through
+    assert await _key_versions_of(here, Record, tenant_id) == [1]
+
+
+async def test_a_retire_waits_for_a_seal_in_flight_under_the_older_version(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    """The seal read version 1 before a rotation and a rewrap, and has written its record
+    under it, uncommitted, when the retire comes: the retire must count that record."""
+    here, other = engines[0], engines[1]
+    tenant_id = new_uuid()
+    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    maker = create_sessionmaker(here)
+    async with here.connect() as connection:
+        service = _service(connection, maker, root_key, vault_identity)
+        _after_the_first_read(
+            service.records,
+            "active_tenant_key",
+            lambda: _rotate_and_rewrap(other, root_key, vault_identity, tenant_id),
+        )
+        sealed = await service.seal(
+            tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=2, subject="t"
+        )
+        assert sealed.key_version == 1
+        retiring = asyncio.create_task(_retire(other, root_key, vault_identity, tenant_id))
+        await asyncio.sleep(0.3)
+        assert not retiring.done()  # waiting for the seal's transaction
+        await connection.commit()
+    with pytest.raises(RewrapPending):
+        await retiring
+    assert await _key_states(here, tenant_id) == {1: TENANT_KEY_ACTIVE, 2: TENANT_KEY_ACTIVE}
+    assert sorted(await _key_versions_of(here, Record, tenant_id)) == [1, 2]
+
+
+async def test_an_envelope_whose_sealing_key_is_retired_before_its_write_is_refused(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    here, other = engines[0], engines[1]
+    tenant_id = new_uuid()
+    first = await _operate(
+        here, root_key, vault_identity, lambda vault: vault.sealing_keys(tenant_id=tenant_id)
+    )
+    envelope = se.seal_json(
+        {"n": 1},
+        public_key=se.load_public_key(se.b64url_encode(first[0].public_key)),
+        tenant_id=tenant_id,
+        job_ref="late",
+        key_id=first[0].key_id,
+    ).to_json()
+
+    async def rotate_rewrap_retire() -> None:
+        await _rotate_and_rewrap(other, root_key, vault_identity, tenant_id)
+        await _retire(other, root_key, vault_identity, tenant_id)
+
+    maker = create_sessionmaker(here)
+    async with maker() as session:
+        service = _service(session, maker, root_key, vault_identity)
+        _after_the_first_read(service.records, "sealing_key", rotate_rewrap_retire)
+        with pytest.raises(UnknownSealingKey):
+            await service.store_sealed(
+                tenant_id=tenant_id, job_id=new_uuid(), envelope_json=envelope, subject="t"
+            )
+        await session.commit()  # what a route would do had the store gone through
+    assert await _key_versions_of(here, SealedRecord, tenant_id) == []
+
+
+async def test_a_shred_waits_for_a_seal_that_has_written_and_not_yet_audited(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    """The seal holds its key row and next needs the audit chain's lock; the shred must not
+    hold that lock while it waits for the key row (on PostgreSQL, a deadlock)."""
+    here, other = engines[0], engines[1]
+    tenant_id = new_uuid()
+    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    shredding: list[asyncio.Task[None]] = []
+
+    async def shred_meanwhile() -> None:
+        shredding.append(asyncio.create_task(_shred(other, root_key, vault_identity, tenant_id)))
+        await asyncio.sleep(0.3)
+        assert not shredding[0].done()  # waiting for the seal's transaction
+
+    maker = create_sessionmaker(here)
+    async with transaction_scope(here) as connection:
+        service = _service(connection, maker, root_key, vault_identity)
+        insert = service.records.insert_record_if_absent
+
+        async def insert_then_shred(record: Any) -> bool:
+            stored = await insert(record)
+            await shred_meanwhile()
+            return stored
+
+        service.records.insert_record_if_absent = insert_then_shred  # type: ignore[method-assign]
+        sealed = await service.seal(
+            tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=2, subject="t"
+        )
+    assert sealed.key_version == 1
+    await shredding[0]
+    assert await _key_states(here, tenant_id) == {0: "shredded", 1: "shredded"}
