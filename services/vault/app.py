@@ -23,7 +23,7 @@ from services.vault.service import AuditKeyCache, VaultService
 from services.vault.settings import VaultSettings
 from shared.app import create_service_app
 from shared.db import create_engine, create_sessionmaker
-from shared.errors import TaskrouteError, database_error, problem_response
+from shared.errors import TaskrouteError, database_error, error_response
 from shared.failpoints import failpoint
 from shared.service_auth import ServiceIdentity
 
@@ -61,13 +61,7 @@ async def _locked_database(request: Request, exc: Exception) -> JSONResponse:
     if not _database_locked(exc):
         return await database_error(request, exc)  # unavailable (503) or a bug (500)
     logger.warning("vault database locked past the audit lock timeout; refused")
-    refusal = AuditUnavailable("The audit log is busy; nothing was done. Retry.")
-    return problem_response(
-        status=refusal.status,
-        title=refusal.title,
-        detail=refusal.detail,
-        problem=refusal.problem,
-    )
+    return error_response(AuditUnavailable("The audit log is busy; nothing was done. Retry."))
 
 
 async def _anchor_periodically(app: FastAPI, settings: VaultSettings) -> None:

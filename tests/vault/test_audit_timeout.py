@@ -56,6 +56,7 @@ async def test_a_held_sqlite_write_lock_fails_closed_within_the_timeout(
             assert refused.status_code == 503, refused.text
             assert refused.headers["content-type"].startswith("application/problem+json")
             assert refused.json()["type"].endswith("/audit-unavailable")
+            assert refused.headers["retry-after"] == "1"
             assert TIMEOUT * 0.8 <= elapsed < TIMEOUT + 2.5  # bounded: not SQLite's 30 s
 
             # An open is refused too: it cannot be audited, so no plaintext leaves.

@@ -74,12 +74,15 @@ class AuditUnavailable(ServiceUnavailable):
     """The audit log cannot record the operation now, so the operation is refused (fail closed)."""
 
     problem = "audit-unavailable"
+    # A busy chain lock is held for milliseconds; a second is ample before a retry.
+    retry_after = 1
 
 
 class TenantKeysChanging(ServiceUnavailable):
     """The tenant's key was retired or shredded under a seal, again on every retry."""
 
     problem = "tenant-keys-changing"
+    retry_after = 1
 
     def __init__(self) -> None:
         super().__init__("The tenant's keys changed while sealing; nothing was stored. Retry.")
