@@ -86,9 +86,6 @@ class PlatformSettings(BaseSettings):
     )
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, validation_alias=_common("DATA_DIR"))
     log_level: str = Field(default="INFO", validation_alias=_common("LOG_LEVEL"))
-    gateway_url: str = Field(
-        default="http://127.0.0.1:8000", validation_alias=_common("GATEWAY_URL")
-    )
     router_url: str = Field(default="http://127.0.0.1:8001", validation_alias=_common("ROUTER_URL"))
     vault_url: str = Field(default="http://127.0.0.1:8002", validation_alias=_common("VAULT_URL"))
     # Folder holding each service's Ed25519 private key (<name>.key) and every service's public
