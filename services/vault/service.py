@@ -789,16 +789,25 @@ class VaultService:
         self, root: envelope.RootKeyRing, tenant_id: str, *, action: str
     ) -> None:
         """Before a new key of the tenant is made (its first, or a rotation): serialise with
-        shredding on the audit chain's lock, held to the end of this transaction, then refuse a
+        shredding on the tenant's key lock, held to the end of this transaction, then refuse a
         tenant shredded meanwhile. The check before it is a plain read, and a shred committing
         between that read and the key's insert would leave a live key beside the tombstone
         (shredding erases only the keys it can see). Rare: once per tenant, and per rotation."""
-        await self._lock_audit_chain()
+        await self._lock_tenant_keys(tenant_id)
         if await self.records.tenant_shredded(tenant_id):
             # Nothing written yet but the lock: give it up, so the refusal's audit record (a
             # transaction of its own) does not wait for this one.
             await self.session.rollback()
             await self._refuse_shredded(root, tenant_id, action=action, grant=None)
+
+    async def _lock_tenant_keys(self, tenant_id: str) -> None:
+        """Take the lock that orders changes to one tenant's keys (to the end of this
+        transaction). Not the audit chain's: a seal holds its key row while it waits for the
+        chain's lock, so a change that waited for a key row while holding the chain's lock
+        would deadlock with it. On SQLite the chain's lock is the database's write lock, which
+        orders everything anyway."""
+        if not await self.records.lock_tenant_keys(tenant_id):
+            await self._lock_audit_chain()
 
     async def _lock_audit_chain(self) -> None:
         """Take the audit chain's append lock in this transaction (re-entrant: the append at
@@ -967,6 +976,7 @@ class VaultService:
         """
         root = self._root()
         await self._refuse_if_shredded(root, tenant_id, action="retire")
+        await self._lock_tenant_keys(tenant_id)
         newest = await self.records.active_tenant_key(tenant_id)
         sealing_rows = await self.records.sealing_keys(tenant_id)
         key_version = newest.version if newest is not None else 0
@@ -1001,12 +1011,11 @@ class VaultService:
     async def shred(self, *, tenant_id: str) -> None:
         """Destroy every key of the tenant: its records can never be opened again (410)."""
         root = self._root()
-        # The keys first: that waits for the seals in flight under them and turns away later
-        # ones (see the repository's ``_key_in_use``), and takes no lock those seals wait for
-        # in turn, as the audit chain's would. Then, under the chain's lock, once more: a key
-        # creation or rotation under way holds that lock, and its new key is erased too.
-        await self.records.erase_tenant_keys(tenant_id)
-        await self._lock_audit_chain()
+        # After any key creation or rotation under way (it holds this lock): its new key is
+        # then erased too. Erasing waits for the seals in flight under the keys and turns away
+        # later ones (the repository's ``_key_in_use``); the chain's lock, which those seals
+        # wait for next, is taken only by the audit record at the end.
+        await self._lock_tenant_keys(tenant_id)
         await self.records.shred(tenant_id, root_key_id=root.current.key_id, at=self.clock())
         await self._append(
             self.session,
@@ -1024,7 +1033,8 @@ class VaultService:
         the audit key. No data key or payload is touched. Each batch is one transaction with
         compare-and-set updates (see the repository), audited as ``rotate-root``; concurrent
         seals and opens go on, since every row names the root key that opens it and the vault
-        knows both keys during the rotation.
+        knows both keys during the rotation (a seal whose key row is in the batch waits for
+        the batch's commit: it holds that row while it writes).
         """
         root = self._root()
         current = root.current

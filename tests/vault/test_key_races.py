@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -65,7 +66,7 @@ async def _retire(engine: AsyncEngine, key: RootKey, identity: ServiceIdentity, 
 
 
 def _after_the_first_read(
-    repository: VaultRepository, method: str, change: Callable[[], Awaitable[None]]
+    repository: VaultRepository, method: str, change: Callable[[], Awaitable[Any]]
 ) -> None:
     """Run ``change`` (another replica) right after ``repository.<method>`` first answers."""
     read = getattr(repository, method)
@@ -233,3 +234,158 @@ async def test_a_shred_waits_for_a_seal_that_has_written_and_not_yet_audited(
     assert sealed.key_version == 1
     await shredding[0]
     assert await _key_states(here, tenant_id) == {0: "shredded", 1: "shredded"}
+
+
+async def test_a_first_seal_making_the_key_and_a_shred_do_not_deadlock(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    """The seal found no key, another replica's first seal then made version 1, and this seal
+    holds the tenant's key lock (to make one) when a shred comes: the shred must wait for it
+    without holding anything the seal needs next (the key row, the audit chain's lock)."""
+    here, other, third = engines
+    tenant_id = new_uuid()
+    shredding: list[asyncio.Task[None]] = []
+
+    async def shred_meanwhile() -> None:
+        shredding.append(asyncio.create_task(_shred(third, root_key, vault_identity, tenant_id)))
+        await asyncio.sleep(0.3)
+        assert not shredding[0].done()  # waiting for this seal's transaction
+
+    maker = create_sessionmaker(here)
+    async with transaction_scope(here) as connection:
+        service = _service(connection, maker, root_key, vault_identity)
+        _after_the_first_read(
+            service.records,
+            "active_tenant_key",
+            lambda: _seal(
+                other, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=0
+            ),
+        )
+        checked = service.records.tenant_shredded
+        checks = 0
+
+        async def then_shred(tenant_id: str) -> bool:
+            nonlocal checks
+            checks += 1
+            answer = await checked(tenant_id)
+            if checks == 2:  # the check under the tenant's key lock
+                await shred_meanwhile()
+            return answer
+
+        service.records.tenant_shredded = then_shred  # type: ignore[method-assign]
+        sealed = await service.seal(
+            tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=1, subject="t"
+        )
+    assert checks == 2
+    assert sealed.key_version == 1
+    await shredding[0]
+    assert await _key_states(here, tenant_id) == {0: "shredded", 1: "shredded"}
+
+
+async def test_a_rotation_waiting_for_a_shred_is_refused_and_seals_meanwhile_go_through(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    """While a shred holds the tenant's key lock and has not erased yet, a rotation waits for
+    it (and then finds the tenant shredded). On PostgreSQL a seal goes through meanwhile under
+    the current key (seals do not take that lock); on SQLite it waits for the shred's write
+    lock and is then refused like any seal after a shred."""
+    postgres = engines[0].dialect.name == "postgresql"
+    here, other, third = engines
+    tenant_id = new_uuid()
+    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    started: list[asyncio.Task[Any]] = []
+    maker = create_sessionmaker(other)
+    async with maker() as session:
+        service = _service(session, maker, root_key, vault_identity)
+        shred = service.records.shred
+
+        async def others_then_shred(tenant_id: str, *, root_key_id: str, at: datetime) -> None:
+            started.append(
+                asyncio.create_task(
+                    _operate(
+                        third, root_key, vault_identity, lambda v: v.rotate(tenant_id=tenant_id)
+                    )
+                )
+            )
+            started.append(
+                asyncio.create_task(
+                    _seal(
+                        here,
+                        root_key,
+                        vault_identity,
+                        tenant_id=tenant_id,
+                        job_id=new_uuid(),
+                        data=2,
+                    )
+                )
+            )
+            await asyncio.sleep(0.3)
+            assert not started[0].done()  # the rotation waits for the shred
+            assert started[1].done() is postgres
+            await shred(tenant_id, root_key_id=root_key_id, at=at)
+
+        service.records.shred = others_then_shred  # type: ignore[method-assign]
+        await service.shred(tenant_id=tenant_id)
+        await session.commit()
+    with pytest.raises(TenantShredded):
+        await started[0]
+    if postgres:
+        assert (await started[1]).key_version == 1
+    else:
+        with pytest.raises(TenantShredded):
+            await started[1]
+    assert await _key_states(here, tenant_id) == {0: "shredded", 1: "shredded"}
+
+
+async def test_a_seal_waiting_for_a_retire_in_flight_lands_under_the_newest(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    """The retire has changed the key rows and not committed when the seal writes: the seal
+    waits for it, finds its version retired, and starts again under the newest."""
+    here, other, third = engines
+    tenant_id = new_uuid()
+    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    retiring: list[asyncio.Task[Any]] = []
+
+    async def retire_slowly() -> Any:
+        maker3 = create_sessionmaker(third)
+        async with maker3() as session:
+            service3 = _service(session, maker3, root_key, vault_identity)
+            count = service3.records.count_to_rewrap
+
+            async def count_later(tenant_id: str, version: int, key_id: str | None) -> int:
+                await asyncio.sleep(0.6)  # the key rows are updated, uncommitted
+                return await count(tenant_id, version, key_id)
+
+            service3.records.count_to_rewrap = count_later  # type: ignore[method-assign]
+            result = await service3.retire_older(tenant_id=tenant_id)
+            await session.commit()
+            return result
+
+    maker = create_sessionmaker(here)
+    async with transaction_scope(here) as connection:
+        service = _service(connection, maker, root_key, vault_identity)
+        _after_the_first_read(
+            service.records,
+            "active_tenant_key",
+            lambda: _rotate_and_rewrap(other, root_key, vault_identity, tenant_id),
+        )
+        insert = service.records.insert_record_if_absent
+        answers: list[bool] = []
+
+        async def insert_during_the_retire(record: Any) -> bool:
+            if not retiring:
+                retiring.append(asyncio.create_task(retire_slowly()))
+                await asyncio.sleep(0.3)
+            answers.append(await insert(record))
+            return answers[-1]
+
+        service.records.insert_record_if_absent = insert_during_the_retire  # type: ignore[method-assign]
+        sealed = await service.seal(
+            tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=2, subject="t"
+        )
+    assert answers == [False, True]
+    assert sealed.key_version == 2
+    assert (await retiring[0]).min_key_version == 2
+    assert await _key_states(here, tenant_id) == {1: "retired", 2: TENANT_KEY_ACTIVE}
+    assert sorted(await _key_versions_of(here, Record, tenant_id)) == [2, 2]

@@ -108,6 +108,15 @@ _TENANT_KEY = select(_TENANT_KEYS).where(
     _TENANT_KEYS.c.tenant_id == bindparam("tenant_id"),
     _TENANT_KEYS.c.version == bindparam("version"),
 )
+# One tenant's key ring changes one change at a time on PostgreSQL (a key's creation, rotation,
+# retirement, shredding): a transaction-scoped advisory lock on the tenant id, in this slice of
+# the lock space ("TRKY" in ASCII). Seals never take it. SQLite's single write lock does the same.
+_TENANT_KEYS_LOCK_SPACE = 0x54524B59
+_LOCK_TENANT_KEYS = select(
+    func.pg_advisory_xact_lock(
+        literal(_TENANT_KEYS_LOCK_SPACE), func.hashtext(bindparam("tenant_id", type_=String))
+    )
+)
 _TENANT_SHREDDED = (
     select(_TENANT_KEYS.c.version)
     .where(
@@ -534,6 +543,14 @@ class VaultRepository(_Repository):
 
     # -- rotation, rewrap, shredding -------------------------------------------------------
 
+    async def lock_tenant_keys(self, tenant_id: str) -> bool:
+        """Take the tenant's key-ring lock to the end of the transaction (PostgreSQL); False
+        on SQLite, where the caller takes the database's write lock instead."""
+        if self._dialect() != "postgresql":
+            return False
+        await execute(self.db, _LOCK_TENANT_KEYS, {"tenant_id": tenant_id})
+        return True
+
     async def tenant_shredded(self, tenant_id: str) -> bool:
         result = await execute(self.db, _TENANT_SHREDDED, {"tenant_id": tenant_id})
         return result.first() is not None
@@ -641,22 +658,6 @@ class VaultRepository(_Repository):
 
     async def shred(self, tenant_id: str, *, root_key_id: str, at: datetime) -> None:
         """Erase every key of the tenant (wrapped material overwritten) and leave a tombstone."""
-        await self.erase_tenant_keys(tenant_id)
-        await self.session.execute(
-            self._insert(TenantKey)
-            .values(
-                tenant_id=tenant_id,
-                version=TOMBSTONE_VERSION,
-                wrapped_key=b"",
-                root_key_id=root_key_id,
-                state=TENANT_KEY_SHREDDED,
-                created_at=at,
-            )
-            .on_conflict_do_nothing()
-        )
-
-    async def erase_tenant_keys(self, tenant_id: str) -> None:
-        """Overwrite the wrapped material of every key of the tenant, marking them shredded."""
         await self.session.execute(
             update(TenantKey)
             .where(TenantKey.tenant_id == tenant_id)
@@ -668,6 +669,18 @@ class VaultRepository(_Repository):
             .where(TenantSealingKey.tenant_id == tenant_id)
             .values(wrapped_private_key=b"", state=TENANT_KEY_SHREDDED)
             .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(
+            self._insert(TenantKey)
+            .values(
+                tenant_id=tenant_id,
+                version=TOMBSTONE_VERSION,
+                wrapped_key=b"",
+                root_key_id=root_key_id,
+                state=TENANT_KEY_SHREDDED,
+                created_at=at,
+            )
+            .on_conflict_do_nothing()
         )
 
     async def sealed_record(self, ref: str) -> SealedRecord | None:
