@@ -788,11 +788,12 @@ class VaultService:
     async def _hold_tenant_keys(
         self, root: envelope.RootKeyRing, tenant_id: str, *, action: str
     ) -> None:
-        """Before a new key of the tenant is made (its first, or a rotation): serialise with
-        shredding on the tenant's key lock, held to the end of this transaction, then refuse a
-        tenant shredded meanwhile. The check before it is a plain read, and a shred committing
-        between that read and the key's insert would leave a live key beside the tombstone
-        (shredding erases only the keys it can see). Rare: once per tenant, and per rotation."""
+        """Before the tenant's keys change (a new key: its first, or a rotation; a retire):
+        serialise with shredding on the tenant's key lock, held to the end of this transaction,
+        then refuse a tenant shredded meanwhile. The check before it is a plain read, and a
+        shred committing between that read and a key's insert would leave a live key beside
+        the tombstone (shredding erases only the keys it can see), or a retire would report
+        success for a shredded tenant. Rare: once per tenant, and per rotation or retire."""
         await self._lock_tenant_keys(tenant_id)
         if await self.records.tenant_shredded(tenant_id):
             # Nothing written yet but the lock: give it up, so the refusal's audit record (a
@@ -976,7 +977,7 @@ class VaultService:
         """
         root = self._root()
         await self._refuse_if_shredded(root, tenant_id, action="retire")
-        await self._lock_tenant_keys(tenant_id)
+        await self._hold_tenant_keys(root, tenant_id, action="retire")
         newest = await self.records.active_tenant_key(tenant_id)
         sealing_rows = await self.records.sealing_keys(tenant_id)
         key_version = newest.version if newest is not None else 0

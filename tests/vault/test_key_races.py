@@ -61,6 +61,15 @@ async def _rotate_and_rewrap(
         pass
 
 
+async def _tenant_with_a_record(
+    engine: AsyncEngine, key: RootKey, identity: ServiceIdentity
+) -> str:
+    """A new tenant with one record sealed under its key version 1."""
+    tenant_id = new_uuid()
+    await _seal(engine, key, identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    return tenant_id
+
+
 async def _retire(engine: AsyncEngine, key: RootKey, identity: ServiceIdentity, tenant: str) -> Any:
     return await _operate(engine, key, identity, lambda vault: vault.retire_older(tenant_id=tenant))
 
@@ -99,8 +108,7 @@ async def test_a_seal_whose_key_is_retired_before_its_write_lands_under_the_newe
     engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
 ) -> None:
     here, other = engines[0], engines[1]
-    tenant_id = new_uuid()
-    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    tenant_id = await _tenant_with_a_record(here, root_key, vault_identity)
 
     async def rotate_rewrap_retire() -> None:
         await _rotate_and_rewrap(other, root_key, vault_identity, tenant_id)
@@ -122,8 +130,7 @@ async def test_a_seal_whose_key_is_shredded_before_its_write_is_refused(
     engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
 ) -> None:
     here, other = engines[0], engines[1]
-    tenant_id = new_uuid()
-    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    tenant_id = await _tenant_with_a_record(here, root_key, vault_identity)
     maker = create_sessionmaker(here)
     async with here.connect() as connection:
         service = _service(connection, maker, root_key, vault_identity)
@@ -146,8 +153,7 @@ async def test_a_retire_waits_for_a_seal_in_flight_under_the_older_version(
     """The seal read version 1 before a rotation and a rewrap, and has written its record
     under it, uncommitted, when the retire comes: the retire must count that record."""
     here, other = engines[0], engines[1]
-    tenant_id = new_uuid()
-    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    tenant_id = await _tenant_with_a_record(here, root_key, vault_identity)
     maker = create_sessionmaker(here)
     async with here.connect() as connection:
         service = _service(connection, maker, root_key, vault_identity)
@@ -208,8 +214,7 @@ async def test_a_shred_waits_for_a_seal_that_has_written_and_not_yet_audited(
     """The seal holds its key row and next needs the audit chain's lock; the shred must not
     hold that lock while it waits for the key row (on PostgreSQL, a deadlock)."""
     here, other = engines[0], engines[1]
-    tenant_id = new_uuid()
-    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    tenant_id = await _tenant_with_a_record(here, root_key, vault_identity)
     shredding: list[asyncio.Task[None]] = []
 
     async def shred_meanwhile() -> None:
@@ -291,8 +296,7 @@ async def test_a_rotation_waiting_for_a_shred_is_refused_and_seals_meanwhile_go_
     lock and is then refused like any seal after a shred."""
     postgres = engines[0].dialect.name == "postgresql"
     here, other, third = engines
-    tenant_id = new_uuid()
-    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    tenant_id = await _tenant_with_a_record(here, root_key, vault_identity)
     started: list[asyncio.Task[Any]] = []
     maker = create_sessionmaker(other)
     async with maker() as session:
@@ -344,8 +348,7 @@ async def test_a_seal_waiting_for_a_retire_in_flight_lands_under_the_newest(
     """The retire has changed the key rows and not committed when the seal writes: the seal
     waits for it, finds its version retired, and starts again under the newest."""
     here, other, third = engines
-    tenant_id = new_uuid()
-    await _seal(here, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=1)
+    tenant_id = await _tenant_with_a_record(here, root_key, vault_identity)
     retiring: list[asyncio.Task[Any]] = []
     keys_updated = asyncio.Event()
 
@@ -403,3 +406,20 @@ async def test_a_seal_waiting_for_a_retire_in_flight_lands_under_the_newest(
     assert (await retiring[0]).min_key_version == 2
     assert await _key_states(here, tenant_id) == {1: "retired", 2: TENANT_KEY_ACTIVE}
     assert sorted(await _key_versions_of(here, Record, tenant_id)) == [2, 2]
+
+
+async def test_a_retire_that_waited_for_a_shred_is_refused(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    here, other = engines[0], engines[1]
+    tenant_id = await _tenant_with_a_record(here, root_key, vault_identity)
+    maker = create_sessionmaker(here)
+    async with maker() as session:
+        service = _service(session, maker, root_key, vault_identity)
+        _after_the_first_read(
+            service.records,
+            "tenant_shredded",
+            lambda: _shred(other, root_key, vault_identity, tenant_id),
+        )
+        with pytest.raises(TenantShredded):
+            await service.retire_older(tenant_id=tenant_id)
