@@ -10,17 +10,18 @@ record that will ever be under what it retires.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.vault.db.models import Record, SealedRecord, TenantKey
 from services.vault.db.repository import TENANT_KEY_ACTIVE, VaultRepository
-from services.vault.domain.envelope import RootKey
+from services.vault.domain.envelope import RootKey, RootKeyRing
 from services.vault.domain.errors import RewrapPending, TenantShredded, UnknownSealingKey
 from services.vault.service import VaultService
 from shared import sealed_envelope as se
@@ -423,3 +424,67 @@ async def test_a_retire_that_waited_for_a_shred_is_refused(
         )
         with pytest.raises(TenantShredded):
             await service.retire_older(tenant_id=tenant_id)
+
+
+@pytest.mark.postgres_only
+async def test_a_root_key_rotation_and_a_shred_do_not_deadlock(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity
+) -> None:
+    """Root rotation locks key rows one at a time in version order; a shred updates all of a
+    tenant's rows, which an UPDATE locks in the order they sit on disk. With version 1 moved
+    behind version 2 on disk (as any update of it leaves it), the two must not deadlock."""
+    here, other, third = engines
+    tenant_id = await _tenant_with_a_record(here, root_key, vault_identity)
+    await _operate(here, root_key, vault_identity, lambda vault: vault.rotate(tenant_id=tenant_id))
+    async with transaction_scope(here) as connection:  # fill the page, then rewrite version 1
+        await connection.execute(
+            text(
+                "INSERT INTO tenant_keys (tenant_id, version, wrapped_key, root_key_id, state,"
+                " created_at) SELECT gen_random_uuid()::text, 1, decode(repeat('ab', 60), 'hex'),"
+                " 'filler', 'shredded', now() FROM generate_series(1, 300)"
+            )
+        )
+    async with transaction_scope(here) as connection:
+        await connection.execute(
+            text(
+                "UPDATE tenant_keys SET created_at = created_at"
+                " WHERE tenant_id = :t AND version = 1"
+            ),
+            {"t": tenant_id},
+        )
+    ring = RootKeyRing(current=RootKey(os.urandom(32)), previous=(root_key,))
+
+    def with_ring(session: Any, maker: Any) -> VaultService:
+        return VaultService(
+            session=session,
+            sessionmaker=maker,
+            root_key=ring,
+            identity=vault_identity,
+            actor="operator",
+            audit_lock_timeout_seconds=20,
+        )
+
+    async def shred() -> None:
+        maker3 = create_sessionmaker(third)
+        async with maker3() as session3:
+            await with_ring(session3, maker3).shred(tenant_id=tenant_id)
+            await session3.commit()
+
+    shredding: list[asyncio.Task[None]] = []
+    maker = create_sessionmaker(other)
+    async with maker() as session:
+        service = with_ring(session, maker)
+        move = service.records.move_tenant_key_root
+
+        async def move_then_shred(row: Any, *, root_key_id: str, wrapped: bytes) -> bool:
+            moved = await move(row, root_key_id=root_key_id, wrapped=wrapped)
+            if not shredding:
+                shredding.append(asyncio.create_task(shred()))
+                await asyncio.sleep(0.5)
+            return moved
+
+        service.records.move_tenant_key_root = move_then_shred  # type: ignore[method-assign]
+        await service.rotate_root_key_batch(batch_size=100)
+        await session.commit()
+    await shredding[0]
+    assert await _key_states(here, tenant_id) == {0: "shredded", 1: "shredded", 2: "shredded"}

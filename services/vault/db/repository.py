@@ -632,8 +632,27 @@ class VaultRepository(_Repository):
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
+    async def _lock_key_rows(
+        self, tenant_id: str, *, below: int | None = None, sealing_below: int | None = None
+    ) -> None:
+        """Lock the tenant's key rows (those below the given versions) in version order
+        (PostgreSQL) before an update of several of them. An UPDATE locks rows in the order it
+        finds them on disk, and root-key rotation locks them one by one in version order:
+        without this the two could each hold a row the other needs (a deadlock, one of them
+        aborted)."""
+        if self._dialect() != "postgresql":
+            return
+        for keys, bound in ((_TENANT_KEYS, below), (_SEALING_KEYS, sealing_below)):
+            rows = select(keys.c.version).where(keys.c.tenant_id == tenant_id)
+            if bound is not None:
+                rows = rows.where(keys.c.version < bound)
+            await self.session.execute(
+                rows.order_by(keys.c.version).with_for_update(key_share=True)
+            )
+
     async def retire_older(self, tenant_id: str, *, key_version: int, sealing_version: int) -> int:
         """Retire every active version below the given ones; returns how many were retired."""
+        await self._lock_key_rows(tenant_id, below=key_version, sealing_below=sealing_version)
         keys = await self.session.execute(
             update(TenantKey)
             .where(
@@ -658,6 +677,7 @@ class VaultRepository(_Repository):
 
     async def shred(self, tenant_id: str, *, root_key_id: str, at: datetime) -> None:
         """Erase every key of the tenant (wrapped material overwritten) and leave a tombstone."""
+        await self._lock_key_rows(tenant_id)
         await self.session.execute(
             update(TenantKey)
             .where(TenantKey.tenant_id == tenant_id)
