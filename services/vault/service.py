@@ -583,13 +583,9 @@ class VaultService:
             tenant_id=tenant_id, job_id=job_id, job_ref=parsed.job_ref, purpose=purpose
         )
         if existing is not None:
-            if existing.job_id == job_id and existing.envelope == stored_form:
-                # The same envelope for the same job again: a retry after a lost answer.
-                replayed = replace(fields, outcome="ok", ref=existing.id, reason="replayed")
-                await self._append(self.session, root, replayed)
-                return SealResult(ref=existing.id, key_version=key_row.version)
-            await self._audit(root, replace(fields, reason="exists"))
-            raise RecordExists("job (or job_ref)")
+            return await self._store_sealed_again(
+                root, fields, existing, stored_form=stored_form, key_version=key_row.version
+            )
         record_id = new_id()
         stored = await self.records.insert_sealed_if_absent(
             SealedRecord(
@@ -605,10 +601,13 @@ class VaultService:
             )
         )
         if not stored:
-            if await self.records.existing_sealed(
+            existing = await self.records.existing_sealed(
                 tenant_id=tenant_id, job_id=job_id, job_ref=parsed.job_ref, purpose=purpose
-            ):  # a concurrent store of the same job won the race
-                raise RecordExists("job (or job_ref)")
+            )
+            if existing is not None:  # a concurrent store for the job won the race
+                return await self._store_sealed_again(
+                    root, fields, existing, stored_form=stored_form, key_version=key_row.version
+                )
             # The sealing key was retired or shredded since it was read: refused as it would be
             # now. Nothing is written; the refusal's audit record needs this transaction gone.
             await self.session.rollback()
@@ -625,6 +624,27 @@ class VaultService:
             extra={"ref": record_id, "tenant_id": tenant_id, "job_id": job_id},
         )
         return SealResult(ref=record_id, key_version=key_row.version)
+
+    async def _store_sealed_again(
+        self,
+        root: envelope.RootKeyRing,
+        fields: _Fields,
+        existing: SealedRecord,
+        *,
+        stored_form: str,
+        key_version: int,
+    ) -> SealResult:
+        """A second store for a job (or its job_ref): the first one's reference for the same
+        envelope for the same job (a retry after a lost answer), else 409, audited."""
+        if existing.job_id == fields.job_id and existing.envelope == stored_form:
+            replayed = replace(fields, outcome="ok", ref=existing.id, reason="replayed")
+            await self._append(self.session, root, replayed)
+            return SealResult(ref=existing.id, key_version=key_version)
+        # Nothing of this request is written (a failed insert may hold SQLite's write lock):
+        # the refusal's audit record, a transaction of its own, must not wait behind it.
+        await self.session.rollback()
+        await self._audit(root, replace(fields, reason="exists"))
+        raise RecordExists("job (or job_ref)")
 
     async def store_sealed_by_grant(self, *, token: str, envelope_json: Any) -> SealResult:
         """Store a result the member sealed for the tenant, under a router-signed seal grant."""

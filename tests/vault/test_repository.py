@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -24,6 +25,7 @@ from services.vault.db.models import (
     AuditRecord,
     Base,
     Record,
+    SealedRecord,
     TenantKey,
     TenantSealingKey,
 )
@@ -40,6 +42,7 @@ from services.vault.db.repository import (
 from services.vault.domain.envelope import RootKey
 from services.vault.domain.errors import AuditUnavailable, RecordExists, TenantShredded
 from services.vault.service import SealResult, VaultService
+from shared import sealed_envelope as se
 from shared.db import create_engine, create_sessionmaker, transaction_scope, utcnow
 from shared.service_auth import ServiceIdentity
 from tests.vault.factories import make_grant, new_uuid
@@ -437,3 +440,94 @@ async def test_a_head_set_back_behind_its_records_fails_verification(
         await _seal(
             engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=4
         )
+
+
+# --- two stores of a client-sealed envelope for one job, in two replicas ----------------------
+
+
+async def _store_sealed(
+    engine: AsyncEngine, key: RootKey, identity: ServiceIdentity, **fields: Any
+) -> SealResult:
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        stored = await _service(session, maker, key, identity).store_sealed(
+            subject="tenant", **fields
+        )
+        await session.commit()
+        return stored
+
+
+@pytest.mark.parametrize("same_envelope", [True, False])
+async def test_a_store_that_loses_the_race_for_its_job_answers_as_after_it(
+    engines: list[AsyncEngine],
+    root_key: RootKey,
+    vault_identity: ServiceIdentity,
+    same_envelope: bool,
+) -> None:
+    """Another replica stores an envelope for the job between this store's check and its
+    insert: the same envelope is a replay (the first reference), another is 409, audited,
+    exactly as when the check had seen it."""
+    here, other = engines[0], engines[1]
+    tenant_id, job_id = new_uuid(), new_uuid()
+    maker = create_sessionmaker(here)
+    async with maker() as session:
+        keys = await _service(session, maker, root_key, vault_identity).sealing_keys(
+            tenant_id=tenant_id
+        )
+        await session.commit()
+
+    def sealed(data: Any) -> Any:
+        return se.seal_json(
+            data,
+            public_key=X25519PublicKey.from_public_bytes(keys[0].public_key),
+            tenant_id=tenant_id,
+            job_ref="ref-1",
+            key_id=keys[0].key_id,
+        ).to_json()
+
+    first = sealed({"n": 1})
+    mine = first if same_envelope else sealed({"n": 2})
+    async with maker() as session:
+        service = _service(session, maker, root_key, vault_identity)
+        check = service.records.existing_sealed
+        checks = 0
+
+        async def other_replica_stores_after_the_check(**key: Any) -> Any:
+            nonlocal checks
+            checks += 1
+            answer = await check(**key)
+            if checks == 1:
+                await _store_sealed(
+                    other,
+                    root_key,
+                    vault_identity,
+                    tenant_id=tenant_id,
+                    job_id=job_id,
+                    envelope_json=first,
+                )
+            return answer
+
+        service.records.existing_sealed = other_replica_stores_after_the_check  # type: ignore[method-assign]
+        attempt = service.store_sealed(
+            tenant_id=tenant_id, job_id=job_id, envelope_json=mine, subject="tenant"
+        )
+        if same_envelope:
+            replayed = await attempt
+            await session.commit()
+        else:
+            with pytest.raises(RecordExists):
+                await attempt
+    assert checks == 2
+    async with create_sessionmaker(here)() as session:
+        stored = list(await session.scalars(select(SealedRecord)))
+        refusals = list(
+            await session.scalars(
+                select(AuditRecord.reason).where(AuditRecord.outcome == "refused")
+            )
+        )
+    assert len(stored) == 1
+    if same_envelope:
+        assert replayed.ref == stored[0].id
+        assert refusals == []
+    else:
+        assert refusals == ["exists"]
