@@ -93,6 +93,26 @@ def _after_the_first_read(
     setattr(repository, method, then_change)
 
 
+async def _until_one_waits(engine: AsyncEngine) -> None:
+    """Until another transaction on this database waits for a lock: the race the test forces
+    has formed. PostgreSQL shows it (``pg_stat_activity``); on SQLite a waiting writer retries
+    inside its own process, so a pause stands in."""
+    if engine.dialect.name != "postgresql":
+        await asyncio.sleep(0.3)
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with engine.connect() as connection:
+        for _ in range(500):
+            if (await connection.execute(waiting)).scalar_one():
+                return
+            await connection.rollback()  # a fresh snapshot of the activity for the next look
+            await asyncio.sleep(0.02)
+    raise AssertionError("no transaction came to wait for a lock within 10 s")
+
+
 async def _key_versions_of(engine: AsyncEngine, model: type[Any], tenant_id: str) -> list[Any]:
     column = model.key_version if model is Record else model.key_id
     async with create_sessionmaker(engine)() as session:
@@ -168,7 +188,7 @@ async def test_a_retire_waits_for_a_seal_in_flight_under_the_older_version(
         )
         assert sealed.key_version == 1
         retiring = asyncio.create_task(_retire(other, root_key, vault_identity, tenant_id))
-        await asyncio.sleep(0.3)
+        await _until_one_waits(here)
         assert not retiring.done()  # waiting for the seal's transaction
         await connection.commit()
     with pytest.raises(RewrapPending):
@@ -220,7 +240,7 @@ async def test_a_shred_waits_for_a_seal_that_has_written_and_not_yet_audited(
 
     async def shred_meanwhile() -> None:
         shredding.append(asyncio.create_task(_shred(other, root_key, vault_identity, tenant_id)))
-        await asyncio.sleep(0.3)
+        await _until_one_waits(here)
         assert not shredding[0].done()  # waiting for the seal's transaction
 
     maker = create_sessionmaker(here)
@@ -254,7 +274,7 @@ async def test_a_first_seal_making_the_key_and_a_shred_do_not_deadlock(
 
     async def shred_meanwhile() -> None:
         shredding.append(asyncio.create_task(_shred(third, root_key, vault_identity, tenant_id)))
-        await asyncio.sleep(0.3)
+        await _until_one_waits(here)
         assert not shredding[0].done()  # waiting for this seal's transaction
 
     maker = create_sessionmaker(here)
@@ -326,7 +346,7 @@ async def test_a_rotation_waiting_for_a_shred_is_refused_and_seals_meanwhile_go_
             )
             if postgres:  # the seal is not held up by the shred's lock
                 await asyncio.wait_for(asyncio.shield(started[1]), timeout=10)
-            await asyncio.sleep(0.3)
+            await _until_one_waits(here)
             assert not started[0].done()  # the rotation waits for the shred
             await shred(tenant_id, root_key_id=root_key_id, at=at)
 
@@ -467,6 +487,10 @@ async def test_a_root_key_rotation_and_a_shred_do_not_deadlock(
     async def shred() -> None:
         maker3 = create_sessionmaker(third)
         async with maker3() as session3:
+            # Read the rows in the order they sit on disk, whatever plan the statistics of
+            # the moment would pick (an index scan happens to go in version order).
+            await session3.execute(text("SET LOCAL enable_indexscan = off"))
+            await session3.execute(text("SET LOCAL enable_indexonlyscan = off"))
             await with_ring(session3, maker3).shred(tenant_id=tenant_id)
             await session3.commit()
 
@@ -480,7 +504,7 @@ async def test_a_root_key_rotation_and_a_shred_do_not_deadlock(
             moved = await move(row, root_key_id=root_key_id, wrapped=wrapped)
             if not shredding:
                 shredding.append(asyncio.create_task(shred()))
-                await asyncio.sleep(0.5)
+                await _until_one_waits(here)
             return moved
 
         service.records.move_tenant_key_root = move_then_shred  # type: ignore[method-assign]
