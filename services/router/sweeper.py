@@ -7,7 +7,10 @@ Every ``sweep_interval_seconds`` one pass, in its own transaction:
    changed); those still without a team wait another ``unroutable_retry_seconds``;
 3. ``queued`` jobs nobody claimed before their ``escalate_at`` pass to the next eligible team
    (event ``escalated``), or stay where they are when no other team is eligible (event
-   ``escalation_held``; see :meth:`JobWorkflow.escalate_unclaimed`).
+   ``escalation_held``; see :meth:`JobWorkflow.escalate_unclaimed`);
+4. withdrawals (submissions the gateway rolled back) older than twice
+   ``withdrawal_retention_seconds`` are forgotten: a submit with a token that old is refused
+   anyway (services/router/domain/withdrawals.py).
 
 Each change is a conditional UPDATE on the state the sweeper read, so several replicas sweeping
 at once cannot requeue a job twice or undo a heartbeat that landed in between. A failed pass is
@@ -37,6 +40,7 @@ class SweepReport:
     requeued: int
     rerouted: int
     escalated: int = 0
+    forgotten: int = 0
 
 
 async def sweep_once(
@@ -55,7 +59,12 @@ async def sweep_once(
     async with maker() as session, session.begin():
         workflow = JobWorkflow(session, settings=settings, classifier=classifier)
         escalated = await workflow.escalate_unclaimed(now=now)
-    return SweepReport(requeued=requeued, rerouted=rerouted, escalated=escalated)
+    async with maker() as session, session.begin():
+        workflow = JobWorkflow(session, settings=settings, classifier=classifier)
+        forgotten = await workflow.forget_withdrawals(now=now)
+    return SweepReport(
+        requeued=requeued, rerouted=rerouted, escalated=escalated, forgotten=forgotten
+    )
 
 
 async def run_sweeper(
@@ -81,12 +90,13 @@ async def run_sweeper(
         except Exception as exc:  # noqa: BLE001 - a failed pass must not end the sweeper
             logger.error("sweep failed", extra={"error_type": type(exc).__name__})
             continue
-        if report.requeued or report.rerouted or report.escalated:
+        if report.requeued or report.rerouted or report.escalated or report.forgotten:
             logger.info(
                 "sweep",
                 extra={
                     "requeued": report.requeued,
                     "rerouted": report.rerouted,
                     "escalated": report.escalated,
+                    "forgotten_withdrawals": report.forgotten,
                 },
             )

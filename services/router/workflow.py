@@ -26,6 +26,7 @@ from services.router.db.models import (
     Team,
 )
 from services.router.db.repository import JobRepository, TeamRepository
+from services.router.domain import withdrawals
 from services.router.domain.classifier import Classification, Classifier
 from services.router.domain.decision_record import routing_view, stored_record, team_ids_of
 from services.router.domain.errors import (
@@ -536,8 +537,9 @@ class JobWorkflow:
             if stored is None:
                 raise InvalidTransition("The job changed while this request ran; retry.")
             return self._same_submission(stored, submission), False
-        if submission.outbox_token is not None and await self.jobs.is_withdrawn(
-            submission.id, outbox_token=submission.outbox_token
+        if submission.outbox_token is not None and (
+            withdrawals.is_expired(submission.outbox_token, now=now, retention=self._retention)
+            or await self.jobs.is_withdrawn(submission.id, outbox_token=submission.outbox_token)
         ):
             # Raising rolls the insert back: the job's sealed data is being discarded.
             raise SubmissionWithdrawn(
@@ -657,6 +659,18 @@ class JobWorkflow:
         job, so the gateway may have the vault discard its sealed data."""
         return await self.jobs.withdraw(
             job_id, tenant_id=tenant_id, outbox_token=outbox_token, now=now
+        )
+
+    @property
+    def _retention(self) -> timedelta:
+        return timedelta(seconds=self.settings.withdrawal_retention_seconds)
+
+    async def forget_withdrawals(self, *, now: datetime) -> int:
+        """Delete withdrawals old enough that their tokens are refused anyway (see
+        services/router/domain/withdrawals.py); how many."""
+        return await self.jobs.forget_withdrawals(
+            before=withdrawals.forget_before(now, self._retention),
+            limit=self.settings.sweep_batch_size,
         )
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,6 +16,11 @@ ALWAYS = {"start": "00:00", "end": "23:59", "days": [0, 1, 2, 3, 4, 5, 6]}
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+def outbox_token(at: datetime | None = None, *, seconds_later: float = 0) -> str:
+    """An outbox token as the gateway makes it: its row's time (now unless ``at``)."""
+    return ((at or datetime.now(UTC)) + timedelta(seconds=seconds_later)).isoformat()
 
 
 def team_body(**overrides: Any) -> dict[str, Any]:

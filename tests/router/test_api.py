@@ -26,6 +26,7 @@ from tests.router.factories import (
     create_team,
     job_body,
     new_uuid,
+    outbox_token,
     submit_job,
     team_body,
 )
@@ -1008,7 +1009,7 @@ async def test_a_withdrawn_submission_is_refused_and_stores_nothing(client):
     that arrives afterwards with the same outbox token must not store the job, while a fresh
     submission of the same job (a keyed retry: a new outbox row, new data) goes through."""
     await create_team(client)
-    body = job_body(outbox_token="2026-11-29T11:00:00.000001+00:00")
+    body = job_body(outbox_token=outbox_token())
     withdrawal = {"tenant_id": TENANT, "outbox_token": body["outbox_token"]}
     path = f"/internal/v1/jobs/{body['id']}/withdrawals"
     first = await client.post(path, json=withdrawal)
@@ -1022,29 +1023,30 @@ async def test_a_withdrawn_submission_is_refused_and_stores_nothing(client):
     listed = (await client.get("/internal/v1/jobs", params={"tenant_id": TENANT})).json()
     assert listed["data"] == []
 
+    retry_token = outbox_token(seconds_later=9)
     retried = await client.post(
-        "/internal/v1/jobs",
-        json={**body, "outbox_token": "2026-11-29T11:00:09.000002+00:00", "confidential_ref": "r2"},
+        "/internal/v1/jobs", json={**body, "outbox_token": retry_token, "confidential_ref": "r2"}
     )
     assert retried.status_code == 201, retried.text
     assert retried.json()["id"] == body["id"]
     # The job is stored now: withdrawing the retry's token too changes nothing and says so.
-    late = {"tenant_id": TENANT, "outbox_token": "2026-11-29T11:00:09.000002+00:00"}
+    late = {"tenant_id": TENANT, "outbox_token": retry_token}
     assert (await client.post(path, json=late)).json() == {"withdrawn": False}
     assert (await client.get(f"/internal/v1/jobs/{body['id']}")).status_code == 200
 
 
 async def test_a_stored_job_is_not_withdrawn(client):
     await create_team(client)
-    job = await submit_job(client, outbox_token="t1")
+    token = outbox_token()
+    job = await submit_job(client, outbox_token=token)
     path = f"/internal/v1/jobs/{job['id']}/withdrawals"
-    answer = await client.post(path, json={"tenant_id": TENANT, "outbox_token": "t1"})
+    answer = await client.post(path, json={"tenant_id": TENANT, "outbox_token": token})
     assert answer.json() == {"withdrawn": False}
     # A retry of the stored submission still gets the job back.
-    again = await client.post("/internal/v1/jobs", json=job_body(id=job["id"], outbox_token="t1"))
+    again = await client.post("/internal/v1/jobs", json=job_body(id=job["id"], outbox_token=token))
     assert again.status_code == 200
     # Another tenant's job of that id is not this tenant's: its withdrawal is recorded.
-    other = await client.post(path, json={"tenant_id": OTHER_TENANT, "outbox_token": "t1"})
+    other = await client.post(path, json={"tenant_id": OTHER_TENANT, "outbox_token": token})
     assert other.json() == {"withdrawn": True}
     assert (await client.get(f"/internal/v1/jobs/{job['id']}")).status_code == 200
 
@@ -1055,12 +1057,13 @@ async def test_a_stored_job_is_not_withdrawn(client):
         {"tenant_id": TENANT},
         {"tenant_id": TENANT, "outbox_token": ""},
         {"tenant_id": TENANT, "outbox_token": "x" * 65},
-        {"tenant_id": "not-a-uuid", "outbox_token": "t"},
-        {"tenant_id": TENANT, "outbox_token": "t", "extra": 1},
+        {"tenant_id": TENANT, "outbox_token": "t"},
+        {"tenant_id": "not-a-uuid", "outbox_token": "2026-11-29T11:00:00+00:00"},
+        {"tenant_id": TENANT, "outbox_token": "2026-11-29T11:00:00+00:00", "extra": 1},
     ],
 )
 async def test_bad_withdrawals_are_422_and_change_nothing(client, body):
     await create_team(client)
-    job = job_body(outbox_token="t")
+    job = job_body(outbox_token=outbox_token())
     assert_problem(await client.post(f"/internal/v1/jobs/{job['id']}/withdrawals", json=body), 422)
     assert (await client.post("/internal/v1/jobs", json=job)).status_code == 201

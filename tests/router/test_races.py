@@ -33,7 +33,7 @@ from services.router.sweeper import sweep_once
 from services.router.workflow import JobWorkflow
 from shared.db import create_sessionmaker
 from tests.conftest import running
-from tests.router.factories import TENANT, job_body, make_team, new_uuid
+from tests.router.factories import TENANT, job_body, make_team, new_uuid, outbox_token
 
 pytestmark = pytest.mark.postgres_only
 
@@ -365,7 +365,7 @@ async def test_a_submit_and_its_withdrawal_have_one_winner(
     engine = create_async_engine(router_settings.resolved_database_url())
     maker = create_sessionmaker(engine)
     await new_team(maker, name="Clinical withdrawals", capacity=WITHDRAWN_RACES)
-    bodies = [job_body(outbox_token=new_uuid()) for _ in range(WITHDRAWN_RACES)]
+    bodies = [job_body(outbox_token=outbox_token()) for _ in range(WITHDRAWN_RACES)]
     shuffle = random.Random(7)
 
     async def submit(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, str, int]:

@@ -30,6 +30,7 @@ from services.router.domain.grants import GrantAction
 from services.router.domain.quality import MAX_RATING, MIN_RATING
 from services.router.domain.routing import parse_hhmm
 from services.router.domain.taxonomy import Domain, Priority, Tier
+from services.router.domain.withdrawals import token_time
 from shared.vocabulary import ISO_3166_ALPHA2
 
 # Small, non-secret labels: 8 KiB of JSON is plenty and keeps rows and lists light.
@@ -103,7 +104,18 @@ def _sorted_unique(values: list[str]) -> list[str]:
     return sorted(set(values))
 
 
-OutboxToken = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+def _outbox_token(value: str) -> str:
+    try:
+        token_time(value)
+    except ValueError:
+        raise ValueError("must be the outbox row's time, in ISO 8601") from None
+    return value
+
+
+# Kept as sent (a withdrawal matches it exactly), checked to be a time.
+OutboxToken = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_outbox_token)
+]
 
 
 class _Request(BaseModel):

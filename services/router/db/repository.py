@@ -22,12 +22,14 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     exists,
     func,
     insert,
     literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -426,6 +428,20 @@ class JobRepository:
             self.session, _TENANT_HAS_JOB, {"job_id": job_id, "tenant_id": tenant_id}
         )
         return stored.first() is None
+
+    async def forget_withdrawals(self, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` withdrawals recorded before ``before``; how many."""
+        oldest = (
+            select(_WITHDRAWALS.c.job_id, _WITHDRAWALS.c.outbox_token)
+            .where(_WITHDRAWALS.c.withdrawn_at < before)
+            .limit(limit)
+        )
+        result = await self.session.execute(
+            delete(_WITHDRAWALS).where(
+                tuple_(_WITHDRAWALS.c.job_id, _WITHDRAWALS.c.outbox_token).in_(oldest)
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> Job | None:
         """A job by id; with ``tenant_id``, only if it belongs to that tenant."""
