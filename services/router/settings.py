@@ -41,8 +41,10 @@ class RouterSettings(ServiceSettings):
     sweep_batch_size: int = Field(default=100, ge=1, le=10_000)
     # How long a withdrawn submission is remembered (services/router/domain/withdrawals.py): a
     # submit with an outbox token older than this is refused as withdrawn. A week is far
-    # beyond any request's life, and withdrawals (roll-backs after a crash) are rare.
-    withdrawal_retention_seconds: int = Field(default=7 * 86_400, ge=3600, le=365 * 86_400)
+    # beyond any request's life, and withdrawals (roll-backs after a crash) are rare. At least
+    # two days: a client's keyed retries reuse their first outbox row's token for as long as
+    # the gateway keeps the Idempotency-Key (24 h), and must not be refused meanwhile.
+    withdrawal_retention_seconds: int = Field(default=7 * 86_400, ge=2 * 86_400, le=365 * 86_400)
     # A grant is used at once by the gateway on the vault; a minute covers one slow hop.
     grant_ttl_seconds: int = Field(default=60, ge=5, le=600)
 

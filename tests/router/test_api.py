@@ -1004,6 +1004,14 @@ async def test_the_same_member_key_registered_at_once_is_accepted_every_time(
     assert other.status_code == 409
 
 
+@pytest.mark.parametrize("token", ["t1", "", "2026-13-01T00:00:00+00:00", "x" * 65])
+async def test_a_submit_whose_outbox_token_is_not_a_time_is_422_and_stores_nothing(client, token):
+    await create_team(client)
+    body = job_body(outbox_token=token)
+    assert_problem(await client.post("/internal/v1/jobs", json=body), 422)
+    assert_problem(await client.get(f"/internal/v1/jobs/{body['id']}"), 404)
+
+
 async def test_a_withdrawn_submission_is_refused_and_stores_nothing(client):
     """The gateway rolled the submission back (its sealed data is being discarded): a submit
     that arrives afterwards with the same outbox token must not store the job, while a fresh

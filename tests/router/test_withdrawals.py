@@ -99,8 +99,11 @@ async def test_the_sweeper_forgets_withdrawals_after_twice_the_retention(
             (old, NOW - 2 * retention - timedelta(seconds=1)),
             (recent, NOW - 2 * retention + timedelta(seconds=60)),
         ):
+            # The token's own time is later (the gateway's clock may run ahead): what is
+            # forgotten goes by when the router recorded the withdrawal.
+            token = outbox_token(at, seconds_later=retention.total_seconds())
             await workflow(session, router_settings).withdraw(
-                job_id, tenant_id=TENANT, outbox_token=outbox_token(at), now=at
+                job_id, tenant_id=TENANT, outbox_token=token, now=at
             )
         await session.commit()
     report = await sweep_once(

@@ -525,9 +525,14 @@ async def test_a_store_that_loses_the_race_for_its_job_answers_as_after_it(
                 select(AuditRecord.reason).where(AuditRecord.outcome == "refused")
             )
         )
+        replays = list(
+            await session.scalars(select(AuditRecord.ref).where(AuditRecord.reason == "replayed"))
+        )
     assert len(stored) == 1
     if same_envelope:
         assert replayed.ref == stored[0].id
         assert refusals == []
+        assert replays == [stored[0].id]
     else:
         assert refusals == ["exists"]
+        assert replays == []
