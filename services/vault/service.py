@@ -234,6 +234,14 @@ class VaultService:
         that record is 409.
         """
         root = self._root()
+        fields = _Fields(
+            action="seal",
+            outcome="ok",
+            tenant_id=tenant_id,
+            job_id=job_id,
+            subject=subject,
+            grant_id=grant_id,
+        )
         for _ in range(SEAL_ATTEMPTS):
             tenant_key = await self._tenant_key_for_seal(root, tenant_id)
             record_id = new_id()
@@ -265,18 +273,7 @@ class VaultService:
             )
             if existing is not None:  # sealed before (a retry) or by a concurrent call
                 return await self._seal_again(
-                    root,
-                    _Fields(
-                        action="seal",
-                        outcome="ok",
-                        tenant_id=tenant_id,
-                        job_id=job_id,
-                        ref=existing.id,
-                        subject=subject,
-                        grant_id=grant_id,
-                    ),
-                    existing,
-                    data=data,
+                    root, replace(fields, ref=existing.id), existing, data=data
                 )
             # Neither stored nor there: the key version read above was retired or shredded
             # since. Nothing is written; start again from the tenant's key as it is now (a
@@ -284,16 +281,7 @@ class VaultService:
             await self.session.rollback()
         else:
             raise TenantKeysChanging
-        fields = _Fields(
-            action="seal",
-            outcome="ok",
-            tenant_id=tenant_id,
-            job_id=job_id,
-            ref=record_id,
-            subject=subject,
-            grant_id=grant_id,
-        )
-        await self._append(self.session, root, fields)
+        await self._append(self.session, root, replace(fields, ref=record_id))
         logger.info(
             "record sealed",
             extra={"ref": record_id, "tenant_id": tenant_id, "job_id": job_id, "purpose": purpose},

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.vault.db.models import Record, SealedRecord, TenantKey
-from services.vault.db.repository import TENANT_KEY_ACTIVE, VaultRepository
+from services.vault.db.repository import TENANT_KEY_ACTIVE
 from services.vault.domain.envelope import RootKey, RootKeyRing
 from services.vault.domain.errors import RewrapPending, TenantShredded, UnknownSealingKey
 from services.vault.service import VaultService
@@ -28,7 +28,15 @@ from shared import sealed_envelope as se
 from shared.db import create_sessionmaker, transaction_scope
 from shared.service_auth import ServiceIdentity
 from tests.vault.factories import new_uuid
-from tests.vault.test_repository import _seal, _service, _shred, engines, root_key, vault_identity
+from tests.vault.test_repository import (
+    _after_read,
+    _seal,
+    _service,
+    _shred,
+    engines,
+    root_key,
+    vault_identity,
+)
 
 __all__ = ["engines", "root_key", "vault_identity"]  # fixtures, used by name
 
@@ -73,24 +81,6 @@ async def _tenant_with_a_record(
 
 async def _retire(engine: AsyncEngine, key: RootKey, identity: ServiceIdentity, tenant: str) -> Any:
     return await _operate(engine, key, identity, lambda vault: vault.retire_older(tenant_id=tenant))
-
-
-def _after_the_first_read(
-    repository: VaultRepository, method: str, change: Callable[[], Awaitable[Any]]
-) -> None:
-    """Run ``change`` (another replica) right after ``repository.<method>`` first answers."""
-    read = getattr(repository, method)
-    calls = 0
-
-    async def then_change(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        answer = await read(*args)
-        if calls == 1:
-            await change()
-        return answer
-
-    setattr(repository, method, then_change)
 
 
 async def _until_one_waits(engine: AsyncEngine) -> None:
@@ -138,7 +128,7 @@ async def test_a_seal_whose_key_is_retired_before_its_write_lands_under_the_newe
     maker = create_sessionmaker(here)
     async with transaction_scope(here) as connection:
         service = _service(connection, maker, root_key, vault_identity)
-        _after_the_first_read(service.records, "active_tenant_key", rotate_rewrap_retire)
+        _after_read(service.records, "active_tenant_key", rotate_rewrap_retire)
         sealed = await service.seal(
             tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=2, subject="t"
         )
@@ -155,7 +145,7 @@ async def test_a_seal_whose_key_is_shredded_before_its_write_is_refused(
     maker = create_sessionmaker(here)
     async with here.connect() as connection:
         service = _service(connection, maker, root_key, vault_identity)
-        _after_the_first_read(
+        _after_read(
             service.records,
             "active_tenant_key",
             lambda: _shred(other, root_key, vault_identity, tenant_id),
@@ -178,7 +168,7 @@ async def test_a_retire_waits_for_a_seal_in_flight_under_the_older_version(
     maker = create_sessionmaker(here)
     async with here.connect() as connection:
         service = _service(connection, maker, root_key, vault_identity)
-        _after_the_first_read(
+        _after_read(
             service.records,
             "active_tenant_key",
             lambda: _rotate_and_rewrap(other, root_key, vault_identity, tenant_id),
@@ -220,7 +210,7 @@ async def test_an_envelope_whose_sealing_key_is_retired_before_its_write_is_refu
     maker = create_sessionmaker(here)
     async with maker() as session:
         service = _service(session, maker, root_key, vault_identity)
-        _after_the_first_read(service.records, "sealing_key", rotate_rewrap_retire)
+        _after_read(service.records, "sealing_key", rotate_rewrap_retire)
         with pytest.raises(UnknownSealingKey):
             await service.store_sealed(
                 tenant_id=tenant_id, job_id=new_uuid(), envelope_json=envelope, subject="t"
@@ -280,29 +270,19 @@ async def test_a_first_seal_making_the_key_and_a_shred_do_not_deadlock(
     maker = create_sessionmaker(here)
     async with transaction_scope(here) as connection:
         service = _service(connection, maker, root_key, vault_identity)
-        _after_the_first_read(
+        _after_read(
             service.records,
             "active_tenant_key",
             lambda: _seal(
                 other, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=0
             ),
         )
-        checked = service.records.tenant_shredded
-        checks = 0
-
-        async def then_shred(tenant_id: str) -> bool:
-            nonlocal checks
-            checks += 1
-            answer = await checked(tenant_id)
-            if checks == 2:  # the check under the tenant's key lock
-                await shred_meanwhile()
-            return answer
-
-        service.records.tenant_shredded = then_shred  # type: ignore[method-assign]
+        # The second check is the one under the tenant's key lock.
+        checks = _after_read(service.records, "tenant_shredded", shred_meanwhile, nth=2)
         sealed = await service.seal(
             tenant_id=tenant_id, job_id=new_uuid(), purpose="job", data=1, subject="t"
         )
-    assert checks == 2
+    assert checks.count == 2
     assert sealed.key_version == 1
     await shredding[0]
     assert await _key_states(here, tenant_id) == {0: "shredded", 1: "shredded"}
@@ -403,7 +383,7 @@ async def test_a_seal_waiting_for_a_retire_in_flight_lands_under_the_newest(
     maker = create_sessionmaker(here)
     async with transaction_scope(here) as connection:
         service = _service(connection, maker, root_key, vault_identity)
-        _after_the_first_read(
+        _after_read(
             service.records,
             "active_tenant_key",
             lambda: _rotate_and_rewrap(other, root_key, vault_identity, tenant_id),
@@ -437,7 +417,7 @@ async def test_a_retire_that_waited_for_a_shred_is_refused(
     maker = create_sessionmaker(here)
     async with maker() as session:
         service = _service(session, maker, root_key, vault_identity)
-        _after_the_first_read(
+        _after_read(
             service.records,
             "tenant_shredded",
             lambda: _shred(other, root_key, vault_identity, tenant_id),
@@ -474,16 +454,6 @@ async def test_a_root_key_rotation_and_a_shred_do_not_deadlock(
         )
     ring = RootKeyRing(current=RootKey(os.urandom(32)), previous=(root_key,))
 
-    def with_ring(session: Any, maker: Any) -> VaultService:
-        return VaultService(
-            session=session,
-            sessionmaker=maker,
-            root_key=ring,
-            identity=vault_identity,
-            actor="operator",
-            audit_lock_timeout_seconds=20,
-        )
-
     async def shred() -> None:
         maker3 = create_sessionmaker(third)
         async with maker3() as session3:
@@ -491,13 +461,13 @@ async def test_a_root_key_rotation_and_a_shred_do_not_deadlock(
             # the moment would pick (an index scan happens to go in version order).
             await session3.execute(text("SET LOCAL enable_indexscan = off"))
             await session3.execute(text("SET LOCAL enable_indexonlyscan = off"))
-            await with_ring(session3, maker3).shred(tenant_id=tenant_id)
+            await _service(session3, maker3, ring, vault_identity).shred(tenant_id=tenant_id)
             await session3.commit()
 
     shredding: list[asyncio.Task[None]] = []
     maker = create_sessionmaker(other)
     async with maker() as session:
-        service = with_ring(session, maker)
+        service = _service(session, maker, ring, vault_identity)
         move = service.records.move_tenant_key_root
 
         async def move_then_shred(row: Any, *, root_key_id: str, wrapped: bytes) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from services.vault.db.repository import (
     NewRecord,
     VaultRepository,
 )
-from services.vault.domain.envelope import RootKey
+from services.vault.domain.envelope import RootKey, RootKeyRing
 from services.vault.domain.errors import AuditUnavailable, RecordExists, TenantShredded
 from services.vault.service import SealResult, VaultService
 from shared import sealed_envelope as se
@@ -71,7 +72,7 @@ def vault_identity(keys_dir: Path) -> ServiceIdentity:
 def _service(
     session: Db,
     maker: async_sessionmaker[AsyncSession],
-    root_key: RootKey,
+    root_key: RootKey | RootKeyRing,
     identity: ServiceIdentity,
     timeout: float = 20.0,
 ) -> VaultService:
@@ -345,23 +346,32 @@ async def _live_keys(engine: AsyncEngine, tenant_id: str) -> list[tuple[str, int
         ]
 
 
-def _shred_after_the_first_check(
-    service: VaultService, run_shred: Callable[[], Awaitable[None]]
-) -> None:
-    """Another replica's shred commits right after ``service`` first found the tenant not
-    shredded (a plain read), before it writes a key."""
-    check = service.records.tenant_shredded
-    calls = 0
+@dataclass
+class _Calls:
+    count: int = 0
 
-    async def checked(tenant_id: str) -> bool:
-        nonlocal calls
-        calls += 1
-        answer = await check(tenant_id)
-        if calls == 1:
-            await run_shred()
+
+def _after_read(
+    repository: VaultRepository,
+    method: str,
+    change: Callable[[], Awaitable[Any]],
+    *,
+    nth: int = 1,
+) -> _Calls:
+    """Run ``change`` (another replica) right after ``repository.<method>`` answers for the
+    ``nth`` time; the calls, counted."""
+    read = getattr(repository, method)
+    calls = _Calls()
+
+    async def then_change(*args: Any, **kwargs: Any) -> Any:
+        calls.count += 1
+        answer = await read(*args, **kwargs)
+        if calls.count == nth:
+            await change()
         return answer
 
-    service.records.tenant_shredded = checked  # type: ignore[method-assign]
+    setattr(repository, method, then_change)
+    return calls
 
 
 @pytest.mark.parametrize("change", ["rotate", "first seal", "first sealing keys"])
@@ -375,8 +385,12 @@ async def test_a_shred_racing_a_new_key_leaves_no_live_key(
     maker = create_sessionmaker(here)
     async with maker() as session:
         service = _service(session, maker, root_key, vault_identity)
-        _shred_after_the_first_check(
-            service, lambda: _shred(other, root_key, vault_identity, tenant_id)
+        # Another replica's shred commits right after the first check found the tenant not
+        # shredded (a plain read), before a key is written.
+        _after_read(
+            service.records,
+            "tenant_shredded",
+            lambda: _shred(other, root_key, vault_identity, tenant_id),
         )
         attempt: Callable[[], Awaitable[Any]] = {
             "rotate": lambda: service.rotate(tenant_id=tenant_id),
@@ -489,25 +503,18 @@ async def test_a_store_that_loses_the_race_for_its_job_answers_as_after_it(
     mine = first if same_envelope else sealed({"n": 2})
     async with maker() as session:
         service = _service(session, maker, root_key, vault_identity)
-        check = service.records.existing_sealed
-        checks = 0
-
-        async def other_replica_stores_after_the_check(**key: Any) -> Any:
-            nonlocal checks
-            checks += 1
-            answer = await check(**key)
-            if checks == 1:
-                await _store_sealed(
-                    other,
-                    root_key,
-                    vault_identity,
-                    tenant_id=tenant_id,
-                    job_id=job_id,
-                    envelope_json=first,
-                )
-            return answer
-
-        service.records.existing_sealed = other_replica_stores_after_the_check  # type: ignore[method-assign]
+        checks = _after_read(
+            service.records,
+            "existing_sealed",
+            lambda: _store_sealed(
+                other,
+                root_key,
+                vault_identity,
+                tenant_id=tenant_id,
+                job_id=job_id,
+                envelope_json=first,
+            ),
+        )
         attempt = service.store_sealed(
             tenant_id=tenant_id, job_id=job_id, envelope_json=mine, subject="tenant"
         )
@@ -517,7 +524,7 @@ async def test_a_store_that_loses_the_race_for_its_job_answers_as_after_it(
         else:
             with pytest.raises(RecordExists):
                 await attempt
-    assert checks == 2
+    assert checks.count == 2
     async with create_sessionmaker(here)() as session:
         stored = list(await session.scalars(select(SealedRecord)))
         refusals = list(
