@@ -384,7 +384,7 @@ class JobWorkflow:
                 "The job changed while this request ran; read it again and retry."
             )
         if team is not None:
-            load = (await self.jobs.team_loads([team.id])).get(team.id, 0)
+            load = await self.jobs.team_load(team.id)
             if load > team.capacity:
                 if savepoint is not None:
                     await savepoint.rollback()
@@ -553,7 +553,7 @@ class JobWorkflow:
             # submits may all have seen room on the same team. Read now, after this job's
             # insert (which counted it, and on PostgreSQL holds the team's counter row until
             # commit; on SQLite the write lock), the load is exact.
-            load = (await self.jobs.team_loads([chosen.team.id])).get(chosen.team.id, 0)
+            load = await self.jobs.team_load(chosen.team.id)
             if load <= chosen.team.capacity:
                 break
             teams = _filled(teams, chosen.team)

@@ -3,6 +3,7 @@ under the test's control: every wait, age and deadline below is an exact number 
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,8 @@ async def test_a_decision_counts_only_the_able_teams_loads(session, router_setti
     assert await repo.team_loads() == {full.id: 2, free.id: 1, other_tier.id: 4}
     assert await repo.team_loads([free.id, full.id]) == {full.id: 2, free.id: 1}
     assert await repo.team_loads([]) == {}
+    assert [await repo.team_load(team.id) for team in (full, free, other_tier)] == [2, 1, 4]
+    assert await repo.team_load(str(uuid.uuid4())) == 0  # no counter row
 
     workflow = JobWorkflow(session, settings=router_settings, classifier=LexiconClassifier())
     work = Classification(tier=Tier.KPO, domain=Domain.CLINICAL, confidence=1.0)
