@@ -40,6 +40,7 @@ from services.router.domain.errors import (
     JobNotFound,
     LeaseConflict,
     PreconditionFailed,
+    StaleResult,
     SubmissionWithdrawn,
     TeamNotFound,
 )
@@ -72,6 +73,7 @@ from services.router.domain.taxonomy import PRIORITY_RANK, Domain, Priority, Tie
 from services.router.metrics import record_decision
 from services.router.settings import RouterSettings
 from shared.db import new_id
+from shared.result_refs import lease_of, result_refs
 
 # Filters an operator's manual routing may not override: they protect the tenant's data policy
 # and keep work away from switched-off teams. Tier, skill and capacity are the operator's call.
@@ -789,6 +791,13 @@ class JobWorkflow:
         return [Job.lease_member_id == member_id, Job.lease_expires_at > now]
 
     @staticmethod
+    def _lease(job: Job) -> str:
+        """The name of the job's lease (shared.result_refs), which binds a sealed result."""
+        if job.lease_claimed_at is None:  # set with every lease: only damage leaves it out
+            raise LeaseConflict("The job's lease has no start; claim the job again.")
+        return lease_of(job.lease_claimed_at)
+
+    @staticmethod
     def _require_live_lease(job: Job, member_id: str, now: datetime) -> None:
         if job.status != JobStatus.IN_PROGRESS.value:
             raise LeaseConflict(f"The job is {job.status}, not in progress.")
@@ -883,13 +892,26 @@ class JobWorkflow:
     ) -> Job:
         job = await self.team_job(team_id, job_id)
         self._require_live_lease(job, member_id, now)
-        conditions = [Job.team_id == team_id, *self._live_lease(member_id, now)]
+        lease = self._lease(job)
+        if confidential_result_ref is not None and confidential_result_ref not in result_refs(
+            tenant_id=job.tenant_id, job_id=job.id, lease=lease
+        ):
+            # The vault stored a result under this reference only for this lease's seal grant:
+            # another one is a result sealed under an ended lease (a kept grant), or none.
+            raise StaleResult(
+                "The confidential result was not sealed under this lease; send it again."
+            )
+        conditions = [
+            Job.team_id == team_id,
+            Job.lease_claimed_at == job.lease_claimed_at,  # the lease the result belongs to
+            *self._live_lease(member_id, now),
+        ]
         lost_race = LeaseConflict("The lease changed while this request ran.")
         policy = DataPolicy.from_json(job.policy)
         if policy.require_review:
             # Four eyes: the result is held (the client sees no result) until a reviewer
             # approves it. After a send-back without a new confidential result, the one sealed
-            # at the first submission stays (the vault keeps one result record per job).
+            # before stays; a new one (sealed under the send-back's lease) replaces it.
             review_team_id, reviewers = await self._review_team(job, policy)
             return await self._move(
                 job,
@@ -1004,6 +1026,7 @@ class JobWorkflow:
             member_id=member_id,
             confidential_ref=job.confidential_ref,
             require_e2e=DataPolicy.from_json(job.policy).require_e2e,
+            lease=self._lease(job),
         )
 
     # ----------------------------------------------------------------- operators

@@ -71,6 +71,7 @@ from services.vault.domain.grants import (
 from services.vault.metrics import measure_audit_append
 from shared import sealed_envelope
 from shared.db import new_id, utcnow
+from shared.result_refs import SealedBy, result_ref
 from shared.service_auth import ServiceAuthError, ServiceIdentity
 
 logger = logging.getLogger("taskroute.vault")
@@ -226,8 +227,11 @@ class VaultService:
         data: Any,
         subject: str,
         grant_id: str | None = None,
+        lease: str | None = None,
     ) -> SealResult:
-        """Encrypt ``data`` for (tenant, job, purpose), once.
+        """Encrypt ``data`` for (tenant, job, purpose), once; for a result sealed under a
+        grant naming the holder's ``lease``, once per lease, under the reference derived from
+        it (shared.result_refs).
 
         The same data again answers the first record's reference (a caller retrying after a
         lost answer, or a crash, must not be refused nor leave a second copy); other data for
@@ -244,7 +248,13 @@ class VaultService:
         )
         for _ in range(SEAL_ATTEMPTS):
             tenant_key = await self._tenant_key_for_seal(root, tenant_id)
-            record_id = new_id()
+            record_id = (
+                new_id()
+                if lease is None
+                else result_ref(
+                    tenant_id=tenant_id, job_id=job_id, lease=lease, sealed_by=SealedBy.VAULT
+                )
+            )
             context = envelope.RecordContext(
                 tenant_id=tenant_id,
                 job_id=job_id,
@@ -264,12 +274,13 @@ class VaultService:
                     ciphertext=sealed.ciphertext,
                     subject=subject,
                     created_at=self.clock(),
+                    lease=lease or "",
                 )
             )
             if stored:
                 break
             existing = await self.records.record_for(
-                tenant_id=tenant_id, job_id=job_id, purpose=purpose
+                tenant_id=tenant_id, job_id=job_id, purpose=purpose, lease=lease or ""
             )
             if existing is not None:  # sealed before (a retry) or by a concurrent call
                 return await self._seal_again(
@@ -339,6 +350,7 @@ class VaultService:
             data=data,
             subject=grant.subject,
             grant_id=grant.grant_id,
+            lease=grant.lease,
         )
 
     async def _seal_grant(self, token: str) -> Grant:
@@ -527,13 +539,15 @@ class VaultService:
         purpose: str = "job",
         job_ref: str | None = None,
         grant_id: str | None = None,
+        lease: str | None = None,
     ) -> SealResult:
         """Check a client-sealed envelope opens for this tenant, then store it as received.
 
         The vault opens it only to authenticate it and check that it holds JSON (so a broken
         envelope is refused now, not when a member needs it); the plaintext is dropped at once.
         ``job_ref``, when given, is the reference the envelope must be bound to (a result is
-        bound to the job's id).
+        bound to the job's id). A result under a grant naming a ``lease`` is stored once per
+        lease, under the reference derived from it (shared.result_refs).
         """
         root = self._root()
         await self._refuse_if_shredded(root, tenant_id, action="seal")
@@ -568,13 +582,23 @@ class VaultService:
         # transaction of its own, which must not wait behind this one's write lock (SQLite).
         stored_form = json.dumps(parsed.to_json(), separators=(",", ":"))
         existing = await self.records.existing_sealed(
-            tenant_id=tenant_id, job_id=job_id, job_ref=parsed.job_ref, purpose=purpose
+            tenant_id=tenant_id,
+            job_id=job_id,
+            job_ref=parsed.job_ref,
+            purpose=purpose,
+            lease=lease or "",
         )
         if existing is not None:
             return await self._store_sealed_again(
                 root, fields, existing, stored_form=stored_form, key_version=key_row.version
             )
-        record_id = new_id()
+        record_id = (
+            new_id()
+            if lease is None
+            else result_ref(
+                tenant_id=tenant_id, job_id=job_id, lease=lease, sealed_by=SealedBy.MEMBER
+            )
+        )
         stored = await self.records.insert_sealed_if_absent(
             SealedRecord(
                 id=record_id,
@@ -582,6 +606,7 @@ class VaultService:
                 job_id=job_id,
                 job_ref=parsed.job_ref,
                 purpose=purpose,
+                lease=lease or "",
                 key_id=parsed.key_id,
                 envelope=stored_form,
                 subject=subject,
@@ -590,7 +615,11 @@ class VaultService:
         )
         if not stored:
             existing = await self.records.existing_sealed(
-                tenant_id=tenant_id, job_id=job_id, job_ref=parsed.job_ref, purpose=purpose
+                tenant_id=tenant_id,
+                job_id=job_id,
+                job_ref=parsed.job_ref,
+                purpose=purpose,
+                lease=lease or "",
             )
             if existing is not None:  # a concurrent store for the job won the race
                 return await self._store_sealed_again(
@@ -645,6 +674,7 @@ class VaultService:
             purpose=grant.purpose,
             job_ref=grant.job_id,
             grant_id=grant.grant_id,
+            lease=grant.lease,
         )
 
     async def _open_sealed(

@@ -220,6 +220,49 @@ async def test_review_through_the_gateway(platform):
     assert_problem(await gw.post(f"/v1/team/jobs/{job_id}/approve", headers=_key(ravi)), 409)
 
 
+async def test_a_sent_back_job_takes_a_corrected_confidential_result(platform):
+    """A send-back starts a new lease: the result sealed under it replaces the first one, for
+    the reviewer and then for the client."""
+    gw = platform.client
+    tenant = await create_tenant(platform, policy={"require_review": True})
+    client = bearer(tenant["api_key"])
+    team = await _team(platform)
+    asha = await _member(platform, team, "Asha")
+    ravi = await _member(platform, team, "Ravi")
+    submitted = await gw.post(
+        "/v1/jobs", json={**BOOKKEEPING_JOB, "confidential": {"ssn": CANARY}}, headers=client
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    assert (await gw.post(f"/v1/team/jobs/{job_id}/claim", headers=_key(asha))).status_code == 200
+    first = {"iban": "FIRST-" + RESULT_CANARY}
+    corrected = {"iban": RESULT_CANARY, "reconciled": 2}
+    done = await gw.post(
+        f"/v1/team/jobs/{job_id}/complete",
+        json={"result": {"balanced": False}, "confidential_result": first},
+        headers=_key(asha),
+    )
+    assert done.json()["status"] == "in_review", done.text
+    sent = await gw.post(
+        f"/v1/team/jobs/{job_id}/send-back", json={"comment": "Reconcile."}, headers=_key(ravi)
+    )
+    assert sent.status_code == 200, sent.text
+
+    again = await gw.post(
+        f"/v1/team/jobs/{job_id}/complete",
+        json={"result": {"balanced": True}, "confidential_result": corrected},
+        headers=_key(asha),
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "in_review"
+    review = await gw.get(f"/v1/team/jobs/{job_id}/review/confidential-result", headers=_key(ravi))
+    assert review.json() == {"confidential": corrected}
+    approved = await gw.post(f"/v1/team/jobs/{job_id}/approve", headers=_key(ravi))
+    assert approved.status_code == 200, approved.text
+    final = await gw.get(f"/v1/jobs/{job_id}/result", headers=client)
+    assert final.json() == {"result": {"balanced": True}, "confidential_result": corrected}
+
+
 async def test_a_reviewer_team_of_another_country_never_sees_a_narrowed_job(platform):
     gw = platform.client
     workers = await _team(platform)

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from shared.result_refs import SealedBy, lease_of, result_ref
+
 TENANT = "11111111-1111-4111-8111-111111111111"
 OTHER_TENANT = "22222222-2222-4222-8222-222222222222"
 # Around the clock, every day: time-zone fit never decides a test unless it means to.
@@ -21,6 +23,15 @@ def new_uuid() -> str:
 def outbox_token(at: datetime | None = None, *, seconds_later: float = 0) -> str:
     """An outbox token as the gateway makes it: its row's time (now unless ``at``)."""
     return ((at or datetime.now(UTC)) + timedelta(seconds=seconds_later)).isoformat()
+
+
+def sealed_result_ref(job: dict[str, Any], sealed_by: SealedBy = SealedBy.VAULT) -> str:
+    """The reference the vault gives a result sealed under the job's lease (``job`` as the
+    claim or the send-back answered it)."""
+    lease = lease_of(datetime.fromisoformat(job["lease"]["claimed_at"]))
+    return result_ref(
+        tenant_id=job["tenant_id"], job_id=job["id"], lease=lease, sealed_by=sealed_by
+    )
 
 
 def team_body(**overrides: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from services.router.app import create_app
 from services.router.db.repository import JobRepository
 from services.router.domain.classifier import LexiconClassifier
 from services.router.sweeper import sweep_once
+from shared.result_refs import SealedBy
 from shared.service_auth import ServiceIdentity
 from tests.conftest import running
 from tests.router.factories import (
@@ -27,6 +28,7 @@ from tests.router.factories import (
     job_body,
     new_uuid,
     outbox_token,
+    sealed_result_ref,
     submit_job,
     team_body,
 )
@@ -339,7 +341,9 @@ async def test_lease_rules_for_heartbeat_release_and_complete(client):
     assert released.json()["lease"] is None
     assert_problem(await client.post(f"{base}/heartbeat", json={"member_id": holder}), 409)
 
-    assert (await claim(client, job, other)).status_code == 200
+    reclaimed = await claim(client, job, other)
+    assert reclaimed.status_code == 200
+    result_ref = sealed_result_ref(reclaimed.json())
     assert_problem(
         await client.get(f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": TENANT}),
         409,
@@ -349,14 +353,17 @@ async def test_lease_rules_for_heartbeat_release_and_complete(client):
         json={
             "member_id": other,
             "result": {"summary": "coded 40"},
-            "confidential_result_ref": "rec_r",
+            "confidential_result_ref": result_ref,
         },
     )
     assert done.status_code == 200
     assert done.json()["status"] == "completed"
     assert done.json()["lease"] is None
     result = await client.get(f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": TENANT})
-    assert result.json() == {"result": {"summary": "coded 40"}, "confidential_result_ref": "rec_r"}
+    assert result.json() == {
+        "result": {"summary": "coded 40"},
+        "confidential_result_ref": result_ref,
+    }
     # Completed is final.
     assert_problem(
         await client.post(f"{base}/complete", json={"member_id": other, "result": 1}), 409
@@ -578,19 +585,20 @@ async def test_result_grant_for_the_tenant_only(client, keys_dir):
     await create_team(client)
     job = await submit_job(client)
     holder = new_uuid()
-    await claim(client, job, holder)
+    result_ref = sealed_result_ref((await claim(client, job, holder)).json(), SealedBy.MEMBER)
     grant_path = f"/internal/v1/jobs/{job['id']}/result-grant"
     assert_problem(await client.post(grant_path, json={"tenant_id": TENANT}), 409)
-    await client.post(
+    done = await client.post(
         f"/internal/v1/teams/{job['assignment']['team_id']}/jobs/{job['id']}/complete",
-        json={"member_id": holder, "result": "ok", "confidential_result_ref": "rec_result"},
+        json={"member_id": holder, "result": "ok", "confidential_result_ref": result_ref},
     )
+    assert done.status_code == 200, done.text
     assert_problem(await client.post(grant_path, json={"tenant_id": OTHER_TENANT}), 404)
     response = await client.post(grant_path, json={"tenant_id": TENANT})
     assert response.status_code == 200
     claims = decode_grant(response.json()["grant"], keys_dir)
     assert claims["subject"] == f"tenant:{TENANT}"
-    assert (claims["action"], claims["purpose"], claims["ref"]) == ("open", "result", "rec_result")
+    assert (claims["action"], claims["purpose"], claims["ref"]) == ("open", "result", result_ref)
     assert claims["require_e2e"] is False
 
 

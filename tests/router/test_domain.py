@@ -502,6 +502,9 @@ def test_terminal_statuses_and_the_reject_extension():
 # ----------------------------------------------------------------------------- grants
 
 
+LEASE = "2026-11-29T15:12:36.000001Z"
+
+
 def test_member_grants_follow_the_documented_claims():
     opened = member_grant(
         action=GrantAction.OPEN,
@@ -510,6 +513,7 @@ def test_member_grants_follow_the_documented_claims():
         member_id="m",
         confidential_ref="rec_1",
         require_e2e=True,
+        lease=LEASE,
     ).to_claims()
     assert opened == {
         "action": "open",
@@ -527,8 +531,10 @@ def test_member_grants_follow_the_documented_claims():
         member_id="m",
         confidential_ref="rec_1",
         require_e2e=False,
+        lease=LEASE,
     ).to_claims()
     assert (sealed["action"], sealed["purpose"], sealed["ref"]) == ("seal", "result", None)
+    assert sealed["lease"] == LEASE  # the vault derives the result's reference from it
 
 
 def test_tenant_result_grant():

@@ -18,8 +18,9 @@ from services.router.domain.lifecycle import JobStatus, can_transition
 from services.router.domain.review import reviewer_refusals
 from services.router.domain.routing import DataPolicy
 from services.router.settings import RouterSettings
+from shared.result_refs import SealedBy
 from tests.conftest import running
-from tests.router.factories import create_team, new_uuid, submit_job
+from tests.router.factories import create_team, new_uuid, sealed_result_ref, submit_job
 from tests.router.test_api import decode_grant
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -48,14 +49,19 @@ class Router:
     async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return await self.http.post(path, json=body)
 
-    async def claim_and_complete(
-        self, job: dict[str, Any], member: str, **extra: Any
-    ) -> httpx.Response:
+    async def claim(self, job: dict[str, Any], member: str) -> dict[str, Any]:
         team = job["assignment"]["team_id"]
         claimed = await self.post(
             f"/internal/v1/teams/{team}/jobs/{job['id']}/claim", {"member_id": member}
         )
         assert claimed.status_code == 200, claimed.text
+        leased: dict[str, Any] = claimed.json()
+        return leased
+
+    async def claim_and_complete(
+        self, job: dict[str, Any], member: str, **extra: Any
+    ) -> httpx.Response:
+        await self.claim(job, member)
         return await self.complete(job, member, **extra)
 
     async def complete(self, job: dict[str, Any], member: str, **extra: Any) -> httpx.Response:
@@ -327,8 +333,8 @@ async def test_a_reviewer_team_that_later_leaves_the_policy_loses_the_job(router
 async def test_reviewer_grants_open_the_job_data_and_the_result(router, keys_dir):
     team = await create_team(router.http)
     job = await submit_job(router.http, policy={**REVIEW, "require_e2e": True})
-    result_ref = new_uuid()
-    done = await router.claim_and_complete(job, ALICE, confidential_result_ref=result_ref)
+    result_ref = sealed_result_ref(await router.claim(job, ALICE))
+    done = await router.complete(job, ALICE, confidential_result_ref=result_ref)
     assert done.json()["status"] == "in_review"
     path = f"/internal/v1/teams/{team['id']}/reviews/{job['id']}/grant"
     own = await router.post(path, {"member_id": ALICE, "purpose": "result"})
@@ -353,16 +359,51 @@ async def test_reviewer_grants_open_the_job_data_and_the_result(router, keys_dir
 
 async def test_a_resubmission_keeps_the_sealed_result_unless_a_new_one_comes(router):
     team = await create_team(router.http)
-    job = await submit_job(router.http, policy=REVIEW)
-    first_ref = new_uuid()
-    await router.claim_and_complete(job, ALICE, confidential_result_ref=first_ref)
-    await router.decide(team["id"], job["id"], "send-back", BOB, comment="redo")
-    assert (await router.complete(job, ALICE)).json()["status"] == "in_review"
-    await router.decide(team["id"], job["id"], "approve", BOB)
-    result = await router.http.get(
+    kept, replaced = [await submit_job(router.http, policy=REVIEW) for _ in range(2)]
+    for job in (kept, replaced):
+        first_ref = sealed_result_ref(await router.claim(job, ALICE))
+        await router.complete(job, ALICE, confidential_result_ref=first_ref)
+        router.clock.now += timedelta(minutes=5)
+        sent_back = await router.decide(team["id"], job["id"], "send-back", BOB, comment="redo")
+        if job is kept:
+            done = await router.complete(job, ALICE)
+            expected = first_ref
+        else:  # a result sealed under the send-back's lease replaces the first
+            expected = sealed_result_ref(sent_back.json(), SealedBy.MEMBER)
+            assert expected != first_ref
+            done = await router.complete(job, ALICE, confidential_result_ref=expected)
+        assert done.json()["status"] == "in_review", done.text
+        await router.decide(team["id"], job["id"], "approve", BOB)
+        assert (await result_of(router, job))["confidential_result_ref"] == expected
+
+
+async def result_of(router: Router, job: dict[str, Any]) -> dict[str, Any]:
+    answer = await router.http.get(
         f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": job["tenant_id"]}
     )
-    assert result.json()["confidential_result_ref"] == first_ref
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+async def test_a_result_sealed_under_an_ended_lease_is_refused(router):
+    """A kept seal grant of the first lease made a record the vault still holds: after the
+    send-back it must not become the job's result. Nor may a reference of no lease at all."""
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    first_ref = sealed_result_ref(await router.claim(job, ALICE))
+    await router.complete(job, ALICE, confidential_result_ref=first_ref)
+    router.clock.now = T0 + timedelta(minutes=5)
+    sent_back = await router.decide(team["id"], job["id"], "send-back", BOB, comment="redo")
+    assert sent_back.status_code == 200, sent_back.text
+    before = await router.job(job["id"])
+    for stale in (first_ref, new_uuid()):
+        refused = await router.complete(job, ALICE, confidential_result_ref=stale)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["type"].endswith("/stale-result")
+        assert await router.job(job["id"]) == before  # still in progress, nothing changed
+    fresh = sealed_result_ref(sent_back.json())
+    assert (await router.complete(job, ALICE, confidential_result_ref=fresh)).status_code == 200
 
 
 async def test_review_errors_change_nothing(router):

@@ -21,6 +21,7 @@ from services.vault.app import create_app
 from services.vault.db.models import Base
 from services.vault.settings import VaultSettings
 from shared.logging import JsonFormatter
+from shared.result_refs import SealedBy, result_ref
 from shared.service_auth import ServiceIdentity
 from tests.conftest import running
 from tests.vault.factories import make_grant, new_uuid, seal_job_data
@@ -293,8 +294,66 @@ async def test_result_sealed_by_grant_then_opened_by_the_tenant(
     assert opened.json() == {"data": result}
 
 
+FIRST_LEASE, SECOND_LEASE = "2026-11-29T09:00:00.000000Z", "2026-11-29T09:05:00.000001Z"
+
+
+async def test_results_are_sealed_once_per_lease_under_the_lease_s_reference(
+    vault, gateway_auth, router_identity, databases
+):
+    """A send-back (a new lease) may bring a new result; within one lease a result is sealed
+    once, and the reference is the one the router derives from the lease."""
+    tenant_id, job_id = new_uuid(), new_uuid()
+
+    async def seal(lease: str, data: Any) -> httpx.Response:
+        grant = make_grant(
+            router_identity,
+            action="seal",
+            tenant_id=tenant_id,
+            job_id=job_id,
+            purpose="result",
+            lease=lease,
+        )
+        body = {"grant": grant, "data": data}
+        response: httpx.Response = await vault.post(BY_GRANT, json=body, headers=gateway_auth)
+        return response
+
+    first = await seal(FIRST_LEASE, {"coded": 1})
+    assert first.status_code == 201, first.text
+    assert first.json()["ref"] == result_ref(
+        tenant_id=tenant_id, job_id=job_id, lease=FIRST_LEASE, sealed_by=SealedBy.VAULT
+    )
+    assert (await seal(FIRST_LEASE, {"coded": 1})).json()["ref"] == first.json()["ref"]  # replay
+    assert (await seal(FIRST_LEASE, {"coded": 2})).status_code == 409
+    second = await seal(SECOND_LEASE, {"coded": 2})
+    assert second.status_code == 201, second.text
+    assert second.json()["ref"] == result_ref(
+        tenant_id=tenant_id, job_id=job_id, lease=SECOND_LEASE, sealed_by=SealedBy.VAULT
+    )
+    rows = "SELECT lease FROM records WHERE job_id = :job ORDER BY lease"
+    assert await _sql(databases["vault"], rows, job=job_id) == [(FIRST_LEASE,), (SECOND_LEASE,)]
+    for ref, data in ((first.json()["ref"], {"coded": 1}), (second.json()["ref"], {"coded": 2})):
+        grant = make_grant(
+            router_identity,
+            tenant_id=tenant_id,
+            job_id=job_id,
+            purpose="result",
+            ref=ref,
+            subject=f"tenant:{tenant_id}",
+        )
+        opened = await vault.post(OPEN, json={"grant": grant}, headers=gateway_auth)
+        assert opened.json() == {"data": data}
+
+
 @pytest.mark.parametrize(
-    "change", [{"purpose": "job"}, {"action": "open"}, {"ref": "some"}, {"signer": "gateway"}]
+    "change",
+    [
+        {"purpose": "job"},
+        {"action": "open"},
+        {"ref": "some"},
+        {"signer": "gateway"},
+        {"lease": "2026-11-29 09:00:00"},
+        {"lease": 1764406800},
+    ],
 )
 async def test_bad_seal_grant_is_refused(
     vault, gateway_auth, router_identity, gateway_identity, databases, change

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.vault.db.migrate import VERSION_TABLE
+from services.vault.db.migrate import SCRIPT_LOCATION, VERSION_TABLE
 from services.vault.db.models import (
     AuditChainHead,
     AuditRecord,
@@ -44,7 +45,13 @@ from services.vault.domain.envelope import RootKey, RootKeyRing
 from services.vault.domain.errors import AuditUnavailable, RecordExists, TenantShredded
 from services.vault.service import SealResult, VaultService
 from shared import sealed_envelope as se
-from shared.db import create_engine, create_sessionmaker, transaction_scope, utcnow
+from shared.db import (
+    alembic_config,
+    create_engine,
+    create_sessionmaker,
+    transaction_scope,
+    utcnow,
+)
 from shared.service_auth import ServiceIdentity
 from tests.vault.factories import make_grant, new_uuid
 
@@ -128,6 +135,41 @@ async def test_migrations_create_exactly_the_models(databases):
     try:
         async with engine.connect() as connection:
             assert await connection.run_sync(differences) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_the_lease_migration_keeps_the_records_and_goes_back_down(
+    databases, root_key, vault_identity
+):
+    """0004 (one result per lease): records sealed before it keep working (lease ''), and
+    the downgrade restores the one-record-per-job constraint while no job has two."""
+    url = databases["vault"]
+    config = alembic_config(
+        script_location=SCRIPT_LOCATION, database_url=url, version_table=VERSION_TABLE
+    )
+    engine = create_engine(url)
+    try:
+        before = {"tenant_id": new_uuid(), "job_id": new_uuid(), "data": {"n": 1}}
+        await asyncio.to_thread(command.downgrade, config, "0003")
+        await engine.dispose()  # the schema changed under the pool
+        async with engine.begin() as connection:
+            columns = await connection.run_sync(
+                lambda sync: [c["name"] for c in inspect(sync).get_columns("records")]
+            )
+        assert "lease" not in columns
+        await asyncio.to_thread(command.upgrade, config, "head")
+        await engine.dispose()
+        sealed = await _seal(engine, root_key, vault_identity, **before)
+        async with engine.connect() as connection:
+            lease = (await connection.execute(select(Record.lease))).scalar_one()
+        assert lease == ""
+        with pytest.raises(RecordExists):  # still one job record per job
+            await _seal(engine, root_key, vault_identity, **{**before, "data": {"n": 2}})
+        await asyncio.to_thread(command.downgrade, config, "0003")
+        await asyncio.to_thread(command.upgrade, config, "head")
+        await engine.dispose()
+        assert (await _seal(engine, root_key, vault_identity, **before)).ref == sealed.ref
     finally:
         await engine.dispose()
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from shared import sealed_envelope as se
+from shared.result_refs import SealedBy, result_ref
 from tests.vault.factories import make_grant, new_uuid
 
 SEALED = "/internal/v1/records/sealed"
@@ -331,6 +332,47 @@ async def test_sealed_result_is_stored_under_a_seal_grant_and_opens_for_the_tena
     )
     opened = await vault.post(OPEN, json={"grant": grant}, headers=gateway_auth)
     assert opened.json() == {"data": CANARY}
+
+
+async def test_sealed_results_are_stored_once_per_lease(vault, gateway_auth, router_identity):
+    """The member-sealed twin of the vault-sealed rule: a new lease may store a new envelope
+    for the job, under the lease's own reference; one lease stores one."""
+    tenant_id, job_id = new_uuid(), new_uuid()
+    key_id, public = await tenant_public_key(vault, gateway_auth, tenant_id)
+
+    def envelope(data: Any) -> dict[str, Any]:
+        return se.seal_json(
+            data, public_key=public, tenant_id=tenant_id, job_ref=job_id, key_id=key_id
+        ).to_json()
+
+    async def store(lease: str, sealed: dict[str, Any]) -> httpx.Response:
+        grant = make_grant(
+            router_identity,
+            action="seal",
+            tenant_id=tenant_id,
+            job_id=job_id,
+            purpose="result",
+            lease=lease,
+        )
+        body = {"grant": grant, "envelope": sealed}
+        response: httpx.Response = await vault.post(BY_GRANT, json=body, headers=gateway_auth)
+        return response
+
+    first_lease, second_lease = "2026-11-29T09:00:00.000000Z", "2026-11-29T09:05:00.000000Z"
+    first_envelope = envelope({"v": 1})
+    first = await store(first_lease, first_envelope)
+    assert first.status_code == 201, first.text
+    assert first.json()["ref"] == result_ref(
+        tenant_id=tenant_id, job_id=job_id, lease=first_lease, sealed_by=SealedBy.MEMBER
+    )
+    replayed = await store(first_lease, first_envelope)
+    assert (replayed.status_code, replayed.json()["ref"]) == (201, first.json()["ref"])
+    assert (await store(first_lease, envelope({"v": 2}))).status_code == 409
+    second = await store(second_lease, envelope({"v": 2}))
+    assert second.status_code == 201, second.text
+    assert second.json()["ref"] == result_ref(
+        tenant_id=tenant_id, job_id=job_id, lease=second_lease, sealed_by=SealedBy.MEMBER
+    )
 
 
 async def test_sealed_result_needs_a_router_seal_grant(vault, gateway_auth, gateway_identity):

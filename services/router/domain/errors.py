@@ -40,6 +40,13 @@ class LeaseConflict(Conflict):
     problem = "lease-conflict"
 
 
+class StaleResult(Conflict):
+    """A completion names a confidential result sealed under another lease of the job (one
+    that has ended), or one that is no result of this job's lease at all."""
+
+    problem = "stale-result"
+
+
 class DuplicateTeam(Conflict):
     problem = "duplicate-team"
 

@@ -12,7 +12,9 @@ Rules enforced before a grant is built (by the caller, against the stored job):
 
 * ``open`` / purpose ``job``: the job is ``in_progress``, the member holds its lease and the lease
   has not expired, and the job has a ``confidential_ref`` (which becomes ``ref``);
-* ``seal`` / purpose ``result``: the same live-lease rule; ``ref`` is null (the vault makes one);
+* ``seal`` / purpose ``result``: the same live-lease rule; ``ref`` is null, and ``lease`` names
+  the holder's lease: the vault stores the result once per lease, under a reference derived
+  from it (shared.result_refs), and a completion must name that reference;
 * ``open`` / purpose ``result`` for the tenant: the job is completed and has a
   ``confidential_result_ref``. ``require_e2e`` is false there: end-to-end delivery concerns
   members' keys, and the tenant reads its own result.
@@ -50,9 +52,12 @@ class GrantClaims:
     ref: str | None
     subject: str
     require_e2e: bool
+    lease: str | None = None
 
     def to_claims(self) -> dict[str, Any]:
+        lease = {} if self.lease is None else {"lease": self.lease}
         return {
+            **lease,
             "action": self.action.value,
             "tenant_id": self.tenant_id,
             "job_id": self.job_id,
@@ -71,8 +76,10 @@ def member_grant(
     member_id: str,
     confidential_ref: str | None,
     require_e2e: bool,
+    lease: str,
 ) -> GrantClaims:
-    """A lease holder's grant: open the job's data, or seal a result (no ref yet)."""
+    """A lease holder's grant: open the job's data, or seal a result under ``lease`` (no ref
+    yet: the vault derives it from the lease)."""
     if action is GrantAction.OPEN:
         return GrantClaims(
             action=action,
@@ -91,6 +98,7 @@ def member_grant(
         ref=None,
         subject=f"member:{member_id}",
         require_e2e=require_e2e,
+        lease=lease,
     )
 
 

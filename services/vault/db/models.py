@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_base
+from shared.result_refs import LEASE_LENGTH
 
 if TYPE_CHECKING:
     # mypy cannot use a variable as a base class; at run time Base is new_base()'s class.
@@ -56,7 +57,8 @@ class TenantKey(Base):
 class Record(Base):
     __tablename__ = "records"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "job_id", "purpose"),
+        # One job record per job; one result per lease (shared.result_refs; '' before leases).
+        UniqueConstraint("tenant_id", "job_id", "purpose", "lease"),
         ForeignKeyConstraint(
             ["tenant_id", "key_version"], ["tenant_keys.tenant_id", "tenant_keys.version"]
         ),
@@ -67,6 +69,7 @@ class Record(Base):
     tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     job_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     purpose: Mapped[str] = mapped_column(String(16))
+    lease: Mapped[str] = mapped_column(String(LEASE_LENGTH), default="", server_default="")
     key_version: Mapped[int] = mapped_column(Integer)
     wrapped_data_key: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
@@ -150,10 +153,10 @@ class SealedRecord(Base):
 
     __tablename__ = "sealed_records"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "job_id", "purpose"),
+        UniqueConstraint("tenant_id", "job_id", "purpose", "lease"),
         # A client's job reference names one job: the same envelope cannot be reused for another.
         UniqueConstraint(
-            "tenant_id", "job_ref", "purpose", name="uq_sealed_records_tenant_id_job_ref"
+            "tenant_id", "job_ref", "purpose", "lease", name="uq_sealed_records_tenant_id_job_ref"
         ),
         CheckConstraint("purpose IN ('job', 'result')", name="purpose"),
     )
@@ -163,6 +166,7 @@ class SealedRecord(Base):
     job_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     job_ref: Mapped[str] = mapped_column(String(128))
     purpose: Mapped[str] = mapped_column(String(16))
+    lease: Mapped[str] = mapped_column(String(LEASE_LENGTH), default="", server_default="")
     key_id: Mapped[str] = mapped_column(String(64))
     envelope: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(String(SUBJECT_LENGTH))

@@ -5,7 +5,7 @@ Concurrency, on both backends, without in-process locks:
 * Tenant keys are created lazily with ``INSERT ... ON CONFLICT DO NOTHING`` followed by a read,
   so two first seals for one tenant agree on one key.
 * A record is inserted with ``ON CONFLICT DO NOTHING`` and the rowcount decides between 201 and
-  409, so two seals of the same (tenant, job, purpose) cannot both succeed.
+  409, so two seals of the same (tenant, job, purpose, lease) cannot both succeed.
 * Audit appends are serialized across processes. On PostgreSQL the transaction takes
   ``pg_advisory_xact_lock(AUDIT_LOCK_KEY)`` (under a ``lock_timeout``) before reading the chain
   head. On SQLite the head is read by a write (a no-op ``UPDATE ... RETURNING`` of the head
@@ -165,6 +165,7 @@ _RECORD_FOR = select(_RECORDS).where(
     _RECORDS.c.tenant_id == bindparam("tenant_id"),
     _RECORDS.c.job_id == bindparam("job_id"),
     _RECORDS.c.purpose == bindparam("purpose"),
+    _RECORDS.c.lease == bindparam("lease"),
 )
 
 
@@ -314,6 +315,7 @@ class NewRecord:
     ciphertext: bytes
     subject: str
     created_at: datetime
+    lease: str = ""  # a result's lease (shared.result_refs); '' for job data
 
 
 @dataclass(frozen=True)
@@ -397,8 +399,8 @@ class VaultRepository(_Repository):
     # -- records ----------------------------------------------------------------------------
 
     async def insert_record_if_absent(self, record: NewRecord) -> bool:
-        """Store a sealed record; False if one exists for its (tenant, job, purpose), or if its
-        key version is no longer active (see :func:`_key_in_use`)."""
+        """Store a sealed record; False if one exists for its (tenant, job, purpose, lease), or
+        if its key version is no longer active (see :func:`_key_in_use`)."""
         result = await execute(
             self.db,
             _INSERT_RECORD_IF_ABSENT[self._dialect()],
@@ -407,6 +409,7 @@ class VaultRepository(_Repository):
                 "tenant_id": record.tenant_id,
                 "job_id": record.job_id,
                 "purpose": record.purpose,
+                "lease": record.lease,
                 "key_version": record.key_version,
                 "wrapped_data_key": record.wrapped_data_key,
                 "ciphertext": record.ciphertext,
@@ -441,10 +444,11 @@ class VaultRepository(_Repository):
             )
         return RecordToOpen(record=record, key=key, tenant_shredded=bool(row["tenant_shredded"]))
 
-    async def record_for(self, *, tenant_id: str, job_id: str, purpose: str) -> Record | None:
-        result = await execute(
-            self.db, _RECORD_FOR, {"tenant_id": tenant_id, "job_id": job_id, "purpose": purpose}
-        )
+    async def record_for(
+        self, *, tenant_id: str, job_id: str, purpose: str, lease: str = ""
+    ) -> Record | None:
+        parameters = {"tenant_id": tenant_id, "job_id": job_id, "purpose": purpose, "lease": lease}
+        result = await execute(self.db, _RECORD_FOR, parameters)
         row = result.mappings().one_or_none()
         return None if row is None else Record(**row)
 
@@ -498,6 +502,7 @@ class VaultRepository(_Repository):
                 "job_id": record.job_id,
                 "job_ref": record.job_ref,
                 "purpose": record.purpose,
+                "lease": record.lease,
                 "key_id": record.key_id,
                 "envelope": record.envelope,
                 "subject": record.subject,
@@ -507,14 +512,16 @@ class VaultRepository(_Repository):
         return bool(getattr(result, "rowcount", 0) == 1)
 
     async def existing_sealed(
-        self, *, tenant_id: str, job_id: str, job_ref: str, purpose: str
+        self, *, tenant_id: str, job_id: str, job_ref: str, purpose: str, lease: str = ""
     ) -> SealedRecord | None:
-        """The envelope the job, or the client's job reference, already has (if any)."""
+        """The envelope the job, or the client's job reference, already has (if any) under
+        ``lease``."""
         result = await self.session.execute(
             select(SealedRecord)
             .where(
                 SealedRecord.tenant_id == tenant_id,
                 SealedRecord.purpose == purpose,
+                SealedRecord.lease == lease,
                 (SealedRecord.job_id == job_id) | (SealedRecord.job_ref == job_ref),
             )
             .limit(1)

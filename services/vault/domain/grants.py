@@ -21,6 +21,8 @@ from services.vault.domain.errors import GrantRefused
 ACTIONS = ("open", "seal")
 # member:<id> or tenant:<id>; ids are opaque but short and plain so they are safe to store.
 _SUBJECT = re.compile(r"^(member|tenant):[A-Za-z0-9._-]{1,128}$")
+# shared.result_refs.lease_of: the UTC instant the holder's lease began.
+_LEASE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 # base64url (unpadded, canonical) of a raw 32-byte X25519 public key: 43 characters.
 _PUBLIC_KEY = re.compile(r"^[A-Za-z0-9_\-]{42}[AEIMQUYcgkosw048]$")
 
@@ -38,6 +40,9 @@ class Grant:
     # The member's registered X25519 key (base64url), put in by the router: sealed delivery
     # re-wraps only to this key, never to one the gateway names.
     recipient_public_key: str | None = None
+    # A seal grant's lease (shared.result_refs): the result is stored once per lease, under
+    # the reference derived from it. None from a router older than leases: once per job.
+    lease: str | None = None
 
     @property
     def subject_is_member(self) -> bool:
@@ -76,6 +81,9 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
         not isinstance(recipient, str) or not _PUBLIC_KEY.fullmatch(recipient)
     ):
         raise GrantRefused("The grant's recipient key is malformed.", reason="malformed_grant")
+    lease = claims.get("lease")
+    if lease is not None and (not isinstance(lease, str) or not _LEASE.fullmatch(lease)):
+        raise GrantRefused("The grant's lease is malformed.", reason="malformed_grant")
     return Grant(
         action=str(action),
         tenant_id=tenant_id,
@@ -86,6 +94,7 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
         require_e2e=require_e2e,
         grant_id=jti if isinstance(jti, str) and len(jti) <= 64 else None,
         recipient_public_key=recipient,
+        lease=lease,
     )
 
 
