@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ from services.vault.domain.envelope import RootKey, RootKeyRing
 from services.vault.domain.errors import RewrapPending, TenantShredded, UnknownSealingKey
 from services.vault.service import VaultService
 from shared import sealed_envelope as se
+from shared import sqlite_inline
 from shared.db import create_sessionmaker, transaction_scope
 from shared.service_auth import ServiceIdentity
 from tests.vault.factories import new_uuid
@@ -83,12 +85,37 @@ async def _retire(engine: AsyncEngine, key: RootKey, identity: ServiceIdentity, 
     return await _operate(engine, key, identity, lambda vault: vault.retire_older(tenant_id=tenant))
 
 
+@pytest.fixture(autouse=True)
+def sqlite_lock_waits(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set when a writer finds SQLite locked: it retries inside this process
+    (shared.sqlite_inline), where no other connection can see it wait."""
+    waited = asyncio.Event()
+    busy = sqlite_inline._is_retryable_busy
+
+    def seen(error: sqlite3.OperationalError) -> bool:
+        if retryable := busy(error):
+            waited.set()
+        return retryable
+
+    monkeypatch.setattr(sqlite_inline, "_is_retryable_busy", seen)
+    _LOCK_WAITS[:] = [waited]
+    return waited
+
+
+_LOCK_WAITS: list[asyncio.Event] = []
+
+
 async def _until_one_waits(engine: AsyncEngine) -> None:
     """Until another transaction on this database waits for a lock: the race the test forces
-    has formed. PostgreSQL shows it (``pg_stat_activity``); on SQLite a waiting writer retries
-    inside its own process, so a pause stands in."""
+    has formed. PostgreSQL shows it (``pg_stat_activity``); on SQLite the waiting writer's
+    retry is seen in this process (:func:`sqlite_lock_waits`)."""
     if engine.dialect.name != "postgresql":
-        await asyncio.sleep(0.3)
+        [waited] = _LOCK_WAITS
+        try:
+            await asyncio.wait_for(waited.wait(), timeout=10)
+        except TimeoutError:
+            raise AssertionError("no writer came to wait for the lock within 10 s") from None
+        waited.clear()
         return
     waiting = text(
         "SELECT count(*) FROM pg_stat_activity"
