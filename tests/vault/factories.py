@@ -43,6 +43,28 @@ def make_grant(
     return signer.sign(audience=audience, typ=typ, ttl_seconds=ttl_seconds, claims=claims)
 
 
+def result_seal_grant(
+    signer: ServiceIdentity, *, tenant_id: str, job_id: str, lease: str | None = None
+) -> str:
+    """A lease holder's grant to seal the job's result, naming the lease as the router does."""
+    extra: dict[str, Any] = {} if lease is None else {"lease": lease}
+    return make_grant(
+        signer, action="seal", tenant_id=tenant_id, job_id=job_id, purpose="result", **extra
+    )
+
+
+def tenant_result_grant(signer: ServiceIdentity, *, tenant_id: str, job_id: str, ref: str) -> str:
+    """The tenant's grant to open its job's confidential result."""
+    return make_grant(
+        signer,
+        tenant_id=tenant_id,
+        job_id=job_id,
+        purpose="result",
+        ref=ref,
+        subject=f"tenant:{tenant_id}",
+    )
+
+
 async def seal_job_data(
     client: httpx.AsyncClient,
     auth: dict[str, str],

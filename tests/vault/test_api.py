@@ -24,7 +24,13 @@ from shared.logging import JsonFormatter
 from shared.result_refs import SealedBy, result_ref
 from shared.service_auth import ServiceIdentity
 from tests.conftest import running
-from tests.vault.factories import make_grant, new_uuid, seal_job_data
+from tests.vault.factories import (
+    make_grant,
+    new_uuid,
+    result_seal_grant,
+    seal_job_data,
+    tenant_result_grant,
+)
 
 PROBLEM = "application/problem+json"
 RECORDS = "/internal/v1/records"
@@ -281,14 +287,7 @@ async def test_result_sealed_by_grant_then_opened_by_the_tenant(
     again = await vault.post(BY_GRANT, json={"grant": seal_grant, "data": {}}, headers=gateway_auth)
     assert again.status_code == 409
 
-    open_grant = make_grant(
-        router_identity,
-        tenant_id=tenant_id,
-        job_id=job_id,
-        purpose="result",
-        ref=ref,
-        subject=f"tenant:{tenant_id}",
-    )
+    open_grant = tenant_result_grant(router_identity, tenant_id=tenant_id, job_id=job_id, ref=ref)
     opened = await vault.post(OPEN, json={"grant": open_grant}, headers=gateway_auth)
     assert opened.status_code == 200
     assert opened.json() == {"data": result}
@@ -305,14 +304,7 @@ async def test_results_are_sealed_once_per_lease_under_the_lease_s_reference(
     tenant_id, job_id = new_uuid(), new_uuid()
 
     async def seal(lease: str, data: Any) -> httpx.Response:
-        grant = make_grant(
-            router_identity,
-            action="seal",
-            tenant_id=tenant_id,
-            job_id=job_id,
-            purpose="result",
-            lease=lease,
-        )
+        grant = result_seal_grant(router_identity, tenant_id=tenant_id, job_id=job_id, lease=lease)
         body = {"grant": grant, "data": data}
         response: httpx.Response = await vault.post(BY_GRANT, json=body, headers=gateway_auth)
         return response
@@ -332,14 +324,7 @@ async def test_results_are_sealed_once_per_lease_under_the_lease_s_reference(
     rows = "SELECT lease FROM records WHERE job_id = :job ORDER BY lease"
     assert await _sql(databases["vault"], rows, job=job_id) == [(FIRST_LEASE,), (SECOND_LEASE,)]
     for ref, data in ((first.json()["ref"], {"coded": 1}), (second.json()["ref"], {"coded": 2})):
-        grant = make_grant(
-            router_identity,
-            tenant_id=tenant_id,
-            job_id=job_id,
-            purpose="result",
-            ref=ref,
-            subject=f"tenant:{tenant_id}",
-        )
+        grant = tenant_result_grant(router_identity, tenant_id=tenant_id, job_id=job_id, ref=ref)
         opened = await vault.post(OPEN, json={"grant": grant}, headers=gateway_auth)
         assert opened.json() == {"data": data}
 

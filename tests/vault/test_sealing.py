@@ -13,7 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from shared import sealed_envelope as se
 from shared.result_refs import SealedBy, result_ref
-from tests.vault.factories import make_grant, new_uuid
+from tests.vault.factories import make_grant, new_uuid, result_seal_grant
 
 SEALED = "/internal/v1/records/sealed"
 OPEN = "/internal/v1/records/open"
@@ -346,14 +346,7 @@ async def test_sealed_results_are_stored_once_per_lease(vault, gateway_auth, rou
         ).to_json()
 
     async def store(lease: str, sealed: dict[str, Any]) -> httpx.Response:
-        grant = make_grant(
-            router_identity,
-            action="seal",
-            tenant_id=tenant_id,
-            job_id=job_id,
-            purpose="result",
-            lease=lease,
-        )
+        grant = result_seal_grant(router_identity, tenant_id=tenant_id, job_id=job_id, lease=lease)
         body = {"grant": grant, "envelope": sealed}
         response: httpx.Response = await vault.post(BY_GRANT, json=body, headers=gateway_auth)
         return response
