@@ -27,8 +27,9 @@ logger = logging.getLogger("taskroute.router")
 
 # Longest wait, at shutdown, for a sweep pass to finish its transaction.
 SWEEPER_STOP_SECONDS = 10.0
-# The only service allowed to call the router (docs/architecture.md).
-PEERS = ("gateway",)
+# Whose signatures the router checks: the gateway's credentials (the only caller of its API,
+# docs/architecture.md) and the vault's receipts for sealed results (shared.result_receipts).
+PEERS = ("gateway", "vault")
 
 
 def build_classifier(settings: RouterSettings) -> Classifier:

@@ -47,6 +47,7 @@ from services.router.domain.errors import (
 from services.router.domain.grants import (
     GrantAction,
     GrantClaims,
+    ResultReceipt,
     member_grant,
     tenant_result_grant,
 )
@@ -73,7 +74,7 @@ from services.router.domain.taxonomy import PRIORITY_RANK, Domain, Priority, Tie
 from services.router.metrics import record_decision
 from services.router.settings import RouterSettings
 from shared.db import new_id
-from shared.result_refs import lease_of, result_refs
+from shared.result_receipts import lease_of
 
 # Filters an operator's manual routing may not override: they protect the tenant's data policy
 # and keep work away from switched-off teams. Tier, skill and capacity are the operator's call.
@@ -886,21 +887,25 @@ class JobWorkflow:
         *,
         member_id: str,
         result: Any,
-        confidential_result_ref: str | None,
+        confidential_result: ResultReceipt | None,
         now: datetime,
         request_id: str | None = None,
     ) -> Job:
+        """Finish the job, or send it to review; ``confidential_result`` is the vault's
+        verified receipt for a sealed result, which must be for this job and its lease."""
         job = await self.team_job(team_id, job_id)
         self._require_live_lease(job, member_id, now)
-        lease = self._lease(job)
-        if confidential_result_ref is not None and confidential_result_ref not in result_refs(
-            tenant_id=job.tenant_id, job_id=job.id, lease=lease
-        ):
-            # The vault stored a result under this reference only for this lease's seal grant:
-            # another one is a result sealed under an ended lease (a kept grant), or none.
-            raise StaleResult(
-                "The confidential result was not sealed under this lease; send it again."
-            )
+        confidential_result_ref = None
+        if confidential_result is not None:
+            if (confidential_result.tenant_id, confidential_result.job_id) != (
+                job.tenant_id,
+                job.id,
+            ) or confidential_result.lease != self._lease(job):
+                # Sealed under a lease that has ended (a kept grant), or for another job.
+                raise StaleResult(
+                    "The confidential result was not sealed under this lease; send it again."
+                )
+            confidential_result_ref = confidential_result.ref
         conditions = [
             Job.team_id == team_id,
             Job.lease_claimed_at == job.lease_claimed_at,  # the lease the result belongs to

@@ -71,7 +71,11 @@ from services.vault.domain.grants import (
 from services.vault.metrics import measure_audit_append
 from shared import sealed_envelope
 from shared.db import new_id, utcnow
-from shared.result_refs import SealedBy, result_ref
+from shared.result_receipts import (
+    RECEIPT_AUDIENCE,
+    RECEIPT_TTL_SECONDS,
+    RECEIPT_TYPE,
+)
 from shared.service_auth import ServiceAuthError, ServiceIdentity
 
 logger = logging.getLogger("taskroute.vault")
@@ -116,6 +120,9 @@ class AuditKeyCache:
 class SealResult:
     ref: str
     key_version: int
+    # For a result sealed under a grant naming a lease: the router's proof that it is stored
+    # (shared.result_receipts).
+    receipt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,8 +237,7 @@ class VaultService:
         lease: str | None = None,
     ) -> SealResult:
         """Encrypt ``data`` for (tenant, job, purpose), once; for a result sealed under a
-        grant naming the holder's ``lease``, once per lease, under the reference derived from
-        it (shared.result_refs).
+        grant naming the holder's ``lease``, once per lease.
 
         The same data again answers the first record's reference (a caller retrying after a
         lost answer, or a crash, must not be refused nor leave a second copy); other data for
@@ -248,13 +254,7 @@ class VaultService:
         )
         for _ in range(SEAL_ATTEMPTS):
             tenant_key = await self._tenant_key_for_seal(root, tenant_id)
-            record_id = (
-                new_id()
-                if lease is None
-                else result_ref(
-                    tenant_id=tenant_id, job_id=job_id, lease=lease, sealed_by=SealedBy.VAULT
-                )
-            )
+            record_id = new_id()
             context = envelope.RecordContext(
                 tenant_id=tenant_id,
                 job_id=job_id,
@@ -341,9 +341,9 @@ class VaultService:
         return len(refs)
 
     async def seal_by_grant(self, *, token: str, data: Any) -> SealResult:
-        """Seal a job's result under a router-signed seal grant."""
+        """Seal a job's result under a router-signed seal grant, with its receipt."""
         grant = await self._seal_grant(token)
-        return await self.seal(
+        sealed = await self.seal(
             tenant_id=grant.tenant_id,
             job_id=grant.job_id,
             purpose=grant.purpose,
@@ -352,6 +352,27 @@ class VaultService:
             grant_id=grant.grant_id,
             lease=grant.lease,
         )
+        return self._with_receipt(grant, sealed)
+
+    def _with_receipt(self, grant: Grant, sealed: SealResult) -> SealResult:
+        """The result with the receipt the router completes the job on
+        (shared.result_receipts). Signed here, in the request's transaction; the answer that
+        carries it leaves only once that transaction has committed (api.deps). A grant from a
+        router older than leases gets none: that router takes the bare ref."""
+        if grant.lease is None or self.identity is None:
+            return sealed
+        receipt = self.identity.sign(
+            audience=RECEIPT_AUDIENCE,
+            typ=RECEIPT_TYPE,
+            ttl_seconds=RECEIPT_TTL_SECONDS,
+            claims={
+                "tenant_id": grant.tenant_id,
+                "job_id": grant.job_id,
+                "lease": grant.lease,
+                "ref": sealed.ref,
+            },
+        )
+        return replace(sealed, receipt=receipt)
 
     async def _seal_grant(self, token: str) -> Grant:
         """A verified grant that allows sealing a result; a refusal is audited, then raised."""
@@ -547,7 +568,7 @@ class VaultService:
         envelope is refused now, not when a member needs it); the plaintext is dropped at once.
         ``job_ref``, when given, is the reference the envelope must be bound to (a result is
         bound to the job's id). A result under a grant naming a ``lease`` is stored once per
-        lease, under the reference derived from it (shared.result_refs).
+        lease.
         """
         root = self._root()
         await self._refuse_if_shredded(root, tenant_id, action="seal")
@@ -592,13 +613,7 @@ class VaultService:
             return await self._store_sealed_again(
                 root, fields, existing, stored_form=stored_form, key_version=key_row.version
             )
-        record_id = (
-            new_id()
-            if lease is None
-            else result_ref(
-                tenant_id=tenant_id, job_id=job_id, lease=lease, sealed_by=SealedBy.MEMBER
-            )
-        )
+        record_id = new_id()
         stored = await self.records.insert_sealed_if_absent(
             SealedRecord(
                 id=record_id,
@@ -664,9 +679,10 @@ class VaultService:
         raise RecordExists("job (or job_ref)")
 
     async def store_sealed_by_grant(self, *, token: str, envelope_json: Any) -> SealResult:
-        """Store a result the member sealed for the tenant, under a router-signed seal grant."""
+        """Store a result the member sealed for the tenant, under a router-signed seal grant,
+        with its receipt."""
         grant = await self._seal_grant(token)
-        return await self.store_sealed(
+        stored = await self.store_sealed(
             tenant_id=grant.tenant_id,
             job_id=grant.job_id,
             envelope_json=envelope_json,
@@ -676,6 +692,7 @@ class VaultService:
             grant_id=grant.grant_id,
             lease=grant.lease,
         )
+        return self._with_receipt(grant, stored)
 
     async def _open_sealed(
         self, root: envelope.RootKeyRing, grant: Grant, record: SealedRecord

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from shared.result_refs import SealedBy, lease_of, result_ref
+from shared.result_receipts import RECEIPT_AUDIENCE, RECEIPT_TYPE, lease_of
+from shared.service_auth import ServiceIdentity
 
 TENANT = "11111111-1111-4111-8111-111111111111"
 OTHER_TENANT = "22222222-2222-4222-8222-222222222222"
@@ -25,13 +27,28 @@ def outbox_token(at: datetime | None = None, *, seconds_later: float = 0) -> str
     return ((at or datetime.now(UTC)) + timedelta(seconds=seconds_later)).isoformat()
 
 
-def sealed_result_ref(job: dict[str, Any], sealed_by: SealedBy = SealedBy.VAULT) -> str:
-    """The reference the vault gives a result sealed under the job's lease (``job`` as the
-    claim or the send-back answered it)."""
-    lease = lease_of(datetime.fromisoformat(job["lease"]["claimed_at"]))
-    return result_ref(
-        tenant_id=job["tenant_id"], job_id=job["id"], lease=lease, sealed_by=sealed_by
+def result_receipt(
+    keys_dir: Path,
+    job: dict[str, Any],
+    *,
+    lease: str | None = None,
+    signer: str = "vault",
+    ttl_seconds: int = 600,
+) -> tuple[str, str]:
+    """``(ref, receipt)`` as the vault answers a result sealed under the job's lease (``job``
+    as the claim or the send-back answered it), unless ``lease`` names another."""
+    ref = new_uuid()
+    identity = ServiceIdentity.load(name=signer, keys_dir=keys_dir, peers=())
+    claims = {
+        "tenant_id": job["tenant_id"],
+        "job_id": job["id"],
+        "lease": lease or lease_of(datetime.fromisoformat(job["lease"]["claimed_at"])),
+        "ref": ref,
+    }
+    receipt = identity.sign(
+        audience=RECEIPT_AUDIENCE, typ=RECEIPT_TYPE, ttl_seconds=ttl_seconds, claims=claims
     )
+    return ref, receipt
 
 
 def team_body(**overrides: Any) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from services.router.app import create_app
 from services.router.db.repository import JobRepository
 from services.router.domain.classifier import LexiconClassifier
 from services.router.sweeper import sweep_once
-from shared.result_refs import SealedBy
 from shared.service_auth import ServiceIdentity
 from tests.conftest import running
 from tests.router.factories import (
@@ -28,7 +27,7 @@ from tests.router.factories import (
     job_body,
     new_uuid,
     outbox_token,
-    sealed_result_ref,
+    result_receipt,
     submit_job,
     team_body,
 )
@@ -305,7 +304,7 @@ async def test_claim_race_has_exactly_one_winner(client):
     assert [e["type"] for e in events].count("claimed") == 1
 
 
-async def test_lease_rules_for_heartbeat_release_and_complete(client):
+async def test_lease_rules_for_heartbeat_release_and_complete(client, keys_dir):
     await create_team(client)
     job = await submit_job(client)
     team_id = job["assignment"]["team_id"]
@@ -343,7 +342,7 @@ async def test_lease_rules_for_heartbeat_release_and_complete(client):
 
     reclaimed = await claim(client, job, other)
     assert reclaimed.status_code == 200
-    result_ref = sealed_result_ref(reclaimed.json())
+    result_ref, receipt = result_receipt(keys_dir, reclaimed.json())
     assert_problem(
         await client.get(f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": TENANT}),
         409,
@@ -353,7 +352,7 @@ async def test_lease_rules_for_heartbeat_release_and_complete(client):
         json={
             "member_id": other,
             "result": {"summary": "coded 40"},
-            "confidential_result_ref": result_ref,
+            "confidential_result_receipt": receipt,
         },
     )
     assert done.status_code == 200
@@ -585,12 +584,12 @@ async def test_result_grant_for_the_tenant_only(client, keys_dir):
     await create_team(client)
     job = await submit_job(client)
     holder = new_uuid()
-    result_ref = sealed_result_ref((await claim(client, job, holder)).json(), SealedBy.MEMBER)
+    result_ref, receipt = result_receipt(keys_dir, (await claim(client, job, holder)).json())
     grant_path = f"/internal/v1/jobs/{job['id']}/result-grant"
     assert_problem(await client.post(grant_path, json={"tenant_id": TENANT}), 409)
     done = await client.post(
         f"/internal/v1/teams/{job['assignment']['team_id']}/jobs/{job['id']}/complete",
-        json={"member_id": holder, "result": "ok", "confidential_result_ref": result_ref},
+        json={"member_id": holder, "result": "ok", "confidential_result_receipt": receipt},
     )
     assert done.status_code == 200, done.text
     assert_problem(await client.post(grant_path, json={"tenant_id": OTHER_TENANT}), 404)

@@ -18,9 +18,8 @@ from services.router.domain.lifecycle import JobStatus, can_transition
 from services.router.domain.review import reviewer_refusals
 from services.router.domain.routing import DataPolicy
 from services.router.settings import RouterSettings
-from shared.result_refs import SealedBy
 from tests.conftest import running
-from tests.router.factories import create_team, new_uuid, sealed_result_ref, submit_job
+from tests.router.factories import create_team, new_uuid, result_receipt, submit_job
 from tests.router.test_api import decode_grant
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -333,8 +332,8 @@ async def test_a_reviewer_team_that_later_leaves_the_policy_loses_the_job(router
 async def test_reviewer_grants_open_the_job_data_and_the_result(router, keys_dir):
     team = await create_team(router.http)
     job = await submit_job(router.http, policy={**REVIEW, "require_e2e": True})
-    result_ref = sealed_result_ref(await router.claim(job, ALICE))
-    done = await router.complete(job, ALICE, confidential_result_ref=result_ref)
+    result_ref, receipt = result_receipt(keys_dir, await router.claim(job, ALICE))
+    done = await router.complete(job, ALICE, confidential_result_receipt=receipt)
     assert done.json()["status"] == "in_review"
     path = f"/internal/v1/teams/{team['id']}/reviews/{job['id']}/grant"
     own = await router.post(path, {"member_id": ALICE, "purpose": "result"})
@@ -357,21 +356,20 @@ async def test_reviewer_grants_open_the_job_data_and_the_result(router, keys_dir
     assert late.status_code == 409
 
 
-async def test_a_resubmission_keeps_the_sealed_result_unless_a_new_one_comes(router):
+async def test_a_resubmission_keeps_the_sealed_result_unless_a_new_one_comes(router, keys_dir):
     team = await create_team(router.http)
     kept, replaced = [await submit_job(router.http, policy=REVIEW) for _ in range(2)]
     for job in (kept, replaced):
-        first_ref = sealed_result_ref(await router.claim(job, ALICE))
-        await router.complete(job, ALICE, confidential_result_ref=first_ref)
+        first_ref, receipt = result_receipt(keys_dir, await router.claim(job, ALICE))
+        await router.complete(job, ALICE, confidential_result_receipt=receipt)
         router.clock.now += timedelta(minutes=5)
         sent_back = await router.decide(team["id"], job["id"], "send-back", BOB, comment="redo")
         if job is kept:
             done = await router.complete(job, ALICE)
             expected = first_ref
         else:  # a result sealed under the send-back's lease replaces the first
-            expected = sealed_result_ref(sent_back.json(), SealedBy.MEMBER)
-            assert expected != first_ref
-            done = await router.complete(job, ALICE, confidential_result_ref=expected)
+            expected, receipt = result_receipt(keys_dir, sent_back.json())
+            done = await router.complete(job, ALICE, confidential_result_receipt=receipt)
         assert done.json()["status"] == "in_review", done.text
         await router.decide(team["id"], job["id"], "approve", BOB)
         assert (await result_of(router, job))["confidential_result_ref"] == expected
@@ -386,24 +384,43 @@ async def result_of(router: Router, job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def test_a_result_sealed_under_an_ended_lease_is_refused(router):
-    """A kept seal grant of the first lease made a record the vault still holds: after the
-    send-back it must not become the job's result. Nor may a reference of no lease at all."""
+async def test_a_result_is_adopted_only_on_the_vault_s_receipt_for_this_lease(router, keys_dir):
+    """The gateway carries the vault's answer to the router: it must not be able to name a
+    result the vault never stored for this job's current lease. A kept grant's result of the
+    first lease, another job's result, a receipt it signed itself, an expired one, or a bare
+    ref are all refused, and change nothing."""
     team = await create_team(router.http)
-    job = await submit_job(router.http, policy=REVIEW)
-    first_ref = sealed_result_ref(await router.claim(job, ALICE))
-    await router.complete(job, ALICE, confidential_result_ref=first_ref)
+    job, other_job = [await submit_job(router.http, policy=REVIEW) for _ in range(2)]
+    first_lease = await router.claim(job, ALICE)
+    _, first_receipt = result_receipt(keys_dir, first_lease)
+    await router.complete(job, ALICE, confidential_result_receipt=first_receipt)
     router.clock.now = T0 + timedelta(minutes=5)
     sent_back = await router.decide(team["id"], job["id"], "send-back", BOB, comment="redo")
     assert sent_back.status_code == 200, sent_back.text
+    lease = sent_back.json()
     before = await router.job(job["id"])
-    for stale in (first_ref, new_uuid()):
-        refused = await router.complete(job, ALICE, confidential_result_ref=stale)
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["type"].endswith("/stale-result")
-        assert await router.job(job["id"]) == before  # still in progress, nothing changed
-    fresh = sealed_result_ref(sent_back.json())
-    assert (await router.complete(job, ALICE, confidential_result_ref=fresh)).status_code == 200
+    refusals = {
+        "ended lease": (first_receipt, 409, "stale-result"),
+        "another job": (result_receipt(keys_dir, {**lease, "id": other_job["id"]})[1], 409, None),
+        "not the vault's": (result_receipt(keys_dir, lease, signer="gateway")[1], 422, None),
+        "expired": (result_receipt(keys_dir, lease, ttl_seconds=-600)[1], 422, None),
+        "not a token": ("not-a-receipt", 422, "invalid-receipt"),
+    }
+    for case, (receipt, status, problem) in refusals.items():
+        refused = await router.complete(job, ALICE, confidential_result_receipt=receipt)
+        assert refused.status_code == status, (case, refused.text)
+        if problem:
+            assert refused.json()["type"].endswith(f"/{problem}"), case
+        assert await router.job(job["id"]) == before, case  # still in progress, unchanged
+    bare = await router.complete(job, ALICE, confidential_result_ref=new_uuid())
+    assert bare.status_code == 422  # a ref alone is no longer accepted
+    assert await router.job(job["id"]) == before
+
+    fresh_ref, receipt = result_receipt(keys_dir, lease)
+    done = await router.complete(job, ALICE, confidential_result_receipt=receipt)
+    assert done.status_code == 200, done.text
+    await router.decide(team["id"], job["id"], "approve", BOB)
+    assert (await result_of(router, job))["confidential_result_ref"] == fresh_ref
 
 
 async def test_review_errors_change_nothing(router):

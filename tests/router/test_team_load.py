@@ -164,7 +164,7 @@ class Model:
                     job_id,
                     member_id=member,
                     result={"ok": True},
-                    confidential_result_ref=None,
+                    confidential_result=None,
                     now=now,
                 )
             )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from shared.result_receipts import RECEIPT_ISSUER, RECEIPT_TYPE
 from shared.service_auth import ServiceIdentity
 
 
@@ -51,6 +53,15 @@ def result_seal_grant(
     return make_grant(
         signer, action="seal", tenant_id=tenant_id, job_id=job_id, purpose="result", **extra
     )
+
+
+def receipt_claims(keys_dir: Path, answer: dict[str, Any]) -> dict[str, Any]:
+    """The claims of the receipt in a seal's answer, verified as the router verifies them."""
+    router = ServiceIdentity.load(name="router", keys_dir=keys_dir, peers=("vault",))
+    claims = router.verify(
+        answer["receipt"], typ=RECEIPT_TYPE, allowed_issuers=frozenset({RECEIPT_ISSUER})
+    )
+    return {name: claims[name] for name in ("tenant_id", "job_id", "lease", "ref")}
 
 
 def tenant_result_grant(signer: ServiceIdentity, *, tenant_id: str, job_id: str, ref: str) -> str:

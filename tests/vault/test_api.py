@@ -21,12 +21,12 @@ from services.vault.app import create_app
 from services.vault.db.models import Base
 from services.vault.settings import VaultSettings
 from shared.logging import JsonFormatter
-from shared.result_refs import SealedBy, result_ref
 from shared.service_auth import ServiceIdentity
 from tests.conftest import running
 from tests.vault.factories import (
     make_grant,
     new_uuid,
+    receipt_claims,
     result_seal_grant,
     seal_job_data,
     tenant_result_grant,
@@ -283,6 +283,7 @@ async def test_result_sealed_by_grant_then_opened_by_the_tenant(
     )
     assert response.status_code == 201, response.text
     ref = response.json()["ref"]
+    assert response.json()["receipt"] is None  # a grant without a lease: an older router's
 
     again = await vault.post(BY_GRANT, json={"grant": seal_grant, "data": {}}, headers=gateway_auth)
     assert again.status_code == 409
@@ -296,11 +297,11 @@ async def test_result_sealed_by_grant_then_opened_by_the_tenant(
 FIRST_LEASE, SECOND_LEASE = "2026-11-29T09:00:00.000000Z", "2026-11-29T09:05:00.000001Z"
 
 
-async def test_results_are_sealed_once_per_lease_under_the_lease_s_reference(
-    vault, gateway_auth, router_identity, databases
+async def test_results_are_sealed_once_per_lease_with_a_receipt_for_the_router(
+    vault, gateway_auth, router_identity, databases, keys_dir
 ):
     """A send-back (a new lease) may bring a new result; within one lease a result is sealed
-    once, and the reference is the one the router derives from the lease."""
+    once. Each answer carries the vault's receipt naming the tenant, job, lease and ref."""
     tenant_id, job_id = new_uuid(), new_uuid()
 
     async def seal(lease: str, data: Any) -> httpx.Response:
@@ -311,16 +312,20 @@ async def test_results_are_sealed_once_per_lease_under_the_lease_s_reference(
 
     first = await seal(FIRST_LEASE, {"coded": 1})
     assert first.status_code == 201, first.text
-    assert first.json()["ref"] == result_ref(
-        tenant_id=tenant_id, job_id=job_id, lease=FIRST_LEASE, sealed_by=SealedBy.VAULT
-    )
-    assert (await seal(FIRST_LEASE, {"coded": 1})).json()["ref"] == first.json()["ref"]  # replay
+    assert receipt_claims(keys_dir, first.json()) == {
+        "tenant_id": tenant_id,
+        "job_id": job_id,
+        "lease": FIRST_LEASE,
+        "ref": first.json()["ref"],
+    }
+    replayed = await seal(FIRST_LEASE, {"coded": 1})
+    assert replayed.json()["ref"] == first.json()["ref"]
+    assert receipt_claims(keys_dir, replayed.json())["ref"] == first.json()["ref"]
     assert (await seal(FIRST_LEASE, {"coded": 2})).status_code == 409
     second = await seal(SECOND_LEASE, {"coded": 2})
     assert second.status_code == 201, second.text
-    assert second.json()["ref"] == result_ref(
-        tenant_id=tenant_id, job_id=job_id, lease=SECOND_LEASE, sealed_by=SealedBy.VAULT
-    )
+    assert second.json()["ref"] != first.json()["ref"]
+    assert receipt_claims(keys_dir, second.json())["lease"] == SECOND_LEASE
     rows = "SELECT lease FROM records WHERE job_id = :job ORDER BY lease"
     assert await _sql(databases["vault"], rows, job=job_id) == [(FIRST_LEASE,), (SECOND_LEASE,)]
     for ref, data in ((first.json()["ref"], {"coded": 1}), (second.json()["ref"], {"coded": 2})):

@@ -18,7 +18,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from sqlalchemy import func, inspect, select, text, update
+from sqlalchemy import delete, func, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.vault.db.migrate import SCRIPT_LOCATION, VERSION_TABLE
@@ -142,34 +142,62 @@ async def test_migrations_create_exactly_the_models(databases):
 async def test_the_lease_migration_keeps_the_records_and_goes_back_down(
     databases, root_key, vault_identity
 ):
-    """0004 (one result per lease): records sealed before it keep working (lease ''), and
-    the downgrade restores the one-record-per-job constraint while no job has two."""
+    """0004 (one result per lease): records survive the way down and up (lease ''), and the
+    downgrade refuses, changing nothing, while a job has results under two leases."""
     url = databases["vault"]
     config = alembic_config(
         script_location=SCRIPT_LOCATION, database_url=url, version_table=VERSION_TABLE
     )
     engine = create_engine(url)
-    try:
-        before = {"tenant_id": new_uuid(), "job_id": new_uuid(), "data": {"n": 1}}
-        await asyncio.to_thread(command.downgrade, config, "0003")
+
+    async def schema() -> tuple[list[str], list[str]]:
         await engine.dispose()  # the schema changed under the pool
-        async with engine.begin() as connection:
-            columns = await connection.run_sync(
-                lambda sync: [c["name"] for c in inspect(sync).get_columns("records")]
-            )
-        assert "lease" not in columns
-        await asyncio.to_thread(command.upgrade, config, "head")
-        await engine.dispose()
-        sealed = await _seal(engine, root_key, vault_identity, **before)
         async with engine.connect() as connection:
-            lease = (await connection.execute(select(Record.lease))).scalar_one()
-        assert lease == ""
+            return await connection.run_sync(
+                lambda sync: (
+                    [c["name"] for c in inspect(sync).get_columns("records")],
+                    sorted(inspect(sync).get_table_names()),
+                )
+            )
+
+    async def seal_result(tenant_id: str, job_id: str, lease: str) -> SealResult:
+        maker = create_sessionmaker(engine)
+        async with transaction_scope(engine) as connection:
+            return await _service(connection, maker, root_key, vault_identity).seal(
+                tenant_id=tenant_id,
+                job_id=job_id,
+                purpose="result",
+                data={"lease": lease},
+                subject="member:m",
+                lease=lease,
+            )
+
+    try:
+        tenant_id, job_id = new_uuid(), new_uuid()
+        job: dict[str, Any] = {"tenant_id": tenant_id, "job_id": job_id, "data": {"n": 1}}
+        sealed = await _seal(engine, root_key, vault_identity, **job)
+        await asyncio.to_thread(command.downgrade, config, "0003")
+        assert "lease" not in (await schema())[0]
+        await asyncio.to_thread(command.upgrade, config, "head")
+        columns, tables = await schema()
+        assert "lease" in columns
+        async with engine.connect() as connection:
+            kept = (await connection.execute(select(Record.id, Record.lease))).all()
+        assert [tuple(row) for row in kept] == [(sealed.ref, "")]
         with pytest.raises(RecordExists):  # still one job record per job
-            await _seal(engine, root_key, vault_identity, **{**before, "data": {"n": 2}})
+            await _seal(engine, root_key, vault_identity, **{**job, "data": {"n": 2}})
+
+        first = await seal_result(tenant_id, job_id, "2026-11-29T09:00:00.000000Z")
+        await seal_result(tenant_id, job_id, "2026-11-29T09:05:00.000000Z")
+        with pytest.raises(RuntimeError, match="results under several leases"):
+            await asyncio.to_thread(command.downgrade, config, "0003")
+        assert await schema() == (columns, tables)  # nothing changed, nothing left behind
+        async with engine.begin() as connection:
+            await connection.execute(delete(Record).where(Record.id == first.ref))
         await asyncio.to_thread(command.downgrade, config, "0003")
         await asyncio.to_thread(command.upgrade, config, "head")
         await engine.dispose()
-        assert (await _seal(engine, root_key, vault_identity, **before)).ref == sealed.ref
+        assert (await _seal(engine, root_key, vault_identity, **job)).ref == sealed.ref
     finally:
         await engine.dispose()
 

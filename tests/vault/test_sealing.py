@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from shared import sealed_envelope as se
-from shared.result_refs import SealedBy, result_ref
-from tests.vault.factories import make_grant, new_uuid, result_seal_grant
+from tests.vault.factories import make_grant, new_uuid, receipt_claims, result_seal_grant
 
 SEALED = "/internal/v1/records/sealed"
 OPEN = "/internal/v1/records/open"
@@ -334,9 +333,11 @@ async def test_sealed_result_is_stored_under_a_seal_grant_and_opens_for_the_tena
     assert opened.json() == {"data": CANARY}
 
 
-async def test_sealed_results_are_stored_once_per_lease(vault, gateway_auth, router_identity):
+async def test_sealed_results_are_stored_once_per_lease(
+    vault, gateway_auth, router_identity, keys_dir
+):
     """The member-sealed twin of the vault-sealed rule: a new lease may store a new envelope
-    for the job, under the lease's own reference; one lease stores one."""
+    for the job, one lease stores one, and each answer carries the vault's receipt."""
     tenant_id, job_id = new_uuid(), new_uuid()
     key_id, public = await tenant_public_key(vault, gateway_auth, tenant_id)
 
@@ -355,17 +356,19 @@ async def test_sealed_results_are_stored_once_per_lease(vault, gateway_auth, rou
     first_envelope = envelope({"v": 1})
     first = await store(first_lease, first_envelope)
     assert first.status_code == 201, first.text
-    assert first.json()["ref"] == result_ref(
-        tenant_id=tenant_id, job_id=job_id, lease=first_lease, sealed_by=SealedBy.MEMBER
-    )
+    assert receipt_claims(keys_dir, first.json()) == {
+        "tenant_id": tenant_id,
+        "job_id": job_id,
+        "lease": first_lease,
+        "ref": first.json()["ref"],
+    }
     replayed = await store(first_lease, first_envelope)
     assert (replayed.status_code, replayed.json()["ref"]) == (201, first.json()["ref"])
     assert (await store(first_lease, envelope({"v": 2}))).status_code == 409
     second = await store(second_lease, envelope({"v": 2}))
     assert second.status_code == 201, second.text
-    assert second.json()["ref"] == result_ref(
-        tenant_id=tenant_id, job_id=job_id, lease=second_lease, sealed_by=SealedBy.MEMBER
-    )
+    assert second.json()["ref"] != first.json()["ref"]
+    assert receipt_claims(keys_dir, second.json())["lease"] == second_lease
 
 
 async def test_sealed_result_needs_a_router_seal_grant(vault, gateway_auth, gateway_identity):

@@ -45,6 +45,7 @@ from services.gateway.domain.errors import EndToEndRequired
 from services.gateway.domain.jobs import TeamQueueStatus
 from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import job_id_or_404, member_view
+from shared.errors import ServiceUnavailable
 from shared.failpoints import failpoint
 from shared.http import UpstreamError
 from shared.vocabulary import Domain, Priority
@@ -227,28 +228,29 @@ async def _complete(
     job_id: str, body: JobComplete, member: Principal, router_: RouterClient, vault: VaultClient
 ) -> dict[str, Any]:
     """Seal the confidential result under a grant (the grant is refused once the lease is
-    gone, as in a retry after the completion was applied), then complete at the router."""
-    ref = None
+    gone, as in a retry after the completion was applied), then complete at the router with
+    the vault's receipt for it (shared.result_receipts)."""
+    sealed = None
     if body.confidential_result is not None:
         grant = await router_.member_grant(
             member.team, job_id, member_id=member.member, action="seal"
         )
         sealed = await vault.seal_by_grant(grant=grant.grant, data=body.confidential_result)
-        ref = sealed.ref
     elif body.confidential_result_sealed is not None:
         # Sealed by the member for the tenant: passed to the vault untouched.
         grant = await router_.member_grant(
             member.team, job_id, member_id=member.member, action="seal"
         )
-        stored = await vault.store_sealed_result(
+        sealed = await vault.store_sealed_result(
             grant=grant.grant, envelope=body.confidential_result_sealed
         )
-        ref = stored.ref
+    if sealed is not None and sealed.receipt is None:
+        raise ServiceUnavailable("The vault gave no receipt for the sealed result.")
     return await router_.complete(
         member.team,
         job_id,
         member_id=member.member,
         result=body.result,
-        confidential_result_ref=ref,
+        confidential_result_receipt=None if sealed is None else sealed.receipt,
         request_id=reserved_resource_id(),
     )

@@ -292,12 +292,12 @@ class RouterClient:
         *,
         member_id: str,
         result: Any,
-        confidential_result_ref: str | None,
+        confidential_result_receipt: str | None,
         request_id: str | None = None,
     ) -> JsonObject:
         body: JsonObject = {"member_id": member_id, "result": result}
-        if confidential_result_ref is not None:
-            body["confidential_result_ref"] = confidential_result_ref
+        if confidential_result_receipt is not None:
+            body["confidential_result_receipt"] = confidential_result_receipt
         if request_id is not None:
             body["request_id"] = request_id
         answer: JsonObject = await self._call(

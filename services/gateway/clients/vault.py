@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.clients.resilience import resilient_call
 from shared.errors import ServiceUnavailable
@@ -24,6 +24,9 @@ class SealedRecord(BaseModel):
 
     ref: str
     key_version: int | str | None = None
+    # A result's: the vault's signed proof for the router that it is stored
+    # (shared.result_receipts). A bearer of nothing secret, but never logged.
+    receipt: str | None = Field(default=None, repr=False)
 
 
 class VaultClient:

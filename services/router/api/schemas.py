@@ -337,7 +337,8 @@ class GrantCreate(_Request):
 class CompleteCreate(_Request):
     member_id: UUIDStr
     result: Any
-    confidential_result_ref: Ref | None = None
+    # The vault's receipt for the sealed result (shared.result_receipts): the ref comes from it.
+    confidential_result_receipt: Annotated[str, StringConstraints(max_length=4096)] | None = None
     request_id: RequestId | None = None
 
 

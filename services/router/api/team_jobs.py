@@ -22,13 +22,15 @@ from services.router.api.schemas import (
     job_read,
 )
 from services.router.db.repository import JobFilters
-from services.router.domain.errors import TeamNotFound
-from services.router.domain.grants import GRANT_AUDIENCE, GRANT_TYPE
+from services.router.domain.errors import InvalidReceipt, TeamNotFound
+from services.router.domain.grants import GRANT_AUDIENCE, GRANT_TYPE, ResultReceipt
 from services.router.domain.lifecycle import JobStatus
 from services.router.domain.taxonomy import Domain, Priority
 from services.router.member_keys import recipient_claims
 from shared.db import SessionDep
 from shared.list_filters import as_utc
+from shared.result_receipts import RECEIPT_ISSUER, RECEIPT_TYPE
+from shared.service_auth import ServiceAuthError, ServiceIdentity
 
 router = APIRouter(
     prefix="/internal/v1/teams/{team_id}/jobs",
@@ -157,18 +159,44 @@ async def create_grant(
     return GrantRead(grant=grant, tenant_id=claims.tenant_id, require_e2e=claims.require_e2e)
 
 
+def verified_receipt(identity: ServiceIdentity, token: str) -> ResultReceipt:
+    """The claims of a result receipt the vault signed for this router (unexpired)."""
+    try:
+        claims = identity.verify(
+            token, typ=RECEIPT_TYPE, allowed_issuers=frozenset({RECEIPT_ISSUER})
+        )
+    except ServiceAuthError:
+        raise InvalidReceipt(
+            "The confidential result's receipt is not the vault's, or has expired; "
+            "seal the result again."
+        ) from None
+    receipt = ResultReceipt.from_claims(claims)
+    if receipt is None:
+        raise InvalidReceipt("The confidential result's receipt is incomplete.")
+    return receipt
+
+
 @router.post("/{job_id}/complete")
 async def complete_job(
-    team_id: str, job_id: str, body: CompleteCreate, jobs: JobsDep, now: NowDep
+    team_id: str,
+    job_id: str,
+    body: CompleteCreate,
+    jobs: JobsDep,
+    identity: IdentityDep,
+    now: NowDep,
 ) -> JobRead:
-    """Finish the job with its result (lease holder with a live lease only)."""
+    """Finish the job with its result (lease holder with a live lease only); a confidential
+    result only on the vault's receipt for it."""
+    receipt = None
+    if body.confidential_result_receipt is not None:
+        receipt = verified_receipt(identity, body.confidential_result_receipt)
     return job_read(
         await jobs.complete(
             team_id,
             job_id,
             member_id=body.member_id,
             result=body.result,
-            confidential_result_ref=body.confidential_result_ref,
+            confidential_result=receipt,
             request_id=body.request_id,
             now=now,
         )

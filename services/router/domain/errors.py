@@ -41,10 +41,16 @@ class LeaseConflict(Conflict):
 
 
 class StaleResult(Conflict):
-    """A completion names a confidential result sealed under another lease of the job (one
-    that has ended), or one that is no result of this job's lease at all."""
+    """A completion's receipt is for a confidential result of another lease of the job (one
+    that has ended), or of another job."""
 
     problem = "stale-result"
+
+
+class InvalidReceipt(UnprocessableContent):
+    """A completion's receipt is not one the vault signed for the router, or has expired."""
+
+    problem = "invalid-receipt"
 
 
 class DuplicateTeam(Conflict):

@@ -12,9 +12,10 @@ Rules enforced before a grant is built (by the caller, against the stored job):
 
 * ``open`` / purpose ``job``: the job is ``in_progress``, the member holds its lease and the lease
   has not expired, and the job has a ``confidential_ref`` (which becomes ``ref``);
-* ``seal`` / purpose ``result``: the same live-lease rule; ``ref`` is null, and ``lease`` names
-  the holder's lease: the vault stores the result once per lease, under a reference derived
-  from it (shared.result_refs), and a completion must name that reference;
+* ``seal`` / purpose ``result``: the same live-lease rule; ``ref`` is null (the vault makes
+  one), and ``lease`` names the holder's lease: the vault stores the result once per lease
+  and answers with a receipt naming it (shared.result_receipts, :class:`ResultReceipt`),
+  which a completion must bring;
 * ``open`` / purpose ``result`` for the tenant: the job is completed and has a
   ``confidential_result_ref``. ``require_e2e`` is false there: end-to-end delivery concerns
   members' keys, and the tenant reads its own result.
@@ -100,6 +101,26 @@ def member_grant(
         require_e2e=require_e2e,
         lease=lease,
     )
+
+
+@dataclass(frozen=True)
+class ResultReceipt:
+    """What a verified vault receipt says: the result ``ref`` is stored for this tenant's job,
+    sealed under ``lease`` (shared.result_receipts)."""
+
+    tenant_id: str
+    job_id: str
+    lease: str
+    ref: str
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> ResultReceipt | None:
+        """The receipt, or None if a claim is missing or not a string."""
+        values = [claims.get(name) for name in ("tenant_id", "job_id", "lease", "ref")]
+        if not all(isinstance(value, str) and value for value in values):
+            return None
+        tenant_id, job_id, lease, ref = (str(value) for value in values)
+        return cls(tenant_id=tenant_id, job_id=job_id, lease=lease, ref=ref)
 
 
 def tenant_result_grant(*, tenant_id: str, job_id: str, result_ref: str) -> GrantClaims:

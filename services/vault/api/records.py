@@ -13,6 +13,7 @@ from services.vault.api.schemas import (
     RecordDiscard,
     RecordOpen,
     RecordsDiscarded,
+    ResultCreated,
 )
 from shared.failpoints import failpoint
 
@@ -36,10 +37,10 @@ async def create_record(body: RecordCreate, vault: RecordVaultServiceDep) -> Rec
 @router.post("/sealed-by-grant", status_code=status.HTTP_201_CREATED)
 async def create_record_by_grant(
     body: RecordCreateByGrant, vault: RecordVaultServiceDep
-) -> RecordCreated:
+) -> ResultCreated:
     """Seal a job's confidential result under a router-signed seal grant."""
     result = await vault.seal_by_grant(token=body.grant, data=body.data)
-    return RecordCreated(ref=result.ref, key_version=result.key_version)
+    return ResultCreated(ref=result.ref, key_version=result.key_version, receipt=result.receipt)
 
 
 @router.post("/open")

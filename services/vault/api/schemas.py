@@ -68,6 +68,12 @@ class RecordCreated(BaseModel):
     key_version: int
 
 
+class ResultCreated(RecordCreated):
+    # The vault's signed receipt for the router (shared.result_receipts), for a grant that
+    # names the holder's lease; null for one from a router older than leases.
+    receipt: str | None = None
+
+
 class RecordData(BaseModel):
     data: JsonValue
 

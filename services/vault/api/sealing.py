@@ -10,6 +10,7 @@ from services.vault.api.deps import VaultServiceDep
 from services.vault.api.schemas import (
     RecordCreated,
     RecordOpen,
+    ResultCreated,
     SealedDelivery,
     SealedRecordCreate,
     SealedResultCreate,
@@ -59,7 +60,7 @@ async def deliver_record(body: RecordOpen, vault: VaultServiceDep) -> SealedDeli
 
 
 @router.post("/records/sealed/by-grant", status_code=status.HTTP_201_CREATED)
-async def create_sealed_result(body: SealedResultCreate, vault: VaultServiceDep) -> RecordCreated:
+async def create_sealed_result(body: SealedResultCreate, vault: VaultServiceDep) -> ResultCreated:
     """Store a member's result sealed for the tenant (bound to the job's id) under a seal grant."""
     result = await vault.store_sealed_by_grant(token=body.grant, envelope_json=body.envelope)
-    return RecordCreated(ref=result.ref, key_version=result.key_version)
+    return ResultCreated(ref=result.ref, key_version=result.key_version, receipt=result.receipt)

@@ -1,7 +1,8 @@
 """The vault's tables. Nothing here holds plaintext: keys are wrapped, payloads encrypted.
 
 ``tenant_keys``       one row per tenant key version, wrapped by the root key
-``records``           sealed records: wrapped data key + ciphertext, one per (tenant, job, purpose)
+``records``           sealed records: wrapped data key + ciphertext, one per (tenant, job, purpose,
+                      lease): a job's data once, a result once per lease
 ``audit_records``     the audit chain (see :mod:`services.vault.domain.audit`)
 ``audit_chain_head``  one row: last seq and hash of the chain, with its own MAC
 ``audit_keys``        the audit chain's MAC key, wrapped by the root key (one version today)
@@ -26,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_base
-from shared.result_refs import LEASE_LENGTH
+from shared.result_receipts import LEASE_LENGTH
 
 if TYPE_CHECKING:
     # mypy cannot use a variable as a base class; at run time Base is new_base()'s class.
@@ -57,7 +58,7 @@ class TenantKey(Base):
 class Record(Base):
     __tablename__ = "records"
     __table_args__ = (
-        # One job record per job; one result per lease (shared.result_refs; '' before leases).
+        # One job record per job; one result per lease (shared.result_receipts; '' before leases).
         UniqueConstraint("tenant_id", "job_id", "purpose", "lease"),
         ForeignKeyConstraint(
             ["tenant_id", "key_version"], ["tenant_keys.tenant_id", "tenant_keys.version"]

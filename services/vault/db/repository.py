@@ -315,7 +315,7 @@ class NewRecord:
     ciphertext: bytes
     subject: str
     created_at: datetime
-    lease: str = ""  # a result's lease (shared.result_refs); '' for job data
+    lease: str = ""  # a result's lease (shared.result_receipts); '' for job data
 
 
 @dataclass(frozen=True)

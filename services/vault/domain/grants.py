@@ -21,7 +21,7 @@ from services.vault.domain.errors import GrantRefused
 ACTIONS = ("open", "seal")
 # member:<id> or tenant:<id>; ids are opaque but short and plain so they are safe to store.
 _SUBJECT = re.compile(r"^(member|tenant):[A-Za-z0-9._-]{1,128}$")
-# shared.result_refs.lease_of: the UTC instant the holder's lease began.
+# shared.result_receipts.lease_of: the UTC instant the holder's lease began.
 _LEASE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 # base64url (unpadded, canonical) of a raw 32-byte X25519 public key: 43 characters.
 _PUBLIC_KEY = re.compile(r"^[A-Za-z0-9_\-]{42}[AEIMQUYcgkosw048]$")
@@ -40,8 +40,8 @@ class Grant:
     # The member's registered X25519 key (base64url), put in by the router: sealed delivery
     # re-wraps only to this key, never to one the gateway names.
     recipient_public_key: str | None = None
-    # A seal grant's lease (shared.result_refs): the result is stored once per lease, under
-    # the reference derived from it. None from a router older than leases: once per job.
+    # A seal grant's lease (shared.result_receipts): the result is stored once per lease, and
+    # its receipt names the lease. None from a router older than leases: once per job.
     lease: str | None = None
 
     @property
