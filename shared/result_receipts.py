@@ -24,8 +24,9 @@ RECEIPT_TTL_SECONDS = 600
 LEASE_LENGTH = 40
 
 
-def lease_of(claimed_at: datetime) -> str:
-    """A lease's name: the moment it was granted, in UTC to the microsecond. The router sets
-    it on every claim and send-back, so two leases of one job differ unless its clock steps
-    back onto the very microsecond of an earlier lease."""
-    return claimed_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def lease_of(claimed_at: datetime, event_seq: int) -> str:
+    """A lease's name: when it began (UTC, to the microsecond) and the job's event sequence
+    number since, that of the claim or send-back that began it. Every status change of a job
+    adds one to that number and none happens while a lease lasts, so the number alone tells
+    a job's leases apart, whatever its clock does; the time is for people reading audits."""
+    return f"{claimed_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{event_seq}"

@@ -796,7 +796,7 @@ class JobWorkflow:
         """The name of the job's lease (shared.result_refs), which binds a sealed result."""
         if job.lease_claimed_at is None:  # set with every lease: only damage leaves it out
             raise LeaseConflict("The job's lease has no start; claim the job again.")
-        return lease_of(job.lease_claimed_at)
+        return lease_of(job.lease_claimed_at, job.event_seq)
 
     @staticmethod
     def _require_live_lease(job: Job, member_id: str, now: datetime) -> None:

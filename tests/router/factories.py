@@ -42,7 +42,8 @@ def result_receipt(
     claims = {
         "tenant_id": job["tenant_id"],
         "job_id": job["id"],
-        "lease": lease or lease_of(datetime.fromisoformat(job["lease"]["claimed_at"])),
+        "lease": lease
+        or lease_of(datetime.fromisoformat(job["lease"]["claimed_at"]), job["event_seq"]),
         "ref": ref,
     }
     receipt = identity.sign(

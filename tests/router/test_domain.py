@@ -502,7 +502,7 @@ def test_terminal_statuses_and_the_reject_extension():
 # ----------------------------------------------------------------------------- grants
 
 
-LEASE = "2026-11-29T15:12:36.000001Z"
+LEASE = "2026-11-29T15:12:36.000001Z#2"
 
 
 def test_member_grants_follow_the_documented_claims():

@@ -423,6 +423,37 @@ async def test_a_result_is_adopted_only_on_the_vault_s_receipt_for_this_lease(ro
     assert (await result_of(router, job))["confidential_result_ref"] == fresh_ref
 
 
+async def test_each_lease_of_a_job_has_its_own_name_even_under_a_still_clock(router, keys_dir):
+    """A receipt names the lease: a claim after a release, and a send-back, must each make a
+    lease an ended lease's receipt cannot pass for. The router's clock stands still at T0
+    here, so the three leases start at the same instant."""
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    first = await router.claim(job, ALICE)
+    released = await router.post(
+        f"/internal/v1/teams/{team['id']}/jobs/{job['id']}/release", {"member_id": ALICE}
+    )
+    assert released.status_code == 200, released.text
+    second = await router.claim(job, ALICE)
+    _, receipt = result_receipt(keys_dir, second)
+    await router.complete(job, ALICE, confidential_result_receipt=receipt)
+    sent_back = await router.decide(team["id"], job["id"], "send-back", BOB, comment="redo")
+    leases = [first, second, sent_back.json()]
+    assert len({leased["lease"]["claimed_at"] for leased in leases}) == 1  # the still clock
+    for ended in (first, second):
+        stale = await router.complete(
+            job, ALICE, confidential_result_receipt=result_receipt(keys_dir, ended)[1]
+        )
+        assert stale.status_code == 409, stale.text
+    _, current = result_receipt(keys_dir, sent_back.json())
+    heartbeat = await router.post(
+        f"/internal/v1/teams/{team['id']}/jobs/{job['id']}/heartbeat", {"member_id": ALICE}
+    )
+    assert heartbeat.status_code == 200, heartbeat.text  # renews the lease, keeps its name
+    done = await router.complete(job, ALICE, confidential_result_receipt=current)
+    assert done.status_code == 200, done.text
+
+
 async def test_review_errors_change_nothing(router):
     team = await create_team(router.http)
     job = await submit_job(router.http, policy=REVIEW)

@@ -294,7 +294,7 @@ async def test_result_sealed_by_grant_then_opened_by_the_tenant(
     assert opened.json() == {"data": result}
 
 
-FIRST_LEASE, SECOND_LEASE = "2026-11-29T09:00:00.000000Z", "2026-11-29T09:05:00.000001Z"
+FIRST_LEASE, SECOND_LEASE = "2026-11-29T09:00:00.000000Z#2", "2026-11-29T09:05:00.000001Z#2"
 
 
 async def test_results_are_sealed_once_per_lease_with_a_receipt_for_the_router(
@@ -342,6 +342,7 @@ async def test_results_are_sealed_once_per_lease_with_a_receipt_for_the_router(
         {"ref": "some"},
         {"signer": "gateway"},
         {"lease": "2026-11-29 09:00:00"},
+        {"lease": "2026-11-29T09:00:00.000000Z"},  # no sequence number
         {"lease": 1764406800},
     ],
 )

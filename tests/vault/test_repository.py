@@ -187,8 +187,8 @@ async def test_the_lease_migration_keeps_the_records_and_goes_back_down(
         with pytest.raises(RecordExists):  # still one job record per job
             await _seal(engine, root_key, vault_identity, **{**job, "data": {"n": 2}})
 
-        first = await seal_result(tenant_id, job_id, "2026-11-29T09:00:00.000000Z")
-        await seal_result(tenant_id, job_id, "2026-11-29T09:05:00.000000Z")
+        first = await seal_result(tenant_id, job_id, "2026-11-29T09:00:00.000000Z#2")
+        await seal_result(tenant_id, job_id, "2026-11-29T09:05:00.000000Z#2")
         with pytest.raises(RuntimeError, match="results under several leases"):
             await asyncio.to_thread(command.downgrade, config, "0003")
         assert await schema() == (columns, tables)  # nothing changed, nothing left behind

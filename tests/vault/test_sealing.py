@@ -352,7 +352,7 @@ async def test_sealed_results_are_stored_once_per_lease(
         response: httpx.Response = await vault.post(BY_GRANT, json=body, headers=gateway_auth)
         return response
 
-    first_lease, second_lease = "2026-11-29T09:00:00.000000Z", "2026-11-29T09:05:00.000000Z"
+    first_lease, second_lease = "2026-11-29T09:00:00.000000Z#2", "2026-11-29T09:05:00.000000Z#2"
     first_envelope = envelope({"v": 1})
     first = await store(first_lease, first_envelope)
     assert first.status_code == 201, first.text
