@@ -125,10 +125,12 @@ class ReviewWorkflow:
         return job
 
     def _same_submission(self, job: Job) -> list[ColumnElement[bool]]:
+        # event_seq changes with every status change: a send-back and a resubmission between
+        # the reviewer's read and this decision make another submission, even at one instant.
         return [
             Job.review_team_id == job.review_team_id,
             Job.review_submitted_by == job.review_submitted_by,
-            Job.review_submitted_at == job.review_submitted_at,
+            Job.event_seq == job.event_seq,
         ]
 
     async def approve(

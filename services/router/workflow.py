@@ -793,7 +793,7 @@ class JobWorkflow:
 
     @staticmethod
     def _lease(job: Job) -> str:
-        """The name of the job's lease (shared.result_refs), which binds a sealed result."""
+        """The name of the job's lease (shared.result_receipts), which binds a sealed result."""
         if job.lease_claimed_at is None:  # set with every lease: only damage leaves it out
             raise LeaseConflict("The job's lease has no start; claim the job again.")
         return lease_of(job.lease_claimed_at, job.event_seq)
@@ -908,7 +908,9 @@ class JobWorkflow:
             confidential_result_ref = confidential_result.ref
         conditions = [
             Job.team_id == team_id,
-            Job.lease_claimed_at == job.lease_claimed_at,  # the lease the result belongs to
+            # The lease the receipt was checked against: a release and re-claim in between
+            # (the same member, and at a still clock the same start) would change event_seq.
+            Job.event_seq == job.event_seq,
             *self._live_lease(member_id, now),
         ]
         lost_race = LeaseConflict("The lease changed while this request ran.")

@@ -34,6 +34,7 @@ def result_receipt(
     lease: str | None = None,
     signer: str = "vault",
     ttl_seconds: int = 600,
+    typ: str = RECEIPT_TYPE,
 ) -> tuple[str, str]:
     """``(ref, receipt)`` as the vault answers a result sealed under the job's lease (``job``
     as the claim or the send-back answered it), unless ``lease`` names another."""
@@ -47,7 +48,7 @@ def result_receipt(
         "ref": ref,
     }
     receipt = identity.sign(
-        audience=RECEIPT_AUDIENCE, typ=RECEIPT_TYPE, ttl_seconds=ttl_seconds, claims=claims
+        audience=RECEIPT_AUDIENCE, typ=typ, ttl_seconds=ttl_seconds, claims=claims
     )
     return ref, receipt
 

@@ -534,7 +534,7 @@ def test_member_grants_follow_the_documented_claims():
         lease=LEASE,
     ).to_claims()
     assert (sealed["action"], sealed["purpose"], sealed["ref"]) == ("seal", "result", None)
-    assert sealed["lease"] == LEASE  # the vault derives the result's reference from it
+    assert sealed["lease"] == LEASE  # the vault's receipt for the result names it
 
 
 def test_tenant_result_grant():

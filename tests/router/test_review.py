@@ -18,6 +18,7 @@ from services.router.domain.lifecycle import JobStatus, can_transition
 from services.router.domain.review import reviewer_refusals
 from services.router.domain.routing import DataPolicy
 from services.router.settings import RouterSettings
+from services.router.workflow import JobWorkflow
 from tests.conftest import running
 from tests.router.factories import create_team, new_uuid, result_receipt, submit_job
 from tests.router.test_api import decode_grant
@@ -402,6 +403,12 @@ async def test_a_result_is_adopted_only_on_the_vault_s_receipt_for_this_lease(ro
     refusals = {
         "ended lease": (first_receipt, 409, "stale-result"),
         "another job": (result_receipt(keys_dir, {**lease, "id": other_job["id"]})[1], 409, None),
+        "another tenant": (
+            result_receipt(keys_dir, {**lease, "tenant_id": new_uuid()})[1],
+            409,
+            "stale-result",
+        ),
+        "not a receipt": (result_receipt(keys_dir, lease, typ="service")[1], 422, None),
         "not the vault's": (result_receipt(keys_dir, lease, signer="gateway")[1], 422, None),
         "expired": (result_receipt(keys_dir, lease, ttl_seconds=-600)[1], 422, None),
         "not a token": ("not-a-receipt", 422, "invalid-receipt"),
@@ -452,6 +459,36 @@ async def test_each_lease_of_a_job_has_its_own_name_even_under_a_still_clock(rou
     assert heartbeat.status_code == 200, heartbeat.text  # renews the lease, keeps its name
     done = await router.complete(job, ALICE, confidential_result_receipt=current)
     assert done.status_code == 200, done.text
+
+
+async def test_a_completion_is_refused_if_its_lease_ends_while_it_runs(
+    router, keys_dir, monkeypatch
+):
+    """The receipt is checked against the lease the completion read. A release and re-claim
+    by the same member, at the same instant, landing before its UPDATE must not let the
+    ended lease's receipt through."""
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    _, ended_receipt = result_receipt(keys_dir, await router.claim(job, ALICE))
+    review_team = JobWorkflow._review_team  # runs after the receipt check, before the UPDATE
+    interleaved: list[dict[str, Any]] = []
+
+    async def release_and_claim_first(self: JobWorkflow, *args: Any) -> Any:
+        if not interleaved:
+            released = await router.post(
+                f"/internal/v1/teams/{team['id']}/jobs/{job['id']}/release", {"member_id": ALICE}
+            )
+            assert released.status_code == 200, released.text
+            interleaved.append(await router.claim(job, ALICE))
+        return await review_team(self, *args)
+
+    monkeypatch.setattr(JobWorkflow, "_review_team", release_and_claim_first)
+    done = await router.complete(job, ALICE, confidential_result_receipt=ended_receipt)
+    assert interleaved  # the race was formed
+    assert done.status_code == 409, done.text
+    now = await router.job(job["id"])
+    assert now["status"] == "in_progress"
+    assert now["event_seq"] == interleaved[0]["event_seq"]  # the new lease, untouched
 
 
 async def test_review_errors_change_nothing(router):

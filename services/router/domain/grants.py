@@ -80,7 +80,7 @@ def member_grant(
     lease: str,
 ) -> GrantClaims:
     """A lease holder's grant: open the job's data, or seal a result under ``lease`` (no ref
-    yet: the vault derives it from the lease)."""
+    yet: the vault makes one, and answers with a receipt naming it and the lease)."""
     if action is GrantAction.OPEN:
         return GrantClaims(
             action=action,

@@ -21,7 +21,7 @@ from services.vault.domain.errors import GrantRefused
 ACTIONS = ("open", "seal")
 # member:<id> or tenant:<id>; ids are opaque but short and plain so they are safe to store.
 _SUBJECT = re.compile(r"^(member|tenant):[A-Za-z0-9._-]{1,128}$")
-# shared.result_receipts.lease_of: the UTC instant the holder's lease began.
+# shared.result_receipts.lease_of: when the holder's lease began, and its event sequence number.
 _LEASE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z#[0-9]{1,12}")
 # base64url (unpadded, canonical) of a raw 32-byte X25519 public key: 43 characters.
 _PUBLIC_KEY = re.compile(r"^[A-Za-z0-9_\-]{42}[AEIMQUYcgkosw048]$")
