@@ -636,7 +636,7 @@ class JobRepository:
     async def team_load(self, team_id: str) -> int:
         """One team's queued plus in-progress jobs (see :meth:`team_loads`). A prebuilt
         statement on the driver: routing reads it on every submit and claim, where the
-        ``IN`` list of :meth:`team_loads` went through the ORM (BENCHMARKS.md, eighth)."""
+        ``IN`` list of :meth:`team_loads` went through the ORM (BENCHMARKS.md, session 22)."""
         row = (await execute(self.session, _TEAM_LOAD, {"team_id": team_id})).first()
         return 0 if row is None else int(row[0])
 
