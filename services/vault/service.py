@@ -234,7 +234,7 @@ class VaultService:
         data: Any,
         subject: str,
         grant_id: str | None = None,
-        lease: str | None = None,
+        lease: str = "",
     ) -> SealResult:
         """Encrypt ``data`` for (tenant, job, purpose), once; for a result sealed under a
         grant naming the holder's ``lease``, once per lease.
@@ -274,13 +274,13 @@ class VaultService:
                     ciphertext=sealed.ciphertext,
                     subject=subject,
                     created_at=self.clock(),
-                    lease=lease or "",
+                    lease=lease,
                 )
             )
             if stored:
                 break
             existing = await self.records.record_for(
-                tenant_id=tenant_id, job_id=job_id, purpose=purpose, lease=lease or ""
+                tenant_id=tenant_id, job_id=job_id, purpose=purpose, lease=lease
             )
             if existing is not None:  # sealed before (a retry) or by a concurrent call
                 return await self._seal_again(
@@ -350,7 +350,7 @@ class VaultService:
             data=data,
             subject=grant.subject,
             grant_id=grant.grant_id,
-            lease=grant.lease,
+            lease=grant.lease or "",  # none from a router older than leases
         )
         return self._with_receipt(grant, sealed)
 
@@ -560,7 +560,7 @@ class VaultService:
         purpose: str = "job",
         job_ref: str | None = None,
         grant_id: str | None = None,
-        lease: str | None = None,
+        lease: str = "",
     ) -> SealResult:
         """Check a client-sealed envelope opens for this tenant, then store it as received.
 
@@ -607,7 +607,7 @@ class VaultService:
             job_id=job_id,
             job_ref=parsed.job_ref,
             purpose=purpose,
-            lease=lease or "",
+            lease=lease,
         )
         if existing is not None:
             return await self._store_sealed_again(
@@ -621,7 +621,7 @@ class VaultService:
                 job_id=job_id,
                 job_ref=parsed.job_ref,
                 purpose=purpose,
-                lease=lease or "",
+                lease=lease,
                 key_id=parsed.key_id,
                 envelope=stored_form,
                 subject=subject,
@@ -634,7 +634,7 @@ class VaultService:
                 job_id=job_id,
                 job_ref=parsed.job_ref,
                 purpose=purpose,
-                lease=lease or "",
+                lease=lease,
             )
             if existing is not None:  # a concurrent store for the job won the race
                 return await self._store_sealed_again(
@@ -690,7 +690,7 @@ class VaultService:
             purpose=grant.purpose,
             job_ref=grant.job_id,
             grant_id=grant.grant_id,
-            lease=grant.lease,
+            lease=grant.lease or "",  # none from a router older than leases
         )
         return self._with_receipt(grant, stored)
 
