@@ -1,5 +1,6 @@
 """Rate limits (services/gateway/api/edge.py, clients/rate_limiter.py): in memory, shared through
-the machine's Redis by two real gateway processes, and the fallback when Redis is unreachable.
+the machine's Redis by two real gateway processes, the fallback when Redis is unreachable, and a
+Redis of the test's own (``redis-server``) stopped mid-run and started again.
 
 Redis is ``TASKROUTE_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``); every test uses its
 own key prefix. An unreachable Redis fails these tests (the fixture pings it), never skips them.
@@ -7,8 +8,10 @@ own key prefix. An unreachable Redis fails these tests (the fixture pings it), n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -174,6 +177,79 @@ async def test_unreachable_redis_falls_back_to_memory_and_logs_once(
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1
     assert str(closed_port) not in caplog.text
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A Redis server of this test's own (the machine's must stay up for the other tests)."""
+    program = shutil.which("redis-server")
+    if program is None:
+        pytest.fail("redis-server not found: the outage test stops and starts a Redis of its own")
+    process = subprocess.Popen(
+        [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while True:
+        try:
+            client.ping()
+            return process
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait(timeout=10)
+
+
+async def test_a_redis_outage_mid_run_falls_back_then_shares_again(
+    databases, keys_dir, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(rate_limiter, "REDIS_RETRY_SECONDS", 0.2)
+    port = free_port()
+    server = _start_redis(port)
+    try:
+        settings = limited_settings(
+            databases,
+            keys_dir,
+            tmp_path,
+            rate_limit="3/minute",
+            redis_url=f"redis://127.0.0.1:{port}/0",
+        )
+        app = create_app(settings)
+        caplog.set_level(logging.INFO, logger="taskroute.gateway.rate_limits")
+        operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+        async with running(app) as client:
+            limiter = app.state.rate_limiter
+
+            async def statuses(count: int) -> list[int]:
+                return [
+                    (await client.get("/v1/admin/tenants", headers=operator)).status_code
+                    for _ in range(count)
+                ]
+
+            assert await statuses(2) == [200, 200]
+            assert limiter.shared is True
+            _stop(server)  # mid-run: the pool holds connections to a server that is gone
+            # Per process from here, its own count starting afresh; never a 500.
+            assert await statuses(4) == [200, 200, 200, 429]
+            assert limiter.shared is False
+            server = _start_redis(port)  # an empty Redis: the shared count starts afresh too
+            await asyncio.sleep(0.3)  # past the retry period
+            assert await statuses(4) == [200, 200, 200, 429]
+            assert limiter.shared is True
+    finally:
+        _stop(server)
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("unreachable" in message for message in messages) == 1
+    assert sum("answering again" in message for message in messages) == 1
+    assert str(port) not in caplog.text
 
 
 # --- two real gateway processes, one Redis --------------------------------------------------
