@@ -826,6 +826,10 @@ class JobWorkflow:
                 "lease_member_id": member_id,
                 "lease_claimed_at": now,
                 "lease_expires_at": now + timedelta(seconds=self.settings.lease_seconds),
+                # A result sealed under an earlier lease is that holder's work, sent back to
+                # them and then given up: it must not ride along with the new holder's
+                # submission (and reach review with someone else's name on it).
+                "confidential_result_ref": None,
             },
             event_type="claimed",
             actor=f"member:{member_id}",

@@ -376,6 +376,31 @@ async def test_a_resubmission_keeps_the_sealed_result_unless_a_new_one_comes(rou
         assert (await result_of(router, job))["confidential_result_ref"] == expected
 
 
+async def test_a_sealed_result_stays_with_its_author_not_the_next_holder(router, keys_dir):
+    """A result sent back and then given up (released here; an expired lease ends the same way,
+    through a new claim) is its author's: the next holder's submission goes to review without it,
+    so its author cannot approve it under another member's name."""
+    team = await create_team(router.http)
+    job = await submit_job(router.http, policy=REVIEW)
+    _, receipt = result_receipt(keys_dir, await router.claim(job, ALICE))
+    await router.complete(job, ALICE, confidential_result_receipt=receipt)
+    router.clock.now += timedelta(minutes=5)
+    await router.decide(team["id"], job["id"], "send-back", BOB, comment="wrong; redo")
+    released = await router.post(
+        f"/internal/v1/teams/{team['id']}/jobs/{job['id']}/release", {"member_id": ALICE}
+    )
+    assert released.status_code == 200, released.text
+    submitted = await router.claim_and_complete(job, CAROL)
+    assert submitted.json()["status"] == "in_review", submitted.text
+    grant = await router.post(
+        f"/internal/v1/teams/{team['id']}/reviews/{job['id']}/grant",
+        {"member_id": ALICE, "purpose": "result"},
+    )
+    assert grant.status_code == 404, grant.text  # Carol's submission has no sealed result
+    assert (await router.decide(team["id"], job["id"], "approve", ALICE)).status_code == 200
+    assert (await result_of(router, job))["confidential_result_ref"] is None
+
+
 async def result_of(router: Router, job: dict[str, Any]) -> dict[str, Any]:
     answer = await router.http.get(
         f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": job["tenant_id"]}
