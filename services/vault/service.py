@@ -1259,19 +1259,31 @@ class VaultService:
             claimed = writer.lock_and_read_head(timeout_seconds=self.audit_lock_timeout_seconds)
         except DBAPIError as exc:
             raise AuditUnavailable("The audit log is busy; nothing was done. Retry.") from exc
-        head, last_seq = claimed if claimed is not None else (None, -1)
-        if head is None or head.seq != last_seq:
+        inconsistent = AuditUnavailable(
+            "The audit chain is inconsistent, so the vault refuses to act until an operator "
+            "verifies it."
+        )
+        if claimed is None or claimed.head.seq != claimed.last_seq:
             logger.error("audit chain head does not match its records")
-            raise AuditUnavailable(
-                "The audit chain is inconsistent, so the vault refuses to act until an "
-                "operator verifies it."
-            )
+            raise inconsistent
+        head = claimed.head
         try:
             audit_key = self._audit_key_for_append(writer, root, head)
         except DBAPIError as exc:
             raise AuditUnavailable(
                 "The audit log could not record this; nothing was done."
             ) from exc
+        # The new head's MAC is made over the old head: were it taken on trust, the next append
+        # would launder a head someone with database access moved back over deleted records.
+        if head.seq and not (
+            claimed.last_hash is not None
+            and envelope.constant_time_equal(claimed.last_hash, head.hash)
+            and envelope.constant_time_equal(
+                head.mac, audit.head_mac(audit_key, head.seq, head.hash)
+            )
+        ):
+            logger.error("audit chain head fails its check")
+            raise inconsistent
         entry = audit.AuditEntry(
             seq=head.seq + 1,
             at=self.clock(),

@@ -526,6 +526,46 @@ async def test_a_head_set_back_behind_its_records_fails_verification(
         )
 
 
+@pytest.mark.parametrize("forged", ["head_mac", "record_hash"])
+async def test_a_head_moved_back_over_deleted_records_is_refused_not_re_signed(
+    engines: list[AsyncEngine], root_key: RootKey, vault_identity: ServiceIdentity, forged: str
+) -> None:
+    """Someone with write access to the database, not the audit key, deletes the newest
+    records and moves the head back: with a MAC they had to make up, or with an older, real
+    head over a record they rewrote. Verification says so, and the next append refuses
+    instead of signing a new head over it (which would leave a chain that verifies)."""
+    engine = engines[0]
+    tenant_id = new_uuid()
+    maker = create_sessionmaker(engine)
+    for data in range(4):
+        await _seal(
+            engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=data
+        )
+        if data == 1:
+            async with maker() as session:
+                real = await session.get(AuditChainHead, HEAD_ID)
+                assert real is not None
+                older = {"seq": real.seq, "hash": real.hash, "mac": real.mac}
+    async with maker() as session:
+        await session.execute(delete(AuditRecord).where(AuditRecord.seq > older["seq"]))
+        if forged == "head_mac":
+            await session.execute(update(AuditChainHead).values({**older, "mac": "00" * 32}))
+        else:
+            await session.execute(
+                update(AuditRecord).where(AuditRecord.seq == older["seq"]).values(hash="ab" * 32)
+            )
+            await session.execute(update(AuditChainHead).values(**older))
+        await session.commit()
+    assert not (await _verify(engine, root_key, vault_identity)).valid
+    with pytest.raises(AuditUnavailable):
+        await _seal(
+            engine, root_key, vault_identity, tenant_id=tenant_id, job_id=new_uuid(), data=9
+        )
+    verdict = await _verify(engine, root_key, vault_identity)
+    assert not verdict.valid
+    assert verdict.records == older["seq"]  # nothing was appended
+
+
 # --- two stores of a client-sealed envelope for one job, in two replicas ----------------------
 
 

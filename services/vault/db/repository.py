@@ -263,6 +263,10 @@ _CLAIM_HEAD = (
         _AUDIT_HEAD.c.hash,
         _AUDIT_HEAD.c.mac,
         select(func.max(_AUDIT_RECORDS.c.seq)).scalar_subquery(),
+        select(_AUDIT_RECORDS.c.hash)
+        .order_by(_AUDIT_RECORDS.c.seq.desc())
+        .limit(1)
+        .scalar_subquery(),
     )
 )
 _INSERT_AUDIT_RECORD = insert(_AUDIT_RECORDS)
@@ -874,6 +878,17 @@ class AuditRepository(_Repository):
             after = rows[-1].seq
 
 
+@dataclass(frozen=True)
+class ClaimedHead:
+    """What an append reads under the chain's lock."""
+
+    head: ChainHead
+    # The last record's seq (0 for none) and hash (None for none): both must agree with the
+    # head before it moves.
+    last_seq: int
+    last_hash: str | None
+
+
 class AuditWriter:
     """The statements of one audit append, on a synchronous connection inside
     :meth:`AuditRepository.write` (the chain's lock is the transaction's, see the module
@@ -883,9 +898,9 @@ class AuditWriter:
         self.connection = connection
         self.dialect = dialect
 
-    def lock_and_read_head(self, *, timeout_seconds: float) -> tuple[ChainHead, int] | None:
-        """Take the append lock (see the module docstring); the head and the last record's seq
-        (None only if the head row vanishes again as soon as it is made).
+    def lock_and_read_head(self, *, timeout_seconds: float) -> ClaimedHead | None:
+        """Take the append lock (see the module docstring); the head, and the last record's seq
+        and hash (None only if the head row vanishes again as soon as it is made).
 
         One statement in the common case: a no-op ``UPDATE`` of the head row that returns it
         and ``max(seq)`` of the records. The update is the write that takes SQLite's lock, and
@@ -907,11 +922,15 @@ class AuditWriter:
             claimed = self._claim_head()
         return claimed
 
-    def _claim_head(self) -> tuple[ChainHead, int] | None:
+    def _claim_head(self) -> ClaimedHead | None:
         row = (execute_sync(self.connection, _CLAIM_HEAD)).first()
         if row is None:
             return None
-        return ChainHead(seq=row[0], hash=row[1], mac=row[2]), int(row[3] or 0)
+        return ClaimedHead(
+            head=ChainHead(seq=row[0], hash=row[1], mac=row[2]),
+            last_seq=int(row[3] or 0),
+            last_hash=row[4],
+        )
 
     def audit_key(self, version: int) -> AuditKey | None:
         """The stored audit key version, read afresh (detached: never changed via the ORM)."""

@@ -11,7 +11,9 @@ key it began with, once derived from the root key with HKDF), so rotating the ro
 and old records keep verifying. Someone with only database access can read the log but cannot
 alter, insert or reorder a record without :class:`ChainVerifier` noticing: they cannot compute
 the new hashes. A separate head row holds the last seq and hash with its own HMAC, so deleting
-the newest records (which leaves a chain that is valid on its own) is caught too. Anchors
+the newest records (which leaves a chain that is valid on its own) is caught too, and an append
+checks the head (its MAC, and that it names the last record) before it signs the next one, so
+the next request cannot launder a head moved back over deleted records. Anchors
 (:mod:`services.vault.anchors`: past heads kept outside the database) catch a chain rewritten
 consistently by someone who holds the audit key, or an older copy of the whole table restored.
 
