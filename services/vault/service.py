@@ -86,6 +86,11 @@ GRANT_TYPE = "grant"
 # How far back the gateway may discard a never-routed job's data: its sweeper acts within
 # minutes, and nothing older than this can be a submission still being rolled back.
 DISCARD_WINDOW = timedelta(hours=1)
+# How long a second seal of a record with the same data answers as a retry (the record's
+# reference) rather than 409. Retries come within seconds or minutes (a lost answer, a keyed
+# resubmission before the sweeper rolls it back); the comparison answers whether a guess equals
+# the stored plaintext, so older records are never compared.
+REPLAY_WINDOW = timedelta(hours=1)
 # A seal whose key is retired or shredded between its read and its write starts again; two
 # such changes in a row need two operator actions racing one request, so three tries suffice.
 SEAL_ATTEMPTS = 3
@@ -302,11 +307,19 @@ class VaultService:
     async def _seal_again(
         self, root: envelope.RootKeyRing, fields: _Fields, existing: Record, *, data: Any
     ) -> SealResult:
-        """A second seal of one record: the first one's reference if it holds the same data."""
-        if not _same_data(await self._plaintext(root, existing), data):
-            raise RecordExists(existing.purpose)
-        await self._append(self.session, root, replace(fields, reason="replayed"))
-        return SealResult(ref=existing.id, key_version=existing.key_version)
+        """A second seal of one record: the first one's reference if it is a retry (a record
+        younger than ``REPLAY_WINDOW`` holding the same data), else 409, audited: a caller
+        guessing at stored data is answered 409 for any record older than that, and leaves a
+        trace for every wrong guess."""
+        recent = self.clock() - existing.created_at <= REPLAY_WINDOW
+        if recent and _same_data(await self._plaintext(root, existing), data):
+            await self._append(self.session, root, replace(fields, reason="replayed"))
+            return SealResult(ref=existing.id, key_version=existing.key_version)
+        # Nothing of this request is written (a failed insert may hold SQLite's write lock):
+        # the refusal's audit record, a transaction of its own, must not wait behind it.
+        await self.session.rollback()
+        await self._audit(root, replace(fields, outcome="refused", reason="exists"))
+        raise RecordExists(existing.purpose)
 
     async def discard_unrouted(self, *, tenant_id: str, job_id: str) -> int:
         """Delete the job data that a submission which never reached the router left behind.

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.pool import NullPool
 
 from services.vault.app import create_app
 from services.vault.db.models import Base
+from services.vault.service import REPLAY_WINDOW
 from services.vault.settings import VaultSettings
 from shared.logging import JsonFormatter
 from shared.service_auth import ServiceIdentity
@@ -144,6 +146,35 @@ async def test_sealing_the_same_job_twice_is_409(vault, gateway_auth, databases,
     assert response.status_code == 409
     assert response.headers["content-type"].startswith(PROBLEM)
     assert await _sql(databases["vault"], "SELECT count(*) FROM records") == [(1,)]
+    # A wrong guess at the stored data leaves a trace, as a right one does ("replayed").
+    audited = "SELECT action, outcome, reason FROM audit_records ORDER BY seq"
+    assert await _sql(databases["vault"], audited) == [
+        ("seal", "ok", None),
+        ("seal", "refused", "exists"),
+    ]
+
+
+async def test_the_same_data_is_a_retry_only_while_the_record_is_recent(
+    vault, gateway_auth, databases
+):
+    """Comparing a second seal's data with a record answers whether a guess equals it:
+    past the replay window the vault does not compare, and the same data is 409 too."""
+    tenant_id, job_id, _ = await seal_job_data(vault, gateway_auth, data={"diagnosis": "C50"})
+    old = datetime.now(UTC) - REPLAY_WINDOW - timedelta(minutes=1)
+    await _sql(databases["vault"], "UPDATE records SET created_at = :old", old=old)
+    again = await vault.post(
+        RECORDS,
+        json={
+            "tenant_id": tenant_id,
+            "job_id": job_id,
+            "purpose": "job",
+            "data": {"diagnosis": "C50"},
+        },
+        headers=gateway_auth,
+    )
+    assert again.status_code == 409, again.text
+    reasons = await _sql(databases["vault"], "SELECT reason FROM audit_records ORDER BY seq")
+    assert reasons == [(None,), ("exists",)]
 
 
 async def test_sealing_the_same_data_again_answers_the_first_record(vault, gateway_auth, databases):

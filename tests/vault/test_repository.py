@@ -271,7 +271,8 @@ async def test_duplicate_seal_race_stores_one_record(engines, root_key, vault_id
     assert sum(isinstance(o, SealResult) for o in outcomes) == 1
     assert sum(isinstance(o, RecordExists) for o in outcomes) == len(outcomes) - 1
     assert await _count(engines[0], Record) == 1
-    assert await _count(engines[0], AuditRecord) == 1
+    # The seal, and each refusal (other data for the record: a guess, as far as the vault knows).
+    assert await _count(engines[0], AuditRecord) == len(outcomes)
 
 
 async def test_record_insert_and_tenant_key_are_idempotent(engines, root_key, vault_identity):
