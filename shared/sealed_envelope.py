@@ -172,12 +172,28 @@ def public_raw(public_key: X25519PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+# Any private key will do to try a public key: see load_public_key.
+_PROBE_KEY = X25519PrivateKey.generate()
+
+
 def load_public_key(text: str) -> X25519PublicKey:
-    """A base64url raw 32-byte X25519 public key, as the API exchanges them."""
+    """A base64url raw 32-byte X25519 public key, as the API exchanges them.
+
+    Refused, like a malformed one, if it is a low-order point (all zeros, say): any exchange
+    with it gives the all-zero secret, which ``cryptography`` refuses, so nothing could ever be
+    wrapped to it. Tried once here, with a throwaway exchange, rather than at every use.
+    """
     raw = b64url_decode(text, field="public_key")
     if len(raw) != X25519_BYTES:
         raise MalformedEnvelope("public_key must be 32 bytes", field="public_key")
-    return X25519PublicKey.from_public_bytes(raw)
+    public_key = X25519PublicKey.from_public_bytes(raw)
+    try:
+        _PROBE_KEY.exchange(public_key)
+    except ValueError:
+        raise MalformedEnvelope(
+            "public_key is not a usable X25519 key (a low-order point)", field="public_key"
+        ) from None
+    return public_key
 
 
 def _check_identifier(value: Any, field: str) -> str:

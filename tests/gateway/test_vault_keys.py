@@ -155,13 +155,33 @@ async def _submit_and_claim(platform, client_key, member_key, job: dict[str, Any
     return job_id
 
 
+# A Curve25519 point of order 8, one of the encodings libsodium refuses as a public key.
+LOW_ORDER_POINT = "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"
+
+
 async def test_member_key_must_be_an_x25519_key(platform):
     _, member = await _setup_team_and_member(platform)
-    for bad in ("", "AAAA", "x" * 43, se.b64url_encode(b"\x01" * 33)):
+    # Low-order points (all zeros, one, a point of order 8) decode as keys, but nothing can
+    # ever be wrapped to them: registered, they would stop every delivery to the member.
+    low_order = (bytes(32), b"\x01" + bytes(31), bytes.fromhex(LOW_ORDER_POINT))
+    for bad in (
+        "",
+        "AAAA",
+        "x" * 43,
+        se.b64url_encode(b"\x01" * 33),
+        *(se.b64url_encode(point) for point in low_order),
+    ):
         response = await platform.client.put(
             "/v1/team/keys", json={"public_key": bad}, headers=bearer(member["api_key"])
         )
         assert_problem(response, 422)
+    # None of them was registered: the member can still register a key of their own.
+    registered = await platform.client.put(
+        "/v1/team/keys",
+        json={"public_key": _member_keypair()[1]},
+        headers=bearer(member["api_key"]),
+    )
+    assert registered.status_code == 200, registered.text
     tenant = await create_tenant(platform)
     as_client = await platform.client.put(
         "/v1/team/keys",
