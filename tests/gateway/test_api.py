@@ -253,6 +253,13 @@ async def test_tenant_lifecycle(gateway_alone):
         headers={**gateway_alone.operator, "If-Match": '"1"'},
     )
     assert_problem(stale, 412)
+    for unissued in (b'"99999999999999999999999"', b'"\xc2\xb2"'):
+        odd = await gateway_alone.client.put(
+            f"/v1/admin/tenants/{created['id']}/policy",
+            json={**new_policy, "require_e2e": False},
+            headers={**gateway_alone.operator, "If-Match": unissued},
+        )
+        assert_problem(odd, 412)
     missing = await gateway_alone.client.get(
         "/v1/admin/tenants/6b1f5a0e-0000-4000-8000-000000000000", headers=gateway_alone.operator
     )
@@ -686,6 +693,16 @@ async def test_team_admin_and_etags(platform):
         headers={**platform.operator, "If-Match": etag},
     )
     assert_problem(stale, 412)
+    for unissued in (b'"99999999999999999999999"', b'"\xc2\xb2"', b'"1e3"', b'W/""'):
+        odd = await gw.patch(
+            f"/v1/admin/teams/{team['id']}",
+            json={"capacity": 3},
+            headers={**platform.operator, "If-Match": unissued},
+        )
+        assert_problem(odd, 412)
+    assert (await gw.get(f"/v1/admin/teams/{team['id']}", headers=platform.operator)).json()[
+        "capacity"
+    ] == 9
     listed = await gw.get("/v1/admin/teams", headers=platform.operator)
     assert [t["id"] for t in listed.json()["data"]] == [team["id"]]
     missing = await gw.post(

@@ -31,3 +31,15 @@ def test_a_cursor_round_trips():
 def test_bad_cursors_are_refused(values):
     with pytest.raises(InvalidCursor):
         decode_cursor(_raw_cursor(values), (datetime, str))
+
+
+@pytest.mark.parametrize("value", [2**63, 10**23, -1, True, 1.5])
+def test_a_sequence_cursor_outside_a_64_bit_column_is_refused(value):
+    # Past the column's range the driver itself fails (OverflowError): a 500, not a 400.
+    with pytest.raises(InvalidCursor):
+        decode_cursor(_raw_cursor([value]), (int,))
+
+
+def test_a_sequence_cursor_at_the_column_s_limits_is_taken():
+    for value in (0, 2**63 - 1):
+        assert decode_cursor(_raw_cursor([value]), (int,)) == [value]

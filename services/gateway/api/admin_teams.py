@@ -14,7 +14,7 @@ from services.gateway.api.deps import (
     RouterDep,
     SessionDep,
 )
-from services.gateway.api.etags import etag
+from services.gateway.api.etags import etag, parse_if_match
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
     CreatedBeforeQuery,
@@ -134,8 +134,12 @@ async def update_team(
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Change a team; send If-Match with its ETag so a concurrent change is not overwritten."""
+    # Checked here and passed on in its plain form: the raw header is the caller's text.
+    version = parse_if_match(if_match)
     team = await router_.update_team(
-        _team_id(team_id), body.model_dump(mode="json", exclude_unset=True), if_match=if_match
+        _team_id(team_id),
+        body.model_dump(mode="json", exclude_unset=True),
+        if_match=None if version is None else etag(version),
     )
     return _with_etag(team, response)
 

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from services.gateway.domain.errors import PreconditionFailed
+from shared.etags import etag_of, if_match_version
 
 
 def etag(version: int) -> str:
-    return f'"{version}"'
+    return etag_of(version)
 
 
 def parse_if_match(value: str | None) -> int | None:
     """The version an ``If-Match`` header names; None when absent or ``*``."""
-    if value is None or value.strip() == "*":
-        return None
-    tag = value.strip()
-    if tag.startswith("W/"):
-        tag = tag[2:]
-    tag = tag.strip('"')
-    if not tag.isdigit():
-        raise PreconditionFailed('If-Match must be an ETag this API returned, such as "3".')
-    return int(tag)
+    try:
+        return if_match_version(value)
+    except ValueError:
+        raise PreconditionFailed(
+            'If-Match must be an ETag this API returned, such as "3".'
+        ) from None

@@ -14,6 +14,7 @@ from services.router.db.repository import TeamFilters
 from services.router.domain.errors import PreconditionFailed
 from services.router.domain.taxonomy import Domain, Tier
 from services.router.workflow import TeamFields
+from shared.etags import etag_of, if_match_version
 
 router = APIRouter(
     prefix="/internal/v1/teams", tags=["teams"], dependencies=[Depends(require_gateway)]
@@ -21,21 +22,16 @@ router = APIRouter(
 
 
 def etag(team: Team) -> str:
-    return f'"{team.version}"'
+    return etag_of(team.version)
 
 
 def expected_version(if_match: str | None) -> int | None:
     """The version an If-Match header asks for; ``None`` for no header or ``*``."""
-    if if_match is None or if_match.strip() == "*":
-        return None
-    value = if_match.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"')
-    if not value.isdigit():
+    try:
+        return if_match_version(if_match)
+    except ValueError:
         # An ETag we never issued cannot match the current one.
-        raise PreconditionFailed("If-Match does not name a version of this team.")
-    return int(value)
+        raise PreconditionFailed("If-Match does not name a version of this team.") from None
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

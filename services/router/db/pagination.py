@@ -54,7 +54,8 @@ def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
                 raise InvalidCursor
             decoded.append(moment)
         elif kind is int:
-            if not isinstance(value, int) or isinstance(value, bool):
+            # Sequence numbers: what a 64-bit column can hold, never negative.
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
                 raise InvalidCursor
             decoded.append(value)
         else:
