@@ -183,6 +183,15 @@ def test_valid_submission_with_every_field():
         ({"callback_url": "http://client.example/hook"}, "callback_url"),
         ({"callback_url": "ftp://client.example/hook"}, "callback_url"),
         ({"callback_url": "https://user:pw@client.example/hook"}, "callback_url"),
+        # Internal addresses, as for webhook endpoints: the gateway would post from inside.
+        ({"callback_url": "https://169.254.169.254/latest/meta-data"}, "callback_url"),
+        ({"callback_url": "https://10.1.2.3/hook"}, "callback_url"),
+        ({"callback_url": "https://[fd00::1]/hook"}, "callback_url"),
+        # No host an HTTP client could agree on.
+        ({"callback_url": "https://exa mple.com/hook"}, "callback_url"),
+        ({"callback_url": "https://client.example/\u0000"}, "callback_url"),
+        ({"callback_url": "https://client..example/hook"}, "callback_url"),
+        ({"callback_url": "https://-client.example/hook"}, "callback_url"),
         ({"data_policy": {"allowed_countries": ["india"]}}, "data_policy"),
         ({"data_policy": {"allowed_countries": []}}, "data_policy"),
         ({"confidential": {"a": 1}, "confidential_sealed": {"v": 1}}, "confidential_sealed"),
@@ -209,6 +218,9 @@ def test_plain_and_sealed_confidential_together_are_explained():
         "http://localhost:8080/x",
         "http://127.0.0.1/x",
         "http://[::1]/",
+        "https://bücher.example/hook",
+        "https://hooks.example.com./x",
+        "https://a_b.example.com/x",
     ],
 )
 def test_callback_urls_accepted(url):

@@ -142,6 +142,8 @@ async def test_endpoint_lifecycle_and_secret_storage(gateway_alone):
         "https://169.254.169.254/latest",
         "https://10.0.0.5/hook",
         "https://[fc00::1]/",
+        "https://exa mple.com/x",  # no host a client could agree on: it would fail for a day
+        "https://hooks.example.com/\u0000",
     ):
         refused = await gateway_alone.client.post(
             "/v1/webhook-endpoints", json={"url": internal}, headers=key

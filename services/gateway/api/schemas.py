@@ -319,7 +319,10 @@ class JobCreate(RequestModel):
     metadata: Annotated[dict[str, str], AfterValidator(check_metadata)] = Field(
         default_factory=dict
     )
-    callback_url: Annotated[str, AfterValidator(check_callback_url)] | None = None
+    callback_url: (
+        Annotated[str, AfterValidator(check_callback_url), AfterValidator(check_endpoint_url)]
+        | None
+    ) = None
 
     @field_validator("confidential_sealed")
     @classmethod

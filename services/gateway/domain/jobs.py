@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -95,11 +96,36 @@ def check_callback_url(value: str) -> str:
         raise ValueError("must be an absolute https URL") from None
     if not host or parts.scheme not in ("https", "http"):
         raise ValueError("must be an absolute https URL")
+    if any(character.isspace() or not character.isprintable() for character in value):
+        raise ValueError("must not contain spaces or control characters")
+    if not _is_host(host):
+        raise ValueError("must name a host: a domain name or an IP address")
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not carry credentials; sign webhooks instead")
     if parts.scheme == "http" and not _is_loopback(host):
         raise ValueError("must use https (plain http is accepted only for a loopback host)")
     return value
+
+
+# One label of a domain name as IDNA encodes it: letters, digits, hyphens (not at either end)
+# and the underscores resolvers take.
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def _is_host(host: str) -> bool:
+    """Whether ``host`` (urlsplit's, lower case, brackets gone) is an IP address or a domain
+    name a resolver would take: the same URL must mean the same host to every HTTP client."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.split(".")
+    return len(ascii_host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def _is_loopback(host: str) -> bool:
