@@ -182,6 +182,35 @@ async def test_wrong_role_is_403(gateway_alone):
     assert_problem(await gateway_alone.client.get("/v1/jobs", headers=gateway_alone.operator), 403)
 
 
+async def test_loose_admin_input_is_422_and_changes_nothing(gateway_alone):
+    """Input that used to be taken loosely: a key option the API does not have, a "yes" for a
+    boolean, control characters in a name or a name filter (a NUL matched every tenant)."""
+    gw, operator = gateway_alone.client, gateway_alone.operator
+    tenant = await create_tenant(gateway_alone)
+    keys_path = f"/v1/admin/tenants/{tenant['id']}/keys"
+    expiring = await gw.post(
+        keys_path, json={"expires_at": "1970-01-01T00:00:00Z"}, headers=operator
+    )
+    assert assert_problem(expiring, 422)["errors"][0]["field"].endswith("expires_at")
+    assert len((await gw.get(keys_path, headers=operator)).json()["data"]) == 1
+    assert (await gw.post(keys_path, json={}, headers=operator)).status_code == 201
+    for policy in ({"require_e2e": "yes"}, {"require_review": 1}):
+        refused = await gw.put(
+            f"/v1/admin/tenants/{tenant['id']}/policy", json=policy, headers=operator
+        )
+        assert_problem(refused, 422)
+    for name in ("Acme\u0000", "Acme\nPharma", "\u0007"):
+        assert_problem(
+            await gw.post("/v1/admin/tenants", json={"name": name}, headers=operator), 422
+        )
+    assert_problem(await gw.get("/v1/admin/tenants?name=%00", headers=operator), 422)
+    listed = await gw.get("/v1/admin/tenants", headers=operator)
+    assert [t["id"] for t in listed.json()["data"]] == [tenant["id"]]
+    assert (await gw.get(f"/v1/admin/tenants/{tenant['id']}", headers=operator)).json()[
+        "version"
+    ] == tenant["version"]
+
+
 async def test_revoked_key_fails_on_the_next_request(gateway_alone):
     tenant = await create_tenant(gateway_alone)
     second = await gateway_alone.client.post(
@@ -711,6 +740,10 @@ async def test_team_admin_and_etags(platform):
         headers=platform.operator,
     )
     assert_problem(missing, 404)
+    no_team = await gw.get(
+        "/v1/admin/teams/0b0e7d7e-1f0a-4b8e-9d55-3c2a1b0f9e77/members", headers=platform.operator
+    )
+    assert_problem(no_team, 404)  # not an empty list: there is no such team
     bad_team = await gw.post(
         "/v1/admin/teams",
         json={**BOOKKEEPING_TEAM, "timezone": "Mars/Olympus"},

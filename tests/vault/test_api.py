@@ -539,6 +539,7 @@ async def test_audit_list_filters_by_tenant_and_pages(vault, gateway_auth):
     for bad in (
         {"cursor": "abc"},
         {"cursor": "0"},
+        {"cursor": "\u00b2"},  # a digit to str.isdigit, not to int()
         {"limit": 0},
         {"limit": 101},
         {"tenant_id": "x"},

@@ -181,13 +181,15 @@ async def list_members(
     team_id: str,
     _operator: OperatorDep,
     session: SessionDep,
+    router_: RouterDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
     name: NameQuery = None,
     created_after: CreatedAfterQuery = None,
     created_before: CreatedBeforeQuery = None,
 ) -> dict[str, Any]:
-    """List a team's members, newest first, narrowed by the filters given."""
+    """List a team's members, newest first, narrowed by the filters given (404 for a team
+    the router does not know)."""
     page = await MemberRepository(session).list_for_team(
         _team_id(team_id),
         limit=limit,
@@ -195,6 +197,9 @@ async def list_members(
         name=name,
         created=created_range(created_after, created_before),
     )
+    if not page.items and cursor is None:
+        # Members live here, teams at the router: an empty first page may be no team at all.
+        await router_.get_team(_team_id(team_id))  # 404 unless the router knows the team
     return {
         "data": [_member(m) for m in page.items],
         "has_more": page.has_more,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Header, Query, Request, Response, status
+from fastapi import Body, Header, Query, Request, Response, status
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -23,6 +23,7 @@ from services.gateway.api.list_filters import (
 )
 from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import (
+    ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyList,
     ApiKeyRead,
@@ -180,7 +181,11 @@ async def set_policy(
 
 @router.post("/{tenant_id}/keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 async def create_key(
-    tenant_id: str, _operator: OperatorDep, session: SessionDep, request: Request
+    tenant_id: str,
+    _operator: OperatorDep,
+    session: SessionDep,
+    request: Request,
+    _body: Annotated[ApiKeyCreate | None, Body()] = None,
 ) -> dict[str, Any]:
     """Issue another client API key for the tenant (for rotation: revoke the old one after)."""
     tenant = await _existing(session, tenant_id)

@@ -14,8 +14,10 @@ from typing import Annotated
 
 from fastapi import Query
 from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator
 
 from services.gateway.db.repository import CreatedRange
+from services.gateway.domain.jobs import check_printable
 from shared.list_filters import as_utc
 
 CreatedAfterQuery = Annotated[
@@ -39,6 +41,7 @@ NameQuery = Annotated[
         max_length=200,
         description="Only items whose name contains this text (case-insensitive).",
     ),
+    AfterValidator(lambda value: None if value is None else check_printable(value)),
 ]
 
 

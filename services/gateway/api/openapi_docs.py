@@ -131,6 +131,7 @@ EXAMPLES: dict[str, Any] = {
     "rewrap_vault_key": {"batch_size": 100},
     "rotate_secret": {"overlap_seconds": 86400},
     "approve": {},
+    "create_key": {},
     "send_back": {"comment": "Please recheck the MedDRA codes for events 12-15."},
 }
 

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -32,6 +33,7 @@ from services.gateway.domain.jobs import (
     check_callback_url,
     check_json_object_size,
     check_metadata,
+    check_printable,
 )
 from services.gateway.domain.webhooks import check_endpoint_url
 from shared.vocabulary import ISO_3166_ALPHA2, Domain, Priority, Tier
@@ -49,7 +51,11 @@ def _country(value: str) -> str:
 CountryCode = Annotated[str, AfterValidator(_country)]
 # Certification names such as HIPAA, ISO27001, SOC2, PCI-DSS, GDPR.
 Certification = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(check_printable),
+]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Uuid = Annotated[
     str,
@@ -96,11 +102,11 @@ class DataPolicy(RequestModel):
     required_certifications: list[Certification] = Field(
         default_factory=list, max_length=20, description="Every one must be held by the team."
     )
-    require_e2e: bool = Field(
+    require_e2e: StrictBool = Field(
         default=False,
         description="Confidential data may reach a member only encrypted to that member's key.",
     )
-    require_review: bool = Field(
+    require_review: StrictBool = Field(
         default=False,
         description="Four eyes: a member's completed work waits `in_review` until another "
         "member (of the reviewer team, if set, else of the same team) approves it or sends it "
@@ -128,9 +134,9 @@ class DataPolicyNarrowing(RequestModel):
 
     allowed_countries: list[CountryCode] | None = Field(default=None, min_length=1)
     required_certifications: list[Certification] = Field(default_factory=list, max_length=20)
-    require_e2e: bool = False
+    require_e2e: StrictBool = False
     # May turn review on for this job; false never waives the tenant's requirement.
-    require_review: bool = False
+    require_review: StrictBool = False
 
 
 # Tenants and keys -----------------------------------------------------------------------
@@ -157,6 +163,11 @@ class TenantCreated(TenantRead):
 
 class TenantList(ListOf[TenantRead]):
     pass
+
+
+class ApiKeyCreate(RequestModel):
+    """A new key takes no options: a body, if sent, must be empty (an ``expires_at``, say,
+    is refused rather than silently ignored)."""
 
 
 class ApiKeyRead(BaseModel):
@@ -206,7 +217,7 @@ class TeamCreate(RequestModel):
     capacity: int = Field(ge=0, le=100_000, description="Jobs in progress at once.")
     hourly_rate: float = Field(ge=0, le=100_000)
     quality: float | None = Field(default=None, ge=0, le=1)
-    active: bool | None = None
+    active: StrictBool | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -228,7 +239,7 @@ class TeamUpdate(RequestModel):
     capacity: int | None = Field(default=None, ge=0, le=100_000)
     hourly_rate: float | None = Field(default=None, ge=0, le=100_000)
     quality: float | None = Field(default=None, ge=0, le=1)
-    active: bool | None = None
+    active: StrictBool | None = None
 
     @field_validator("timezone")
     @classmethod

@@ -285,7 +285,7 @@ async def update_team(
 ) -> Response:
     """Change a team's capacity and active state (refused if it changed since the page loaded)."""
     version = form.get("version", "")
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit() and len(version) <= 18):
         raise BadForm("The form lost the team's version; reload the page.")
     body = TeamUpdate.model_validate(
         {"capacity": form.get("capacity", ""), "active": form.get("active") == "on"}

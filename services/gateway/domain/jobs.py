@@ -84,6 +84,14 @@ def check_metadata(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def check_printable(value: str) -> str:
+    """A name or search text without control characters: a NUL is refused by PostgreSQL and
+    ends a pattern early in SQLite (where the text would then match everything)."""
+    if not value.isprintable():
+        raise ValueError("must not contain control characters")
+    return value
+
+
 def check_callback_url(value: str) -> str:
     """An https URL, or plain http to a loopback host (local development); no credentials."""
     if len(value) > MAX_CALLBACK_URL_CHARS:

@@ -49,7 +49,11 @@ def _parse_cursor(cursor: str | None, *, fingerprint: str | None = None) -> int 
     if cursor is None:
         return None
     seq, dot, issued_under = cursor.partition(".")
-    if not seq.isdigit() or not 0 < int(seq) < 2**63 or (dot and not issued_under):
+    if (
+        not (seq.isascii() and seq.isdigit())
+        or not 0 < int(seq) < 2**63
+        or (dot and not issued_under)
+    ):
         raise InvalidCursor
     if (issued_under or None) != fingerprint:
         raise CursorFiltersChanged
