@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import TypeAdapter
 
 from services.sdk.errors import TaskrouteAPIError, TaskrouteConnectionError, parse_retry_after
 from services.sdk.models import VaultPublicKey, VaultPublicKeys
-from shared import sealed_envelope
+from shared import sealed_envelope, sealing_statements
 
 T = TypeVar("T")
 
@@ -178,9 +179,24 @@ def newest_key(keys: VaultPublicKeys) -> VaultPublicKey:
 
 
 def seal_to(
-    confidential: Any, *, key_id: str, public_key: str, tenant_id: str, job_ref: str
+    confidential: Any,
+    *,
+    key_id: str,
+    public_key: str,
+    tenant_id: str,
+    job_ref: str,
+    statement: str | None = None,
+    vault_key: Ed25519PublicKey | None = None,
 ) -> dict[str, Any]:
-    """Seal a JSON value to a tenant vault key, bound to (tenant, job_ref, key id)."""
+    """Seal a JSON value to a tenant vault key, bound to (tenant, job_ref, key id).
+
+    With ``vault_key`` (the vault's public key, pinned by the caller) only to a key the vault's
+    signed ``statement`` names for the tenant: the gateway that carried the key is not trusted
+    with it (shared/sealing_statements.py)."""
+    if vault_key is not None:
+        sealing_statements.require_vouched(
+            statement, vault_key, tenant_id=tenant_id, key_id=key_id, public_key=public_key
+        )
     loaded = sealed_envelope.load_public_key(public_key)
     if sealed_envelope.key_id_for(loaded) != key_id:
         # The id is derived from the key: a mismatch means the answer was tampered with.

@@ -11,6 +11,10 @@ Each client only sends, sleeps and loops over pages with its own kind of I/O.
 
 Every POST carries an ``Idempotency-Key`` made for that one call (or the one you pass), sent
 again on each retry, so a retried submission never makes a second job.
+
+Sealing here (``seal=True``) keeps the data from the gateway only if the key it seals to is the
+vault's: pass ``vault_public_key`` (the vault's ``vault.pub``, from your operator) and the client
+seals only to a key the vault's signed statement names (shared/sealing_statements.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from services.sdk import _core
@@ -43,6 +48,7 @@ from services.sdk.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from shared import sealing_statements
 
 T = TypeVar("T")
 
@@ -57,6 +63,13 @@ def _headers(api_key: str) -> dict[str, str]:
 
 def _key(idempotency_key: str | None) -> str:
     return idempotency_key or _core.new_idempotency_key()
+
+
+def _pinned(vault_public_key: str | bytes | None) -> Ed25519PublicKey | None:
+    """The vault's public key (PEM: the ``vault.pub`` an operator gives you) or None."""
+    if vault_public_key is None:
+        return None
+    return sealing_statements.load_vault_public_key(vault_public_key)
 
 
 def _opened(answer: dict[str, Any], private_key: X25519PrivateKey | None) -> Any:
@@ -80,9 +93,11 @@ class TaskrouteClient:
         retry: RetryPolicy | None = None,
         tenant_id: str | None = None,
         http_client: httpx.Client | None = None,
+        vault_public_key: str | bytes | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
         self.tenant_id = tenant_id
+        self._vault_key = _pinned(vault_public_key)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(base_url=base_url, timeout=timeout)
         self._http.headers.update(_headers(api_key))
@@ -162,6 +177,8 @@ class TaskrouteClient:
                 public_key=key.public_key,
                 tenant_id=self.tenant_id or _require_tenant(keys),
                 job_ref=job_ref or _core.new_job_ref(),
+                statement=keys.statement,
+                vault_key=self._vault_key,
             )
             confidential = None
         return self.send(
@@ -338,6 +355,8 @@ class TaskrouteClient:
                 public_key=key.public_key,
                 tenant_id=key.tenant_id,
                 job_ref=key.job_ref,
+                statement=key.statement,
+                vault_key=self._vault_key,
             )
             confidential_result = None
         return self.send(
@@ -417,9 +436,11 @@ class AsyncTaskrouteClient:
         retry: RetryPolicy | None = None,
         tenant_id: str | None = None,
         http_client: httpx.AsyncClient | None = None,
+        vault_public_key: str | bytes | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
         self.tenant_id = tenant_id
+        self._vault_key = _pinned(vault_public_key)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(base_url=base_url, timeout=timeout)
         self._http.headers.update(_headers(api_key))
@@ -496,6 +517,8 @@ class AsyncTaskrouteClient:
                 public_key=key.public_key,
                 tenant_id=self.tenant_id or _require_tenant(keys),
                 job_ref=job_ref or _core.new_job_ref(),
+                statement=keys.statement,
+                vault_key=self._vault_key,
             )
             confidential = None
         return await self.send(
@@ -666,6 +689,8 @@ class AsyncTaskrouteClient:
                 public_key=key.public_key,
                 tenant_id=key.tenant_id,
                 job_ref=key.job_ref,
+                statement=key.statement,
+                vault_key=self._vault_key,
             )
             confidential_result = None
         return await self.send(

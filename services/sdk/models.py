@@ -114,6 +114,7 @@ class VaultPublicKey(Model):
 class VaultPublicKeys(Model):
     keys: list[VaultPublicKey]
     tenant_id: str | None = None
+    statement: str | None = None  # the vault's signature over the keys
 
 
 class TenantKey(Model):
@@ -124,6 +125,7 @@ class TenantKey(Model):
     key_id: str
     public_key: str
     algorithm: str
+    statement: str | None = None  # the vault's signature over the tenant's keys
 
 
 class MemberKey(Model):

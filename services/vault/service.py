@@ -76,6 +76,12 @@ from shared.result_receipts import (
     RECEIPT_TTL_SECONDS,
     RECEIPT_TYPE,
 )
+from shared.sealing_statements import (
+    STATEMENT_AUDIENCE,
+    STATEMENT_TTL_SECONDS,
+    STATEMENT_TYPE,
+    statement_claims,
+)
 from shared.service_auth import ServiceAuthError, ServiceIdentity
 
 logger = logging.getLogger("taskroute.vault")
@@ -509,6 +515,18 @@ class VaultService:
         return data
 
     # -- client-side sealing ------------------------------------------------------------------
+
+    def sealing_keys_statement(self, tenant_id: str, keys: list[dict[str, Any]]) -> str | None:
+        """The vault's signed statement of the tenant's keys (shared.sealing_statements), so
+        clients need not take the gateway's word for them; None for a vault with no identity."""
+        if self.identity is None:
+            return None
+        return self.identity.sign(
+            audience=STATEMENT_AUDIENCE,
+            typ=STATEMENT_TYPE,
+            ttl_seconds=STATEMENT_TTL_SECONDS,
+            claims=statement_claims(tenant_id, keys),
+        )
 
     async def sealing_keys(self, *, tenant_id: str) -> Sequence[TenantSealingKey]:
         """The tenant's active sealing keys, newest first; version 1 is made on first use."""

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from services.sdk import (
     AsyncTaskrouteClient,
@@ -23,6 +25,7 @@ from services.sdk import (
 )
 from services.sdk.errors import PROBLEM_TYPE_BASE
 from services.sdk.webhooks import verify_signature
+from shared.sealing_statements import UnverifiedSealingKey, load_vault_public_key
 from tests.e2e.conftest import Platform
 from tests.sdk.conftest import CLINICAL_DESCRIPTION, CLINICAL_TITLE, FAST_RETRY, Tenancy
 from tests.sdk.receiver import receiving
@@ -124,6 +127,38 @@ def test_sealed_job_is_worked_and_opened_only_at_the_ends(
     logs = platform.logs()
     assert canary not in logs
     assert result_canary not in logs
+
+
+def test_a_pinned_vault_key_seals_only_to_keys_the_vault_vouched_for(
+    platform: Platform, tenancy: Tenancy
+) -> None:
+    """With the vault's public key pinned, the client checks the vault's signed statement
+    before sealing (client and member alike); a key the vault did not sign for is refused
+    before anything is sent, so a gateway cannot hand out a key of its own."""
+    vault_pub = (platform.data_dir / "service-keys" / "vault.pub").read_bytes()
+    someone_else = Ed25519PrivateKey.generate().public_key()
+    not_the_vault = someone_else.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    with (
+        TaskrouteClient(
+            platform.gateway_url, tenancy.client_key, vault_public_key=vault_pub
+        ) as client,
+        TaskrouteClient(
+            platform.gateway_url, tenancy.member_key, vault_public_key=vault_pub
+        ) as member,
+        recorded(platform, tenancy.client_key) as (plain, recorder),
+    ):
+        assert client.vault_public_keys().statement
+        job = client.submit_job(
+            CLINICAL_TITLE, CLINICAL_DESCRIPTION, confidential={"x": 1}, seal=True
+        )
+        member.claim(job.id)
+        member.complete(job.id, result={"ok": True}, confidential_result={"s": 2}, seal=True)
+        assert client.get_result(job.id).confidential_result == {"s": 2}
+
+        plain._vault_key = load_vault_public_key(not_the_vault)  # noqa: SLF001 - a wrong pin
+        with pytest.raises(UnverifiedSealingKey):
+            plain.submit_job(CLINICAL_TITLE, CLINICAL_DESCRIPTION, confidential={"x": 1}, seal=True)
+        assert [r[:2] for r in recorder.sent] == [("GET", "/v1/vault/public-key")]
 
 
 def test_member_seals_the_result_for_the_tenant(platform: Platform, tenancy: Tenancy) -> None:

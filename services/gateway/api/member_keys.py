@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.gateway.api.deps import MemberDep, RouterDep, SessionDep, VaultDep
 from services.gateway.api.routing import public_router
+from services.gateway.api.vault_keys import STATEMENT_DESCRIPTION
 from services.gateway.db.repository import MemberRepository
 from services.gateway.domain.errors import InvalidApiKey
 from services.gateway.domain.views import job_id_or_404
@@ -69,6 +70,9 @@ class TenantKeyRead(BaseModel):
     key_id: str
     public_key: str
     algorithm: str
+    statement: str | None = Field(
+        default=None, description=STATEMENT_DESCRIPTION.format(what="this key")
+    )
 
 
 @router.get("/jobs/{job_id}/tenant-key", response_model=TenantKeyRead)
@@ -92,4 +96,5 @@ async def tenant_key_for_result(
         "key_id": keys[0]["key_id"],
         "public_key": keys[0]["public_key"],
         "algorithm": keys[0]["algorithm"],
+        "statement": answer.get("statement"),
     }

@@ -24,14 +24,30 @@ class VaultPublicKey(BaseModel):
     created_at: datetime
 
 
+# The vault signs its answer (shared/sealing_statements.py): the gateway passes it on.
+STATEMENT_DESCRIPTION = (
+    "The vault's signed statement of {what} (a JWT: iss vault, aud tenant, typ sealing-keys, "
+    "with tenant_id and keys). Verify it with the vault's public key before sealing, so that "
+    "not even the gateway can substitute a key."
+)
+
+
 class VaultPublicKeyList(BaseModel):
     keys: list[VaultPublicKey] = Field(description="Newest first: seal new data to the first.")
     tenant_id: str = Field(description="The tenant id to bind envelopes to (`tenant_id`).")
+    statement: str | None = Field(
+        default=None, description=STATEMENT_DESCRIPTION.format(what="these keys")
+    )
 
 
 @router.get("/public-key", response_model=VaultPublicKeyList)
 async def vault_public_keys(client: ClientDep, vault: VaultDep) -> dict[str, Any]:
     """The tenant's current vault public key(s), with key ids, for `confidential_sealed`."""
     answer = await vault.sealing_keys(tenant_id=client.tenant)
-    keys = answer.get("keys", []) if isinstance(answer, dict) else []
-    return {"keys": keys, "tenant_id": client.tenant}
+    if not isinstance(answer, dict):
+        return {"keys": [], "tenant_id": client.tenant}
+    return {
+        "keys": answer.get("keys", []),
+        "tenant_id": client.tenant,
+        "statement": answer.get("statement"),
+    }

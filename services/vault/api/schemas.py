@@ -142,6 +142,11 @@ class SealingKeyRead(BaseModel):
 
 class SealingKeyList(BaseModel):
     keys: list[SealingKeyRead]
+    statement: str | None = Field(
+        default=None,
+        description="The keys, signed by the vault (shared/sealing_statements.py): clients "
+        "that hold the vault's public key seal only to a key it names.",
+    )
 
 
 class SealedDelivery(BaseModel):

@@ -27,18 +27,18 @@ router = APIRouter(prefix="/internal/v1", tags=["sealing"])
 async def list_sealing_keys(tenant_id: uuid.UUID, vault: VaultServiceDep) -> SealingKeyList:
     """The tenant's current public sealing keys, newest first (version 1 made on first use)."""
     rows = await vault.sealing_keys(tenant_id=str(tenant_id))
-    return SealingKeyList(
-        keys=[
-            SealingKeyRead(
-                key_id=row.key_id,
-                public_key=b64url_encode(row.public_key),
-                algorithm=ALGORITHM,
-                version=row.version,
-                created_at=row.created_at,
-            )
-            for row in rows
-        ]
-    )
+    keys = [
+        SealingKeyRead(
+            key_id=row.key_id,
+            public_key=b64url_encode(row.public_key),
+            algorithm=ALGORITHM,
+            version=row.version,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+    statement = vault.sealing_keys_statement(str(tenant_id), [key.model_dump() for key in keys])
+    return SealingKeyList(keys=keys, statement=statement)
 
 
 @router.post("/records/sealed", status_code=status.HTTP_201_CREATED)
