@@ -14,13 +14,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.api.deps import NowDep, require_gateway
 from services.router.db.models import MemberKey
 from services.router.domain.errors import MemberKeyConflict
+from shared import sealed_envelope
 from shared.db import SessionDep
 
 # base64url (unpadded) of a 32-byte X25519 key is exactly 43 characters, the last one limited
@@ -34,10 +35,20 @@ router = APIRouter(
 )
 
 
+def _usable_key(value: str) -> str:
+    # The gateway checks too; a key nothing can be wrapped to would stop every delivery to
+    # the member, so the router does not take it on the gateway's word.
+    try:
+        sealed_envelope.load_public_key(value)
+    except sealed_envelope.EnvelopeError:
+        raise ValueError("must be a usable X25519 public key") from None
+    return value
+
+
 class MemberKeyPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    public_key: Annotated[str, Field(pattern=_PUBLIC_KEY.pattern)]
+    public_key: Annotated[str, Field(pattern=_PUBLIC_KEY.pattern), AfterValidator(_usable_key)]
 
 
 class MemberKeyRead(BaseModel):
@@ -76,8 +87,8 @@ async def put_member_key(
         # A registered key is never replaced through the gateway: otherwise a compromised
         # gateway could swap in a key of its own and have the vault re-wrap data to it.
         raise MemberKeyConflict(
-            "This member already registered a different public key; key changes need an "
-            "operator-side re-enrolment."
+            "This member already registered a different public key; an operator must first "
+            "forget it (`taskroute router forget-member-key`)."
         )
     return MemberKeyRead(
         member_id=row.member_id,

@@ -12,7 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import insert
+from typer.testing import CliRunner
 
+from services.cli.main import app as cli
 from services.router.app import create_app
 from services.router.db.repository import JobRepository
 from services.router.domain.classifier import LexiconClassifier
@@ -1009,6 +1011,45 @@ async def test_the_same_member_key_registered_at_once_is_accepted_every_time(
     assert {answer.json()["public_key"] for answer in answers} == {registered}
     other = await client.put(path, json={"public_key": public_key()})
     assert other.status_code == 409
+
+
+def _member_public_key() -> str:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from shared import sealed_envelope
+
+    key = X25519PrivateKey.generate().public_key()
+    return sealed_envelope.b64url_encode(sealed_envelope.public_raw(key))
+
+
+async def test_a_lost_member_key_is_forgotten_by_the_operator_not_the_gateway(
+    client, databases, monkeypatch
+) -> None:
+    """The gateway cannot replace a registered key (409); the operator's command, run with the
+    router's own settings, forgets it, and the member can then register a new one."""
+    team = await create_team(client)
+    member_id = new_uuid()
+    path = f"/internal/v1/teams/{team['id']}/members/{member_id}/key"
+    assert (await client.put(path, json={"public_key": _member_public_key()})).status_code == 200
+    replacement = _member_public_key()
+    refused = assert_problem(await client.put(path, json={"public_key": replacement}), 409)
+    assert "forget-member-key" in refused["detail"]
+
+    monkeypatch.setenv("TASKROUTE_ROUTER_DATABASE_URL", databases["router"])
+    runner = CliRunner()
+    forgotten = await asyncio.to_thread(
+        runner.invoke, cli, ["router", "forget-member-key", member_id]
+    )
+    assert forgotten.exit_code == 0, forgotten.output
+    assert "x25519-" in forgotten.output
+    again = await asyncio.to_thread(runner.invoke, cli, ["router", "forget-member-key", member_id])
+    assert again.exit_code == 1  # nothing left to forget
+    # Not even from the gateway: a key nothing can be wrapped to (all zeros).
+    zeros = "A" * 43
+    assert_problem(await client.put(path, json={"public_key": zeros}), 422)
+    registered = await client.put(path, json={"public_key": replacement})
+    assert registered.status_code == 200, registered.text
+    assert registered.json()["public_key"] == replacement
 
 
 @pytest.mark.parametrize("token", ["t1", "", "2026-13-01T00:00:00+00:00", "x" * 65])
