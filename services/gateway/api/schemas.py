@@ -333,7 +333,12 @@ class JobCreate(RequestModel):
     callback_url: (
         Annotated[str, AfterValidator(check_callback_url), AfterValidator(check_endpoint_url)]
         | None
-    ) = None
+    ) = Field(
+        default=None,
+        description="Kept with the job and shown on it. Job events are signed and delivered "
+        "to the tenant's webhook endpoints (`POST /v1/webhook-endpoints`); this URL is not "
+        "called by itself yet.",
+    )
 
     @field_validator("confidential_sealed")
     @classmethod
