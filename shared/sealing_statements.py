@@ -27,6 +27,10 @@ STATEMENT_AUDIENCE = "tenant"
 # Long enough to cache; a rotation adds a key, and an older statement still names real keys of
 # the tenant (a retired one makes the vault refuse the envelope, never a leak).
 STATEMENT_TTL_SECONDS = 86_400
+# A client's clock may run behind the vault's: a statement issued "in the future" by a few
+# seconds or minutes is still the vault's (the services allow their peers 5 s; clients are
+# laptops and phones).
+CLOCK_SKEW_SECONDS = 300
 _ALGORITHM = "EdDSA"
 
 
@@ -64,6 +68,7 @@ def verified_sealing_keys(
             algorithms=[_ALGORITHM],
             audience=STATEMENT_AUDIENCE,
             issuer=STATEMENT_ISSUER,
+            leeway=CLOCK_SKEW_SECONDS,
             options={"require": ["exp", "iat", "iss", "aud", "typ"]},
         )
     except jwt.PyJWTError as exc:

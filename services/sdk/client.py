@@ -175,7 +175,7 @@ class TaskrouteClient:
                 confidential,
                 key_id=key.key_id,
                 public_key=key.public_key,
-                tenant_id=self.tenant_id or _require_tenant(keys),
+                tenant_id=_sealing_tenant(self.tenant_id, keys, pinned=self._vault_key),
                 job_ref=job_ref or _core.new_job_ref(),
                 statement=keys.statement,
                 vault_key=self._vault_key,
@@ -515,7 +515,7 @@ class AsyncTaskrouteClient:
                 confidential,
                 key_id=key.key_id,
                 public_key=key.public_key,
-                tenant_id=self.tenant_id or _require_tenant(keys),
+                tenant_id=_sealing_tenant(self.tenant_id, keys, pinned=self._vault_key),
                 job_ref=job_ref or _core.new_job_ref(),
                 statement=keys.statement,
                 vault_key=self._vault_key,
@@ -753,7 +753,13 @@ class AsyncTaskrouteClient:
         )
 
 
-def _require_tenant(keys: VaultPublicKeys) -> str:
-    if keys.tenant_id is None:
+def _sealing_tenant(
+    tenant_id: str | None, keys: VaultPublicKeys, *, pinned: Ed25519PublicKey | None
+) -> str:
+    """The tenant to seal for: the client's own, else the gateway's answer, which a pinned
+    client does not take (a gateway could answer another tenant's genuine keys)."""
+    if tenant_id is not None:
+        return tenant_id
+    if pinned is not None or keys.tenant_id is None:
         raise ValueError("sealing needs the tenant id: pass tenant_id to the client")
     return keys.tenant_id

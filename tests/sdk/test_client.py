@@ -138,9 +138,16 @@ def test_a_pinned_vault_key_seals_only_to_keys_the_vault_vouched_for(
     vault_pub = (platform.data_dir / "service-keys" / "vault.pub").read_bytes()
     someone_else = Ed25519PrivateKey.generate().public_key()
     not_the_vault = someone_else.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    with (
+    with pytest.raises(ValueError, match="tenant_id"):  # pinned, the tenant is the client's
         TaskrouteClient(
             platform.gateway_url, tenancy.client_key, vault_public_key=vault_pub
+        ).submit_job(CLINICAL_TITLE, CLINICAL_DESCRIPTION, confidential={"x": 1}, seal=True)
+    with (
+        TaskrouteClient(
+            platform.gateway_url,
+            tenancy.client_key,
+            vault_public_key=vault_pub,
+            tenant_id=tenancy.tenant_id,
         ) as client,
         TaskrouteClient(
             platform.gateway_url, tenancy.member_key, vault_public_key=vault_pub
@@ -156,6 +163,7 @@ def test_a_pinned_vault_key_seals_only_to_keys_the_vault_vouched_for(
         assert client.get_result(job.id).confidential_result == {"s": 2}
 
         plain._vault_key = load_vault_public_key(not_the_vault)  # noqa: SLF001 - a wrong pin
+        plain.tenant_id = tenancy.tenant_id
         with pytest.raises(UnverifiedSealingKey):
             plain.submit_job(CLINICAL_TITLE, CLINICAL_DESCRIPTION, confidential={"x": 1}, seal=True)
         assert [r[:2] for r in recorder.sent] == [("GET", "/v1/vault/public-key")]

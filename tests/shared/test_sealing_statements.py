@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shared.sealing_statements import (
+    CLOCK_SKEW_SECONDS,
     STATEMENT_AUDIENCE,
     STATEMENT_TTL_SECONDS,
     STATEMENT_TYPE,
@@ -57,6 +58,23 @@ def test_the_vault_s_statement_names_the_tenant_s_keys(vault, keys_dir):
     )
 
 
+def test_a_client_clock_behind_the_vault_s_still_takes_its_statement(vault, keys_dir):
+    now = int(time.time())
+    ahead = jwt.encode(  # issued by a vault whose clock is two minutes ahead of this one
+        {
+            **statement_claims(TENANT, KEYS),
+            "iss": "vault",
+            "aud": STATEMENT_AUDIENCE,
+            "typ": STATEMENT_TYPE,
+            "iat": now + 120,
+            "exp": now + 120 + STATEMENT_TTL_SECONDS,
+        },
+        vault._private_key,  # noqa: SLF001 - the vault's own key, with another clock
+        algorithm="EdDSA",
+    )
+    assert verified_sealing_keys(ahead, _vault_key(keys_dir), tenant_id=TENANT)
+
+
 def test_a_key_the_statement_does_not_name_is_refused(vault, keys_dir):
     statement = _statement(vault)
     for key_id, public_key in (("x25519-one", "BBBB"), ("x25519-gateway", "AAAA")):
@@ -93,7 +111,7 @@ def test_statements_not_the_vault_s_for_this_tenant_are_refused(vault, keys_dir)
         _statement(vault, claims={"tenant_id": "22222222-2222-4222-8222-222222222222"}),
         _statement(vault, typ="result-receipt"),
         _statement(vault, audience="router"),
-        _statement(vault, ttl=-10),  # expired
+        _statement(vault, ttl=-CLOCK_SKEW_SECONDS - 10),  # expired, beyond any clock skew
         _statement(vault, claims={"keys": "x25519-one"}),
     ]
     for statement in refused:

@@ -84,12 +84,7 @@ class WorkingHours:
 
 def parse_hhmm(value: str) -> time:
     hours, _, minutes = value.partition(":")
-    if (
-        len(hours) != 2
-        or len(minutes) != 2
-        or not (hours + minutes).isascii()
-        or not (hours + minutes).isdigit()
-    ):
+    if len(hours) != 2 or len(minutes) != 2 or not (hours + minutes).isdigit():
         raise ValueError(f"time must be HH:MM, got {value!r}")
     return time(int(hours), int(minutes))
 
