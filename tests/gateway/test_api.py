@@ -204,7 +204,17 @@ async def test_loose_admin_input_is_422_and_changes_nothing(gateway_alone):
             await gw.post("/v1/admin/tenants", json={"name": name}, headers=operator), 422
         )
     assert_problem(await gw.get("/v1/admin/tenants?name=%00", headers=operator), 422)
-    listed = await gw.get("/v1/admin/tenants", headers=operator)
+    # Not every invisible character is a control character: names hold no-break spaces, the
+    # zero-width non-joiner of Persian, emoji joiners and direction marks.
+    for name in (
+        "Acme\u00a0GmbH",
+        "\u0634\u0631\u06a9\u062a\u200c\u0647\u0627",
+        "Dev \U0001f469\u200d\U0001f4bb",
+    ):
+        taken = await gw.post("/v1/admin/tenants", json={"name": name}, headers=operator)
+        assert taken.status_code == 201, taken.text
+        assert taken.json()["name"] == name
+    listed = await gw.get("/v1/admin/tenants", params={"name": "Acme Health"}, headers=operator)
     assert [t["id"] for t in listed.json()["data"]] == [tenant["id"]]
     assert (await gw.get(f"/v1/admin/tenants/{tenant['id']}", headers=operator)).json()[
         "version"

@@ -221,6 +221,8 @@ def test_plain_and_sealed_confidential_together_are_explained():
         "https://bücher.example/hook",
         "https://hooks.example.com./x",
         "https://a_b.example.com/x",
+        "https://fa\u00df.example/x",  # IDNA 2008, as the HTTP client encodes it
+        "https://\u0dc1\u0dca\u200d\u0dbb\u0dd3.example/x",  # a joiner inside a Sinhala name
     ],
 )
 def test_callback_urls_accepted(url):

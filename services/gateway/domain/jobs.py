@@ -9,9 +9,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import unicodedata
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
+
+import idna
 
 
 class JobStatus(StrEnum):
@@ -84,10 +87,17 @@ def check_metadata(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _is_control(character: str) -> bool:
+    # Category Cc only (NUL, tabs, line breaks, DEL, C1): not str.isprintable, which also
+    # refuses the no-break space, the zero-width (non-)joiners of Persian and emoji sequences,
+    # and direction marks, all of which real names hold.
+    return unicodedata.category(character) == "Cc"
+
+
 def check_printable(value: str) -> str:
     """A name or search text without control characters: a NUL is refused by PostgreSQL and
     ends a pattern early in SQLite (where the text would then match everything)."""
-    if not value.isprintable():
+    if any(_is_control(character) for character in value):
         raise ValueError("must not contain control characters")
     return value
 
@@ -104,7 +114,7 @@ def check_callback_url(value: str) -> str:
         raise ValueError("must be an absolute https URL") from None
     if not host or parts.scheme not in ("https", "http"):
         raise ValueError("must be an absolute https URL")
-    if any(character.isspace() or not character.isprintable() for character in value):
+    if any(character.isspace() or _is_control(character) for character in value):
         raise ValueError("must not contain spaces or control characters")
     if not _is_host(host):
         raise ValueError("must name a host: a domain name or an IP address")
@@ -128,10 +138,14 @@ def _is_host(host: str) -> bool:
         return True
     except ValueError:
         pass
-    try:
-        ascii_host = host.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
+    ascii_host = host.rstrip(".")
+    if not ascii_host.isascii():
+        try:
+            # IDNA 2008 with UTS 46 mapping, as the HTTP client (httpx) encodes a host: Python's
+            # own codec is IDNA 2003, under which some names ("faß.de") mean another host.
+            ascii_host = idna.encode(ascii_host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return False
     labels = ascii_host.split(".")
     return len(ascii_host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
