@@ -93,10 +93,12 @@ GRANT_TYPE = "grant"
 # minutes, and nothing older than this can be a submission still being rolled back.
 DISCARD_WINDOW = timedelta(hours=1)
 # How long a second seal of a record with the same data answers as a retry (the record's
-# reference) rather than 409. Retries come within seconds or minutes (a lost answer, a keyed
-# resubmission before the sweeper rolls it back); the comparison answers whether a guess equals
-# the stored plaintext, so older records are never compared.
-REPLAY_WINDOW = timedelta(hours=1)
+# reference) rather than 409. The comparison answers whether a guess equals the stored
+# plaintext, so older records are never compared. It must still cover every retry: a client's
+# keyed resubmission, which the gateway takes for 24 hours (its Idempotency-Key retention) and
+# which reseals the same job id when the first attempt's process died after routing, and a
+# member's retry within a lease.
+REPLAY_WINDOW = timedelta(hours=25)
 # A seal whose key is retired or shredded between its read and its write starts again; two
 # such changes in a row need two operator actions racing one request, so three tries suffice.
 SEAL_ATTEMPTS = 3

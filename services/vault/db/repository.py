@@ -902,9 +902,10 @@ class AuditWriter:
         """Take the append lock (see the module docstring); the head, and the last record's seq
         and hash (None only if the head row vanishes again as soon as it is made).
 
-        One statement in the common case: a no-op ``UPDATE`` of the head row that returns it
-        and ``max(seq)`` of the records. The update is the write that takes SQLite's lock, and
-        on PostgreSQL a row lock under the advisory one. The head row is created on first use.
+        One statement in the common case: a no-op ``UPDATE`` of the head row that returns it,
+        ``max(seq)`` of the records and the last record's hash. The update is the write that
+        takes SQLite's lock, and on PostgreSQL a row lock under the advisory one. The head row
+        is created on first use.
         """
         if self.dialect == "postgresql":
             # lock_timeout bounds the wait: a stuck appender makes others fail fast (503).

@@ -13,7 +13,9 @@ alter, insert or reorder a record without :class:`ChainVerifier` noticing: they 
 the new hashes. A separate head row holds the last seq and hash with its own HMAC, so deleting
 the newest records (which leaves a chain that is valid on its own) is caught too, and an append
 checks the head (its MAC, and that it names the last record) before it signs the next one, so
-the next request cannot launder a head moved back over deleted records. Anchors
+the next request cannot launder a head someone moved back with a MAC they made up. An earlier
+genuine head put back over deleted records (all three fields copied when they were current)
+passes that check, as it passes verification: only anchors catch such a rollback. Anchors
 (:mod:`services.vault.anchors`: past heads kept outside the database) catch a chain rewritten
 consistently by someone who holds the audit key, or an older copy of the whole table restored.
 
