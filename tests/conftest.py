@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,27 +97,34 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @contextmanager
 def provisioned_databases(
-    backend: str, folder: Path, *, migrated: bool = True, admin_url: str = POSTGRES_ADMIN_URL
+    backend: str,
+    folder: Path,
+    *,
+    migrated: bool = True,
+    admin_url: str = POSTGRES_ADMIN_URL,
+    admin_urls: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, str]]:
-    """One database per service on ``backend``, created for this run and dropped after it."""
+    """One database per service on ``backend``, created for this run and dropped after it;
+    on the server of ``admin_urls[service]`` where given, else of ``admin_url``."""
     run = uuid.uuid4().hex[:10]
     urls: dict[str, str] = {}
-    created: list[str] = []
+    created: list[tuple[str, str]] = []
     try:
         for service in SERVICES:
             if backend == "sqlite":
                 urls[service] = f"sqlite+aiosqlite:///{folder / f'{service}.db'}"
             else:
                 name = f"tr_test_{run}_{service}"
-                asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"', admin_url))
-                created.append(name)
-                urls[service] = _service_pg_url(admin_url, name)
+                server = (admin_urls or {}).get(service, admin_url)
+                asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"', server))
+                created.append((name, server))
+                urls[service] = _service_pg_url(server, name)
             if migrated:
                 migrate(service, urls[service])
         yield urls
     finally:
-        for name in created:
-            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_url))
+        for name, server in created:
+            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', server))
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +118,7 @@ def launch_platform(
     extra_env: dict[str, str] | None = None,
     *,
     admin_url: str = POSTGRES_ADMIN_URL,
+    admin_urls: Mapping[str, str] | None = None,
     repo_root: Path = REPO_ROOT,
 ) -> Iterator[Platform]:
     """``taskroute up`` on free ports in ``data_dir``, stopped (SIGTERM) on leaving; the code
@@ -140,7 +141,7 @@ def launch_platform(
     for service, port in ports.items():
         env[f"TASKROUTE_{service.upper()}_PORT"] = str(port)
     with provisioned_databases(
-        backend, data_dir, migrated=False, admin_url=admin_url
+        backend, data_dir, migrated=False, admin_url=admin_url, admin_urls=admin_urls
     ) as database_urls:
         if backend != "sqlite":
             for service, url in database_urls.items():

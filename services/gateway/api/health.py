@@ -39,11 +39,12 @@ async def _database_answers(request: Request) -> bool:
 @router.get("/readyz", response_model=Readiness)
 async def readyz(request: Request) -> Readiness:
     """Readiness: 200 while the gateway's database answers, ``degraded`` when the router or the
-    vault does not (jobs are still accepted); 503 when its database does not."""
+    vault is not ready (down, or its database away: jobs are still accepted); 503 when its own
+    database does not answer."""
     database, router_ok, vault_ok = await asyncio.gather(
         _database_answers(request),
-        (await get_router(request)).healthy(),
-        (await get_vault(request)).healthy(),
+        (await get_router(request)).ready(),
+        (await get_vault(request)).ready(),
     )
     checks = {"database": database, "router": router_ok, "vault": vault_ok}
     if not database:

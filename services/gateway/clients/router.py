@@ -79,9 +79,11 @@ class RouterClient:
         """Whether the router's circuit is open: a call now would be refused at once."""
         return breaker_for(self._client, SERVICE).refusing()
 
-    async def healthy(self) -> bool:
+    async def ready(self) -> bool:
+        """Whether the service can serve: its own readiness (its database answers), not
+        merely that its process is up."""
         try:
-            response = await self._client.get("/healthz")
+            response = await self._client.get("/readyz")
         except httpx.HTTPError:
             return False
         return response.status_code == 200

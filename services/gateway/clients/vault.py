@@ -42,9 +42,11 @@ class VaultClient:
             self._client, method, path, service=SERVICE, idempotent=idempotent, **kwargs
         )
 
-    async def healthy(self) -> bool:
+    async def ready(self) -> bool:
+        """Whether the service can serve: its own readiness (its database answers), not
+        merely that its process is up."""
         try:
-            response = await self._client.get("/healthz")
+            response = await self._client.get("/readyz")
         except httpx.HTTPError:
             return False
         return response.status_code == 200
