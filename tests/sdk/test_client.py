@@ -138,10 +138,13 @@ def test_a_pinned_vault_key_seals_only_to_keys_the_vault_vouched_for(
     vault_pub = (platform.data_dir / "service-keys" / "vault.pub").read_bytes()
     someone_else = Ed25519PrivateKey.generate().public_key()
     not_the_vault = someone_else.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    with pytest.raises(ValueError, match="tenant_id"):  # pinned, the tenant is the client's
+    with (
         TaskrouteClient(
             platform.gateway_url, tenancy.client_key, vault_public_key=vault_pub
-        ).submit_job(CLINICAL_TITLE, CLINICAL_DESCRIPTION, confidential={"x": 1}, seal=True)
+        ) as no_tenant,
+        pytest.raises(ValueError, match="tenant_id"),  # pinned, the tenant is the client's
+    ):
+        no_tenant.submit_job(CLINICAL_TITLE, CLINICAL_DESCRIPTION, confidential={"x": 1}, seal=True)
     with (
         TaskrouteClient(
             platform.gateway_url,
