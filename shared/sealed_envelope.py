@@ -196,6 +196,18 @@ def load_public_key(text: str) -> X25519PublicKey:
     return public_key
 
 
+def check_public_key(value: str) -> str:
+    """``value`` if it is a usable X25519 public key (:func:`load_public_key`), for pydantic
+    validators: ValueError, whose message echoes nothing of the value, otherwise."""
+    try:
+        load_public_key(value)
+    except EnvelopeError:
+        raise ValueError(
+            "must be a usable raw 32-byte X25519 public key in unpadded base64url"
+        ) from None
+    return value
+
+
 def _check_identifier(value: Any, field: str) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise MalformedEnvelope(

@@ -24,18 +24,10 @@ from shared.errors import ServiceUnavailable
 router = public_router(prefix="/v1/team", tag="team")
 
 
-def _x25519_public_key(value: str) -> str:
-    try:
-        sealed_envelope.load_public_key(value)
-    except sealed_envelope.EnvelopeError:
-        raise ValueError("must be a raw 32-byte X25519 public key in unpadded base64url") from None
-    return value
-
-
 class MemberKeyPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    public_key: Annotated[str, AfterValidator(_x25519_public_key)]
+    public_key: Annotated[str, AfterValidator(sealed_envelope.check_public_key)]
 
 
 class MemberKeyRead(BaseModel):
