@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.db.models import (
@@ -392,8 +392,14 @@ class JobWorkflow:
                 if savepoint is not None:
                     await savepoint.rollback()
                     # The rollback gave the job's row back too: a claim waiting for it may have
-                    # committed since. As it is now, for the next decision; changed, we lost.
-                    await self.session.refresh(job)
+                    # committed since. As it is now, for the next decision; changed (or gone,
+                    # if something outside the workflow deleted it), we lost.
+                    try:
+                        await self.session.refresh(job)
+                    except InvalidRequestError:  # "could not refresh": the row is gone
+                        raise lost_race or InvalidTransition(
+                            "The job changed while this request ran; read it again and retry."
+                        ) from None
                     if job.event_seq != before["event_seq"]:
                         raise lost_race or InvalidTransition(
                             "The job changed while this request ran; read it again and retry."

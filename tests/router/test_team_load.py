@@ -218,14 +218,23 @@ class Model:
                 self.aborted += 1
         elif action == "delete" and rng.random() < 0.2:
             # Any writer keeps the counter right, not only the workflow: here a raw DELETE.
-            async with self.maker() as session, session.begin():
-                await session.execute(delete(Job).where(Job.id == job_id))
-            self.jobs.remove(job_id)
+            try:
+                async with self.maker() as session, session.begin():
+                    await session.execute(delete(Job).where(Job.id == job_id))
+            except DBAPIError:
+                self.aborted += 1  # a deadlock PostgreSQL broke, as for the workflow's steps
+            else:
+                self.jobs.remove(job_id)
         elif action == "delete":
             # ... and a raw UPDATE moving a job to another team.
             target = rng.choice(self.teams)
-            async with self.maker() as session, session.begin():
-                await session.execute(update(Job).where(Job.id == job_id).values(team_id=target))
+            try:
+                async with self.maker() as session, session.begin():
+                    await session.execute(
+                        update(Job).where(Job.id == job_id).values(team_id=target)
+                    )
+            except DBAPIError:
+                self.aborted += 1
 
 
 async def assert_counters_match(maker: async_sessionmaker[AsyncSession]) -> dict[str, int]:
