@@ -221,6 +221,32 @@ async def test_loose_admin_input_is_422_and_changes_nothing(gateway_alone):
     ] == tenant["version"]
 
 
+async def test_a_credential_or_idempotency_key_sent_twice_is_400_and_changes_nothing(
+    gateway_alone,
+):
+    """Which of two is meant depends on who reads them (a proxy may take the last, the API the
+    first), so the request is refused rather than answered for one of them."""
+    gw, operator = gateway_alone.client, gateway_alone.operator
+    tenant = await create_tenant(gateway_alone)
+    twice = [
+        ("Authorization", f"Bearer {tenant['api_key']}"),
+        ("Authorization", operator["Authorization"]),
+    ]
+    body = assert_problem(await gw.get("/v1/admin/tenants", headers=twice), 400)
+    assert body["type"].endswith("repeated-header")
+    assert "Authorization" in body["detail"]
+    assert tenant["api_key"] not in str(body)
+    keyed_twice = [
+        ("Authorization", operator["Authorization"]),
+        ("Idempotency-Key", "first"),
+        ("Idempotency-Key", "second"),
+    ]
+    refused = await gw.post("/v1/admin/tenants", json={"name": "Twice"}, headers=keyed_twice)
+    assert assert_problem(refused, 400)["type"].endswith("repeated-header")
+    listed = await gw.get("/v1/admin/tenants", params={"name": "Twice"}, headers=operator)
+    assert listed.json()["data"] == []
+
+
 async def test_revoked_key_fails_on_the_next_request(gateway_alone):
     tenant = await create_tenant(gateway_alone)
     second = await gateway_alone.client.post(

@@ -44,7 +44,7 @@ from services.gateway.api.deps import request_principal
 from services.gateway.clients.rate_limiter import Decision, RateLimiter, parse_limit
 from services.gateway.db.repository import IdempotencyRepository
 from services.gateway.domain import idempotency as rules
-from services.gateway.domain.errors import IdempotencyInFlight, RateLimited
+from services.gateway.domain.errors import IdempotencyInFlight, RateLimited, RepeatedHeader
 from services.gateway.domain.principal import Principal
 from services.gateway.settings import GatewaySettings
 from shared.db import open_session, transaction_scope, utcnow
@@ -87,6 +87,21 @@ def _rate_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
     ]
 
 
+# Headers that name one credential or one operation: sent twice, which one counts depends on
+# who reads them (a proxy may take the last, this API the first), so such a request is refused.
+_ONCE_ONLY = {b"authorization": "Authorization", b"idempotency-key": "Idempotency-Key"}
+
+
+def _repeated_header(scope: Scope) -> str | None:
+    seen: set[bytes] = set()
+    for name, _ in scope["headers"]:
+        if name in _ONCE_ONLY:
+            if name in seen:
+                return _ONCE_ONLY[name]
+            seen.add(name)
+    return None
+
+
 class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, *, settings: GatewaySettings) -> None:
         self.app = app
@@ -96,6 +111,10 @@ class RateLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
+            return
+        repeated = _repeated_header(scope)
+        if repeated is not None:
+            await send_error(send, RepeatedHeader(repeated))
             return
         limiter: RateLimiter = scope["app"].state.rate_limiter
         principal = await request_principal(scope)

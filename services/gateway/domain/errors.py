@@ -145,6 +145,14 @@ class PreconditionFailed(TaskrouteError):
     status, title, problem = 412, "Precondition failed", "precondition-failed"
 
 
+class RepeatedHeader(BadRequest):
+    problem = "repeated-header"
+
+    def __init__(self, name: str) -> None:
+        # Which one is meant is ambiguous: a proxy in front may read one, this API another.
+        super().__init__(f"Send the {name} header once.")
+
+
 class IdempotencyKeyInvalid(BadRequest):
     problem = "idempotency-key-invalid"
 
