@@ -181,7 +181,8 @@ def load_public_key(text: str) -> X25519PublicKey:
 
     Refused, like a malformed one, if it is a low-order point (all zeros, say): any exchange
     with it gives the all-zero secret, which ``cryptography`` refuses, so nothing could ever be
-    wrapped to it. Tried once here, with a throwaway exchange, rather than at every use.
+    wrapped to it. One throwaway exchange finds out, so a caller learns it here, as a malformed
+    key, rather than as a crash in the middle of sealing.
     """
     raw = b64url_decode(text, field="public_key")
     if len(raw) != X25519_BYTES:

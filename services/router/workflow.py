@@ -396,11 +396,10 @@ class JobWorkflow:
                     # if something outside the workflow deleted it), we lost.
                     try:
                         await self.session.refresh(job)
+                        moved_meanwhile = job.event_seq != before["event_seq"]
                     except InvalidRequestError:  # "could not refresh": the row is gone
-                        raise lost_race or InvalidTransition(
-                            "The job changed while this request ran; read it again and retry."
-                        ) from None
-                    if job.event_seq != before["event_seq"]:
+                        moved_meanwhile = True
+                    if moved_meanwhile:
                         raise lost_race or InvalidTransition(
                             "The job changed while this request ran; read it again and retry."
                         )

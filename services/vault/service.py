@@ -129,6 +129,13 @@ class AuditKeyCache:
         return key
 
 
+def _inconsistent_chain() -> AuditUnavailable:
+    return AuditUnavailable(
+        "The audit chain is inconsistent, so the vault refuses to act until an operator "
+        "verifies it."
+    )
+
+
 @dataclass(frozen=True)
 class SealResult:
     ref: str
@@ -1292,13 +1299,9 @@ class VaultService:
             claimed = writer.lock_and_read_head(timeout_seconds=self.audit_lock_timeout_seconds)
         except DBAPIError as exc:
             raise AuditUnavailable("The audit log is busy; nothing was done. Retry.") from exc
-        inconsistent = AuditUnavailable(
-            "The audit chain is inconsistent, so the vault refuses to act until an operator "
-            "verifies it."
-        )
         if claimed is None or claimed.head.seq != claimed.last_seq:
             logger.error("audit chain head does not match its records")
-            raise inconsistent
+            raise _inconsistent_chain()
         head = claimed.head
         try:
             audit_key = self._audit_key_for_append(writer, root, head)
@@ -1316,7 +1319,7 @@ class VaultService:
             )
         ):
             logger.error("audit chain head fails its check")
-            raise inconsistent
+            raise _inconsistent_chain()
         entry = audit.AuditEntry(
             seq=head.seq + 1,
             at=self.clock(),

@@ -87,10 +87,17 @@ async def seal_job_data(
     """Seal a job's confidential data; returns (tenant_id, job_id, ref)."""
     tenant_id = tenant_id or new_uuid()
     job_id = job_id or new_uuid()
-    response = await client.post(
+    response = await post_job_data(client, auth, tenant_id=tenant_id, job_id=job_id, data=data)
+    assert response.status_code == 201, response.text
+    return tenant_id, job_id, response.json()["ref"]
+
+
+async def post_job_data(
+    client: httpx.AsyncClient, auth: dict[str, str], *, tenant_id: str, job_id: str, data: Any
+) -> httpx.Response:
+    """The vault's answer to sealing ``data`` as the job's confidential data."""
+    return await client.post(
         "/internal/v1/records",
         json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": data},
         headers=auth,
     )
-    assert response.status_code == 201, response.text
-    return tenant_id, job_id, response.json()["ref"]

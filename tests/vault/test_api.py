@@ -28,6 +28,7 @@ from tests.conftest import running
 from tests.vault.factories import (
     make_grant,
     new_uuid,
+    post_job_data,
     receipt_claims,
     result_seal_grant,
     seal_job_data,
@@ -138,10 +139,8 @@ async def test_seal_answers_ref_and_key_version(vault, gateway_auth):
 )
 async def test_sealing_the_same_job_twice_is_409(vault, gateway_auth, databases, other):
     tenant_id, job_id, _ = await seal_job_data(vault, gateway_auth, data={"a": 1})
-    response = await vault.post(
-        RECORDS,
-        json={"tenant_id": tenant_id, "job_id": job_id, "purpose": "job", "data": other},
-        headers=gateway_auth,
+    response = await post_job_data(
+        vault, gateway_auth, tenant_id=tenant_id, job_id=job_id, data=other
     )
     assert response.status_code == 409
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -162,15 +161,8 @@ async def test_the_same_data_is_a_retry_only_while_the_record_is_recent(
     tenant_id, job_id, _ = await seal_job_data(vault, gateway_auth, data={"diagnosis": "C50"})
     old = datetime.now(UTC) - REPLAY_WINDOW - timedelta(minutes=1)
     await _sql(databases["vault"], "UPDATE records SET created_at = :old", old=old)
-    again = await vault.post(
-        RECORDS,
-        json={
-            "tenant_id": tenant_id,
-            "job_id": job_id,
-            "purpose": "job",
-            "data": {"diagnosis": "C50"},
-        },
-        headers=gateway_auth,
+    again = await post_job_data(
+        vault, gateway_auth, tenant_id=tenant_id, job_id=job_id, data={"diagnosis": "C50"}
     )
     assert again.status_code == 409, again.text
     reasons = await _sql(databases["vault"], "SELECT reason FROM audit_records ORDER BY seq")
@@ -180,15 +172,12 @@ async def test_the_same_data_is_a_retry_only_while_the_record_is_recent(
 async def test_sealing_the_same_data_again_answers_the_first_record(vault, gateway_auth, databases):
     # A gateway that crashed after sealing, or lost the answer, retries with the same job id.
     tenant_id, job_id, ref = await seal_job_data(vault, gateway_auth, data={"a": [1, 2], "b": 3})
-    again = await vault.post(
-        RECORDS,
-        json={
-            "tenant_id": tenant_id,
-            "job_id": job_id,
-            "purpose": "job",
-            "data": {"b": 3, "a": [1, 2]},  # the same object, its keys in another order
-        },
-        headers=gateway_auth,
+    again = await post_job_data(
+        vault,
+        gateway_auth,
+        tenant_id=tenant_id,
+        job_id=job_id,
+        data={"b": 3, "a": [1, 2]},  # the same object, its keys in another order
     )
     assert again.status_code == 201, again.text
     assert again.json()["ref"] == ref

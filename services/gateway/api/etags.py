@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from services.gateway.domain.errors import PreconditionFailed
-from shared.etags import etag_of, if_match_version
+from shared.etags import etag_of as etag
+from shared.etags import if_match_version
 
-
-def etag(version: int) -> str:
-    return etag_of(version)
+__all__ = ["etag", "parse_if_match"]
 
 
 def parse_if_match(value: str | None) -> int | None:
