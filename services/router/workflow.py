@@ -42,6 +42,7 @@ from services.router.domain.errors import (
     PreconditionFailed,
     StaleResult,
     SubmissionWithdrawn,
+    TeamNotEligible,
     TeamNotFound,
 )
 from services.router.domain.grants import (
@@ -69,6 +70,7 @@ from services.router.domain.routing import (
     WorkingHours,
     decide,
     exclusion_reasons,
+    policy_refusals,
 )
 from services.router.domain.taxonomy import PRIORITY_RANK, Domain, Priority, Tier, tier_of
 from services.router.metrics import record_decision
@@ -206,11 +208,36 @@ class JobWorkflow:
 
     async def team_job(self, team_id: str, job_id: str) -> Job:
         """A job in a team's hands; another team's job looks like no job at all."""
-        if await self.teams.get(team_id) is None:
+        _, job = await self._team_and_job(team_id, job_id)
+        return job
+
+    async def _team_and_job(self, team_id: str, job_id: str) -> tuple[Team, Job]:
+        team = await self.teams.get(team_id)
+        if team is None:
             raise TeamNotFound
         job = await self.jobs.get_for_team(job_id, team_id=team_id)
         if job is None:
             raise JobNotFound
+        return team, job
+
+    async def _eligible_team_job(self, team_id: str, job_id: str) -> Job:
+        """:meth:`team_job`, refused (409) when the team no longer meets the job's data policy.
+
+        Routing checked the policy when it chose the team, but the team's country or
+        certifications may have changed since (and its queued and leased jobs are then moved
+        on, :meth:`reroute_ineligible`): this check on every claim and every read of the
+        data holds whatever that move has not reached yet."""
+        team, job = await self._team_and_job(team_id, job_id)
+        refusals = policy_refusals(
+            country=team.country,
+            certifications=team.certifications,
+            policy=DataPolicy.from_json(job.policy),
+        )
+        if refusals:
+            raise TeamNotEligible(
+                f"Team {team.name} no longer meets this job's data policy"
+                f" ({'; '.join(refusals)}); the job goes to another team."
+            )
         return job
 
     async def routing_view(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -821,7 +848,7 @@ class JobWorkflow:
         now: datetime,
         request_id: str | None = None,
     ) -> Job:
-        job = await self.team_job(team_id, job_id)
+        job = await self._eligible_team_job(team_id, job_id)
         if job.status != JobStatus.QUEUED.value:
             raise InvalidTransition(f"The job is {job.status}; only a queued job can be claimed.")
         return await self._move(
@@ -1030,8 +1057,12 @@ class JobWorkflow:
     async def grant(
         self, team_id: str, job_id: str, *, member_id: str, action: GrantAction, now: datetime
     ) -> GrantClaims:
-        """Claims for a vault grant, only for the member holding the job's live lease."""
-        job = await self.team_job(team_id, job_id)
+        """Claims for a vault grant, only for the member holding the job's live lease, and
+        to open the job's data only while their team meets its data policy."""
+        if action is GrantAction.OPEN:
+            job = await self._eligible_team_job(team_id, job_id)
+        else:
+            job = await self.team_job(team_id, job_id)
         self._require_live_lease(job, member_id, now)
         if action is GrantAction.OPEN and job.confidential_ref is None:
             raise ConfidentialDataNotFound("This job has no confidential data.")
@@ -1044,6 +1075,41 @@ class JobWorkflow:
             require_e2e=DataPolicy.from_json(job.policy).require_e2e,
             lease=self._lease(job),
         )
+
+    async def reroute_ineligible(self, team: Team, *, now: datetime) -> int:
+        """Move the jobs ``team`` holds (queued, or leased to one of its members) whose data
+        policy it no longer meets to their best eligible team, or park them as unroutable;
+        returns how many moved. A lease is ended: its holder may no longer read the data.
+
+        A team holds at most its capacity in such jobs, so this runs in the request that
+        changed the team. Each move is conditional on the job still being this team's in the
+        status read; a job that moved meanwhile (claimed, released, completed) is left to the
+        check on every claim and read (:meth:`_eligible_team_job`)."""
+        moved = 0
+        for job in await self.jobs.held_by_team(team.id):
+            refusals = policy_refusals(
+                country=team.country,
+                certifications=team.certifications,
+                policy=DataPolicy.from_json(job.policy),
+            )
+            if not refusals:
+                continue
+            try:
+                await self._route_or_park(
+                    job,
+                    classification=_stored_classification(job),
+                    actor="system",
+                    now=now,
+                    event_type="rerouted",
+                    reason_prefix=f"{team.name} no longer meets the job's data policy"
+                    f" ({'; '.join(refusals)}); ",
+                    conditions=[Job.team_id == team.id],
+                    extra_values=_lease_cleared(),
+                )
+            except InvalidTransition:
+                continue
+            moved += 1
+        return moved
 
     # ----------------------------------------------------------------- operators
 

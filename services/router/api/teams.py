@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from pydantic import StringConstraints
 
-from services.router.api.deps import NowDep, SettingsDep, TeamsDep, require_gateway
+from services.router.api.deps import JobsDep, NowDep, SettingsDep, TeamsDep, require_gateway
 from services.router.api.schemas import TeamCreate, TeamList, TeamRead, TeamUpdate, team_read
 from services.router.db.models import Team
 from services.router.db.repository import TeamFilters
@@ -15,6 +15,9 @@ from services.router.domain.errors import PreconditionFailed
 from services.router.domain.taxonomy import Domain, Tier
 from services.router.workflow import TeamFields
 from shared.etags import etag_of, if_match_version
+
+# A team's fields that a job's data policy filters on (routing.policy_refusals).
+_DATA_POLICY_FIELDS = frozenset({"country", "certifications"})
 
 router = APIRouter(
     prefix="/internal/v1/teams", tags=["teams"], dependencies=[Depends(require_gateway)]
@@ -107,11 +110,14 @@ async def update_team(
     team_id: str,
     body: TeamUpdate,
     teams: TeamsDep,
+    jobs: JobsDep,
     now: NowDep,
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
 ) -> TeamRead:
-    """Change some of a team's fields; with If-Match, only if the version still matches (412)."""
+    """Change some of a team's fields; with If-Match, only if the version still matches (412).
+    A change of country or certifications moves on the jobs the team holds whose data policy
+    it no longer meets (event ``rerouted``; a lease on one is ended)."""
     changes = body.model_dump(exclude_unset=True)
     if "skills" in changes:
         changes["skills"] = sorted({skill.value for skill in body.skills or []})
@@ -124,5 +130,8 @@ async def update_team(
     team = await teams.update(
         team_id, changes, expected_version=expected_version(if_match), now=now
     )
+    if changes.keys() & _DATA_POLICY_FIELDS:
+        # In the same transaction: the change and the moves it calls for land together.
+        await jobs.reroute_ineligible(team, now=now)
     response.headers["ETag"] = etag(team)
     return team_read(team)

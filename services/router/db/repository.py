@@ -672,6 +672,19 @@ class JobRepository:
         )
         return (await self.session.scalars(query)).all()
 
+    async def held_by_team(self, team_id: str) -> Sequence[Job]:
+        """The jobs in ``team_id``'s hands: queued for it, or leased to one of its members."""
+        query = (
+            select(Job)
+            .where(
+                Job.team_id == team_id,
+                Job.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
+            )
+            .order_by(Job.id)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(query)).all()
+
     async def due_escalations(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Queued jobs whose escalation time has come, locked for this sweeper's transaction.
 

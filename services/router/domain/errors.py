@@ -98,3 +98,11 @@ class OwnWorkReview(Forbidden):
     """Four eyes: the member who completed a job may not review it."""
 
     problem = "own-work-review"
+
+
+class TeamNotEligible(Conflict):
+    """The job's team no longer meets the job's data policy (the team's country or
+    certifications changed, or the tenant tightened its policy): its members may neither
+    claim the job nor read its data, and the job is routed to another team."""
+
+    problem = "team-not-eligible"

@@ -16,20 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from services.router.domain.routing import DataPolicy
+from services.router.domain.routing import DataPolicy, policy_refusals
 
 
 def reviewer_refusals(
     *, active: bool, country: str, certifications: Collection[str], policy: DataPolicy
 ) -> list[str]:
     """Why a team may not review a job under ``policy`` (empty: it may)."""
-    refusals: list[str] = []
-    if not active:
-        refusals.append("the team is inactive")
-    allowed = policy.allowed_countries
-    if allowed is not None and country not in allowed:
-        refusals.append(f"country {country} is not allowed by the job's policy")
-    missing = sorted(policy.required_certifications - set(certifications))
-    if missing:
-        refusals.append(f"missing certification(s): {', '.join(missing)}")
-    return refusals
+    refusals = [] if active else ["the team is inactive"]
+    return refusals + policy_refusals(country=country, certifications=certifications, policy=policy)

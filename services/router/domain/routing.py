@@ -38,7 +38,7 @@ less loaded team, then by name and id, so a decision is reproducible. The clock 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -262,6 +262,23 @@ class Decision:
             "at": self.request.now.isoformat(),
             **self.extra,
         }
+
+
+def policy_refusals(
+    *, country: str, certifications: Collection[str], policy: DataPolicy
+) -> list[str]:
+    """Why a team in ``country`` holding ``certifications`` may not see a job's data under
+    ``policy`` (empty: it may). Routing applies the same filters (:func:`exclusion_reasons`);
+    this is their check on a team already holding the job, whose data policy or whose own
+    country or certifications may have changed since it was routed there."""
+    refusals: list[str] = []
+    allowed = policy.allowed_countries
+    if allowed is not None and country not in allowed:
+        refusals.append(f"country {country} is not allowed by the job's policy")
+    missing = sorted(policy.required_certifications - set(certifications))
+    if missing:
+        refusals.append(f"missing certification(s): {', '.join(missing)}")
+    return refusals
 
 
 def exclusion_reasons(team: TeamProfile, request: RoutingRequest) -> list[tuple[str, str]]:
