@@ -10,6 +10,12 @@ So the vault signs what it answers: a token signed with the vault's own Ed25519 
 (``key_id``, ``public_key``). The gateway passes it on as ``statement``. A client that holds the
 vault's public key (``vault.pub``, which the operator hands out like a server certificate)
 checks the statement and seals only to a key it names (:func:`verified_sealing_keys`).
+
+A member sealing a result does not know the job's tenant, so a tenant-wide statement would let
+a compromised gateway name another tenant (one whose data it can have opened, through jobs of
+its own making) and collect the result there. The vault therefore also signs a statement for
+one job (``job_id``), and only on a seal grant the router signed for that job's lease holder:
+the tenant in it is the router's, not the gateway's. The member checks the job id.
 """
 
 from __future__ import annotations
@@ -38,12 +44,18 @@ class UnverifiedSealingKey(ValueError):
     """The key offered is not one the vault vouched for: seal nothing to it."""
 
 
-def statement_claims(tenant_id: str, keys: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What the vault signs: the tenant and each key's id and public key."""
-    return {
+def statement_claims(
+    tenant_id: str, keys: Sequence[Mapping[str, Any]], *, job_id: str | None = None
+) -> dict[str, Any]:
+    """What the vault signs: the tenant, each key's id and public key, and, for a member's
+    result, the job the router's seal grant named."""
+    claims: dict[str, Any] = {
         "tenant_id": tenant_id,
         "keys": [{"key_id": key["key_id"], "public_key": key["public_key"]} for key in keys],
     }
+    if job_id is not None:
+        claims["job_id"] = job_id
+    return claims
 
 
 def load_vault_public_key(pem: str | bytes) -> Ed25519PublicKey:
@@ -55,10 +67,15 @@ def load_vault_public_key(pem: str | bytes) -> Ed25519PublicKey:
 
 
 def verified_sealing_keys(
-    statement: str | None, vault_key: Ed25519PublicKey, *, tenant_id: str
+    statement: str | None,
+    vault_key: Ed25519PublicKey,
+    *,
+    tenant_id: str,
+    job_id: str | None = None,
 ) -> dict[str, str]:
-    """The keys (``key_id`` → ``public_key``) the vault's statement names for ``tenant_id``;
-    :class:`UnverifiedSealingKey` unless it is a valid, unexpired statement of the vault's."""
+    """The keys (``key_id`` → ``public_key``) the vault's statement names for ``tenant_id``
+    (and, with ``job_id``, for that job); :class:`UnverifiedSealingKey` unless it is a valid,
+    unexpired statement of the vault's."""
     if not statement:
         raise UnverifiedSealingKey("the answer carries no statement signed by the vault")
     try:
@@ -75,6 +92,8 @@ def verified_sealing_keys(
         raise UnverifiedSealingKey("the vault's statement does not verify") from exc
     if claims.get("typ") != STATEMENT_TYPE or claims.get("tenant_id") != tenant_id:
         raise UnverifiedSealingKey("the statement is not the vault's key list for this tenant")
+    if job_id is not None and claims.get("job_id") != job_id:
+        raise UnverifiedSealingKey("the statement is not the vault's key list for this job")
     keys = claims.get("keys")
     if not isinstance(keys, list):
         raise UnverifiedSealingKey("the statement names no keys")
@@ -92,8 +111,10 @@ def require_vouched(
     tenant_id: str,
     key_id: str,
     public_key: str,
+    job_id: str | None = None,
 ) -> None:
-    """Refuse (:class:`UnverifiedSealingKey`) a key the vault's statement does not name."""
-    vouched = verified_sealing_keys(statement, vault_key, tenant_id=tenant_id)
+    """Refuse (:class:`UnverifiedSealingKey`) a key the vault's statement does not name (for
+    ``job_id`` too, when given)."""
+    vouched = verified_sealing_keys(statement, vault_key, tenant_id=tenant_id, job_id=job_id)
     if vouched.get(key_id) != public_key:
         raise UnverifiedSealingKey("the vault did not vouch for this key")

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import TypeAdapter
 
 from services.sdk.errors import TaskrouteAPIError, TaskrouteConnectionError, parse_retry_after
-from services.sdk.models import VaultPublicKey, VaultPublicKeys
+from services.sdk.models import TenantKey, VaultPublicKey, VaultPublicKeys
 from shared import sealed_envelope, sealing_statements
 
 T = TypeVar("T")
@@ -187,15 +187,21 @@ def seal_to(
     job_ref: str,
     statement: str | None = None,
     vault_key: Ed25519PublicKey | None = None,
+    job_id: str | None = None,
 ) -> dict[str, Any]:
     """Seal a JSON value to a tenant vault key, bound to (tenant, job_ref, key id).
 
     With ``vault_key`` (the vault's public key, pinned by the caller) only to a key the vault's
-    signed ``statement`` names for the tenant: the gateway that carried the key is not trusted
-    with it (shared/sealing_statements.py)."""
+    signed ``statement`` names for the tenant (and for ``job_id``, a member's result): the
+    gateway that carried the key is not trusted with it (shared/sealing_statements.py)."""
     if vault_key is not None:
         sealing_statements.require_vouched(
-            statement, vault_key, tenant_id=tenant_id, key_id=key_id, public_key=public_key
+            statement,
+            vault_key,
+            tenant_id=tenant_id,
+            key_id=key_id,
+            public_key=public_key,
+            job_id=job_id,
         )
     loaded = sealed_envelope.load_public_key(public_key)
     if sealed_envelope.key_id_for(loaded) != key_id:
@@ -205,6 +211,30 @@ def seal_to(
         confidential, public_key=loaded, tenant_id=tenant_id, job_ref=job_ref, key_id=key_id
     )
     return envelope.to_json()
+
+
+def seal_result(
+    confidential: Any, key: TenantKey, *, job_id: str, vault_key: Ed25519PublicKey | None
+) -> dict[str, Any]:
+    """A member's confidential result sealed to the job's tenant key (``key``, the answer of
+    ``GET /v1/team/jobs/{id}/tenant-key``), bound to the job.
+
+    The member cannot know the job's tenant. With ``vault_key`` pinned, the vault's statement
+    must name this job: the vault signs one only for a seal grant the router gave for it, so
+    the tenant is the router's word, not the gateway's."""
+    job_id = str(uuid.UUID(job_id))  # as the API names jobs (the gateway took this one)
+    if key.job_ref != job_id:
+        raise sealing_statements.UnverifiedSealingKey("the key was given for another job")
+    return seal_to(
+        confidential,
+        key_id=key.key_id,
+        public_key=key.public_key,
+        tenant_id=key.tenant_id,
+        job_ref=job_id,
+        statement=key.statement,
+        vault_key=vault_key,
+        job_id=job_id,
+    )
 
 
 def new_job_ref() -> str:

@@ -349,14 +349,8 @@ class TaskrouteClient:
         sealed = None
         if seal and confidential_result is not None:
             key = self.send(ops.tenant_key(job_id))
-            sealed = _core.seal_to(
-                confidential_result,
-                key_id=key.key_id,
-                public_key=key.public_key,
-                tenant_id=key.tenant_id,
-                job_ref=key.job_ref,
-                statement=key.statement,
-                vault_key=self._vault_key,
+            sealed = _core.seal_result(
+                confidential_result, key, job_id=job_id, vault_key=self._vault_key
             )
             confidential_result = None
         return self.send(
@@ -683,14 +677,8 @@ class AsyncTaskrouteClient:
         sealed = None
         if seal and confidential_result is not None:
             key = await self.send(ops.tenant_key(job_id))
-            sealed = _core.seal_to(
-                confidential_result,
-                key_id=key.key_id,
-                public_key=key.public_key,
-                tenant_id=key.tenant_id,
-                job_ref=key.job_ref,
-                statement=key.statement,
-                vault_key=self._vault_key,
+            sealed = _core.seal_result(
+                confidential_result, key, job_id=job_id, vault_key=self._vault_key
             )
             confidential_result = None
         return await self.send(

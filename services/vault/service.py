@@ -525,17 +525,28 @@ class VaultService:
 
     # -- client-side sealing ------------------------------------------------------------------
 
-    def sealing_keys_statement(self, tenant_id: str, keys: list[dict[str, Any]]) -> str | None:
+    def sealing_keys_statement(
+        self, tenant_id: str, keys: list[dict[str, Any]], *, job_id: str | None = None
+    ) -> str | None:
         """The vault's signed statement of the tenant's keys (shared.sealing_statements), so
-        clients need not take the gateway's word for them; None for a vault with no identity."""
+        clients need not take the gateway's word for them; None for a vault with no identity.
+        With ``job_id``, for that job only: give it only from a router-signed grant."""
         if self.identity is None:
             return None
         return self.identity.sign(
             audience=STATEMENT_AUDIENCE,
             typ=STATEMENT_TYPE,
             ttl_seconds=STATEMENT_TTL_SECONDS,
-            claims=statement_claims(tenant_id, keys),
+            claims=statement_claims(tenant_id, keys, job_id=job_id),
         )
+
+    async def sealing_keys_for_grant(
+        self, *, token: str
+    ) -> tuple[Grant, Sequence[TenantSealingKey]]:
+        """The seal grant (verified; a refusal is audited) and its tenant's sealing keys: what a
+        member seals a result to, with the tenant taken from the router, not the gateway."""
+        grant = await self._seal_grant(token)
+        return grant, await self.sealing_keys(tenant_id=grant.tenant_id)
 
     async def sealing_keys(self, *, tenant_id: str) -> Sequence[TenantSealingKey]:
         """The tenant's active sealing keys, newest first; version 1 is made on first use."""

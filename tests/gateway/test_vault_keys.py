@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared import sealed_envelope as se
+from shared.sealing_statements import (
+    UnverifiedSealingKey,
+    load_vault_public_key,
+    verified_sealing_keys,
+)
 from tests.gateway.test_api import (
     BOOKKEEPING_JOB,
     _setup_team_and_member,
@@ -373,7 +379,7 @@ async def test_shredded_tenant_answers_410_through_member_and_result_routes(plat
 RESULT_SEALED_CANARY = "CANARY-RESULT-SEALED-0c7d2e"
 
 
-async def test_member_seals_the_result_for_the_tenant_and_the_client_reads_it(platform):
+async def test_member_seals_the_result_for_the_tenant_and_the_client_reads_it(platform, keys_dir):
     gw = platform.client
     tenant = await create_tenant(platform)
     client_key = bearer(tenant["api_key"])
@@ -387,6 +393,17 @@ async def test_member_seals_the_result_for_the_tenant_and_the_client_reads_it(pl
     target = key.json()
     assert target["job_ref"] == job_id
     assert target["tenant_id"] == tenant["id"]
+    # The vault vouches for the tenant of this job (from the router's seal grant), not for
+    # whichever tenant the gateway names: the member checks it against the job's id.
+    vault_key = load_vault_public_key((keys_dir / "vault.pub").read_bytes())
+    vouched = verified_sealing_keys(
+        target["statement"], vault_key, tenant_id=tenant["id"], job_id=job_id
+    )
+    assert vouched == {target["key_id"]: target["public_key"]}
+    with pytest.raises(UnverifiedSealingKey):
+        verified_sealing_keys(
+            target["statement"], vault_key, tenant_id=tenant["id"], job_id=other_job
+        )
 
     def seal_for(job_ref: str) -> dict[str, Any]:
         return se.seal_json(

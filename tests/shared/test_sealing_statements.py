@@ -129,3 +129,18 @@ def test_only_an_ed25519_key_pins_the_vault():
     x25519 = X25519PrivateKey.generate().public_key()
     with pytest.raises(ValueError, match="Ed25519"):
         load_vault_public_key(x25519.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+
+
+JOB = "33333333-3333-4333-8333-333333333333"
+
+
+def test_a_statement_for_a_job_names_that_job_only(vault, keys_dir):
+    """A member's result is sealed on a statement for its job: a tenant-wide statement (which
+    anyone can fetch for their own tenant) or one for another job is refused."""
+    for_job = _statement(vault, claims={"job_id": JOB})
+    vouched = verified_sealing_keys(for_job, _vault_key(keys_dir), tenant_id=TENANT, job_id=JOB)
+    assert vouched == {"x25519-one": "AAAA"}
+    other_job = "44444444-4444-4444-8444-444444444444"
+    for statement in (_statement(vault), _statement(vault, claims={"job_id": other_job})):
+        with pytest.raises(UnverifiedSealingKey, match="this job"):
+            verified_sealing_keys(statement, _vault_key(keys_dir), tenant_id=TENANT, job_id=JOB)

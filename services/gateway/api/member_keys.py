@@ -74,11 +74,12 @@ async def tenant_key_for_result(
     """The job's tenant vault key, to seal a confidential result for it (lease holder only)."""
     job_id = job_id_or_404(job_id)
     # A seal grant is what the router gives only to the live lease holder: asking for one is
-    # the lease check. The grant itself is not used (it expires within a minute).
+    # the lease check. The vault answers for the grant's tenant and signs its statement for
+    # this job, so the member need not take the tenant from us (shared/sealing_statements.py).
     grant = await router_.member_grant(member.team, job_id, member_id=member.member, action="seal")
     if grant.tenant_id is None:
         raise ServiceUnavailable("The router service gave an unexpected answer.")
-    answer = await vault.sealing_keys(tenant_id=grant.tenant_id)
+    answer = await vault.sealing_keys_for_grant(grant=grant.grant)
     keys = answer.get("keys", []) if isinstance(answer, dict) else []
     if not keys:
         raise ServiceUnavailable("The vault service gave an unexpected answer.")

@@ -91,6 +91,13 @@ class VaultClient:
         """The tenant's public sealing keys (``{"keys": [...]}``); no private half ever."""
         return await self._call("GET", f"/internal/v1/tenants/{tenant_id}/sealing-keys")
 
+    async def sealing_keys_for_grant(self, *, grant: str) -> Any:
+        """The sealing keys of the tenant a router-signed seal grant names, with the vault's
+        statement for that job (``{"keys": [...], "statement"}``)."""
+        return await self._call(
+            "POST", "/internal/v1/sealing-keys/by-grant", json={"grant": grant}, idempotent=True
+        )
+
     async def store_sealed(
         self, *, tenant_id: str, job_id: str, envelope: dict[str, Any]
     ) -> SealedRecord:

@@ -57,10 +57,14 @@ class RecordCreateByGrant(_Strict):
     data: SealableData
 
 
-class RecordOpen(_Strict):
-    """Open the record a router-signed open grant names."""
+class GrantPresented(_Strict):
+    """A router-signed grant: for the sealing keys of its job's tenant (a seal grant)."""
 
     grant: str = Field(min_length=1, max_length=MAX_GRANT_LENGTH)
+
+
+class RecordOpen(GrantPresented):
+    """Open the record a router-signed open grant names."""
 
 
 class RecordCreated(BaseModel):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from fastapi import APIRouter, status
 
 from services.vault.api.deps import VaultServiceDep
 from services.vault.api.schemas import (
+    GrantPresented,
     RecordCreated,
     RecordOpen,
     ResultCreated,
@@ -17,16 +19,21 @@ from services.vault.api.schemas import (
     SealingKeyList,
     SealingKeyRead,
 )
+from services.vault.db.models import TenantSealingKey
 from services.vault.domain.sealing import ALGORITHM
+from services.vault.service import VaultService
 from shared.sealed_envelope import b64url_encode
 
 router = APIRouter(prefix="/internal/v1", tags=["sealing"])
 
 
-@router.get("/tenants/{tenant_id}/sealing-keys")
-async def list_sealing_keys(tenant_id: uuid.UUID, vault: VaultServiceDep) -> SealingKeyList:
-    """The tenant's current public sealing keys, newest first (version 1 made on first use)."""
-    rows = await vault.sealing_keys(tenant_id=str(tenant_id))
+def _key_list(
+    vault: VaultService,
+    tenant_id: str,
+    rows: Sequence[TenantSealingKey],
+    *,
+    job_id: str | None = None,
+) -> SealingKeyList:
     keys = [
         SealingKeyRead(
             key_id=row.key_id,
@@ -37,8 +44,26 @@ async def list_sealing_keys(tenant_id: uuid.UUID, vault: VaultServiceDep) -> Sea
         )
         for row in rows
     ]
-    statement = vault.sealing_keys_statement(str(tenant_id), [key.model_dump() for key in keys])
+    statement = vault.sealing_keys_statement(
+        tenant_id, [key.model_dump() for key in keys], job_id=job_id
+    )
     return SealingKeyList(keys=keys, statement=statement)
+
+
+@router.get("/tenants/{tenant_id}/sealing-keys")
+async def list_sealing_keys(tenant_id: uuid.UUID, vault: VaultServiceDep) -> SealingKeyList:
+    """The tenant's current public sealing keys, newest first (version 1 made on first use)."""
+    rows = await vault.sealing_keys(tenant_id=str(tenant_id))
+    return _key_list(vault, str(tenant_id), rows)
+
+
+@router.post("/sealing-keys/by-grant")
+async def sealing_keys_for_grant(body: GrantPresented, vault: VaultServiceDep) -> SealingKeyList:
+    """The sealing keys of the tenant a router-signed seal grant names, with a statement for
+    that job: a member sealing a result learns the job's tenant from the router, not from the
+    gateway that carries the answer (shared/sealing_statements.py)."""
+    grant, rows = await vault.sealing_keys_for_grant(token=body.grant)
+    return _key_list(vault, grant.tenant_id, rows, job_id=grant.job_id)
 
 
 @router.post("/records/sealed", status_code=status.HTTP_201_CREATED)
