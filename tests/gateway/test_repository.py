@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from services.gateway.app import store_bootstrap_operator_key
-from services.gateway.db.models import ApiKey
+from services.gateway.db.models import ApiKey, ConsoleSession
 from services.gateway.db.repository import (
     ApiKeyRepository,
+    ConsoleSessionRepository,
     MemberRepository,
     TenantRepository,
 )
@@ -103,9 +105,20 @@ async def test_bootstrap_key_is_idempotent_and_rotates(maker):
         assert len(rows) == 1
         assert rows[0].role == "operator"
         assert rows[0].revoked_at is None
-    # A new key (same 16-character prefix) replaces the old digest in place.
+    # A console session opened with the first key ...
+    async with maker() as session, session.begin():
+        now = datetime.now(UTC)
+        await ConsoleSessionRepository(session).create(
+            token_digest="d" * 64,
+            api_key_id=rows[0].id,
+            now=now,
+            expires_at=now + timedelta(hours=1),
+        )
+    # ... ends when a new key (same 16-character prefix) replaces the old digest in place.
     second = first[:16] + "b" * 40
     assert await store_bootstrap_operator_key(maker, second, pepper=PEPPER) is True
+    async with maker() as session:
+        assert (await session.scalars(select(ConsoleSession))).all() == []
     # A key under another prefix revokes the earlier bootstrap key.
     third = "another-bootstrap-" + "c" * 40
     assert await store_bootstrap_operator_key(maker, third, pepper=PEPPER) is True

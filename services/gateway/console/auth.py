@@ -84,14 +84,15 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
             error="This sign-in form has expired. Enter your API key again.",
             status_code=403,
         )
-    # Every attempt counts against the address's budget of failed authentications, the same
-    # limiter and limit as the API's (checked before the key, so guessing gains nothing).
+    # A failed sign-in spends the address's budget of failed authentications, the same limiter
+    # and limit as the API's. The budget is checked before the key, so once it is spent no guess
+    # is even tried; a valid key spends none of it (or colleagues behind one proxy address
+    # would lock each other out).
     limiter: RateLimiter = request.app.state.rate_limiter
     address = request.client.host if request.client else "unknown"
-    decision = await limiter.hit(
-        parse_limit(request.app.state.settings.failed_auth_rate_limit), "auth-failed", address
-    )
-    if not decision.allowed:
+    budget = parse_limit(request.app.state.settings.failed_auth_rate_limit)
+    if not await limiter.test(budget, "auth-failed", address):
+        decision = await limiter.hit(budget, "auth-failed", address)  # for its reset time
         refused = _sign_in_form(
             request,
             error="Too many sign-in attempts. Wait a minute and try again.",
@@ -104,6 +105,7 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
     if key and len(key) <= MAX_KEY_CHARS:
         principal = await authenticate(session, key, pepper=request.app.state.pepper)
     if principal is None:
+        await limiter.hit(budget, "auth-failed", address)
         return _sign_in_form(request, error="That API key is not valid.", status_code=401)
     if principal.role is Role.CLIENT:
         return _sign_in_form(

@@ -423,6 +423,11 @@ class ApiKeyRepository:
         if not unchanged:
             existing.digest = new_key.digest
             existing.revoked_at = None
+            # The row now stands for another key: console sessions the old key opened point at
+            # it and would live on (up to their full life), so they end here.
+            await self.session.execute(
+                delete(ConsoleSession).where(ConsoleSession.api_key_id == existing.id)
+            )
         await self._revoke_other_bootstraps(keep=existing.id)
         await self.session.flush()
         return not unchanged
