@@ -170,14 +170,21 @@ def _field_path(location: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in location if part != "body") or "body"
 
 
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    location = error.get("loc", ())
+    if error.get("type") == "json_invalid":
+        # FastAPI puts the character offset where the field would be ("body", 17).
+        at = location[1] if len(location) > 1 and isinstance(location[1], int) else None
+        where = "" if at is None else f" (at character {at})"
+        return {"field": "body", "message": f"the body is not valid JSON{where}"}
+    return {"field": _field_path(location), "message": error.get("msg", "invalid")}
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Only the location and the message go back: pydantic's "input" echo could carry a
     # confidential value the client sent in the wrong place.
-    errors = [
-        {"field": _field_path(err.get("loc", ())), "message": err.get("msg", "invalid")}
-        for err in exc.errors()
-    ]
+    errors = [_field_error(err) for err in exc.errors()]
     first = errors[0] if errors else {"field": "body", "message": "invalid"}
     return problem_response(
         status=422,
