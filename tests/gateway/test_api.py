@@ -524,6 +524,100 @@ async def _setup_team_and_member(platform: Platform) -> tuple[dict[str, Any], di
     return team.json(), member.json()
 
 
+async def test_a_write_that_takes_no_body_refuses_one_and_changes_nothing(platform):
+    """Claim, heartbeat and the vault key actions declare no body: a malformed or unexpected
+    one is 422 and the action does not happen; none, an empty one or ``{}`` is taken."""
+    gw = platform.client
+    tenant = await create_tenant(platform)
+    _, member = await _setup_team_and_member(platform)
+    member_key = bearer(member["api_key"])
+    job = await gw.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(tenant["api_key"]))
+    job_id = job.json()["id"]
+    rotate = f"/v1/admin/tenants/{tenant['id']}/vault-key/rotate"
+    json_type = {"Content-Type": "application/json"}
+    for body in (b"garbage{{", b"[1, 2, 3]", b'{"x": 1}', b"null"):
+        for path, headers in (
+            (f"/v1/team/jobs/{job_id}/claim", member_key),
+            (rotate, platform.operator),
+            (f"/v1/admin/tenants/{tenant['id']}/vault-key/retire", platform.operator),
+        ):
+            refused = await gw.post(path, content=body, headers={**headers, **json_type})
+            problem = assert_problem(refused, 422)
+            assert "takes no body" in problem["detail"], path
+    unchanged = await gw.get(f"/v1/jobs/{job_id}", headers=bearer(tenant["api_key"]))
+    assert unchanged.json()["status"] == "queued"
+    keys = await gw.get("/v1/vault/public-key", headers=bearer(tenant["api_key"]))
+    assert len(keys.json()["keys"]) == 1  # no rotation happened
+
+    claimed = await gw.post(
+        f"/v1/team/jobs/{job_id}/claim", content=b" {} ", headers={**member_key, **json_type}
+    )
+    assert claimed.status_code == 200, claimed.text
+    beat = await gw.post(
+        f"/v1/team/jobs/{job_id}/heartbeat", content=b"garbage", headers=member_key
+    )
+    assert_problem(beat, 422)
+    assert (await gw.post(f"/v1/team/jobs/{job_id}/heartbeat", headers=member_key)).is_success
+    assert (await gw.post(rotate, json={}, headers=platform.operator)).status_code == 200
+    # A route that takes a body says where its JSON broke, not a field named "0".
+    invalid = await gw.post(
+        "/v1/jobs", content=b'{"title": }', headers={**bearer(tenant["api_key"]), **json_type}
+    )
+    assert assert_problem(invalid, 422)["errors"] == [
+        {"field": "body", "message": "the body is not valid JSON (at character 10)"}
+    ]
+
+
+async def test_free_text_with_control_characters_is_refused_and_changes_nothing(platform):
+    gw = platform.client
+    tenant = await create_tenant(platform)
+    client_key = bearer(tenant["api_key"])
+    _, member = await _setup_team_and_member(platform)
+    member_key = bearer(member["api_key"])
+    for change in (
+        {"title": "Ledger\x00"},
+        {"description": BOOKKEEPING_JOB["description"] + "\x1b[2J"},
+        {"metadata": {"batch\x00": "7"}},
+        {"metadata": {"batch": "7\x07"}},
+    ):
+        refused = await gw.post("/v1/jobs", json={**BOOKKEEPING_JOB, **change}, headers=client_key)
+        assert "control characters" in assert_problem(refused, 422)["detail"]
+    assert (await gw.get("/v1/jobs", headers=client_key)).json()["data"] == []
+    # Tabs and line breaks are text.
+    multiline = {**BOOKKEEPING_JOB, "description": "Bookkeeping:\n\t- reconcile the ledger"}
+    job = await gw.post("/v1/jobs", json=multiline, headers=client_key)
+    assert job.status_code == 202, job.text
+    job_id = job.json()["id"]
+    refused = await gw.post(
+        f"/v1/jobs/{job_id}/cancel", json={"reason": "no\x00"}, headers=client_key
+    )
+    assert_problem(refused, 422)
+    refused = await gw.post(
+        f"/v1/team/jobs/{job_id}/reject", json={"reason": "no\x1b"}, headers=member_key
+    )
+    assert_problem(refused, 422)
+    assert (await gw.post(f"/v1/team/jobs/{job_id}/claim", headers=member_key)).is_success
+    refused = await gw.post(
+        f"/v1/team/jobs/{job_id}/complete",
+        json={"result": {"rows": ["ok", {"note": "\x00"}]}},
+        headers=member_key,
+    )
+    assert_problem(refused, 422)
+    assert (await gw.get(f"/v1/jobs/{job_id}", headers=client_key)).json()["status"] == (
+        "in_progress"
+    )
+    done = await gw.post(
+        f"/v1/team/jobs/{job_id}/complete", json={"result": {"rows": 3}}, headers=member_key
+    )
+    assert done.status_code == 200, done.text
+    refused = await gw.post(
+        f"/v1/jobs/{job_id}/feedback",
+        json={"rating": 5, "comment": "great\x00"},
+        headers=client_key,
+    )
+    assert_problem(refused, 422)
+
+
 async def test_the_whole_slice(platform, log_output):
     gw = platform.client
     errors: list[str] = []  # every error body seen: none may carry a confidential value

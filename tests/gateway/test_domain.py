@@ -15,7 +15,7 @@ from services.gateway.api.schemas import JobCreate
 from services.gateway.domain import api_keys
 from services.gateway.domain.api_keys import Role
 from services.gateway.domain.errors import JobNotFound, PolicyWidening, WrongRole
-from services.gateway.domain.jobs import check_callback_url
+from services.gateway.domain.jobs import check_callback_url, check_json_text, check_text
 from services.gateway.domain.policy import DataPolicy, PolicyNarrowing, effective_policy
 from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import client_view, job_id_or_404, member_view
@@ -300,3 +300,19 @@ def test_metadata_total_size_is_bounded():
 def test_unknown_country_codes_are_refused():
     with pytest.raises(ValidationError, match="alpha-2"):
         JobCreate.model_validate(_job(data_policy={"allowed_countries": ["ZZ"]}))
+
+
+# Free text ---------------------------------------------------------------------------------
+
+
+def test_free_text_keeps_tabs_line_breaks_and_joiners_but_no_other_control_character():
+    kept = "Line one\r\n\tline two: caf\u00e9 \u200c\u200d\U0001f469\u200d\U0001f4bb \u202e"
+    assert check_text(kept) == kept
+    for bad in ("nul\x00", "escape\x1b[31m", "bell\x07", "delete\x7f", "c1\x85"):
+        with pytest.raises(ValueError, match="control characters"):
+            check_text(bad)
+    nested = {"ok": ["fine", {"deep": "also\tfine"}], "n": 1, "none": None}
+    assert check_json_text(nested) == nested
+    for bad_json in ({"k": ["x", {"deep": "\x00"}]}, {"key\x1b": "v"}, ["\x00"]):
+        with pytest.raises(ValueError, match="control characters"):
+            check_json_text(bad_json)

@@ -14,6 +14,8 @@ from services.gateway.domain.webhooks import check_endpoint_url
         "https://0x0a000001/hook",  # 10.0.0.1 in hex
         "https://100.64.0.1/hook",  # shared address space (carrier-grade NAT, cloud metadata)
         "https://[fd00::1]/hook",
+        "https://169.254.169.254./latest/meta-data",  # a trailing dot names the same address
+        "https://10.1./hook",
     ],
 )
 def test_internal_addresses_are_refused(url):

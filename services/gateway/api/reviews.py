@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Request, Response
-from pydantic import BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -29,12 +29,17 @@ from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import ConfidentialRead, ListOf, RequestModel, TeamJobRead
 from services.gateway.api.team_jobs import deliver_to_member
 from services.gateway.clients.reviews import ReviewClient
+from services.gateway.domain.jobs import check_text
 from services.gateway.domain.principal import Principal
 from services.gateway.domain.views import client_view, job_id_or_404, member_view
 
 router = public_router(prefix="/v1/team", tag="team")
 
-Comment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Comment = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+    AfterValidator(check_text),
+]
 
 
 class ReviewApprove(RequestModel):

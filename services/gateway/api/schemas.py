@@ -32,8 +32,10 @@ from services.gateway.domain.jobs import (
     MAX_RESULT_BYTES,
     check_callback_url,
     check_json_object_size,
+    check_json_text,
     check_metadata,
     check_printable,
+    check_text,
 )
 from services.gateway.domain.webhooks import check_endpoint_url
 from shared.vocabulary import ISO_3166_ALPHA2, Domain, Priority, Tier
@@ -56,7 +58,11 @@ Name = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(check_printable),
 ]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(check_text),
+]
 Uuid = Annotated[
     str,
     StringConstraints(
@@ -67,8 +73,12 @@ ConfidentialObject = Annotated[
     dict[str, Any],
     AfterValidator(lambda v: check_json_object_size(v, limit=MAX_CONFIDENTIAL_BYTES)),
 ]
+# A result is shown to the client and in the console: its text is checked like any free text
+# (the confidential result goes to the vault sealed, as sent).
 ResultObject = Annotated[
-    dict[str, Any], AfterValidator(lambda v: check_json_object_size(v, limit=MAX_RESULT_BYTES))
+    dict[str, Any],
+    AfterValidator(lambda v: check_json_object_size(v, limit=MAX_RESULT_BYTES)),
+    AfterValidator(check_json_text),
 ]
 
 
@@ -312,8 +322,12 @@ def _representable_in_utc(value: datetime) -> datetime:
 
 
 class JobCreate(RequestModel):
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    description: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
+    title: Annotated[
+        str, StringConstraints(min_length=1, max_length=200), AfterValidator(check_text)
+    ]
+    description: Annotated[
+        str, StringConstraints(min_length=1, max_length=20000), AfterValidator(check_text)
+    ]
     confidential: ConfidentialObject | None = Field(
         default=None,
         description="Any JSON object (≤ 64 KiB) the router must never see; sealed at the vault.",
@@ -656,9 +670,13 @@ class JobFeedbackCreate(RequestModel):
 
     # Strict: "5", 4.0 or true are refused rather than guessed at.
     rating: int = Field(strict=True, ge=1, le=5, description="1 (poor) to 5 (excellent) stars.")
-    comment: str | None = Field(
+    comment: (
+        Annotated[
+            str, StringConstraints(max_length=MAX_FEEDBACK_COMMENT), AfterValidator(check_text)
+        ]
+        | None
+    ) = Field(
         default=None,
-        max_length=MAX_FEEDBACK_COMMENT,
         description="What went well or wrong; it reaches the team, never other tenants.",
     )
 

@@ -76,6 +76,8 @@ def check_metadata(value: dict[str, str]) -> dict[str, str]:
     for key, item in value.items():
         if not key or len(key) > MAX_METADATA_KEY_CHARS:
             raise ValueError(f"keys must be 1 to {MAX_METADATA_KEY_CHARS} characters")
+        check_text(key)
+        check_text(item)
         if len(item) > MAX_METADATA_VALUE_CHARS:
             # Name the key, never the value: a misplaced secret must not be echoed back.
             raise ValueError(
@@ -99,6 +101,34 @@ def check_printable(value: str) -> str:
     ends a pattern early in SQLite (where the text would then match everything)."""
     if any(_is_control(character) for character in value):
         raise ValueError("must not contain control characters")
+    return value
+
+
+# The control characters free text keeps: what separates its words and lines.
+_TEXT_SPACING = frozenset("\t\n\r")
+
+
+def check_text(value: str) -> str:
+    """Free text (a title, a description, a reason, a comment) without control characters but
+    tabs and line breaks: a NUL is refused by PostgreSQL, and an escape sequence would reach
+    the terminals and pages that show the text."""
+    if any(_is_control(c) and c not in _TEXT_SPACING for c in value):
+        raise ValueError("must not contain control characters (other than tabs and line breaks)")
+    return value
+
+
+def check_json_text(value: Any) -> Any:
+    """:func:`check_text` on every string of a JSON value, keys included (a job's result)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            check_text(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return value
 
 

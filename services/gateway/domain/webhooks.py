@@ -160,7 +160,8 @@ def check_endpoint_url(value: str) -> str:
     http to it). Host *names* are resolved only at delivery; production should send webhooks
     through an egress proxy that refuses internal ranges.
     """
-    host = urlsplit(value).hostname or ""
+    # A trailing dot ("169.254.169.254.") is the same address to resolvers and to the client.
+    host = (urlsplit(value).hostname or "").rstrip(".")
     address = _ip_literal(host)
     if address is None or address.is_loopback:
         return value
