@@ -8,7 +8,10 @@ Every ``sweep_interval_seconds`` one pass, in its own transaction:
 3. ``queued`` jobs nobody claimed before their ``escalate_at`` pass to the next eligible team
    (event ``escalated``), or stay where they are when no other team is eligible (event
    ``escalation_held``; see :meth:`JobWorkflow.escalate_unclaimed`);
-4. withdrawals (submissions the gateway rolled back) older than twice
+4. the active jobs of tenants whose data policy changed in the last
+   ``tenant_policy_recheck_seconds`` are held to it again (a submission that read the old policy
+   just before the change may have landed after it; :meth:`JobWorkflow.enforce_tenant_policy`);
+5. withdrawals (submissions the gateway rolled back) older than twice
    ``withdrawal_retention_seconds`` are forgotten: a submit with a token that old is refused
    anyway (services/router/domain/withdrawals.py).
 
@@ -41,6 +44,7 @@ class SweepReport:
     rerouted: int
     escalated: int = 0
     forgotten: int = 0
+    policed: int = 0
 
 
 async def sweep_once(
@@ -61,9 +65,16 @@ async def sweep_once(
         escalated = await workflow.escalate_unclaimed(now=now)
     async with maker() as session, session.begin():
         workflow = JobWorkflow(session, settings=settings, classifier=classifier)
+        policed = await workflow.recheck_tenant_policies(now=now)
+    async with maker() as session, session.begin():
+        workflow = JobWorkflow(session, settings=settings, classifier=classifier)
         forgotten = await workflow.forget_withdrawals(now=now)
     return SweepReport(
-        requeued=requeued, rerouted=rerouted, escalated=escalated, forgotten=forgotten
+        requeued=requeued,
+        rerouted=rerouted,
+        escalated=escalated,
+        forgotten=forgotten,
+        policed=policed,
     )
 
 
@@ -90,13 +101,12 @@ async def run_sweeper(
         except Exception as exc:  # noqa: BLE001 - a failed pass must not end the sweeper
             logger.error("sweep failed", extra={"error_type": type(exc).__name__})
             continue
-        if report.requeued or report.rerouted or report.escalated or report.forgotten:
-            logger.info(
-                "sweep",
-                extra={
-                    "requeued": report.requeued,
-                    "rerouted": report.rerouted,
-                    "escalated": report.escalated,
-                    "forgotten_withdrawals": report.forgotten,
-                },
-            )
+        counts = {
+            "requeued": report.requeued,
+            "rerouted": report.rerouted,
+            "escalated": report.escalated,
+            "policed": report.policed,
+            "forgotten_withdrawals": report.forgotten,
+        }
+        if any(counts.values()):
+            logger.info("sweep", extra=counts)

@@ -25,7 +25,7 @@ from services.router.db.models import (
     LabelledExample,
     Team,
 )
-from services.router.db.repository import JobRepository, TeamRepository
+from services.router.db.repository import JobRepository, TeamRepository, TenantPolicyRepository
 from services.router.domain import withdrawals
 from services.router.domain.classifier import Classification, Classifier
 from services.router.domain.decision_record import routing_view, stored_record, team_ids_of
@@ -85,6 +85,20 @@ _MANUAL_HARD_FILTERS = frozenset({"inactive", "country_not_allowed", "missing_ce
 _MANUALLY_ROUTABLE = frozenset(
     {JobStatus.TRIAGE.value, JobStatus.UNROUTABLE.value, JobStatus.QUEUED.value}
 )
+
+
+# Statuses in which a job is in a team's hands: waiting in its queue, or leased to a member.
+_HELD_BY_A_TEAM = frozenset({JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value})
+
+
+@dataclass(frozen=True)
+class TenantPolicyChange:
+    """What a tenant policy push did: stored (not an older or repeated version), how many
+    active jobs it tightened, and how many it moved off a team that no longer meets it."""
+
+    applied: bool
+    tightened: int
+    moved: int
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,7 @@ class JobWorkflow:
         self.team_cache = team_cache if team_cache is not None else TeamProfileCache()
         self.jobs = JobRepository(session)
         self.teams = TeamRepository(session)
+        self.tenant_policies = TenantPolicyRepository(session)
         self.weights: ScoreWeights = settings.score_weights()
 
     # ----------------------------------------------------------------- reading
@@ -228,10 +243,14 @@ class JobWorkflow:
         on, :meth:`reroute_ineligible`): this check on every claim and every read of the
         data holds whatever that move has not reached yet."""
         team, job = await self._team_and_job(team_id, job_id)
+        policy = DataPolicy.from_json(job.policy)
+        tenant = await self.tenant_policies.get(job.tenant_id)
+        if tenant is not None:
+            # A submission that read the tenant's policy just before a change may carry the
+            # old one until the sweeper's recheck: the data waits for the new one meanwhile.
+            policy = policy.tightened_by(DataPolicy.from_json(tenant.policy))
         refusals = policy_refusals(
-            country=team.country,
-            certifications=team.certifications,
-            policy=DataPolicy.from_json(job.policy),
+            country=team.country, certifications=team.certifications, policy=policy
         )
         if refusals:
             raise TeamNotEligible(
@@ -519,8 +538,9 @@ class JobWorkflow:
 
         Decided before anything is written, so the job row is inserted once, already in its
         first status (queued, triage or unroutable), and its two events (``created``, then the
-        routing) go in one multi-row insert: six statements per routed submit (two reads of
-        teams and loads, the job, its team's load again, the events, the decision record)."""
+        routing) go in one multi-row insert: seven statements per routed submit (two reads of
+        teams and loads, the tenant's policy, the job, its team's load again, the events, the
+        decision record)."""
         # No read first: the insert itself says whether the id is new (a retry is rare, a read
         # on every submit is not); a retry's decision is thrown away unwritten.
         classification = self.classifier.classify(
@@ -529,6 +549,12 @@ class JobWorkflow:
             service_hint=submission.service.value if submission.service else None,
         )
         teams = await self.profiles(work=classification)
+        tenant = await self.tenant_policies.for_submission(submission.tenant_id)
+        if tenant is not None:
+            # The gateway read the tenant's policy when it took the job, perhaps before a
+            # change (or, holding it while the router was away, long before).
+            tightened = submission.policy.tightened_by(DataPolicy.from_json(tenant.policy))
+            submission = replace(submission, policy=tightened)
         decision, first = self._route_new(classification, submission, teams, now=now)
         status, outcome, event_type, actor, reason, values = first
         ensure_transition(JobStatus.PENDING, status)
@@ -1087,29 +1113,71 @@ class JobWorkflow:
         check on every claim and read (:meth:`_eligible_team_job`)."""
         moved = 0
         for job in await self.jobs.held_by_team(team.id):
-            refusals = policy_refusals(
-                country=team.country,
-                certifications=team.certifications,
-                policy=DataPolicy.from_json(job.policy),
-            )
-            if not refusals:
-                continue
-            try:
-                await self._route_or_park(
-                    job,
-                    classification=_stored_classification(job),
-                    actor="system",
-                    now=now,
-                    event_type="rerouted",
-                    reason_prefix=f"{team.name} no longer meets the job's data policy"
-                    f" ({'; '.join(refusals)}); ",
-                    conditions=[Job.team_id == team.id],
-                    extra_values=_lease_cleared(),
-                )
-            except InvalidTransition:
-                continue
-            moved += 1
+            moved += await self._hand_on_if_ineligible(job, team, now=now)
         return moved
+
+    async def _hand_on_if_ineligible(self, job: Job, team: Team, *, now: datetime) -> bool:
+        """Move ``job``, held by ``team``, to its best eligible team (or park it as
+        unroutable) if the team does not meet its data policy; whether it moved."""
+        refusals = policy_refusals(
+            country=team.country,
+            certifications=team.certifications,
+            policy=DataPolicy.from_json(job.policy),
+        )
+        if not refusals:
+            return False
+        try:
+            await self._route_or_park(
+                job,
+                classification=_stored_classification(job),
+                actor="system",
+                now=now,
+                event_type="rerouted",
+                reason_prefix=f"{team.name} no longer meets the job's data policy"
+                f" ({'; '.join(refusals)}); ",
+                conditions=[Job.team_id == team.id],
+                extra_values=_lease_cleared(),
+            )
+        except InvalidTransition:
+            return False  # it moved meanwhile: the check on every claim and read holds it
+        return True
+
+    async def apply_tenant_policy(
+        self, tenant_id: str, *, version: int, policy: DataPolicy, now: datetime
+    ) -> TenantPolicyChange:
+        """The tenant's policy at the gateway's ``version``: stored unless as new a one is,
+        then every active job of the tenant is held to it (:meth:`enforce_tenant_policy`)."""
+        stored = await self.tenant_policies.put_if_newer(
+            tenant_id, version=version, policy=policy.to_json(), now=now
+        )
+        if not stored:
+            return TenantPolicyChange(applied=False, tightened=0, moved=0)
+        return await self.enforce_tenant_policy(tenant_id, policy, now=now)
+
+    async def enforce_tenant_policy(
+        self, tenant_id: str, policy: DataPolicy, *, now: datetime
+    ) -> TenantPolicyChange:
+        """Tighten each active job of the tenant by ``policy`` (``DataPolicy.tightened_by``)
+        and hand on those held by a team that no longer meets it. Idempotent: a job already
+        under the policy is left as it is, so the sweeper may run it again."""
+        teams = {team.id: team for team in await self.teams.all()}
+        tightened = moved = 0
+        for job in await self.jobs.active_for_tenant(tenant_id):
+            current = DataPolicy.from_json(job.policy)
+            wanted = current.tightened_by(policy)
+            if wanted != current:
+                updated = await self.jobs.touch(
+                    job.id,
+                    conditions=[Job.status == job.status],
+                    values={"policy": wanted.to_json(), "updated_at": now},
+                )
+                if updated is None:
+                    continue  # finished meanwhile, or moved: the next pass sees it
+                job, tightened = updated, tightened + 1
+            team = teams.get(job.team_id) if job.team_id else None
+            if team is not None and job.status in _HELD_BY_A_TEAM:
+                moved += await self._hand_on_if_ineligible(job, team, now=now)
+        return TenantPolicyChange(applied=True, tightened=tightened, moved=moved)
 
     # ----------------------------------------------------------------- operators
 
@@ -1213,6 +1281,18 @@ class JobWorkflow:
                 continue
             count += 1
         return count
+
+    async def recheck_tenant_policies(self, *, now: datetime) -> int:
+        """Hold the jobs of tenants whose policy changed in the last
+        ``tenant_policy_recheck_seconds`` to it once more; how many jobs that changed."""
+        since = now - timedelta(seconds=self.settings.tenant_policy_recheck_seconds)
+        changed = 0
+        for row in await self.tenant_policies.changed_since(since):
+            change = await self.enforce_tenant_policy(
+                row.tenant_id, DataPolicy.from_json(row.policy), now=now
+            )
+            changed += change.tightened + change.moved
+        return changed
 
     async def retry_unroutable(self, *, now: datetime) -> int:
         """Try again to route jobs parked as unroutable; returns how many found a team."""

@@ -4,6 +4,7 @@ and every claim and read of the data checks the policy again. On the run's real 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,15 @@ import pytest
 from sqlalchemy import update
 
 from services.router.db.models import Team
-from tests.router.factories import claim, create_team, new_uuid, submit_job
+from services.router.db.repository import TenantPolicyRepository
+from tests.router.factories import (
+    OTHER_TENANT,
+    TENANT,
+    claim,
+    create_team,
+    new_uuid,
+    submit_job,
+)
 from tests.router.test_lifecycle import Router, router_at
 
 HIPAA_ONLY = {"allowed_countries": None, "required_certifications": ["HIPAA"]}
@@ -125,3 +134,116 @@ async def test_claims_and_reads_check_the_policy_the_move_has_not_reached(router
     # Nothing changed for either job.
     assert (await router.job(waiting["id"]))["status"] == "queued"
     assert (await router.job(leased["id"]))["lease"]["member_id"] == member
+
+
+# ----------------------------------------------------------------------------- tenant policy
+
+
+async def _push_policy(router: Router, tenant_id: str, version: int, **policy: Any) -> Any:
+    response = await router.http.put(
+        f"/internal/v1/tenants/{tenant_id}/policy", json={"version": version, "policy": policy}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_a_tightened_tenant_policy_holds_the_tenant_s_jobs_to_it(router: Router):
+    pune = await create_team(router.http, name="Pune Clinical", quality=0.95)
+    dublin = await create_team(router.http, name="Dublin Clinical", country="IE", quality=0.6)
+    queued = await submit_job(router.http)
+    leased = await submit_job(router.http)
+    elsewhere = await submit_job(router.http, tenant_id=OTHER_TENANT)
+    assert (await claim(router.http, leased, new_uuid())).status_code == 200
+
+    change = await _push_policy(router, TENANT, 2, allowed_countries=["IE"])
+    assert (change["applied"], change["tightened"], change["moved"]) == (True, 2, 2)
+
+    for job_id in (queued["id"], leased["id"]):
+        moved = await router.job(job_id)
+        assert (moved["status"], moved["assignment"]["team_id"]) == ("queued", dublin["id"])
+        assert moved["policy"]["allowed_countries"] == ["IE"]
+        event = (await router.events(job_id))[-1]
+        assert event["type"] == "rerouted"
+        assert "country IN is not allowed by the job's policy" in event["reason"]
+    # Another tenant's job is not touched.
+    other = await router.job(elsewhere["id"])
+    assert (other["assignment"]["team_id"], other["policy"]["allowed_countries"]) == (
+        pune["id"],
+        None,
+    )
+    # A repeated or older push changes nothing; a submission made with the old policy (it left
+    # the gateway before the change) is held to the new one.
+    for version in (2, 1):
+        repeated = await _push_policy(router, TENANT, version)
+        assert (repeated["applied"], repeated["tightened"]) == (False, 0)
+    late = await submit_job(router.http)
+    assert late["policy"]["allowed_countries"] == ["IE"]
+    assert late["assignment"]["team_id"] == dublin["id"]
+
+
+async def test_a_loosened_policy_reaches_new_jobs_and_no_country_left_parks_a_job(router: Router):
+    await create_team(router.http, name="Pune Clinical", quality=0.95)
+    await create_team(router.http, name="Dublin Clinical", country="IE", quality=0.6)
+    narrowed = await submit_job(
+        router.http, policy=INDIA_OR_IRELAND | {"allowed_countries": ["IN"]}
+    )
+    await _push_policy(router, TENANT, 2, allowed_countries=["IE", "IN"])
+    assert (await router.job(narrowed["id"]))["policy"]["allowed_countries"] == ["IN"]
+
+    # Ireland only: the job asked for India only, so no team may take it now.
+    await _push_policy(router, TENANT, 3, allowed_countries=["IE"])
+    parked = await router.job(narrowed["id"])
+    assert (parked["status"], parked["policy"]["allowed_countries"]) == ("unroutable", [])
+    # Loosened again: the parked job keeps what it had; a new job gets the looser policy.
+    await _push_policy(router, TENANT, 4)
+    assert (await router.job(narrowed["id"]))["policy"]["allowed_countries"] == []
+    assert (await submit_job(router.http))["policy"]["allowed_countries"] is None
+
+
+async def test_a_submission_that_crossed_a_policy_change_is_held_to_it(router: Router):
+    """A submission that read the old policy just before a change and was stored after the
+    change's pass: its team may not claim it or read its data, and the sweeper moves it."""
+    await create_team(router.http, name="Pune Clinical", quality=0.95)
+    dublin = await create_team(router.http, name="Dublin Clinical", country="IE", quality=0.6)
+    crossed = await submit_job(router.http)
+    async with router.app.state.sessionmaker() as session, session.begin():
+        stored = await TenantPolicyRepository(session).put_if_newer(
+            TENANT, version=2, policy={"allowed_countries": ["IE"]}, now=router.clock()
+        )
+        assert stored  # the change, without the pass over the jobs that raced it
+
+    refused = await claim(router.http, crossed, new_uuid())
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("/team-not-eligible")
+
+    assert (await router.sweep()).policed == 2  # tightened, and moved
+    moved = await router.job(crossed["id"])
+    assert moved["assignment"]["team_id"] == dublin["id"]
+    assert (await claim(router.http, moved, new_uuid())).status_code == 200
+    # Past the recheck window the sweeper leaves the tenant alone.
+    router.clock.set(seconds=router.settings.tenant_policy_recheck_seconds + 1)
+    assert (await router.sweep()).policed == 0
+
+
+async def test_submissions_racing_a_policy_change_all_end_under_it(router: Router, backend: str):
+    """Thirty submissions in flight while the policy changes: each ends under the new policy,
+    on PostgreSQL without the sweeper (the change waits for the submissions that read the old
+    policy, then finds their jobs), on SQLite after its recheck."""
+    await create_team(router.http, name="Pune Clinical", capacity=100, quality=0.95)
+    await create_team(router.http, name="Dublin Clinical", country="IE", capacity=100)
+    await _push_policy(router, TENANT, 1)
+
+    async def change_midway() -> None:
+        await asyncio.sleep(0.01)
+        await _push_policy(router, TENANT, 2, allowed_countries=["IE"])
+
+    *submitted, _ = await asyncio.gather(
+        *(submit_job(router.http) for _ in range(30)), change_midway()
+    )
+    if backend == "sqlite":
+        await router.sweep()
+    for job in submitted:
+        assert job is not None
+        stored = await router.job(job["id"])
+        assert stored["policy"]["allowed_countries"] == ["IE"], stored["id"]
+        assert stored["assignment"]["team_name"] == "Dublin Clinical"

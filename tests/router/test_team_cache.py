@@ -328,11 +328,12 @@ async def test_a_claim_landing_while_a_reject_undoes_its_move_wins(
     assert "rejected" not in events
 
 
-async def test_a_warm_cache_makes_a_submit_five_statements(
+async def test_a_warm_cache_makes_a_submit_six_statements(
     engine: AsyncEngine, maker: async_sessionmaker[AsyncSession], router_settings: RouterSettings
 ) -> None:
-    """Versions and loads, then the job, its team's load, its events and its decision record:
-    the teams are read only when the cache does not hold them at their versions."""
+    """Versions and loads, the tenant's policy, then the job, its team's load, its events and
+    its decision record: the teams are read only when the cache does not hold them at their
+    versions."""
     settings = router_settings.model_copy(update={"triage_threshold": 0.0})
     cache = TeamProfileCache()
     statements: list[str] = []
@@ -366,7 +367,8 @@ async def test_a_warm_cache_makes_a_submit_five_statements(
             ),
             now=utcnow(),
         )
-    # Versions and loads, the teams, the job, its team's load again (the capacity check
-    # after the insert), the events, the decision record.
-    assert await submit() == ["SELECT", "SELECT", "INSERT", "SELECT", "INSERT", "INSERT"]
-    assert await submit() == ["SELECT", "INSERT", "SELECT", "INSERT", "INSERT"]
+    # Versions and loads, the teams, the tenant's policy, the job, its team's load again (the
+    # capacity check after the insert), the events, the decision record.
+    warm = ["SELECT", "SELECT", "INSERT", "SELECT", "INSERT", "INSERT"]
+    assert await submit() == ["SELECT", *warm]
+    assert await submit() == warm

@@ -146,6 +146,21 @@ class PolicyCreate(_Request):
         return _sorted_unique(value)
 
 
+class TenantPolicyPut(_Request):
+    """A tenant's data policy, as the gateway stores it, at the gateway's version."""
+
+    version: int = Field(ge=1, le=2**62, description="The gateway's version of the tenant.")
+    policy: PolicyCreate
+
+
+class TenantPolicyApplied(BaseModel):
+    tenant_id: str
+    version: int
+    applied: bool = Field(description="False: this version, or a newer one, was pushed before.")
+    tightened: int = Field(description="Active jobs whose policy this change tightened.")
+    moved: int = Field(description="Jobs moved off a team that no longer meets the policy.")
+
+
 # ----------------------------------------------------------------------------- jobs
 
 

@@ -317,6 +317,22 @@ class JobWithdrawal(Base):
     withdrawn_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class TenantPolicy(Base):
+    """A tenant's data policy as the gateway last pushed it, with the gateway's version of it.
+
+    Jobs carry their own effective policy (the tenant's narrowed by the job's own ask, made by
+    the gateway at submission). When the tenant's policy changes the router tightens every
+    active job of the tenant by it (``DataPolicy.tightened_by``), and a submission that left
+    the gateway before the change is tightened by this row when it arrives."""
+
+    __tablename__ = "tenant_policies"
+
+    tenant_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class JobFeedback(Base):
     """A client's rating of a completed job (one per job), and what it did to the team."""
 

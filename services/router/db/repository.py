@@ -47,6 +47,7 @@ from services.router.db.models import (
     RoutingDecision,
     Team,
     TeamLoad,
+    TenantPolicy,
 )
 from services.router.db.pagination import (
     decode_filtered_cursor,
@@ -381,6 +382,113 @@ def _withdraw_unless_stored(dialect: str) -> Insert:
 _WITHDRAW = {dialect: _withdraw_unless_stored(dialect) for dialect in ("postgresql", "sqlite")}
 
 
+# The statuses a tenant's policy still governs: everything but completed and cancelled.
+_GOVERNED_STATUSES = tuple(
+    status.value for status in JobStatus if status not in (JobStatus.COMPLETED, JobStatus.CANCELLED)
+)
+
+# A tenant's policy change and a submission for that tenant must not miss each other: the
+# change tightens the stored jobs, the submission reads the policy before deciding. On SQLite
+# the write lock puts one after the other (a submission's read may still come first: the
+# sweeper's recheck of recent changes, and every claim and read, cover that). On PostgreSQL
+# the submission holds a shared advisory lock on the tenant from its read to its commit and the
+# change an exclusive one, so the change waits for submissions that read the old policy and
+# then finds their jobs.
+_TENANT_POLICY_LOCK_SPACE = 0x54525450  # "TRTP" in ASCII
+_TENANT_POLICIES: Table = TenantPolicy.__table__  # type: ignore[assignment]
+_TENANT_KEY = func.hashtext(bindparam("tenant_id", type_=String))
+_POLICY_OF_TENANT = select(_TENANT_POLICIES.c.version, _TENANT_POLICIES.c.policy).where(
+    _TENANT_POLICIES.c.tenant_id == bindparam("tenant_id")
+)
+_ONE_ROW = select(literal(1).label("one")).subquery()
+_POLICY_OF_TENANT_LOCKED = select(
+    func.pg_advisory_xact_lock_shared(literal(_TENANT_POLICY_LOCK_SPACE), _TENANT_KEY).label(
+        "locked"
+    ),
+    _TENANT_POLICIES.c.version,
+    _TENANT_POLICIES.c.policy,
+).select_from(
+    _ONE_ROW.outerjoin(_TENANT_POLICIES, _TENANT_POLICIES.c.tenant_id == bindparam("tenant_id"))
+)
+_LOCK_TENANT_POLICY = select(
+    func.pg_advisory_xact_lock(literal(_TENANT_POLICY_LOCK_SPACE), _TENANT_KEY)
+)
+
+
+def _put_newer_policy(dialect: str) -> Insert:
+    """The tenant's policy at ``version``, unless a version as new is stored already."""
+    on_dialect = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = on_dialect(_TENANT_POLICIES).values(
+        tenant_id=bindparam("tenant_id"),
+        version=bindparam("version"),
+        policy=bindparam("policy"),
+        updated_at=bindparam("updated_at"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[_TENANT_POLICIES.c.tenant_id],
+        set_={
+            "version": statement.excluded.version,
+            "policy": statement.excluded.policy,
+            "updated_at": statement.excluded.updated_at,
+        },
+        where=_TENANT_POLICIES.c.version < statement.excluded.version,
+    ).returning(_TENANT_POLICIES.c.version)
+
+
+_PUT_NEWER_POLICY = {dialect: _put_newer_policy(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+@dataclass(frozen=True)
+class StoredTenantPolicy:
+    version: int
+    policy: dict[str, Any]
+
+
+class TenantPolicyRepository:
+    """Tenants' policies as the gateway pushed them (:class:`TenantPolicy`)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @property
+    def dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    async def for_submission(self, tenant_id: str) -> StoredTenantPolicy | None:
+        """The tenant's policy for a submission being decided; on PostgreSQL with the tenant's
+        shared lock, held to commit (see ``_TENANT_POLICY_LOCK_SPACE``)."""
+        locked = self.dialect == "postgresql"
+        statement = _POLICY_OF_TENANT_LOCKED if locked else _POLICY_OF_TENANT
+        row = (await execute(self.session, statement, {"tenant_id": tenant_id})).first()
+        if row is None or row[-2] is None:
+            return None
+        return StoredTenantPolicy(version=int(row[-2]), policy=dict(row[-1]))
+
+    async def get(self, tenant_id: str) -> StoredTenantPolicy | None:
+        row = (await execute(self.session, _POLICY_OF_TENANT, {"tenant_id": tenant_id})).first()
+        return None if row is None else StoredTenantPolicy(version=int(row[0]), policy=row[1])
+
+    async def put_if_newer(
+        self, tenant_id: str, *, version: int, policy: dict[str, Any], now: datetime
+    ) -> bool:
+        """Store the tenant's policy at ``version`` unless as new a one is stored (a push
+        repeated, or overtaken); whether it was stored. On PostgreSQL it first waits for the
+        submissions of the tenant that read the policy before (``_TENANT_POLICY_LOCK_SPACE``)."""
+        if self.dialect == "postgresql":
+            await execute(self.session, _LOCK_TENANT_POLICY, {"tenant_id": tenant_id})
+        stored = await execute(
+            self.session,
+            _PUT_NEWER_POLICY[self.dialect],
+            {"tenant_id": tenant_id, "version": version, "policy": policy, "updated_at": now},
+        )
+        return stored.first() is not None
+
+    async def changed_since(self, since: datetime) -> Sequence[TenantPolicy]:
+        """The policies pushed at or after ``since`` (the sweeper's recheck)."""
+        query = select(TenantPolicy).where(TenantPolicy.updated_at >= since)
+        return (await self.session.scalars(query)).all()
+
+
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -680,6 +788,16 @@ class JobRepository:
                 Job.team_id == team_id,
                 Job.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
             )
+            .order_by(Job.id)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def active_for_tenant(self, tenant_id: str) -> Sequence[Job]:
+        """The tenant's jobs not yet completed or cancelled (those a policy still governs)."""
+        query = (
+            select(Job)
+            .where(Job.tenant_id == tenant_id, Job.status.in_(_GOVERNED_STATUSES))
             .order_by(Job.id)
             .execution_options(populate_existing=True)
         )

@@ -161,6 +161,27 @@ class DataPolicy:
             value["review_team_id"] = self.review_team_id
         return value
 
+    def tightened_by(self, tenant: DataPolicy) -> DataPolicy:
+        """This job's policy under its tenant's policy ``tenant``, which changed since the job
+        was submitted: never looser than either (countries intersected, certifications
+        unioned, ``require_e2e`` and ``require_review`` OR-ed), with the tenant's reviewer team,
+        which is the tenant's alone. A loosening therefore reaches only new jobs (a job's own
+        narrowing is not stored apart from the tenant's part). No country left means no team
+        may take the job: it waits as unroutable for the client to cancel it."""
+        if self.allowed_countries is None:
+            countries = tenant.allowed_countries
+        elif tenant.allowed_countries is None:
+            countries = self.allowed_countries
+        else:
+            countries = self.allowed_countries & tenant.allowed_countries
+        return DataPolicy(
+            allowed_countries=countries,
+            required_certifications=self.required_certifications | tenant.required_certifications,
+            require_e2e=self.require_e2e or tenant.require_e2e,
+            require_review=self.require_review or tenant.require_review,
+            review_team_id=tenant.review_team_id,
+        )
+
 
 @dataclass(frozen=True)
 class ScoreWeights:
