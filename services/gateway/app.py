@@ -161,6 +161,7 @@ def create_app(
             app.state.rate_limiter = rate_limiter
             # Also used by requests, to forward a tenant's pending jobs before a list or action.
             app.state.submission_sweeper = sweeper = create_sweeper(app)
+            app.state.tenant_policies = sweeper.policies
             submission_worker = asyncio.create_task(sweeper.run_forever())
             yield
         finally:

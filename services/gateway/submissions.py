@@ -61,6 +61,7 @@ from services.gateway.db.repository import SubmissionRepository
 from services.gateway.domain.errors import SubmissionBeingSettled
 from services.gateway.domain.views import client_view
 from services.gateway.metrics import PENDING_SUBMISSIONS
+from services.gateway.tenant_policies import TenantPolicyPusher
 from shared.db import utcnow
 from shared.errors import ServiceUnavailable
 from shared.http import UpstreamError, UpstreamUnreachable
@@ -196,8 +197,11 @@ class SubmissionSweeper:
         poll_seconds: float,
         grace: timedelta,
         attempt_seconds: float,
+        policies: TenantPolicyPusher | None = None,
     ) -> None:
         self.maker = maker
+        # Tenant policies the router has not confirmed ride on the same worker and poll.
+        self.policies = policies
         self.router = router
         self.vault = vault
         self.poll_seconds = poll_seconds
@@ -209,6 +213,8 @@ class SubmissionSweeper:
         while True:
             try:
                 await self.sweep_once(utcnow())
+                if self.policies is not None:
+                    await self.policies.push_due()
             except Exception as exc:  # noqa: BLE001 - a bad pass must not stop the next one
                 logger.error("submission sweep failed", extra={"error_type": type(exc).__name__})
             await PENDING_SUBMISSIONS.refresh(self.maker)  # at most every 15 s
@@ -359,9 +365,11 @@ class SubmissionSweeper:
 
 def create_sweeper(app: FastAPI) -> SubmissionSweeper:
     settings = app.state.settings
+    router = RouterClient(app.state.router_http)
     return SubmissionSweeper(
         maker=app.state.sessionmaker,
-        router=RouterClient(app.state.router_http),
+        router=router,
+        policies=TenantPolicyPusher(maker=app.state.sessionmaker, router=router),
         vault=VaultClient(app.state.vault_http),
         poll_seconds=settings.submission_poll_seconds,
         grace=timedelta(seconds=settings.submission_grace_seconds),

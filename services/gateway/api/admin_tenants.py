@@ -45,6 +45,7 @@ from services.gateway.domain.errors import (
     TenantNotFound,
 )
 from services.gateway.domain.policy import DataPolicy as PolicyRule
+from services.gateway.tenant_policies import TenantPolicyPusher
 from shared.http import UpstreamError
 
 router = public_router(prefix="/v1/admin/tenants", tag="admin: tenants")
@@ -163,9 +164,11 @@ async def set_policy(
     session: SessionDep,
     response: Response,
     router_: RouterDep,
+    request: Request,
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    """Replace the tenant's default data policy (jobs submitted later use it)."""
+    """Replace the tenant's default data policy: new jobs get it, and the tenant's active jobs
+    are held to it (tightened; moved off a team it excludes). A loosening reaches new jobs only."""
     expected = parse_if_match(if_match)
     await _check_review_team(router_, body)
     repository = TenantRepository(session)
@@ -176,7 +179,13 @@ async def set_policy(
         await _existing(session, tenant_id)  # 404 if unknown
         raise PreconditionFailed("The tenant changed since you read it; read it again.")
     response.headers["ETag"] = etag(tenant.version)
-    return _tenant(tenant)
+    answer = _tenant(tenant)
+    # Committed first: the router must never hold a version the gateway might not keep. Not
+    # taken now (the router away), it is pushed by the background worker (tenant_policies.py).
+    await session.commit()
+    pusher: TenantPolicyPusher = request.app.state.tenant_policies
+    await pusher.push(tenant)
+    return answer
 
 
 @router.post("/{tenant_id}/keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)

@@ -268,6 +268,18 @@ class RouterClient:
         )
         return result
 
+    async def put_tenant_policy(
+        self, tenant_id: str, *, version: int, policy: dict[str, Any]
+    ) -> Any:
+        """The tenant's policy at its version: the router holds the tenant's jobs to it
+        (repeating a push changes nothing)."""
+        return await self._call(
+            "PUT",
+            f"/internal/v1/tenants/{tenant_id}/policy",
+            json={"version": version, "policy": policy},
+            idempotent=True,
+        )
+
     async def register_member_key(self, team_id: str, member_id: str, *, public_key: str) -> None:
         """Register a member's X25519 public key: the router names it in open grants."""
         await self._call(

@@ -32,6 +32,9 @@ class Tenant(Base):
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Bumped on every change; served as the ETag so concurrent edits cannot overwrite each other.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The version whose policy the router has confirmed (services/gateway/tenant_policies.py):
+    # behind ``version``, the policy is pushed again until the router takes it.
+    policy_pushed_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -9,6 +9,7 @@ import base64
 import binascii
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -202,8 +203,16 @@ class TenantRepository:
 
     async def create(self, *, name: str, policy: dict[str, Any]) -> Tenant:
         now = utcnow()
+        # Nothing to push: the router has no job of a new tenant to hold to its policy, and
+        # each submission carries the policy.
         tenant = Tenant(
-            id=new_id(), name=name, policy=policy, version=1, created_at=now, updated_at=now
+            id=new_id(),
+            name=name,
+            policy=policy,
+            version=1,
+            policy_pushed_version=1,
+            created_at=now,
+            updated_at=now,
         )
         self.session.add(tenant)
         await self.session.flush()
@@ -258,6 +267,25 @@ class TenantRepository:
             return None
         tenant = await self.session.get(Tenant, tenant_id, populate_existing=True)
         return tenant
+
+    async def policies_to_push(self, *, limit: int) -> Sequence[Tenant]:
+        """Tenants whose policy changed since the router last confirmed it."""
+        query = (
+            select(Tenant)
+            .where(Tenant.policy_pushed_version < Tenant.version)
+            .order_by(Tenant.updated_at, Tenant.id)
+            .limit(limit)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def mark_policy_pushed(self, tenant_id: str, *, version: int) -> None:
+        """The router holds the tenant's policy at ``version`` (never moved backwards)."""
+        await self.session.execute(
+            update(Tenant)
+            .where(Tenant.id == tenant_id, Tenant.policy_pushed_version < version)
+            .values(policy_pushed_version=version)
+            .execution_options(synchronize_session=False)
+        )
 
 
 class MemberRepository:
