@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from services.gateway.clients.webhooks import (
     REFUSED_ADDRESS,
-    delivery_address_refusal,
+    delivery_address,
 )
 from services.gateway.db.models import WebhookEndpoint
 from services.sdk.webhooks import verify_signature
@@ -28,7 +28,7 @@ from tests.gateway.test_api import (
     create_tenant,
     raw_rows,
 )
-from tests.gateway.test_webhooks import Receiver, fast_platform, wait_for
+from tests.gateway.test_webhooks import Receiver, fast_platform, one_delivery_to, sender, wait_for
 
 __all__ = ["fast_platform"]  # the fixture, imported for this module's tests
 
@@ -132,10 +132,14 @@ async def test_rotation_without_overlap_and_bad_input(fast_platform) -> None:
         await receiver.stop()
 
 
+async def _refusal(url: str, *, allow_loopback: bool = True) -> str | None:
+    return (await delivery_address(url, allow_loopback=allow_loopback)).refusal
+
+
 async def test_delivery_address_rule() -> None:
-    assert await delivery_address_refusal("http://127.0.0.1:9/hook") is None  # as registered
-    assert await delivery_address_refusal("http://[::1]:9/hook") is None
-    assert await delivery_address_refusal("http://localhost:9/hook") is None
+    assert await _refusal("http://127.0.0.1:9/hook") is None  # as registered
+    assert await _refusal("http://[::1]:9/hook") is None
+    assert await _refusal("http://localhost:9/hook") is None
     for internal in (
         "https://10.0.0.5/hook",
         "https://169.254.169.254/latest/meta-data",
@@ -143,14 +147,60 @@ async def test_delivery_address_rule() -> None:
         "https://[::ffff:10.0.0.1]/",
         "https://100.64.0.1/",
     ):
-        assert await delivery_address_refusal(internal) == REFUSED_ADDRESS, internal
+        assert await _refusal(internal) == REFUSED_ADDRESS, internal
     # A name (not "localhost") that resolves to loopback: this machine's own name.
-    assert await delivery_address_refusal(f"https://{socket.gethostname()}/hook") == (
-        REFUSED_ADDRESS
-    )
+    assert await _refusal(f"https://{socket.gethostname()}/hook") == REFUSED_ADDRESS
     # In production loopback is refused too: the gateway would post into its own host.
     for local in ("http://127.0.0.1:9/hook", "http://[::1]:9/hook", "http://localhost:9/hook"):
-        assert await delivery_address_refusal(local, allow_loopback=False) == REFUSED_ADDRESS
+        assert await _refusal(local, allow_loopback=False) == REFUSED_ADDRESS
+
+
+async def test_an_attempt_connects_to_the_address_it_checked(maker, monkeypatch) -> None:
+    """A name that answers one address to the check and another to a second lookup (a zero
+    TTL, rebinding): the attempt goes to the address checked, naming the host in ``Host``."""
+    receiver = Receiver(port=free_port())
+    await receiver.start()
+    real_lookup = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding_lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "hooks.localhost":
+            return real_lookup(host, port, *args, **kwargs)
+        lookups.append(host)
+        # The first answer is checked; any later one points elsewhere (nothing listens there).
+        address = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"
+        return real_lookup(address, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_lookup)
+    await one_delivery_to(maker, f"http://hooks.localhost:{receiver.port}/hook")
+    worker = sender(maker)
+    try:
+        assert await worker.deliver_due() == 1
+    finally:
+        await worker.aclose()
+        await receiver.stop()
+    assert lookups == ["hooks.localhost"]
+    [(headers, _)] = receiver.received
+    assert headers["host"] == f"hooks.localhost:{receiver.port}"
+
+
+def test_a_pinned_request_keeps_the_name_for_host_and_tls() -> None:
+    import ipaddress
+
+    from services.gateway.clients.webhooks import pinned_request
+
+    v4, v6 = ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("2606:2800:220:1::")
+    assert pinned_request("https://hooks.example.com/a?b=1", v4) == (
+        "https://93.184.216.34/a?b=1",
+        {"Host": "hooks.example.com"},
+        {"sni_hostname": "hooks.example.com"},
+    )
+    assert pinned_request("https://hooks.example.com:8443/a", v6) == (
+        "https://[2606:2800:220:1::]:8443/a",
+        {"Host": "hooks.example.com:8443"},
+        {"sni_hostname": "hooks.example.com"},
+    )
+    assert pinned_request("https://93.184.216.34/a", None) == ("https://93.184.216.34/a", {}, {})
 
 
 async def test_production_refuses_a_loopback_endpoint_at_registration(

@@ -17,8 +17,10 @@ import ipaddress
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -63,40 +65,67 @@ def _refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not address.is_global or address.is_multicast
 
 
-async def delivery_address_refusal(url: str, *, allow_loopback: bool = True) -> str | None:
-    """Why ``url`` must not be posted to now, or None.
+@dataclass(frozen=True)
+class DeliveryAddress:
+    """Where an attempt may post: the address checked (None for an IP literal, which the URL
+    names itself), or why it must not post at all."""
 
-    Run before every attempt. An IP literal was checked at registration; it is checked again
-    here with the same rule (a loopback literal stays allowed, as at registration, for local
-    development and tests, unless ``allow_loopback`` is off, as in production). A host *name*
-    is resolved now and refused if any address it resolves to is internal, loopback included:
-    a name that pointed at the internet when it was registered may point inside since (DNS
-    rebinding). ``localhost`` names may resolve to loopback only. A window remains between
-    this lookup and the HTTP client's own; production should still send webhooks through an
-    egress proxy that refuses internal ranges.
+    refusal: str | None = None
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+
+
+async def delivery_address(url: str, *, allow_loopback: bool = True) -> DeliveryAddress:
+    """Resolve and check ``url``'s host before an attempt.
+
+    An IP literal was checked at registration; it is checked again here with the same rule (a
+    loopback literal stays allowed, as at registration, for local development and tests,
+    unless ``allow_loopback`` is off, as in production). A host *name* is resolved now and
+    refused if any address it resolves to is internal, loopback included: a name that pointed
+    at the internet when it was registered may point inside since (DNS rebinding).
+    ``localhost`` names may resolve to loopback only. The attempt then connects to the address
+    checked here (:func:`pinned_request`): a second lookup by the HTTP client could answer
+    otherwise (a name with a zero TTL that answers an internal address the second time).
     """
     parts = urlsplit(url)
     host = (parts.hostname or "").rstrip(".").lower()
     literal = rules.ip_literal(host)
     if literal is not None:
         if literal.is_loopback:
-            return None if allow_loopback else REFUSED_ADDRESS
-        return REFUSED_ADDRESS if _refused(literal) else None
+            return DeliveryAddress(None if allow_loopback else REFUSED_ADDRESS)
+        return DeliveryAddress(REFUSED_ADDRESS if _refused(literal) else None)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError):
-        return DNS_FAILED
-    addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+        return DeliveryAddress(DNS_FAILED)
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses:
-        return DNS_FAILED
+        return DeliveryAddress(DNS_FAILED)
     local_name = host in LOOPBACK_NAMES or host.endswith(".localhost")
     for address in addresses:
         if local_name and address.is_loopback and allow_loopback:
             continue
         if _refused(address):
-            return REFUSED_ADDRESS
-    return None
+            return DeliveryAddress(REFUSED_ADDRESS)
+    return DeliveryAddress(address=addresses[0])
+
+
+def pinned_request(
+    url: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL to post to, with its extra headers and httpx extensions: to ``address`` when
+    the host is a name, keeping the name for the ``Host`` header and for TLS (server name and
+    certificate check), so the connection goes where :func:`delivery_address` looked."""
+    if address is None:
+        return url, {}, {}
+    parts = urlsplit(url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    host = parts.hostname or ""
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    pinned = urlunsplit(parts._replace(netloc=netloc))
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return pinned, {"Host": host_header}, extensions
 
 
 def signing_secrets(endpoint: WebhookEndpoint, *, pepper: bytes, now: datetime) -> list[str]:
@@ -199,12 +228,17 @@ class WebhookSender:
             }
             try:
                 async with asyncio.timeout(self.attempt_seconds):
-                    # Names are resolved again now, not trusted from registration (rebinding).
-                    error = await delivery_address_refusal(
+                    # Names are resolved again now, not trusted from registration (rebinding),
+                    # and the attempt goes to the address checked.
+                    checked = await delivery_address(
                         endpoint.url, allow_loopback=self.allow_loopback
                     )
+                    error = checked.refusal
                     if error is None:
-                        response = await self.http.post(endpoint.url, content=body, headers=headers)
+                        url, host, extensions = pinned_request(endpoint.url, checked.address)
+                        response = await self.http.post(
+                            url, content=body, headers={**headers, **host}, extensions=extensions
+                        )
                         status_code = response.status_code
                         if not response.is_success:
                             error = f"HTTP {status_code}"
