@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,20 @@ def as_utc(moment: datetime | None, *, name: str = "created_after") -> datetime 
         raise RequestValidationError(
             [{"loc": ("query", name), "msg": "is out of range", "type": "value_error"}]
         ) from None
+
+
+def one_of(words: Collection[str]) -> Callable[[str], str]:
+    """A validator for a filter whose values are a fixed vocabulary (event types, audit
+    actions): any other word is 422 naming the choices, not a silently empty page."""
+    allowed = frozenset(words)
+    choices = ", ".join(sorted(allowed))
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of: {choices}")
+        return value
+
+    return check
 
 
 def filters_fingerprint(filters: dict[str, Any] | None) -> str | None:

@@ -109,7 +109,7 @@ AUDIT_KEY_VERSION = 1
 AUDIT_KEY_RANDOM = "random"
 AUDIT_KEY_DERIVED = "derived"
 # The audit action of one root-key rotation batch (its ref names the new root key's id).
-ROTATE_ROOT_ACTION = "rotate-root"
+ROTATE_ROOT_ACTION = "rotate-root"  # in audit.ACTIONS
 
 
 class AuditKeyCache:
@@ -192,6 +192,10 @@ class _Fields:
     ref: str | None = None
     subject: str | None = None
     grant_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in audit.ACTIONS or self.outcome not in audit.OUTCOMES:
+            raise ValueError(f"unknown audit action or outcome: {self.action}/{self.outcome}")
 
 
 def _same_data(stored: Any, given: Any) -> bool:

@@ -106,17 +106,30 @@ async def test_bad_filter_values_are_422_naming_the_field(platform: Platform) ->
             "created_before",
         ),
     ]
+    # A word outside a filter's vocabulary is a mistake, not an empty page.
+    job = await platform.client.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=headers)
+    cases.append((f"/v1/jobs/{job.json()['id']}/events", {"type": "bogus"}, "type"))
     for path, params, field in cases:
         problem = assert_problem(
             await platform.client.get(path, params=params, headers=headers), 422
         )
         assert field in problem["detail"], (params, problem)
+    timeline = await platform.client.get(
+        f"/v1/jobs/{job.json()['id']}/events", params={"type": "routed"}, headers=headers
+    )
+    assert [e["type"] for e in timeline.json()["data"]] == []  # no team: it is unroutable
+    timeline = await platform.client.get(
+        f"/v1/jobs/{job.json()['id']}/events", params={"type": "created"}, headers=headers
+    )
+    assert [e["type"] for e in timeline.json()["data"]] == ["created"]
     operator_cases = [
         ("/v1/admin/teams", {"skill": "juggling"}, "skill"),
         ("/v1/admin/teams", {"country": "XX"}, "country"),
         ("/v1/admin/teams", {"active": "maybe"}, "active"),
         ("/v1/admin/tenants", {"created_before": "soon"}, "created_before"),
         ("/v1/admin/audit", {"action": "DROP TABLE"}, "action"),
+        ("/v1/admin/audit", {"action": "bogus"}, "action"),
+        ("/v1/admin/audit", {"outcome": "denied"}, "outcome"),
         ("/v1/admin/audit", {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01"}, "until"),
         ("/v1/admin/triage", {"tier": "XPO"}, "tier"),
     ]
@@ -124,6 +137,12 @@ async def test_bad_filter_values_are_422_naming_the_field(platform: Platform) ->
         response = await platform.client.get(path, params=params, headers=platform.operator)
         problem = assert_problem(response, 422)
         assert field in problem["detail"], (params, problem)
+    # Every word of the vocabulary is taken, the root key rotation's hyphen included.
+    for params in ({"action": "rotate-root"}, {"action": "seal", "outcome": "refused"}):
+        response = await platform.client.get(
+            "/v1/admin/audit", params=params, headers=platform.operator
+        )
+        assert response.status_code == 200, response.text
 
 
 async def test_a_cursor_only_continues_under_its_own_filters(platform: Platform) -> None:
@@ -270,7 +289,10 @@ async def test_delivery_filters_validate(platform: Platform, status: str) -> Non
     assert response.status_code == 200, response.text
     bad = await platform.client.get(path, params={"status": "lost"}, headers=headers)
     assert "status" in assert_problem(bad, 422)["detail"]
-    bad = await platform.client.get(path, params={"event_type": "order.paid"}, headers=headers)
-    assert "event_type" in assert_problem(bad, 422)["detail"]
+    for unknown in ("order.paid", "job.bogus"):
+        bad = await platform.client.get(path, params={"event_type": unknown}, headers=headers)
+        assert "event_type" in assert_problem(bad, 422)["detail"]
+    known = await platform.client.get(path, params={"event_type": "job.queued"}, headers=headers)
+    assert known.status_code == 200, known.text
     listed = await _all_pages(platform, "/v1/webhook-endpoints", headers, url="127.0.0.1")
     assert len(listed) == 1

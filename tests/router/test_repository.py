@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,3 +115,21 @@ async def test_versioned_team_update(session: AsyncSession):
     updated = await repo.update_versioned(team.id, expected_version=1, values={"capacity": 1})
     assert updated is not None
     assert (updated.capacity, updated.version) == (1, 2)
+
+
+async def test_an_event_type_outside_the_vocabulary_is_never_written(session):
+    """The timeline's ``type`` filter takes only lifecycle.EVENT_TYPES: an event of another
+    type could never be filtered for, so writing one is a bug caught here."""
+    row = {
+        "job_id": "00000000-0000-4000-8000-000000000001",
+        "seq": 1,
+        "at": utcnow(),
+        "type": "teleported",
+        "from_status": None,
+        "to_status": "queued",
+        "actor": "router",
+        "reason": None,
+        "request_id": None,
+    }
+    with pytest.raises(ValueError, match="EVENT_TYPES"):
+        await JobRepository(session).add_events([row])

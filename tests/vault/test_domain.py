@@ -513,3 +513,14 @@ def test_a_member_with_a_registered_key_never_gets_plaintext():
         require_open_grant(grant)
     # Without a registered key (and without require_e2e) the plaintext path stays open.
     require_open_grant(dataclasses.replace(grant, recipient_public_key=None))
+
+
+def test_an_audit_record_says_only_words_of_the_vocabulary():
+    """The audit log's filters take only audit.ACTIONS and audit.OUTCOMES: a record saying
+    anything else could never be found, so the service refuses to write one."""
+    from services.vault.service import _Fields
+
+    assert _Fields(action="rotate-root", outcome="ok").action in audit.ACTIONS
+    for action, outcome in (("teleport", "ok"), ("seal", "denied")):
+        with pytest.raises(ValueError, match="unknown audit"):
+            _Fields(action=action, outcome=outcome)

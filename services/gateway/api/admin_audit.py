@@ -14,7 +14,9 @@ from services.gateway.api.routing import public_router
 from services.gateway.api.schemas import AuditList, AuditVerification, Uuid
 
 # Audit actions and outcomes are short lowercase words (`seal`, `open`, `denied`).
-AuditWord = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,16}$")]
+# The vault knows its vocabulary (and refuses another word, 422 naming it); this only keeps
+# anything but a short lowercase word from leaving the gateway.
+AuditWord = Annotated[str, StringConstraints(pattern=r"^[a-z_-]{1,16}$")]
 
 router = public_router(prefix="/v1/admin/audit", tag="admin: audit")
 

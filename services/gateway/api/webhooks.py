@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Body, Query, Request, status
-from pydantic import StringConstraints
+from pydantic import AfterValidator
 
 from services.gateway.api.deps import (
     DEFAULT_LIMIT,
@@ -38,11 +38,14 @@ from services.gateway.domain.views import uuid_or
 from services.gateway.domain.webhooks import DeliveryStatus
 from shared.db import new_id, utcnow
 from shared.errors import Conflict
+from shared.list_filters import one_of
 
 router = public_router(prefix="/v1/webhook-endpoints", tag="webhooks")
 
 # Event types are `job.<status>` (domain/webhooks.py).
-EventTypeName = Annotated[str, StringConstraints(pattern=r"^job\.[a-z_]{1,32}$")]
+EventTypeName = Annotated[
+    str, AfterValidator(one_of(f"job.{status}" for status in rules.JOB_EVENT_STATUSES))
+]
 
 
 def _endpoint(row: WebhookEndpoint) -> dict[str, Any]:

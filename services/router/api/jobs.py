@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import StringConstraints
+from pydantic import AfterValidator
 
 from services.router.api.deps import IdentityDep, JobsDep, NowDep, SettingsDep, require_gateway
 from services.router.api.schemas import (
@@ -29,16 +29,16 @@ from services.router.api.schemas import (
 )
 from services.router.db.repository import JobFilters
 from services.router.domain.grants import GRANT_AUDIENCE, GRANT_TYPE
-from services.router.domain.lifecycle import JobStatus
+from services.router.domain.lifecycle import EVENT_TYPES, JobStatus
 from services.router.domain.routing import DataPolicy
 from services.router.domain.taxonomy import Domain, Priority, Tier
 from services.router.workflow import JobSubmission
 from shared.errors import NotFound
 from shared.failpoints import failpoint
-from shared.list_filters import as_utc
+from shared.list_filters import as_utc, one_of
 
 # An event type as the router names them (`created`, `claimed`, `escalated`, ...).
-EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]
+EventType = Annotated[str, AfterValidator(one_of(EVENT_TYPES))]
 
 router = APIRouter(
     prefix="/internal/v1/jobs", tags=["jobs"], dependencies=[Depends(require_gateway)]

@@ -54,7 +54,7 @@ from services.router.db.pagination import (
     encode_cursor,
     encode_filtered_cursor,
 )
-from services.router.domain.lifecycle import JobStatus
+from services.router.domain.lifecycle import EVENT_TYPES, JobStatus
 from shared.statements import execute, execute_many
 
 # Statuses that occupy a team: they count against its capacity and make its queue.
@@ -489,6 +489,11 @@ class TenantPolicyRepository:
         return (await self.session.scalars(query)).all()
 
 
+def _check_event_type(event_type: str) -> None:
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}: add it to lifecycle.EVENT_TYPES")
+
+
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -609,6 +614,7 @@ class JobRepository:
         return result.scalars().first()
 
     async def add_event(self, event: JobEvent) -> None:
+        _check_event_type(event.type)
         self.session.add(event)
         await self.session.flush()
 
@@ -616,6 +622,8 @@ class JobRepository:
         """Several events in one round trip: a Core insert given a list of rows is sent as one
         multi-row INSERT ("insertmanyvalues"), and unlike ``.values([...])`` on the entity its
         compiled form is cached instead of compiled again for every submit."""
+        for row in rows:
+            _check_event_type(row["type"])
         await execute_many(self.session, _INSERT_EVENTS, rows)
 
     async def events_page(

@@ -13,6 +13,32 @@ from enum import StrEnum
 
 from services.router.domain.errors import InvalidTransition
 
+# Every type of event a job's timeline holds: the ``type`` filter of a timeline takes only
+# these (another word is a mistake, 422, not an empty page), and the repository refuses to
+# write any other, so a new kind of event is added here first.
+EVENT_TYPES = frozenset(
+    {
+        "created",
+        "routed",
+        "triaged",
+        "unroutable",
+        "routed_manually",
+        "rerouted",
+        "escalated",
+        "escalation_held",
+        "claimed",
+        "released",
+        "rejected",
+        "lease_expired",
+        "submitted_for_review",
+        "approved",
+        "sent_back",
+        "completed",
+        "cancelled",
+        "feedback",
+    }
+)
+
 
 class JobStatus(StrEnum):
     PENDING = "pending"

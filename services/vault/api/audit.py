@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import StringConstraints
+from pydantic import AfterValidator
 from sqlalchemy import select
 
 from services.vault.api.deps import VaultServiceDep
@@ -18,9 +18,10 @@ from services.vault.api.schemas import (
     AuditVerificationRead,
 )
 from services.vault.db.models import AuditRecord
+from services.vault.domain import audit
 from services.vault.domain.errors import InvalidCursor
 from shared.errors import BadRequest
-from shared.list_filters import as_utc, filters_fingerprint
+from shared.list_filters import as_utc, filters_fingerprint, one_of
 
 router = APIRouter(prefix="/internal/v1/audit", tags=["audit"])
 
@@ -29,8 +30,9 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-# Filter words: audit actions and outcomes are short lowercase identifiers ("open", "seal").
-AuditWord = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,16}$")]
+# Filter words: an audit record's actions and outcomes are a fixed vocabulary.
+AuditAction = Annotated[str, AfterValidator(one_of(audit.ACTIONS))]
+AuditOutcome = Annotated[str, AfterValidator(one_of(audit.OUTCOMES))]
 
 
 class CursorFiltersChanged(BadRequest):
@@ -66,8 +68,8 @@ async def list_audit_records(
     tenant_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
-    action: Annotated[list[AuditWord] | None, Query(max_length=20)] = None,
-    outcome: Annotated[list[AuditWord] | None, Query(max_length=10)] = None,
+    action: Annotated[list[AuditAction] | None, Query(max_length=20)] = None,
+    outcome: Annotated[list[AuditOutcome] | None, Query(max_length=10)] = None,
     job_id: Annotated[str | None, Query(max_length=64)] = None,
     since: datetime | None = None,
     until: datetime | None = None,

@@ -36,6 +36,23 @@ from datetime import datetime
 from services.vault.domain.envelope import constant_time_equal, encode_context, hmac_sha256
 
 GENESIS_HASH = "00" * 32
+# What a record's ``action`` and ``outcome`` may say: the audit log's filters take only these
+# (another word is 422, not an empty page), and the service writes no other.
+ACTIONS = frozenset(
+    {
+        "seal",
+        "open",
+        "deliver",
+        "discard",
+        "keygen",
+        "rotate",
+        "rewrap",
+        "retire",
+        "shred",
+        "rotate-root",
+    }
+)
+OUTCOMES = frozenset({"ok", "refused"})
 _ABSENT = "\x00"
 
 
