@@ -234,6 +234,24 @@ def test_only_the_gateway_is_reachable_from_outside(manifests):
     assert ingress_sources("vault") == internal_sources
     assert ingress_sources("migrate") == []
 
+    # Only the gateway leaves the cluster for the internet: webhooks, https, never inward.
+    [gateway] = [
+        p["spec"] for p in policies.values() if p["metadata"]["name"] == "taskroute-gateway"
+    ]
+    [webhooks] = [
+        rule
+        for rule in gateway["egress"]
+        if {"protocol": "TCP", "port": 443} in rule.get("ports", [])
+    ]
+    blocks = {peer["ipBlock"]["cidr"]: set(peer["ipBlock"]["except"]) for peer in webhooks["to"]}
+    assert {"10.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"} <= blocks[
+        "0.0.0.0/0"
+    ]
+    assert "fc00::/7" in blocks["::/0"]
+    for name in ("taskroute-router", "taskroute-vault"):
+        egress = policies[name]["spec"]["egress"]
+        assert not any(port.get("port") == 443 for rule in egress for port in rule.get("ports", []))
+
 
 # ----------------------------------------------------------------------------- compose
 

@@ -57,14 +57,6 @@ DNS_FAILED = "DNS lookup of the endpoint's host failed"
 LOOPBACK_NAMES = ("localhost",)
 
 
-def _refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """An address a webhook must never reach: anything not globally routable (private,
-    loopback, link-local including cloud metadata, shared, reserved) or multicast."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return _refused(address.ipv4_mapped)
-    return not address.is_global or address.is_multicast
-
-
 @dataclass(frozen=True)
 class DeliveryAddress:
     """Where an attempt may post: the address checked (None for an IP literal, which the URL
@@ -92,7 +84,7 @@ async def delivery_address(url: str, *, allow_loopback: bool = True) -> Delivery
     if literal is not None:
         if literal.is_loopback:
             return DeliveryAddress(None if allow_loopback else REFUSED_ADDRESS)
-        return DeliveryAddress(REFUSED_ADDRESS if _refused(literal) else None)
+        return DeliveryAddress(REFUSED_ADDRESS if rules.is_internal(literal) else None)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -105,7 +97,7 @@ async def delivery_address(url: str, *, allow_loopback: bool = True) -> Delivery
     for address in addresses:
         if local_name and address.is_loopback and allow_loopback:
             continue
-        if _refused(address):
+        if rules.is_internal(address):
             return DeliveryAddress(REFUSED_ADDRESS)
     return DeliveryAddress(address=addresses[0])
 

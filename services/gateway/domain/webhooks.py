@@ -165,10 +165,27 @@ def check_endpoint_url(value: str) -> str:
     address = _ip_literal(host)
     if address is None or address.is_loopback:
         return value
-    if not address.is_global or address.is_multicast:
-        # is_global also rules out shared (100.64/10), documentation and benchmark ranges.
+    if is_internal(address):
         raise ValueError("must not point at a private, link-local or reserved address")
     return value
+
+
+# NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address a webhook must never reach: anything not globally routable (private,
+    loopback, link-local including cloud metadata, shared 100.64/10, documentation, reserved)
+    or multicast, including an IPv4 address carried inside an IPv6 one (mapped, 6to4, NAT64),
+    which reaches that IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        carried = address.ipv4_mapped or address.sixtofour
+        if carried is None and address in _NAT64:
+            carried = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if carried is not None:
+            return is_internal(carried)
+    return not address.is_global or address.is_multicast
 
 
 def on_loopback(url: str) -> bool:
