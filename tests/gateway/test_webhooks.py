@@ -455,3 +455,68 @@ async def test_a_receiver_that_trickles_its_answer_is_cut_off(maker):
     assert row.status == "pending"  # retried after its backoff
     assert row.next_attempt_at is not None
     assert [attempt["error"] for attempt in row.attempt_log] == ["no complete answer within 0.5 s"]
+
+
+async def test_a_slow_receiver_holds_only_its_own_attempt(maker):
+    """The worker keeps attempts in flight and claims new ones meanwhile: an event for another
+    tenant is delivered while one tenant's receiver still holds its attempt, not after it."""
+    from services.gateway.clients.webhooks import WebhookSender
+    from services.gateway.db.repository import WebhookRepository
+    from shared.db import utcnow
+    from tests.gateway.factories import PEPPER, make_tenant, make_webhook_endpoint
+
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        held.set()
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    slow_server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    slow_port = slow_server.sockets[0].getsockname()[1]
+    fast = Receiver(port=free_port())
+    await fast.start()
+
+    async def event_for(url: str, endpoint_id: str) -> None:
+        async with maker() as session:
+            tenant = await make_tenant(session)
+            await make_webhook_endpoint(
+                session, tenant_id=tenant.id, url=url, endpoint_id=endpoint_id
+            )
+            await WebhookRepository(session).enqueue(
+                tenant_id=tenant.id,
+                event_id=f"event-{endpoint_id[-1]}",
+                event_type="job.queued",
+                payload="{}",
+                now=utcnow(),
+            )
+            await session.commit()
+
+    worker = WebhookSender(
+        maker=maker, pepper=PEPPER, backoff_base=timedelta(seconds=10), poll_seconds=0.05
+    )
+    running_worker = asyncio.create_task(worker.run_forever())
+    try:
+        await event_for(
+            f"http://127.0.0.1:{slow_port}/hook", "5f0c7a52-0000-4000-8000-00000000000a"
+        )
+        await asyncio.wait_for(held.wait(), WAIT_SECONDS)
+        await event_for(
+            f"http://127.0.0.1:{fast.port}/hook", "5f0c7a52-0000-4000-8000-00000000000b"
+        )
+
+        async def fast_delivered() -> bool:
+            return len(fast.received) == 1
+
+        await wait_for(fast_delivered, "the other tenant's event, while the slow one is held")
+        assert not release.is_set()
+    finally:
+        release.set()
+        running_worker.cancel()
+        await asyncio.gather(running_worker, return_exceptions=True)
+        await worker.aclose()
+        await fast.stop()
+        slow_server.close()

@@ -184,23 +184,44 @@ class WebhookSender:
         await self.http.aclose()
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.deliver_due()
-                await webhook_metrics.WEBHOOK_OUTBOX.refresh(self.maker)  # at most every 15 s
-            except Exception as exc:  # noqa: BLE001 - retried next round; never kill the worker
-                logger.warning("webhook round failed", extra={"error_type": type(exc).__name__})
-            await asyncio.sleep(self.poll_seconds)
+        """Up to ``BATCH_SIZE`` attempts in flight; every poll claims what there is room for.
+        A slow receiver holds its own attempt (at most ``attempt_seconds``), never the others:
+        waiting for a whole round let one tenant's unreachable endpoints delay every tenant's
+        events by the slowest attempt."""
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    room = BATCH_SIZE - len(in_flight)
+                    for delivery, endpoint in await self._claim(room) if room else ():
+                        task = asyncio.create_task(self._deliver(delivery, endpoint))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                    await webhook_metrics.WEBHOOK_OUTBOX.refresh(self.maker)  # at most every 15 s
+                except Exception as exc:  # noqa: BLE001 - retried next poll; never kill the worker
+                    logger.warning("webhook round failed", extra={"error_type": type(exc).__name__})
+                await asyncio.sleep(self.poll_seconds)
+        finally:
+            # Stopping: an attempt cut short is not recorded, and its claim lapses, so another
+            # worker (or this one after a restart) sends it again: receivers deduplicate.
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def deliver_due(self) -> int:
-        """One round: claim, send and record what is due now; how many were attempted."""
-        async with self.maker() as session:
-            claimed = await WebhookRepository(session).claim_due(
-                now=utcnow(), lease=self.lease, limit=BATCH_SIZE
-            )
-            await session.commit()
+        """One round: claim, send and record what is due now, waiting for every attempt; how
+        many were attempted."""
+        claimed = await self._claim(BATCH_SIZE)
         await asyncio.gather(*(self._deliver(delivery, endpoint) for delivery, endpoint in claimed))
         return len(claimed)
+
+    async def _claim(self, limit: int) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+        async with self.maker() as session:
+            claimed = await WebhookRepository(session).claim_due(
+                now=utcnow(), lease=self.lease, limit=limit
+            )
+            await session.commit()
+        return claimed
 
     async def _deliver(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:
         started = time.perf_counter()
