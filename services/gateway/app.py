@@ -141,6 +141,7 @@ def create_app(
             poll_seconds=settings.webhook_poll_seconds,
             transport=transports.get("webhooks"),
             allow_loopback=not settings.is_production(),
+            proxy=settings.webhook_proxy_url,
         )
         webhook_worker = asyncio.create_task(sender.run_forever())
         # Started once app.state is complete: it uses the peers' clients from there.

@@ -83,6 +83,10 @@ class GatewaySettings(ServiceSettings):
     webhook_backoff_base_seconds: float = Field(default=10.0, gt=0, le=3600)
     # How often each replica looks for due deliveries: events leave within about a second.
     webhook_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    # An egress proxy for webhook deliveries (http://proxy:3128); unset: direct, each attempt
+    # connecting to the address the gateway checked. Proxies in the environment (HTTPS_PROXY)
+    # are not used for webhooks.
+    webhook_proxy_url: str | None = Field(default=None, max_length=2000)
     # --- the submission outbox (services/gateway/submissions.py) ---
     # How often each replica forwards pending jobs to the router and rolls back dead
     # submissions: a pending job is routed within about this long after the router returns.

@@ -9,7 +9,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from services.gateway.clients.webhooks import (
     REFUSED_ADDRESS,
@@ -261,3 +261,180 @@ async def test_a_name_resolving_inside_is_refused_at_delivery(fast_platform) -> 
         assert receiver.received == []
     finally:
         await receiver.stop()
+
+
+def _tls_identity(tmp_path: Any, name: str) -> tuple[Any, Any]:
+    """A test CA and a server certificate for ``name`` only: (server context, client context
+    trusting the CA)."""
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+
+    def certificate(subject: str, key: Any, issuer: Any, issuer_key: Any, *, ca: bool) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Taskroute test CA")])
+    ca_cert = certificate("Taskroute test CA", ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = certificate(name, key, ca_name, ca_key, ca=False)
+    pem = tmp_path / "server.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(pem)
+    client = ssl.create_default_context(
+        cadata=ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+    )
+    return server, client
+
+
+async def test_each_pinned_attempt_checks_the_certificate_of_its_own_name(
+    maker, monkeypatch, tmp_path
+) -> None:
+    """Two names pinned to one address, a certificate for the first only: the second attempt
+    must not ride on the first's connection, whose certificate was checked for another name."""
+    import asyncio
+
+    from services.gateway.clients.webhooks import WebhookSender
+    from services.gateway.db.models import WebhookDelivery
+    from services.gateway.db.repository import WebhookRepository
+    from tests.gateway.factories import PEPPER, make_tenant, make_webhook_endpoint
+
+    server_tls, client_tls = _tls_identity(tmp_path, "hooks-a.localhost")
+    received: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:  # keeps the connection open for another request, as servers do
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            lines = head.decode("latin-1").split("\r\n")
+            host = next(
+                line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("host:")
+            )
+            length = next(
+                int(line.split(":", 1)[1])
+                for line in lines
+                if line.lower().startswith("content-length:")
+            )
+            await reader.readexactly(length)
+            received.append(host)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    real_lookup = socket.getaddrinfo
+
+    def lookup(host: Any, port_: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("hooks-a.localhost", "hooks-b.localhost"):
+            host = "127.0.0.1"
+        return real_lookup(host, port_, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    async with maker() as session:
+        tenant = await make_tenant(session)
+        for letter in "ab":
+            await make_webhook_endpoint(
+                session,
+                tenant_id=tenant.id,
+                url=f"https://hooks-{letter}.localhost:{port}/hook",
+                endpoint_id=f"5f0c7a52-0000-4000-8000-00000000001{letter}",
+            )
+        await WebhookRepository(session).enqueue(
+            tenant_id=tenant.id,
+            event_id="event-1",
+            event_type="job.queued",
+            payload="{}",
+            now=datetime.now(UTC),
+        )
+        await session.commit()
+    worker = WebhookSender(
+        maker=maker,
+        pepper=PEPPER,
+        backoff_base=timedelta(seconds=10),
+        poll_seconds=1,
+        verify=client_tls,
+    )
+    try:
+        # One at a time, so the second could find the first's connection in a pool.
+        async with maker() as session:
+            deliveries = (await session.scalars(select(WebhookDelivery))).all()
+        for delivery in sorted(deliveries, key=lambda row: row.endpoint_id):
+            async with maker() as session:
+                endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
+            await worker._deliver(delivery, endpoint)  # noqa: SLF001 - one attempt, in order
+    finally:
+        await worker.aclose()
+        server.close()
+    assert received == [f"hooks-a.localhost:{port}"]
+    async with maker() as session:
+        outcome = {
+            row.endpoint_id[-1]: row.attempt_log[-1]["error"]
+            for row in (await session.scalars(select(WebhookDelivery))).all()
+        }
+    assert outcome["a"] is None
+    assert outcome["b"] == "ConnectError"  # the certificate is not for hooks-b
+
+
+async def test_through_an_egress_proxy_the_name_goes_to_the_proxy(maker) -> None:
+    """With TASKROUTE_GATEWAY_WEBHOOK_PROXY_URL the proxy resolves and connects (and filters
+    by name): the attempt names the host, not an address the gateway pinned."""
+    import asyncio
+
+    from services.gateway.clients.webhooks import WebhookSender
+    from tests.gateway.factories import PEPPER
+
+    request_lines: list[str] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_lines.append(head.decode("latin-1").split("\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await one_delivery_to(maker, "http://localhost:9/hook")
+    worker = WebhookSender(
+        maker=maker,
+        pepper=PEPPER,
+        backoff_base=timedelta(seconds=10),
+        poll_seconds=1,
+        proxy=f"http://127.0.0.1:{port}",
+    )
+    try:
+        assert await worker.deliver_due() == 1
+    finally:
+        await worker.aclose()
+        server.close()
+    assert request_lines == ["POST http://localhost:9/hook HTTP/1.1"]

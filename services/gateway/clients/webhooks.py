@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -164,8 +165,12 @@ class WebhookSender:
         transport: httpx.AsyncBaseTransport | None = None,
         attempt_seconds: float = ATTEMPT_SECONDS,
         allow_loopback: bool = True,
+        proxy: str | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.maker = maker
+        # Through an egress proxy the proxy resolves names and connects: nothing to pin.
+        self.proxy = proxy
         # Off in production: a tenant's endpoint must not reach the gateway's own host.
         self.allow_loopback = allow_loopback
         self.pepper = pepper
@@ -173,11 +178,21 @@ class WebhookSender:
         self.poll_seconds = poll_seconds
         self.attempt_seconds = attempt_seconds
         self.lease = timedelta(seconds=attempt_seconds + CLAIM_MARGIN_SECONDS)
+        if transport is None:
+            # No connection is kept for another attempt: a pooled connection is matched by
+            # address alone, so an attempt to another name pinned to the same address would
+            # ride on a TLS session whose certificate was checked for the first name.
+            transport = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_keepalive_connections=0), proxy=proxy, verify=verify
+            )
         self.http = httpx.AsyncClient(
             timeout=DELIVERY_TIMEOUT_SECONDS,
             follow_redirects=False,  # a redirect could point the signed event anywhere
             transport=transport,
             headers={"User-Agent": "taskroute-webhooks"},
+            # The proxy is the setting's alone: one from the environment would tunnel to the
+            # pinned address and check its certificate against the address, not the name.
+            trust_env=False,
         )
 
     async def aclose(self) -> None:
@@ -248,7 +263,8 @@ class WebhookSender:
                     )
                     error = checked.refusal
                     if error is None:
-                        url, host, extensions = pinned_request(endpoint.url, checked.address)
+                        pinned = None if self.proxy else checked.address
+                        url, host, extensions = pinned_request(endpoint.url, pinned)
                         response = await self.http.post(
                             url, content=body, headers={**headers, **host}, extensions=extensions
                         )
