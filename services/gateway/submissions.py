@@ -212,9 +212,9 @@ class SubmissionSweeper:
     async def run_forever(self) -> None:
         while True:
             try:
-                await self.sweep_once(utcnow())
                 if self.policies is not None:
                     await self.policies.push_due()
+                await self.sweep_once(utcnow())
             except Exception as exc:  # noqa: BLE001 - a bad pass must not stop the next one
                 logger.error("submission sweep failed", extra={"error_type": type(exc).__name__})
             await PENDING_SUBMISSIONS.refresh(self.maker)  # at most every 15 s

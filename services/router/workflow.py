@@ -120,6 +120,9 @@ class JobSubmission:
     # The gateway's outbox row for a submission with sealed data; the gateway may withdraw it
     # (JobWorkflow.withdraw), and then no job is stored from it.
     outbox_token: str | None = None
+    # The tenant's version whose policy ``policy`` was made from (None: a gateway older than
+    # versions, so any pushed policy may be newer).
+    policy_version: int | None = None
 
 
 def team_profile(team: Team, load: int) -> TeamProfile:
@@ -235,6 +238,16 @@ class JobWorkflow:
             raise JobNotFound
         return team, job
 
+    async def policy_now(self, job: Job) -> DataPolicy:
+        """The job's policy under its tenant's policy as last pushed, if that is newer than the
+        one the job was last held to: a change that has not reached the job yet (a submission
+        that crossed it, on SQLite, until the sweeper's recheck) holds its data meanwhile."""
+        policy = DataPolicy.from_json(job.policy)
+        tenant = await self.tenant_policies.get(job.tenant_id)
+        if tenant is not None and tenant.version > (job.policy_version or 0):
+            policy = policy.tightened_by(DataPolicy.from_json(tenant.policy))
+        return policy
+
     async def _eligible_team_job(self, team_id: str, job_id: str) -> Job:
         """:meth:`team_job`, refused (409) when the team no longer meets the job's data policy.
 
@@ -243,12 +256,7 @@ class JobWorkflow:
         on, :meth:`reroute_ineligible`): this check on every claim and every read of the
         data holds whatever that move has not reached yet."""
         team, job = await self._team_and_job(team_id, job_id)
-        policy = DataPolicy.from_json(job.policy)
-        tenant = await self.tenant_policies.get(job.tenant_id)
-        if tenant is not None:
-            # A submission that read the tenant's policy just before a change may carry the
-            # old one until the sweeper's recheck: the data waits for the new one meanwhile.
-            policy = policy.tightened_by(DataPolicy.from_json(tenant.policy))
+        policy = await self.policy_now(job)
         refusals = policy_refusals(
             country=team.country, certifications=team.certifications, policy=policy
         )
@@ -539,8 +547,8 @@ class JobWorkflow:
         Decided before anything is written, so the job row is inserted once, already in its
         first status (queued, triage or unroutable), and its two events (``created``, then the
         routing) go in one multi-row insert: seven statements per routed submit (two reads of
-        teams and loads, the tenant's policy, the job, its team's load again, the events, the
-        decision record)."""
+        teams and loads, the tenant's policy, after its lock on PostgreSQL, the job, its
+        team's load again, the events, the decision record)."""
         # No read first: the insert itself says whether the id is new (a retry is rare, a read
         # on every submit is not); a retry's decision is thrown away unwritten.
         classification = self.classifier.classify(
@@ -550,11 +558,11 @@ class JobWorkflow:
         )
         teams = await self.profiles(work=classification)
         tenant = await self.tenant_policies.for_submission(submission.tenant_id)
-        if tenant is not None:
-            # The gateway read the tenant's policy when it took the job, perhaps before a
-            # change (or, holding it while the router was away, long before).
+        if tenant is not None and tenant.version > (submission.policy_version or 0):
+            # The gateway read the tenant's policy when it took the job, before a change it
+            # has since pushed (or, holding the job while the router was away, long before).
             tightened = submission.policy.tightened_by(DataPolicy.from_json(tenant.policy))
-            submission = replace(submission, policy=tightened)
+            submission = replace(submission, policy=tightened, policy_version=tenant.version)
         decision, first = self._route_new(classification, submission, teams, now=now)
         status, outcome, event_type, actor, reason, values = first
         ensure_transition(JobStatus.PENDING, status)
@@ -578,6 +586,7 @@ class JobWorkflow:
                 "due_at": submission.due_at,
                 "job_metadata": submission.metadata,
                 "policy": submission.policy.to_json(),
+                "policy_version": submission.policy_version,
                 "callback_url": submission.callback_url,
                 "confidential_ref": submission.confidential_ref,
                 "tier": classification.tier.value,
@@ -1152,24 +1161,31 @@ class JobWorkflow:
         )
         if not stored:
             return TenantPolicyChange(applied=False, tightened=0, moved=0)
-        return await self.enforce_tenant_policy(tenant_id, policy, now=now)
+        return await self.enforce_tenant_policy(tenant_id, version, policy, now=now)
 
     async def enforce_tenant_policy(
-        self, tenant_id: str, policy: DataPolicy, *, now: datetime
+        self, tenant_id: str, version: int, policy: DataPolicy, *, now: datetime
     ) -> TenantPolicyChange:
-        """Tighten each active job of the tenant by ``policy`` (``DataPolicy.tightened_by``)
-        and hand on those held by a team that no longer meets it. Idempotent: a job already
-        under the policy is left as it is, so the sweeper may run it again."""
+        """Tighten each active job of the tenant made under an older version by ``policy``
+        (``DataPolicy.tightened_by``) and hand on those held by a team that no longer meets
+        it. Idempotent: a job already under the policy is left as it is, so the sweeper may
+        run it again."""
         teams = {team.id: team for team in await self.teams.all()}
         tightened = moved = 0
         for job in await self.jobs.active_for_tenant(tenant_id):
+            if (job.policy_version or 0) >= version:
+                continue  # made under this version or a newer one (its gateway knew more)
             current = DataPolicy.from_json(job.policy)
             wanted = current.tightened_by(policy)
             if wanted != current:
                 updated = await self.jobs.touch(
                     job.id,
                     conditions=[Job.status == job.status],
-                    values={"policy": wanted.to_json(), "updated_at": now},
+                    values={
+                        "policy": wanted.to_json(),
+                        "policy_version": version,
+                        "updated_at": now,
+                    },
                 )
                 if updated is None:
                     continue  # finished meanwhile, or moved: the next pass sees it
@@ -1289,7 +1305,7 @@ class JobWorkflow:
         changed = 0
         for row in await self.tenant_policies.changed_since(since):
             change = await self.enforce_tenant_policy(
-                row.tenant_id, DataPolicy.from_json(row.policy), now=now
+                row.tenant_id, row.version, DataPolicy.from_json(row.policy), now=now
             )
             changed += change.tightened + change.moved
         return changed

@@ -56,6 +56,15 @@ async def test_a_policy_change_moves_the_tenant_s_jobs_now_or_when_the_router_is
     assert await _pushed(platform, tenant_id) == (2, 2)
     events = (await gw.get(f"/v1/jobs/{job_id}/events", headers=bearer(key))).json()["data"]
     assert events[-1]["type"] == "rerouted"
+    # A job submitted now carries the version its policy was made from, so the router holds
+    # it to later changes only.
+    later = await gw.post("/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(key))
+    stored_version = await scalar(
+        platform.databases["router"],
+        "SELECT policy_version FROM jobs WHERE id = :id",
+        id=later.json()["id"],
+    )
+    assert stored_version == 2
 
     # The router away: the change is stored (200) and pushed once it is back.
     link.up = False

@@ -108,9 +108,10 @@ async def submit_job(
 ) -> dict[str, Any]:
     """Submit a job: its confidential data is sealed at the vault, the rest goes to routing."""
     tenant_id = client.tenant
-    stored_policy = await TenantRepository(session).policy(tenant_id)
-    if stored_policy is None:
+    stored = await TenantRepository(session).policy(tenant_id)
+    if stored is None:
         raise InvalidApiKey()  # the key outlived its tenant
+    stored_policy, policy_version = stored
     narrowing = None
     if body.data_policy is not None:
         narrowing = PolicyNarrowing(
@@ -132,6 +133,9 @@ async def submit_job(
         "priority": body.priority.value,
         "due_at": body.due_at.isoformat() if body.due_at else None,
         "policy": policy.to_json(),
+        # So the router holds the job to a policy change it learns of later, and not to an
+        # older policy it still has (services/gateway/tenant_policies.py).
+        "policy_version": policy_version,
         "metadata": body.metadata,
         "confidential_ref": None,
         "callback_url": body.callback_url,

@@ -194,7 +194,9 @@ async def key_credentials(
     return None if row is None else KeyCredentials(**row)
 
 
-_TENANT_POLICY = select(_TENANTS.c.policy).where(_TENANTS.c.id == bindparam("tenant_id"))
+_TENANT_POLICY = select(_TENANTS.c.policy, _TENANTS.c.version).where(
+    _TENANTS.c.id == bindparam("tenant_id")
+)
 
 
 class TenantRepository:
@@ -221,11 +223,11 @@ class TenantRepository:
     async def get(self, tenant_id: str) -> Tenant | None:
         return await self.session.get(Tenant, tenant_id)
 
-    async def policy(self, tenant_id: str) -> dict[str, Any] | None:
-        """The tenant's stored policy (None: no such tenant), read without loading the tenant."""
-        result = await execute(self.session, _TENANT_POLICY, {"tenant_id": tenant_id})
-        policy: dict[str, Any] | None = result.scalar_one_or_none()
-        return policy
+    async def policy(self, tenant_id: str) -> tuple[dict[str, Any], int] | None:
+        """The tenant's stored policy and the version it belongs to (None: no such tenant),
+        read without loading the tenant."""
+        row = (await execute(self.session, _TENANT_POLICY, {"tenant_id": tenant_id})).first()
+        return None if row is None else (row[0], int(row[1]))
 
     async def list(
         self,

@@ -64,6 +64,7 @@ async def submit_job(body: JobCreate, jobs: JobsDep, now: NowDep, response: Resp
         callback_url=body.callback_url,
         acknowledged_at=body.acknowledged_at,
         outbox_token=body.outbox_token,
+        policy_version=body.policy_version,
     )
     job, created = await jobs.submit(submission, now=now)
     failpoint("router.submit.before_commit")  # decided, not yet committed

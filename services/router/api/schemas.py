@@ -184,6 +184,8 @@ class JobCreate(_Request):
     # Set by the gateway for a job with sealed data: its outbox row's token. A submit whose
     # token the gateway withdrew (a roll-back) is refused, 409 ``submission-withdrawn``.
     outbox_token: OutboxToken | None = None
+    # The tenant's version whose policy ``policy`` was made from (tenant_policies).
+    policy_version: int | None = Field(default=None, ge=1, le=2**62)
 
     @field_validator("metadata")
     @classmethod

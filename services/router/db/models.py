@@ -105,6 +105,9 @@ class Job(Base):
     # "metadata" is reserved on declarative classes, hence the attribute name.
     job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The tenant's policy version ``policy`` was last made under (the gateway's at submission,
+    # or a pushed change's: see TenantPolicy); None from a gateway older than versions.
+    policy_version: Mapped[int | None] = mapped_column(Integer)
     callback_url: Mapped[str | None] = mapped_column(Text)
     confidential_ref: Mapped[str | None] = mapped_column(String(200))
 
@@ -199,6 +202,9 @@ class JobView(Protocol):
 
     @property
     def policy(self) -> dict[str, Any]: ...
+
+    @property
+    def policy_version(self) -> int | None: ...
 
     @property
     def callback_url(self) -> str | None: ...

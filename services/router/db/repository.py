@@ -400,15 +400,11 @@ _TENANT_KEY = func.hashtext(bindparam("tenant_id", type_=String))
 _POLICY_OF_TENANT = select(_TENANT_POLICIES.c.version, _TENANT_POLICIES.c.policy).where(
     _TENANT_POLICIES.c.tenant_id == bindparam("tenant_id")
 )
-_ONE_ROW = select(literal(1).label("one")).subquery()
-_POLICY_OF_TENANT_LOCKED = select(
-    func.pg_advisory_xact_lock_shared(literal(_TENANT_POLICY_LOCK_SPACE), _TENANT_KEY).label(
-        "locked"
-    ),
-    _TENANT_POLICIES.c.version,
-    _TENANT_POLICIES.c.policy,
-).select_from(
-    _ONE_ROW.outerjoin(_TENANT_POLICIES, _TENANT_POLICIES.c.tenant_id == bindparam("tenant_id"))
+# Its own statement, before the read: under READ COMMITTED a statement sees the database as
+# it was when it began, so a read that waited for the lock in the same statement would still
+# see the policy from before the change it waited for.
+_LOCK_TENANT_POLICY_SHARED = select(
+    func.pg_advisory_xact_lock_shared(literal(_TENANT_POLICY_LOCK_SPACE), _TENANT_KEY)
 )
 _LOCK_TENANT_POLICY = select(
     func.pg_advisory_xact_lock(literal(_TENANT_POLICY_LOCK_SPACE), _TENANT_KEY)
@@ -457,12 +453,9 @@ class TenantPolicyRepository:
     async def for_submission(self, tenant_id: str) -> StoredTenantPolicy | None:
         """The tenant's policy for a submission being decided; on PostgreSQL with the tenant's
         shared lock, held to commit (see ``_TENANT_POLICY_LOCK_SPACE``)."""
-        locked = self.dialect == "postgresql"
-        statement = _POLICY_OF_TENANT_LOCKED if locked else _POLICY_OF_TENANT
-        row = (await execute(self.session, statement, {"tenant_id": tenant_id})).first()
-        if row is None or row[-2] is None:
-            return None
-        return StoredTenantPolicy(version=int(row[-2]), policy=dict(row[-1]))
+        if self.dialect == "postgresql":
+            await execute(self.session, _LOCK_TENANT_POLICY_SHARED, {"tenant_id": tenant_id})
+        return await self.get(tenant_id)
 
     async def get(self, tenant_id: str) -> StoredTenantPolicy | None:
         row = (await execute(self.session, _POLICY_OF_TENANT, {"tenant_id": tenant_id})).first()

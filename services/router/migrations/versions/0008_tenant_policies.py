@@ -5,6 +5,9 @@
   and a submission that left the gateway before the change is tightened on arrival. Rows come
   from the gateway (its sweeper pushes every tenant's policy after this upgrade) and hold no
   confidential data.
+- ``jobs.policy_version``: the tenant policy version a job's policy was made under, so only a
+  newer change tightens it (a job submitted under a looser policy the router has not been told
+  of yet is not narrowed by the older one it holds). NULL for jobs from before.
 
 Revision ID: 0008_tenant_policies
 Revises: 0007_job_withdrawals
@@ -30,7 +33,11 @@ def upgrade() -> None:
         sa.Column("policy", sa.JSON(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("policy_version", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("policy_version")
     op.drop_table("tenant_policies")
