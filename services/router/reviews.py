@@ -174,8 +174,19 @@ class ReviewWorkflow:
     async def grant(
         self, team_id: str, job_id: str, *, member_id: str, purpose: GrantPurpose
     ) -> GrantClaims:
-        """An open grant for a reviewer: the job's confidential data, or its sealed result."""
+        """An open grant for a reviewer: the job's confidential data, or its sealed result,
+        only while the reviewer team meets the job's policy as it is now (a tenant's change
+        the job has not been held to yet included)."""
         job = await self.get(team_id, job_id, member_id=member_id)
+        team = await self._team(team_id)
+        policy = await self.flow.policy_now(job)
+        if reviewer_refusals(
+            active=team.active,
+            country=team.country,
+            certifications=team.certifications,
+            policy=policy,
+        ):
+            raise JobNotFound
         ref = job.confidential_ref if purpose is GrantPurpose.JOB else job.confidential_result_ref
         if ref is None:
             raise ConfidentialDataNotFound(
@@ -190,5 +201,5 @@ class ReviewWorkflow:
             purpose=purpose,
             ref=ref,
             subject=f"member:{member_id}",
-            require_e2e=DataPolicy.from_json(job.policy).require_e2e,
+            require_e2e=policy.require_e2e,
         )

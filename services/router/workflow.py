@@ -89,6 +89,14 @@ _MANUALLY_ROUTABLE = frozenset(
 
 # Statuses in which a job is in a team's hands: waiting in its queue, or leased to a member.
 _HELD_BY_A_TEAM = frozenset({JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value})
+# What a job in review holds of the work under review: cleared when it goes to be done anew.
+_REVIEW_CLEARED: dict[str, Any] = {
+    "result": None,
+    "confidential_result_ref": None,
+    "review_team_id": None,
+    "review_submitted_by": None,
+    "review_submitted_at": None,
+}
 
 
 @dataclass(frozen=True)
@@ -1122,8 +1130,71 @@ class JobWorkflow:
         check on every claim and read (:meth:`_eligible_team_job`)."""
         moved = 0
         for job in await self.jobs.held_by_team(team.id):
-            moved += await self._hand_on_if_ineligible(job, team, now=now)
+            if job.status == JobStatus.IN_REVIEW.value:
+                moved += await self._move_review_if_ineligible(
+                    job, DataPolicy.from_json(job.policy), now=now
+                )
+            else:
+                moved += await self._hand_on_if_ineligible(job, team, now=now)
         return moved
+
+    async def _move_review_if_ineligible(
+        self, job: Job, policy: DataPolicy, *, now: datetime
+    ) -> bool:
+        """A job in review whose reviewer team no longer meets ``policy``: the review moves to
+        the team that may review it now (the policy's reviewer team, else the job's own), or,
+        when neither may, the job is routed to be done anew (the work was done by a team the
+        policy now excludes, and nobody allowed could approve it); whether it moved."""
+        current = await self.teams.get(job.review_team_id) if job.review_team_id else None
+        refusals = (
+            ["the team no longer exists"]
+            if current is None
+            else reviewer_refusals(
+                active=current.active,
+                country=current.country,
+                certifications=current.certifications,
+                policy=policy,
+            )
+        )
+        if not refusals:
+            return False
+        left = f"{current.name if current else job.review_team_id} may no longer review it"
+        left += f" ({'; '.join(refusals)})"
+        conditions = [Job.review_team_id == job.review_team_id, Job.event_seq == job.event_seq]
+        team_id, reviewers = await self._review_team(job, policy)
+        candidate = await self.teams.get(team_id)
+        try:
+            if candidate is not None and not reviewer_refusals(
+                active=candidate.active,
+                country=candidate.country,
+                certifications=candidate.certifications,
+                policy=policy,
+            ):
+                await self._move(
+                    job,
+                    to=JobStatus.IN_REVIEW,
+                    values={"review_team_id": team_id},
+                    event_type="review_moved",
+                    actor="system",
+                    reason=f"{left}; {reviewers}",
+                    now=now,
+                    conditions=conditions,
+                )
+            else:
+                await self._route_or_park(
+                    job,
+                    classification=_stored_classification(job),
+                    actor="system",
+                    now=now,
+                    event_type="rerouted",
+                    reason_prefix=f"{left}, and no team the job's data policy allows may; "
+                    "the work is to be done anew: ",
+                    conditions=conditions,
+                    extra_values={**_lease_cleared(), **_REVIEW_CLEARED},
+                )
+        except InvalidTransition:
+            return False  # decided meanwhile: a decision needs the reviewer's team as it is
+        return True
 
     async def _hand_on_if_ineligible(self, job: Job, team: Team, *, now: datetime) -> bool:
         """Move ``job``, held by ``team``, to its best eligible team (or park it as
@@ -1191,7 +1262,11 @@ class JobWorkflow:
                     continue  # finished meanwhile, or moved: the next pass sees it
                 job, tightened = updated, tightened + 1
             team = teams.get(job.team_id) if job.team_id else None
-            if team is not None and job.status in _HELD_BY_A_TEAM:
+            if job.status == JobStatus.IN_REVIEW.value:
+                moved += await self._move_review_if_ineligible(
+                    job, DataPolicy.from_json(job.policy), now=now
+                )
+            elif team is not None and job.status in _HELD_BY_A_TEAM:
                 moved += await self._hand_on_if_ineligible(job, team, now=now)
         return TenantPolicyChange(applied=True, tightened=tightened, moved=moved)
 

@@ -496,6 +496,11 @@ def test_terminal_statuses_and_the_reject_extension():
         (S.IN_REVIEW, S.COMPLETED),
         (S.IN_REVIEW, S.IN_PROGRESS),
         (S.IN_REVIEW, S.CANCELLED),
+        # A review that moves to another team, or work no allowed team may review, routed
+        # to be done anew (a team or tenant policy change; docs/architecture.md).
+        (S.IN_REVIEW, S.IN_REVIEW),
+        (S.IN_REVIEW, S.QUEUED),
+        (S.IN_REVIEW, S.UNROUTABLE),
     }
 
 

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.router.app import create_app
+from services.router.db.models import Job
 from services.router.domain.lifecycle import JobStatus, can_transition
 from services.router.domain.review import reviewer_refusals
 from services.router.domain.routing import DataPolicy
@@ -122,7 +123,8 @@ def test_review_statuses_in_the_lifecycle():
     assert can_transition(JobStatus.IN_REVIEW, JobStatus.IN_PROGRESS)
     assert can_transition(JobStatus.IN_REVIEW, JobStatus.CANCELLED)
     assert not can_transition(JobStatus.QUEUED, JobStatus.IN_REVIEW)
-    assert not can_transition(JobStatus.IN_REVIEW, JobStatus.QUEUED)
+    # Only when no team the policy allows may review the work (it is routed to be redone).
+    assert can_transition(JobStatus.IN_REVIEW, JobStatus.QUEUED)
 
 
 def test_a_reviewer_team_meets_the_data_policy():
@@ -328,6 +330,43 @@ async def test_a_reviewer_team_that_later_leaves_the_policy_loses_the_job(router
     assert moved.status_code == 200, moved.text
     assert await router.reviews(qa["id"], CAROL) == []
     assert (await router.decide(qa["id"], job["id"], "approve", CAROL)).status_code == 404
+    # The review is not left without a team: it moves to the working team's other members.
+    event = (await router.events(job["id"]))[-1]
+    assert (event["type"], event["actor"]) == ("review_moved", "system")
+    assert "Cork QA may no longer review it (country IN is not allowed" in event["reason"]
+    assert "reviewed by another member of Dublin Clinical" in event["reason"]
+    workers = (await router.job(job["id"]))["assignment"]["team_id"]
+    [waiting] = await router.reviews(workers, BOB)
+    assert waiting["id"] == job["id"]
+    assert (await router.decide(workers, job["id"], "approve", BOB)).status_code == 200
+
+
+async def test_work_in_review_nobody_allowed_may_review_is_done_anew(router):
+    """A tenant's change excludes both the working team and its reviewer team: nobody the
+    policy allows could approve the work, so the job is routed to be done again."""
+    pune = await create_team(router.http, name="Pune Clinical", quality=0.95)
+    await create_team(router.http, name="Dublin Clinical", country="IE", quality=0.5)
+    job = await submit_job(router.http, policy=REVIEW)
+    assert job["assignment"]["team_id"] == pune["id"]
+    assert (await router.claim_and_complete(job, ALICE)).json()["status"] == "in_review"
+
+    pushed = await router.http.put(
+        f"/internal/v1/tenants/{job['tenant_id']}/policy",
+        json={"version": 2, "policy": {"allowed_countries": ["IE"], "require_review": True}},
+    )
+    assert pushed.status_code == 200, pushed.text
+    again = await router.job(job["id"])
+    assert again["status"] == "queued"
+    assert again["assignment"]["team_name"] == "Dublin Clinical"
+    async with router.app.state.sessionmaker() as session:
+        stored = await session.get(Job, job["id"])
+    assert stored is not None
+    # The work under review is gone with it: nobody allowed approved it.
+    assert (stored.result, stored.review_team_id, stored.review_submitted_by) == (None, None, None)
+    event = (await router.events(job["id"]))[-1]
+    assert (event["type"], event["from_status"]) == ("rerouted", "in_review")
+    assert "no team the job's data policy allows may" in event["reason"]
+    assert await router.reviews(pune["id"], BOB) == []
 
 
 async def test_reviewer_grants_open_the_job_data_and_the_result(router, keys_dir):

@@ -782,12 +782,21 @@ class JobRepository:
         return (await self.session.scalars(query)).all()
 
     async def held_by_team(self, team_id: str) -> Sequence[Job]:
-        """The jobs in ``team_id``'s hands: queued for it, or leased to one of its members."""
+        """The jobs in ``team_id``'s hands: queued for it, leased to one of its members, or in
+        review by it."""
         query = (
             select(Job)
             .where(
-                Job.team_id == team_id,
-                Job.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
+                or_(
+                    and_(
+                        Job.team_id == team_id,
+                        Job.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
+                    ),
+                    and_(
+                        Job.review_team_id == team_id,
+                        Job.status == JobStatus.IN_REVIEW.value,
+                    ),
+                )
             )
             .order_by(Job.id)
             .execution_options(populate_existing=True)

@@ -31,6 +31,7 @@ EVENT_TYPES = frozenset(
         "rejected",
         "lease_expired",
         "submitted_for_review",
+        "review_moved",
         "approved",
         "sent_back",
         "completed",
@@ -62,7 +63,11 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     # in_progress -> in_review: completed under a policy that requires review.
     S.IN_PROGRESS: frozenset({S.COMPLETED, S.QUEUED, S.CANCELLED, S.UNROUTABLE, S.IN_REVIEW}),
     # in_review -> completed (approved) or in_progress (sent back to the member who did it).
-    S.IN_REVIEW: frozenset({S.COMPLETED, S.IN_PROGRESS, S.CANCELLED}),
+    # In review to in review: the review moves to another team; to queued or unroutable: no
+    # team the job's data policy allows may review the work, so it is routed to be done anew.
+    S.IN_REVIEW: frozenset(
+        {S.COMPLETED, S.IN_PROGRESS, S.CANCELLED, S.IN_REVIEW, S.QUEUED, S.UNROUTABLE}
+    ),
     S.TRIAGE: frozenset({S.QUEUED, S.CANCELLED}),
     S.UNROUTABLE: frozenset({S.QUEUED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
