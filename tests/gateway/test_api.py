@@ -546,6 +546,10 @@ async def test_a_write_that_takes_no_body_refuses_one_and_changes_nothing(platfo
             assert "takes no body" in problem["detail"], path
     unchanged = await gw.get(f"/v1/jobs/{job_id}", headers=bearer(tenant["api_key"]))
     assert unchanged.json()["status"] == "queued"
+    # Authentication comes first: a caller who may not call the route learns nothing else.
+    for headers, status in (({}, 401), (bearer("tr_operator_nope"), 401), (member_key, 403)):
+        refused = await gw.post(rotate, content=b"garbage", headers={**headers, **json_type})
+        assert_problem(refused, status)
     keys = await gw.get("/v1/vault/public-key", headers=bearer(tenant["api_key"]))
     assert len(keys.json()["keys"]) == 1  # no rotation happened
 
