@@ -45,10 +45,11 @@ class RouterSettings(ServiceSettings):
     # two days: a client's keyed retries reuse their first outbox row's token for as long as
     # the gateway keeps the Idempotency-Key (24 h), and must not be refused meanwhile.
     withdrawal_retention_seconds: int = Field(default=7 * 86_400, ge=2 * 86_400, le=365 * 86_400)
-    # How long after a tenant's policy change the sweeper holds the tenant's jobs to it again:
-    # a submission that read the old policy just before the change may land after it (on
-    # SQLite; PostgreSQL's lock orders them). Minutes cover any request's life.
-    tenant_policy_recheck_seconds: int = Field(default=300, ge=1, le=86_400)
+    # How long after a tenant's policy change, or a team's, the sweeper holds the jobs to it
+    # again: a submission that read the old policy just before the change may land after it
+    # (on SQLite; PostgreSQL's lock orders them), and a claim that won a race with the change's
+    # move keeps its job at the team until then. Minutes cover any request's life.
+    policy_recheck_seconds: int = Field(default=300, ge=1, le=86_400)
     # A grant is used at once by the gateway on the vault; a minute covers one slow hop.
     grant_ttl_seconds: int = Field(default=60, ge=5, le=600)
 

@@ -8,9 +8,10 @@ Every ``sweep_interval_seconds`` one pass, in its own transaction:
 3. ``queued`` jobs nobody claimed before their ``escalate_at`` pass to the next eligible team
    (event ``escalated``), or stay where they are when no other team is eligible (event
    ``escalation_held``; see :meth:`JobWorkflow.escalate_unclaimed`);
-4. the active jobs of tenants whose data policy changed in the last
-   ``tenant_policy_recheck_seconds`` are held to it again (a submission that read the old policy
-   just before the change may have landed after it; :meth:`JobWorkflow.enforce_tenant_policy`);
+4. the active jobs of tenants whose data policy changed, and the jobs of teams that changed, in
+   the last ``policy_recheck_seconds`` are held to the policy again (a submission that read
+   the old policy just before the change may have landed after it, a claim may have won a race
+   with the change's move; :meth:`JobWorkflow.recheck_policies`);
 5. withdrawals (submissions the gateway rolled back) older than twice
    ``withdrawal_retention_seconds`` are forgotten: a submit with a token that old is refused
    anyway (services/router/domain/withdrawals.py).
@@ -65,7 +66,7 @@ async def sweep_once(
         escalated = await workflow.escalate_unclaimed(now=now)
     async with maker() as session, session.begin():
         workflow = JobWorkflow(session, settings=settings, classifier=classifier)
-        policed = await workflow.recheck_tenant_policies(now=now)
+        policed = await workflow.recheck_policies(now=now)
     async with maker() as session, session.begin():
         workflow = JobWorkflow(session, settings=settings, classifier=classifier)
         forgotten = await workflow.forget_withdrawals(now=now)

@@ -1373,11 +1373,13 @@ class JobWorkflow:
             count += 1
         return count
 
-    async def recheck_tenant_policies(self, *, now: datetime) -> int:
-        """Hold the jobs of tenants whose policy changed in the last
-        ``tenant_policy_recheck_seconds`` to it once more; how many jobs that changed."""
-        since = now - timedelta(seconds=self.settings.tenant_policy_recheck_seconds)
+    async def recheck_policies(self, *, now: datetime) -> int:
+        """Hold the jobs of tenants whose policy changed, and of teams that changed, in the last
+        ``policy_recheck_seconds`` to the policy once more; how many jobs that changed."""
+        since = now - timedelta(seconds=self.settings.policy_recheck_seconds)
         changed = 0
+        for team in await self.teams.changed_since(since):
+            changed += await self.reroute_ineligible(team, now=now)
         for row in await self.tenant_policies.changed_since(since):
             change = await self.enforce_tenant_policy(
                 row.tenant_id, row.version, DataPolicy.from_json(row.policy), now=now

@@ -120,7 +120,9 @@ async def test_claims_and_reads_check_the_policy_the_move_has_not_reached(router
     assert (await _grant(router, leased, member)).status_code == 200
     async with router.app.state.sessionmaker() as session, session.begin():
         await session.execute(
-            update(Team).where(Team.id == pune["id"]).values(certifications=["GDPR"])
+            update(Team)
+            .where(Team.id == pune["id"])
+            .values(certifications=["GDPR"], updated_at=router.clock())
         )
 
     refused = await claim(router.http, waiting, new_uuid())
@@ -134,6 +136,11 @@ async def test_claims_and_reads_check_the_policy_the_move_has_not_reached(router
     # Nothing changed for either job.
     assert (await router.job(waiting["id"]))["status"] == "queued"
     assert (await router.job(leased["id"]))["lease"]["member_id"] == member
+    # The sweeper's recheck of recently changed teams moves them on (no other team: parked).
+    assert (await router.sweep()).policed == 2
+    for job_id in (waiting["id"], leased["id"]):
+        parked = await router.job(job_id)
+        assert (parked["status"], parked["lease"]) == ("unroutable", None)
 
 
 # ----------------------------------------------------------------------------- tenant policy
@@ -221,7 +228,7 @@ async def test_a_submission_that_crossed_a_policy_change_is_held_to_it(router: R
     assert moved["assignment"]["team_id"] == dublin["id"]
     assert (await claim(router.http, moved, new_uuid())).status_code == 200
     # Past the recheck window the sweeper leaves the tenant alone.
-    router.clock.set(seconds=router.settings.tenant_policy_recheck_seconds + 1)
+    router.clock.set(seconds=router.settings.policy_recheck_seconds + 1)
     assert (await router.sweep()).policed == 0
 
 

@@ -303,6 +303,11 @@ class TeamRepository:
         ).all()
         return _filtered_page(rows, limit, lambda team: [team.created_at, team.id], scope)
 
+    async def changed_since(self, since: datetime) -> Sequence[Team]:
+        """The teams updated at or after ``since`` (the sweeper's recheck)."""
+        query = select(Team).where(Team.updated_at >= since).order_by(Team.id)
+        return (await self.session.scalars(query)).all()
+
     async def update_versioned(
         self, team_id: str, *, expected_version: int | None, values: dict[str, Any]
     ) -> Team | None:
