@@ -51,12 +51,14 @@ CONFLICTS: dict[str, str] = {
     "cancel_job": "The job is completed or cancelled already.",
     "job_result": "The job is not completed (yet).",
     "job_feedback": "The job is not completed, or was rated already.",
-    "claim": "The job is not queued (another member may have claimed it).",
+    "claim": "The job is not queued (another member may have claimed it), or your team no "
+    "longer meets its data policy (`team-not-eligible`: it goes to another team).",
     "heartbeat": _NO_LEASE,
     "release": _NO_LEASE,
     "reject": _NO_LEASE,
     "complete": _NO_LEASE,
-    "read_confidential": _NO_LEASE,
+    "read_confidential": _NO_LEASE + " Or your team no longer meets the job's data policy "
+    "(`team-not-eligible`).",
     "tenant_key_for_result": _NO_LEASE,
     "route_job": "The job cannot be routed in its current status.",
     "create_team": "A team with this name exists already.",
