@@ -1181,20 +1181,39 @@ class JobWorkflow:
                     conditions=conditions,
                 )
             else:
-                await self._route_or_park(
+                await self._reroute(
                     job,
-                    classification=_stored_classification(job),
-                    actor="system",
-                    now=now,
-                    event_type="rerouted",
-                    reason_prefix=f"{left}, and no team the job's data policy allows may; "
-                    "the work is to be done anew: ",
+                    why=f"{left}, and no team the job's data policy allows may; "
+                    "the work is to be done anew",
                     conditions=conditions,
                     extra_values={**_lease_cleared(), **_REVIEW_CLEARED},
+                    now=now,
                 )
         except InvalidTransition:
             return False  # decided meanwhile: a decision needs the reviewer's team as it is
         return True
+
+    async def _reroute(
+        self,
+        job: Job,
+        *,
+        why: str,
+        conditions: Sequence[ColumnElement[bool]],
+        extra_values: dict[str, Any],
+        now: datetime,
+    ) -> Job:
+        """The system routes ``job`` again because its data policy moved it off where it was
+        (event ``rerouted``, ``why`` opening the reason)."""
+        return await self._route_or_park(
+            job,
+            classification=_stored_classification(job),
+            actor="system",
+            now=now,
+            event_type="rerouted",
+            reason_prefix=f"{why}; ",
+            conditions=conditions,
+            extra_values=extra_values,
+        )
 
     async def _hand_on_if_ineligible(self, job: Job, team: Team, *, now: datetime) -> bool:
         """Move ``job``, held by ``team``, to its best eligible team (or park it as
@@ -1207,16 +1226,12 @@ class JobWorkflow:
         if not refusals:
             return False
         try:
-            await self._route_or_park(
+            await self._reroute(
                 job,
-                classification=_stored_classification(job),
-                actor="system",
-                now=now,
-                event_type="rerouted",
-                reason_prefix=f"{team.name} no longer meets the job's data policy"
-                f" ({'; '.join(refusals)}); ",
+                why=f"{team.name} no longer meets the job's data policy ({'; '.join(refusals)})",
                 conditions=[Job.team_id == team.id],
                 extra_values=_lease_cleared(),
+                now=now,
             )
         except InvalidTransition:
             return False  # it moved meanwhile: the check on every claim and read holds it
