@@ -316,3 +316,16 @@ def test_free_text_keeps_tabs_line_breaks_and_joiners_but_no_other_control_chara
     for bad_json in ({"k": ["x", {"deep": "\x00"}]}, {"key\x1b": "v"}, ["\x00"]):
         with pytest.raises(ValueError, match="control characters"):
             check_json_text(bad_json)
+
+
+def test_the_control_character_patterns_are_unicode_category_cc():
+    import sys
+    import unicodedata
+
+    from services.gateway.domain import jobs
+
+    cc = {chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cc"}
+    assert {c for c in map(chr, range(0x2000)) if jobs._CONTROL.match(c)} == cc
+    assert {c for c in map(chr, range(0x2000)) if jobs._CONTROL_IN_TEXT.match(c)} == cc - set(
+        "\t\n\r"
+    )

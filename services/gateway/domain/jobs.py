@@ -96,23 +96,27 @@ def _is_control(character: str) -> bool:
     return unicodedata.category(character) == "Cc"
 
 
+# Category Cc is exactly U+0000-U+001F and U+007F-U+009F (a test checks it against
+# unicodedata): one regular expression search instead of a lookup per character, which cost
+# ~0.1 ms of every submit's 900-character description.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# The same, but for what separates the words and lines of free text: tab, LF, CR.
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def check_printable(value: str) -> str:
     """A name or search text without control characters: a NUL is refused by PostgreSQL and
     ends a pattern early in SQLite (where the text would then match everything)."""
-    if any(_is_control(character) for character in value):
+    if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
     return value
-
-
-# The control characters free text keeps: what separates its words and lines.
-_TEXT_SPACING = frozenset("\t\n\r")
 
 
 def check_text(value: str) -> str:
     """Free text (a title, a description, a reason, a comment) without control characters but
     tabs and line breaks: a NUL is refused by PostgreSQL, and an escape sequence would reach
     the terminals and pages that show the text."""
-    if any(_is_control(c) and c not in _TEXT_SPACING for c in value):
+    if _CONTROL_IN_TEXT.search(value):
         raise ValueError("must not contain control characters (other than tabs and line breaks)")
     return value
 
