@@ -438,3 +438,31 @@ async def test_through_an_egress_proxy_the_name_goes_to_the_proxy(maker) -> None
         await worker.aclose()
         server.close()
     assert request_lines == ["POST http://localhost:9/hook HTTP/1.1"]
+
+
+async def test_an_attempt_tries_each_checked_address_until_one_connects(maker, monkeypatch):
+    """A name with two addresses, the first unreachable (an IPv6 address first on a host
+    without IPv6, say): the attempt goes on to the next address checked, as a client resolving
+    the name itself would."""
+    receiver = Receiver(port=free_port())
+    await receiver.start()
+    real_lookup = socket.getaddrinfo
+
+    def two_addresses(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "hooks.localhost":
+            return real_lookup(host, port, *args, **kwargs)
+        # Nothing listens on 127.0.0.2: its connection is refused.
+        return real_lookup("127.0.0.2", port, *args, **kwargs) + real_lookup(
+            "127.0.0.1", port, *args, **kwargs
+        )
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    await one_delivery_to(maker, f"http://hooks.localhost:{receiver.port}/hook")
+    worker = sender(maker)
+    try:
+        assert await worker.deliver_due() == 1
+    finally:
+        await worker.aclose()
+        await receiver.stop()
+    [(headers, _)] = receiver.received
+    assert headers["host"] == f"hooks.localhost:{receiver.port}"

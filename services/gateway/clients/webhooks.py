@@ -13,6 +13,7 @@ but before recording the attempt posts it again after its claim lapses), hence
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -60,11 +61,11 @@ LOOPBACK_NAMES = ("localhost",)
 
 @dataclass(frozen=True)
 class DeliveryAddress:
-    """Where an attempt may post: the address checked (None for an IP literal, which the URL
-    names itself), or why it must not post at all."""
+    """Where an attempt may post: the addresses checked, in the resolver's order (none for an
+    IP literal, which the URL names itself), or why it must not post at all."""
 
     refusal: str | None = None
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
 
 
 async def delivery_address(url: str, *, allow_loopback: bool = True) -> DeliveryAddress:
@@ -100,7 +101,7 @@ async def delivery_address(url: str, *, allow_loopback: bool = True) -> Delivery
             continue
         if rules.is_internal(address):
             return DeliveryAddress(REFUSED_ADDRESS)
-    return DeliveryAddress(address=addresses[0])
+    return DeliveryAddress(addresses=tuple(addresses))
 
 
 def pinned_request(
@@ -238,6 +239,32 @@ class WebhookSender:
             await session.commit()
         return claimed
 
+    async def _post(
+        self, url: str, checked: DeliveryAddress, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """Post to the addresses checked, in turn until one connects (as a client resolving the
+        name itself would: an IPv6 address first on a host without IPv6, say); through a proxy,
+        or for an IP literal, to the URL as it is."""
+        pins: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, ...] = (
+            (None,) if self.proxy or not checked.addresses else checked.addresses
+        )
+        for address in pins[:-1]:
+            with contextlib.suppress(httpx.ConnectError):
+                return await self._post_to(url, address, body, headers)
+        return await self._post_to(url, pins[-1], body, headers)
+
+    async def _post_to(
+        self,
+        url: str,
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        target, host, extensions = pinned_request(url, address)
+        return await self.http.post(
+            target, content=body, headers={**headers, **host}, extensions=extensions
+        )
+
     async def _deliver(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:
         started = time.perf_counter()
         status_code: int | None = None
@@ -263,11 +290,7 @@ class WebhookSender:
                     )
                     error = checked.refusal
                     if error is None:
-                        pinned = None if self.proxy else checked.address
-                        url, host, extensions = pinned_request(endpoint.url, pinned)
-                        response = await self.http.post(
-                            url, content=body, headers={**headers, **host}, extensions=extensions
-                        )
+                        response = await self._post(endpoint.url, checked, body, headers)
                         status_code = response.status_code
                         if not response.is_success:
                             error = f"HTTP {status_code}"
