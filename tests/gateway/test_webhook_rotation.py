@@ -155,6 +155,20 @@ async def test_delivery_address_rule() -> None:
         assert await _refusal(local, allow_loopback=False) == REFUSED_ADDRESS
 
 
+async def _deliver_one_to_hooks_localhost(maker: Any, receiver: Receiver) -> None:
+    """One delivery to ``http://hooks.localhost:<receiver's port>/hook`` (however the test has
+    the name resolve); it must reach ``receiver``, naming the host."""
+    await one_delivery_to(maker, f"http://hooks.localhost:{receiver.port}/hook")
+    worker = sender(maker)
+    try:
+        assert await worker.deliver_due() == 1
+    finally:
+        await worker.aclose()
+        await receiver.stop()
+    [(headers, _)] = receiver.received
+    assert headers["host"] == f"hooks.localhost:{receiver.port}"
+
+
 async def test_an_attempt_connects_to_the_address_it_checked(maker, monkeypatch) -> None:
     """A name that answers one address to the check and another to a second lookup (a zero
     TTL, rebinding): the attempt goes to the address checked, naming the host in ``Host``."""
@@ -172,16 +186,8 @@ async def test_an_attempt_connects_to_the_address_it_checked(maker, monkeypatch)
         return real_lookup(address, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding_lookup)
-    await one_delivery_to(maker, f"http://hooks.localhost:{receiver.port}/hook")
-    worker = sender(maker)
-    try:
-        assert await worker.deliver_due() == 1
-    finally:
-        await worker.aclose()
-        await receiver.stop()
+    await _deliver_one_to_hooks_localhost(maker, receiver)
     assert lookups == ["hooks.localhost"]
-    [(headers, _)] = receiver.received
-    assert headers["host"] == f"hooks.localhost:{receiver.port}"
 
 
 def test_a_pinned_request_keeps_the_name_for_host_and_tls() -> None:
@@ -457,12 +463,4 @@ async def test_an_attempt_tries_each_checked_address_until_one_connects(maker, m
         )
 
     monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
-    await one_delivery_to(maker, f"http://hooks.localhost:{receiver.port}/hook")
-    worker = sender(maker)
-    try:
-        assert await worker.deliver_due() == 1
-    finally:
-        await worker.aclose()
-        await receiver.stop()
-    [(headers, _)] = receiver.received
-    assert headers["host"] == f"hooks.localhost:{receiver.port}"
+    await _deliver_one_to_hooks_localhost(maker, receiver)
