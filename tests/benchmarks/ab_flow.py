@@ -1,16 +1,18 @@
 """Submit throughput and CPU of two checkouts, measured in alternating windows.
 
     .venv/bin/python -m tests.benchmarks.ab_flow BEFORE_DIR AFTER_DIR [--rounds 6]
-        [--seconds 2] [--concurrency 8]
+        [--seconds 2] [--concurrency 8] [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
 The 2-core machines this project runs on drift: the same code measured 7.6 ms and then 9.1 ms
 per unloaded submit a quarter of an hour apart, so two bench_flow runs one after the other
 compare the machine's moods as much as the code. Here both checkouts' platforms (``taskroute
-up`` from each directory, SQLite, the same settings) run at once, idle but for their pollers
+up`` from each directory, SQLite, or with ``--postgres`` databases of their own on that
+server, the same settings) run at once, idle but for their pollers
 while the other is measured, and each round measures one then the other (the order flipping
 every round): submits with confidential data at ``--concurrency`` in flight, then one in
 flight. Prints every round and the medians; CPU per request is the three services' own, from
-/proc. Loopback only, bounded by rounds × 2 × 2 × seconds.
+/proc (on PostgreSQL the database server's own CPU is not counted: both platforms share it).
+Loopback only, bounded by rounds × 2 × 2 × seconds.
 """
 
 from __future__ import annotations
@@ -109,7 +111,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--postgres", default="", help="admin URL; default: SQLite")
     args = parser.parse_args()
+    backend = "postgres" if args.postgres else "sqlite"
+    database = {"admin_url": args.postgres} if args.postgres else {}
     trees = [args.before.resolve(), args.after.resolve()]
     settings = {
         "TASKROUTE_LOG_LEVEL": "WARNING",
@@ -119,10 +124,11 @@ def main() -> None:
         platforms = [
             stack.enter_context(
                 launch_platform(
-                    "sqlite",
+                    backend,
                     Path(stack.enter_context(tempfile.TemporaryDirectory())),
                     settings,
                     repo_root=tree,
+                    **database,
                 )
             )
             for tree in trees
