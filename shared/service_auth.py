@@ -42,6 +42,10 @@ CREDENTIAL_TYPE = "service"
 # Long enough to cover clock skew between pods and one slow call; short enough that a token
 # copied out of a log or a packet capture is worthless almost at once.
 CREDENTIAL_TTL_SECONDS = 60
+# The longest life a service token may claim: credentials live a minute, grants at most ten
+# (the router's setting), result receipts ten. A token signed to live longer (by a stolen key,
+# or a signer with a bad clock or setting) is refused rather than honoured for years.
+MAX_TOKEN_LIFETIME_SECONDS = 3600
 _CLOCK_SKEW_SECONDS = 5
 _ALGORITHM = "EdDSA"
 
@@ -181,6 +185,9 @@ class ServiceIdentity:
             )
         except jwt.PyJWTError as exc:
             raise ServiceAuthError("Service credentials are invalid or expired.") from exc
+        lifetime = claims["exp"] - claims["iat"]
+        if not isinstance(lifetime, int | float) or lifetime > MAX_TOKEN_LIFETIME_SECONDS:
+            raise ServiceAuthError("Service credentials claim too long a life.")
         return claims
 
     def _remember(self, token: str, claims: dict[str, Any]) -> None:

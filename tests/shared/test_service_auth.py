@@ -64,6 +64,20 @@ def test_expired_forged_and_unsigned_tokens_are_refused(identities, tmp_path):
             router.verify(token, typ=CREDENTIAL_TYPE, allowed_issuers=frozenset({"gateway"}))
 
 
+def test_a_token_signed_to_live_for_years_is_refused(identities):
+    """Service tokens live a minute (credentials) to ten (grants, receipts): one signed to live
+    longer is refused, so a key stolen once cannot mint a token good for years."""
+    gateway, router = identities("gateway"), identities("router")
+    allowed = frozenset({"gateway"})
+    hour = gateway.sign(audience="router", typ=CREDENTIAL_TYPE, ttl_seconds=3600, claims={})
+    assert router.verify(hour, typ=CREDENTIAL_TYPE, allowed_issuers=allowed)["iss"] == "gateway"
+    years = gateway.sign(
+        audience="router", typ=CREDENTIAL_TYPE, ttl_seconds=10 * 365 * 86_400, claims={}
+    )
+    with pytest.raises(ServiceAuthError, match="too long"):
+        router.verify(years, typ=CREDENTIAL_TYPE, allowed_issuers=allowed)
+
+
 def test_private_keys_are_owner_only(keys_dir):
     for name in ("gateway", "router", "vault"):
         assert (keys_dir / f"{name}.key").stat().st_mode & 0o777 == 0o600
