@@ -520,3 +520,68 @@ async def test_a_slow_receiver_holds_only_its_own_attempt(maker):
         await worker.aclose()
         await fast.stop()
         slow_server.close()
+
+
+async def test_one_tenant_s_hanging_endpoints_take_only_its_share_of_the_slots(maker):
+    """Twenty-five endpoints of one tenant that never answer, then one event of another tenant:
+    the worker holds five of the first tenant's attempts (its share) and delivers the other's
+    meanwhile, not after the first tenant's attempts time out."""
+    from services.gateway.clients.webhooks import PER_TENANT_IN_FLIGHT, WebhookSender
+    from services.gateway.db.repository import WebhookRepository
+    from shared.db import utcnow
+    from tests.gateway.factories import PEPPER, make_tenant, make_webhook_endpoint
+
+    held: list[asyncio.StreamWriter] = []
+    release = asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        held.append(writer)
+        await release.wait()
+        writer.close()
+
+    hanging = await asyncio.start_server(hang, "127.0.0.1", 0)
+    hanging_port = hanging.sockets[0].getsockname()[1]
+    fast = Receiver(port=free_port())
+    await fast.start()
+
+    async def tenant_with(urls: list[str], prefix: str) -> None:
+        async with maker() as session:
+            tenant = await make_tenant(session)
+            for number, url in enumerate(urls):
+                await make_webhook_endpoint(
+                    session,
+                    tenant_id=tenant.id,
+                    url=url,
+                    endpoint_id=f"5f0c7a52-0000-4000-8000-{prefix}{number:010d}",
+                )
+            await WebhookRepository(session).enqueue(
+                tenant_id=tenant.id,
+                event_id=f"event-{prefix}",
+                event_type="job.queued",
+                payload="{}",
+                now=utcnow(),
+            )
+            await session.commit()
+
+    await tenant_with([f"http://127.0.0.1:{hanging_port}/hook"] * 25, "aa")
+    await tenant_with([f"http://127.0.0.1:{fast.port}/hook"], "bb")
+    worker = WebhookSender(
+        maker=maker, pepper=PEPPER, backoff_base=timedelta(seconds=10), poll_seconds=0.05
+    )
+    running_worker = asyncio.create_task(worker.run_forever())
+    try:
+
+        async def other_tenant_delivered() -> bool:
+            return len(fast.received) == 1
+
+        await wait_for(other_tenant_delivered, "the other tenant's event")
+        await asyncio.sleep(0.3)  # a few more polls: the share stays five
+        assert len(held) == PER_TENANT_IN_FLIGHT
+    finally:
+        release.set()
+        running_worker.cancel()
+        await asyncio.gather(running_worker, return_exceptions=True)
+        await worker.aclose()
+        await fast.stop()
+        hanging.close()

@@ -19,8 +19,10 @@ import logging
 import socket
 import ssl
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,6 +48,9 @@ ATTEMPT_SECONDS = 15.0
 CLAIM_MARGIN_SECONDS = 45.0
 # Deliveries per round: a few concurrent POSTs keep one slow receiver from stalling the rest.
 BATCH_SIZE = 20
+# At most this many of one tenant's attempts in flight per worker: a tenant whose endpoints all
+# hang holds a quarter of the slots, never the others' share.
+PER_TENANT_IN_FLIGHT = 5
 # Only the start of a receiver's error is worth keeping in the attempt log.
 MAX_ERROR_CHARS = 200
 
@@ -205,14 +210,22 @@ class WebhookSender:
         waiting for a whole round let one tenant's unreachable endpoints delay every tenant's
         events by the slowest attempt."""
         in_flight: set[asyncio.Task[None]] = set()
+        per_tenant: Counter[str] = Counter()
+
+        def done(task: asyncio.Task[None], tenant_id: str) -> None:
+            in_flight.discard(task)
+            per_tenant[tenant_id] -= 1
+
         try:
             while True:
                 try:
                     room = BATCH_SIZE - len(in_flight)
-                    for delivery, endpoint in await self._claim(room) if room else ():
+                    claimed = await self._claim(room, in_flight=per_tenant) if room else []
+                    for delivery, endpoint in claimed:
                         task = asyncio.create_task(self._deliver(delivery, endpoint))
                         in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
+                        per_tenant[delivery.tenant_id] += 1
+                        task.add_done_callback(partial(done, tenant_id=delivery.tenant_id))
                     await webhook_metrics.WEBHOOK_OUTBOX.refresh(self.maker)  # at most every 15 s
                 except Exception as exc:  # noqa: BLE001 - retried next poll; never kill the worker
                     logger.warning("webhook round failed", extra={"error_type": type(exc).__name__})
@@ -231,10 +244,18 @@ class WebhookSender:
         await asyncio.gather(*(self._deliver(delivery, endpoint) for delivery, endpoint in claimed))
         return len(claimed)
 
-    async def _claim(self, limit: int) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+    async def _claim(
+        self, limit: int, *, in_flight: Counter[str] | None = None
+    ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+        """Claim up to ``limit`` due deliveries; with ``in_flight`` (the attempts under way per
+        tenant), each tenant's share is bounded by ``PER_TENANT_IN_FLIGHT``."""
         async with self.maker() as session:
             claimed = await WebhookRepository(session).claim_due(
-                now=utcnow(), lease=self.lease, limit=limit
+                now=utcnow(),
+                lease=self.lease,
+                limit=limit,
+                per_tenant=None if in_flight is None else PER_TENANT_IN_FLIGHT,
+                in_flight=in_flight,
             )
             await session.commit()
         return claimed

@@ -9,12 +9,12 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -811,21 +811,60 @@ class WebhookRepository:
         )
 
     async def claim_due(
-        self, *, now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        per_tenant: int | None = None,
+        in_flight: Mapping[str, int] | None = None,
     ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
-        """Claim up to ``limit`` due deliveries for this worker until ``now + lease``."""
-        candidates = (
-            await self.session.scalars(
+        """Claim up to ``limit`` due deliveries for this worker until ``now + lease``, oldest
+        first; with ``per_tenant``, at most that many of one tenant's counting the ones this
+        worker has ``in_flight`` already, so one tenant's backlog cannot take every slot."""
+        due = (
+            WebhookDelivery.status == DeliveryStatus.PENDING.value,
+            WebhookDelivery.next_attempt_at <= now,
+            or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+        )
+        if per_tenant is None:
+            query = (
                 select(WebhookDelivery.id)
-                .where(
-                    WebhookDelivery.status == DeliveryStatus.PENDING.value,
-                    WebhookDelivery.next_attempt_at <= now,
-                    or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
-                )
+                .where(*due)
                 .order_by(WebhookDelivery.next_attempt_at)
                 .limit(limit)
             )
-        ).all()
+            candidates = list((await self.session.scalars(query)).all())
+        else:
+            rank = (
+                func.row_number()
+                .over(
+                    partition_by=WebhookDelivery.tenant_id,
+                    order_by=(WebhookDelivery.next_attempt_at, WebhookDelivery.id),
+                )
+                .label("rank")
+            )
+            ranked = (
+                select(
+                    WebhookDelivery.id,
+                    WebhookDelivery.tenant_id,
+                    WebhookDelivery.next_attempt_at,
+                    rank,
+                )
+                .where(*due)
+                .subquery()
+            )
+            rows = await self.session.execute(
+                select(ranked.c.id, ranked.c.tenant_id, ranked.c.rank)
+                .where(ranked.c.rank <= per_tenant)
+                .order_by(ranked.c.next_attempt_at, ranked.c.id)
+            )
+            busy = in_flight or {}
+            candidates = [
+                delivery_id
+                for delivery_id, tenant_id, position in rows.all()
+                if position + busy.get(tenant_id, 0) <= per_tenant
+            ][:limit]
         claimed: list[tuple[WebhookDelivery, WebhookEndpoint]] = []
         for delivery_id in candidates:
             result = await self.session.execute(
