@@ -582,6 +582,8 @@ async def test_one_tenant_s_hanging_endpoints_take_only_its_share_of_the_slots(m
         release.set()
         running_worker.cancel()
         await asyncio.gather(running_worker, return_exceptions=True)
+        # Every attempt ended (answered or cut off): nothing is held for any tenant.
+        assert not worker.attempts_by_tenant
         await worker.aclose()
         await fast.stop()
         hanging.close()

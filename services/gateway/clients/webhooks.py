@@ -175,6 +175,7 @@ class WebhookSender:
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.maker = maker
+        self.attempts_by_tenant: Counter[str] = Counter()
         # Through an egress proxy the proxy resolves names and connects: nothing to pin.
         self.proxy = proxy
         # Off in production: a tenant's endpoint must not reach the gateway's own host.
@@ -210,11 +211,14 @@ class WebhookSender:
         waiting for a whole round let one tenant's unreachable endpoints delay every tenant's
         events by the slowest attempt."""
         in_flight: set[asyncio.Task[None]] = set()
-        per_tenant: Counter[str] = Counter()
+        # Attempts under way per tenant (for its share); an attribute so tests can look.
+        per_tenant = self.attempts_by_tenant = Counter[str]()
 
         def done(task: asyncio.Task[None], tenant_id: str) -> None:
             in_flight.discard(task)
             per_tenant[tenant_id] -= 1
+            if per_tenant[tenant_id] <= 0:
+                del per_tenant[tenant_id]  # held only for tenants with attempts under way
 
         try:
             while True:
