@@ -153,6 +153,9 @@ class ReviewWorkflow:
         self, team_id: str, job_id: str, *, member_id: str, comment: str, now: datetime
     ) -> Job:
         job = await self.get(team_id, job_id, member_id=member_id)
+        # Back to its author only while the author's team may hold the job: a change it has
+        # not been held to yet is the sweeper's to apply (the work is then done anew).
+        await self.flow.require_eligible(job)
         author = job.review_submitted_by
         lease_seconds = self.flow.settings.lease_seconds
         return await self.flow._move(  # noqa: SLF001

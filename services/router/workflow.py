@@ -256,6 +256,22 @@ class JobWorkflow:
             policy = policy.tightened_by(DataPolicy.from_json(tenant.policy))
         return policy
 
+    async def require_eligible(self, job: Job, team: Team | None = None) -> None:
+        """409 ``team-not-eligible`` unless the job's team meets its policy as it is now."""
+        team = team or (await self.teams.get(job.team_id) if job.team_id else None)
+        if team is None:
+            raise TeamNotFound
+        refusals = policy_refusals(
+            country=team.country,
+            certifications=team.certifications,
+            policy=await self.policy_now(job),
+        )
+        if refusals:
+            raise TeamNotEligible(
+                f"Team {team.name} no longer meets this job's data policy"
+                f" ({'; '.join(refusals)}); the job goes to another team."
+            )
+
     async def _eligible_team_job(self, team_id: str, job_id: str) -> Job:
         """:meth:`team_job`, refused (409) when the team no longer meets the job's data policy.
 
@@ -264,15 +280,7 @@ class JobWorkflow:
         on, :meth:`reroute_ineligible`): this check on every claim and every read of the
         data holds whatever that move has not reached yet."""
         team, job = await self._team_and_job(team_id, job_id)
-        policy = await self.policy_now(job)
-        refusals = policy_refusals(
-            country=team.country, certifications=team.certifications, policy=policy
-        )
-        if refusals:
-            raise TeamNotEligible(
-                f"Team {team.name} no longer meets this job's data policy"
-                f" ({'; '.join(refusals)}); the job goes to another team."
-            )
+        await self.require_eligible(job, team)
         return job
 
     async def routing_view(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -1141,10 +1149,35 @@ class JobWorkflow:
     async def _move_review_if_ineligible(
         self, job: Job, policy: DataPolicy, *, now: datetime
     ) -> bool:
-        """A job in review whose reviewer team no longer meets ``policy``: the review moves to
-        the team that may review it now (the policy's reviewer team, else the job's own), or,
-        when neither may, the job is routed to be done anew (the work was done by a team the
-        policy now excludes, and nobody allowed could approve it); whether it moved."""
+        """A job in review that its policy no longer lets stand where it is. Work done by a team
+        the policy now excludes is routed to be done anew, whoever reviews it (approving it, or
+        sending it back to that team, would go against the policy). Otherwise, when its
+        reviewer team no longer meets ``policy``, the review moves to the team that may review
+        it now (the policy's reviewer team, else the job's own) or, if neither may, the job is
+        routed anew too; whether it moved."""
+        conditions = [Job.review_team_id == job.review_team_id, Job.event_seq == job.event_seq]
+        working = await self.teams.get(job.team_id) if job.team_id else None
+        excluded = (
+            ["the team no longer exists"]
+            if working is None
+            else policy_refusals(
+                country=working.country, certifications=working.certifications, policy=policy
+            )
+        )
+        if excluded:
+            name = working.name if working else job.team_id
+            try:
+                await self._reroute(
+                    job,
+                    why=f"{name}, which did the work, no longer meets the job's data policy"
+                    f" ({'; '.join(excluded)}); the work is to be done anew",
+                    conditions=conditions,
+                    extra_values={**_lease_cleared(), **_REVIEW_CLEARED},
+                    now=now,
+                )
+            except InvalidTransition:
+                return False
+            return True
         current = await self.teams.get(job.review_team_id) if job.review_team_id else None
         refusals = (
             ["the team no longer exists"]
@@ -1160,7 +1193,6 @@ class JobWorkflow:
             return False
         left = f"{current.name if current else job.review_team_id} may no longer review it"
         left += f" ({'; '.join(refusals)})"
-        conditions = [Job.review_team_id == job.review_team_id, Job.event_seq == job.event_seq]
         team_id, reviewers = await self._review_team(job, policy)
         candidate = await self.teams.get(team_id)
         try:
@@ -1259,10 +1291,12 @@ class JobWorkflow:
         teams = {team.id: team for team in await self.teams.all()}
         tightened = moved = 0
         for job in await self.jobs.active_for_tenant(tenant_id):
-            if (job.policy_version or 0) >= version:
-                continue  # made under this version or a newer one (its gateway knew more)
             current = DataPolicy.from_json(job.policy)
-            wanted = current.tightened_by(policy)
+            # A job made under this version or a newer one keeps its policy (its gateway knew
+            # more); where it stands is checked all the same, as for every job.
+            wanted = (
+                current if (job.policy_version or 0) >= version else current.tightened_by(policy)
+            )
             if wanted != current:
                 updated = await self.jobs.touch(
                     job.id,

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.router.app import create_app
 from services.router.db.models import Job
+from services.router.db.repository import TenantPolicyRepository
 from services.router.domain.lifecycle import JobStatus, can_transition
 from services.router.domain.review import reviewer_refusals
 from services.router.domain.routing import DataPolicy
@@ -365,8 +366,56 @@ async def test_work_in_review_nobody_allowed_may_review_is_done_anew(router):
     assert (stored.result, stored.review_team_id, stored.review_submitted_by) == (None, None, None)
     event = (await router.events(job["id"]))[-1]
     assert (event["type"], event["from_status"]) == ("rerouted", "in_review")
-    assert "no team the job's data policy allows may" in event["reason"]
+    assert "Pune Clinical, which did the work, no longer meets" in event["reason"]
     assert await router.reviews(pune["id"], BOB) == []
+
+
+async def test_work_by_a_team_the_policy_now_excludes_is_redone_whoever_reviews_it(router):
+    """The reviewer team still qualifies, but the team that did the work no longer does:
+    approving the work, or sending it back there, would go against the policy, so the job is
+    routed to be done anew; a send-back racing the change is refused."""
+    pune = await create_team(router.http, name="Pune Clinical", quality=0.95)
+    await create_team(router.http, name="Cork Clinical", country="IE", quality=0.5)
+    qa = await create_team(router.http, name="Dublin QA", country="IE", skills=["research"])
+    job = await submit_job(router.http, policy={**REVIEW, "review_team_id": qa["id"]})
+    assert job["assignment"]["team_id"] == pune["id"]
+    assert (await router.claim_and_complete(job, ALICE)).json()["status"] == "in_review"
+
+    # A change the job has not been held to yet (stored, no pass over the jobs): the
+    # reviewer may not send the work back to Pune.
+    async with router.app.state.sessionmaker() as session, session.begin():
+        await TenantPolicyRepository(session).put_if_newer(
+            job["tenant_id"],
+            version=2,
+            policy={
+                "allowed_countries": ["IE"],
+                "require_review": True,
+                "review_team_id": qa["id"],
+            },
+            now=T0,
+        )
+    refused = await router.decide(qa["id"], job["id"], "send-back", CAROL, comment="Redo row 3")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("/team-not-eligible")
+
+    pushed = await router.http.put(
+        f"/internal/v1/tenants/{job['tenant_id']}/policy",
+        json={
+            "version": 3,
+            "policy": {
+                "allowed_countries": ["IE"],
+                "require_review": True,
+                "review_team_id": qa["id"],
+            },
+        },
+    )
+    assert pushed.json()["moved"] == 1, pushed.text
+    again = await router.job(job["id"])
+    assert (again["status"], again["assignment"]["team_name"]) == ("queued", "Cork Clinical")
+    event = (await router.events(job["id"]))[-1]
+    assert (event["type"], event["from_status"]) == ("rerouted", "in_review")
+    assert "Pune Clinical, which did the work, no longer meets" in event["reason"]
+    assert await router.reviews(qa["id"], CAROL) == []
 
 
 async def test_reviewer_grants_open_the_job_data_and_the_result(router, keys_dir):

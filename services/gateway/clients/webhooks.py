@@ -274,7 +274,8 @@ class WebhookSender:
             (None,) if self.proxy or not checked.addresses else checked.addresses
         )
         for address in pins[:-1]:
-            with contextlib.suppress(httpx.ConnectError):
+            # Refused, or silent until the connect timeout (a dead IPv6 route): the next one.
+            with contextlib.suppress(httpx.ConnectError, httpx.ConnectTimeout):
                 return await self._post_to(url, address, body, headers)
         return await self._post_to(url, pins[-1], body, headers)
 

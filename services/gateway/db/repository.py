@@ -628,6 +628,10 @@ _LIVE_ENDPOINT_IDS = select(_WEBHOOK_ENDPOINTS.c.id).where(
 _INSERT_DELIVERY = _WEBHOOK_DELIVERIES.insert()
 
 
+# How many of the oldest due deliveries one claim looks at to give each tenant its share.
+CLAIM_WINDOW = 500
+
+
 class WebhookRepository:
     """Webhook endpoints and their delivery outbox, scoped to a tenant for every API read.
 
@@ -836,24 +840,29 @@ class WebhookRepository:
             )
             candidates = list((await self.session.scalars(query)).all())
         else:
+            # Ranked within the oldest due rows only, read through the due index: a backlog of
+            # many tenants must not make every poll sort all of it (a review measured 170 ms for
+            # 200,000 due rows, against 0.1 ms for the plain oldest-first read).
+            oldest = (
+                select(
+                    WebhookDelivery.id, WebhookDelivery.tenant_id, WebhookDelivery.next_attempt_at
+                )
+                .where(*due)
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(CLAIM_WINDOW)
+                .subquery()
+            )
             rank = (
                 func.row_number()
                 .over(
-                    partition_by=WebhookDelivery.tenant_id,
-                    order_by=(WebhookDelivery.next_attempt_at, WebhookDelivery.id),
+                    partition_by=oldest.c.tenant_id,
+                    order_by=(oldest.c.next_attempt_at, oldest.c.id),
                 )
                 .label("rank")
             )
-            ranked = (
-                select(
-                    WebhookDelivery.id,
-                    WebhookDelivery.tenant_id,
-                    WebhookDelivery.next_attempt_at,
-                    rank,
-                )
-                .where(*due)
-                .subquery()
-            )
+            ranked = select(
+                oldest.c.id, oldest.c.tenant_id, oldest.c.next_attempt_at, rank
+            ).subquery()
             rows = await self.session.execute(
                 select(ranked.c.id, ranked.c.tenant_id, ranked.c.rank)
                 .where(ranked.c.rank <= per_tenant)

@@ -149,7 +149,7 @@ class PolicyCreate(_Request):
 class TenantPolicyPut(_Request):
     """A tenant's data policy, as the gateway stores it, at the gateway's version."""
 
-    version: int = Field(ge=1, le=2**62, description="The gateway's version of the tenant.")
+    version: int = Field(ge=1, le=2**31 - 1, description="The gateway's version of the tenant.")
     policy: PolicyCreate
 
 
@@ -185,7 +185,7 @@ class JobCreate(_Request):
     # token the gateway withdrew (a roll-back) is refused, 409 ``submission-withdrawn``.
     outbox_token: OutboxToken | None = None
     # The tenant's version whose policy ``policy`` was made from (tenant_policies).
-    policy_version: int | None = Field(default=None, ge=1, le=2**62)
+    policy_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
     @field_validator("metadata")
     @classmethod

@@ -788,7 +788,7 @@ class JobRepository:
 
     async def held_by_team(self, team_id: str) -> Sequence[Job]:
         """The jobs in ``team_id``'s hands: queued for it, leased to one of its members, or in
-        review by it."""
+        review (its work, or its to review)."""
         query = (
             select(Job)
             .where(
@@ -798,7 +798,7 @@ class JobRepository:
                         Job.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
                     ),
                     and_(
-                        Job.review_team_id == team_id,
+                        or_(Job.review_team_id == team_id, Job.team_id == team_id),
                         Job.status == JobStatus.IN_REVIEW.value,
                     ),
                 )
