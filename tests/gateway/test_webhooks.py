@@ -457,13 +457,37 @@ async def test_a_receiver_that_trickles_its_answer_is_cut_off(maker):
     assert [attempt["error"] for attempt in row.attempt_log] == ["no complete answer within 0.5 s"]
 
 
+async def tenant_event(maker, urls: list[str], prefix: str) -> None:
+    """A new tenant with an endpoint at each of ``urls`` and one event queued for them all
+    (endpoint ids and the event id made from ``prefix``, two hex digits)."""
+    from services.gateway.db.repository import WebhookRepository
+    from shared.db import utcnow
+    from tests.gateway.factories import make_tenant, make_webhook_endpoint
+
+    async with maker() as session:
+        tenant = await make_tenant(session)
+        for number, url in enumerate(urls):
+            await make_webhook_endpoint(
+                session,
+                tenant_id=tenant.id,
+                url=url,
+                endpoint_id=f"5f0c7a52-0000-4000-8000-{prefix}{number:010d}",
+            )
+        await WebhookRepository(session).enqueue(
+            tenant_id=tenant.id,
+            event_id=f"event-{prefix}",
+            event_type="job.queued",
+            payload="{}",
+            now=utcnow(),
+        )
+        await session.commit()
+
+
 async def test_a_slow_receiver_holds_only_its_own_attempt(maker):
     """The worker keeps attempts in flight and claims new ones meanwhile: an event for another
     tenant is delivered while one tenant's receiver still holds its attempt, not after it."""
     from services.gateway.clients.webhooks import WebhookSender
-    from services.gateway.db.repository import WebhookRepository
-    from shared.db import utcnow
-    from tests.gateway.factories import PEPPER, make_tenant, make_webhook_endpoint
+    from tests.gateway.factories import PEPPER
 
     held, release = asyncio.Event(), asyncio.Event()
 
@@ -480,33 +504,14 @@ async def test_a_slow_receiver_holds_only_its_own_attempt(maker):
     fast = Receiver(port=free_port())
     await fast.start()
 
-    async def event_for(url: str, endpoint_id: str) -> None:
-        async with maker() as session:
-            tenant = await make_tenant(session)
-            await make_webhook_endpoint(
-                session, tenant_id=tenant.id, url=url, endpoint_id=endpoint_id
-            )
-            await WebhookRepository(session).enqueue(
-                tenant_id=tenant.id,
-                event_id=f"event-{endpoint_id[-1]}",
-                event_type="job.queued",
-                payload="{}",
-                now=utcnow(),
-            )
-            await session.commit()
-
     worker = WebhookSender(
         maker=maker, pepper=PEPPER, backoff_base=timedelta(seconds=10), poll_seconds=0.05
     )
     running_worker = asyncio.create_task(worker.run_forever())
     try:
-        await event_for(
-            f"http://127.0.0.1:{slow_port}/hook", "5f0c7a52-0000-4000-8000-00000000000a"
-        )
+        await tenant_event(maker, [f"http://127.0.0.1:{slow_port}/hook"], "aa")
         await asyncio.wait_for(held.wait(), WAIT_SECONDS)
-        await event_for(
-            f"http://127.0.0.1:{fast.port}/hook", "5f0c7a52-0000-4000-8000-00000000000b"
-        )
+        await tenant_event(maker, [f"http://127.0.0.1:{fast.port}/hook"], "bb")
 
         async def fast_delivered() -> bool:
             return len(fast.received) == 1
@@ -527,9 +532,7 @@ async def test_one_tenant_s_hanging_endpoints_take_only_its_share_of_the_slots(m
     the worker holds five of the first tenant's attempts (its share) and delivers the other's
     meanwhile, not after the first tenant's attempts time out."""
     from services.gateway.clients.webhooks import PER_TENANT_IN_FLIGHT, WebhookSender
-    from services.gateway.db.repository import WebhookRepository
-    from shared.db import utcnow
-    from tests.gateway.factories import PEPPER, make_tenant, make_webhook_endpoint
+    from tests.gateway.factories import PEPPER
 
     held: list[asyncio.StreamWriter] = []
     release = asyncio.Event()
@@ -545,27 +548,8 @@ async def test_one_tenant_s_hanging_endpoints_take_only_its_share_of_the_slots(m
     fast = Receiver(port=free_port())
     await fast.start()
 
-    async def tenant_with(urls: list[str], prefix: str) -> None:
-        async with maker() as session:
-            tenant = await make_tenant(session)
-            for number, url in enumerate(urls):
-                await make_webhook_endpoint(
-                    session,
-                    tenant_id=tenant.id,
-                    url=url,
-                    endpoint_id=f"5f0c7a52-0000-4000-8000-{prefix}{number:010d}",
-                )
-            await WebhookRepository(session).enqueue(
-                tenant_id=tenant.id,
-                event_id=f"event-{prefix}",
-                event_type="job.queued",
-                payload="{}",
-                now=utcnow(),
-            )
-            await session.commit()
-
-    await tenant_with([f"http://127.0.0.1:{hanging_port}/hook"] * 25, "aa")
-    await tenant_with([f"http://127.0.0.1:{fast.port}/hook"], "bb")
+    await tenant_event(maker, [f"http://127.0.0.1:{hanging_port}/hook"] * 25, "aa")
+    await tenant_event(maker, [f"http://127.0.0.1:{fast.port}/hook"], "bb")
     worker = WebhookSender(
         maker=maker, pepper=PEPPER, backoff_base=timedelta(seconds=10), poll_seconds=0.05
     )
