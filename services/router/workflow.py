@@ -256,23 +256,24 @@ class JobWorkflow:
             policy = policy.tightened_by(DataPolicy.from_json(tenant.policy))
         return policy
 
-    async def require_eligible(self, job: Job, team: Team | None = None) -> None:
-        """409 ``team-not-eligible`` unless the job's team meets its policy as it is now."""
+    async def require_eligible(self, job: Job, team: Team | None = None) -> DataPolicy:
+        """The job's policy as it is now (:meth:`policy_now`); 409 ``team-not-eligible``
+        unless the job's team meets it."""
         team = team or (await self.teams.get(job.team_id) if job.team_id else None)
         if team is None:
             raise TeamNotFound
+        policy = await self.policy_now(job)
         refusals = policy_refusals(
-            country=team.country,
-            certifications=team.certifications,
-            policy=await self.policy_now(job),
+            country=team.country, certifications=team.certifications, policy=policy
         )
         if refusals:
             raise TeamNotEligible(
                 f"Team {team.name} no longer meets this job's data policy"
                 f" ({'; '.join(refusals)}); the job goes to another team."
             )
+        return policy
 
-    async def _eligible_team_job(self, team_id: str, job_id: str) -> Job:
+    async def _eligible_team_job(self, team_id: str, job_id: str) -> tuple[Job, DataPolicy]:
         """:meth:`team_job`, refused (409) when the team no longer meets the job's data policy.
 
         Routing checked the policy when it chose the team, but the team's country or
@@ -280,8 +281,7 @@ class JobWorkflow:
         on, :meth:`reroute_ineligible`): this check on every claim and every read of the
         data holds whatever that move has not reached yet."""
         team, job = await self._team_and_job(team_id, job_id)
-        await self.require_eligible(job, team)
-        return job
+        return job, await self.require_eligible(job, team)
 
     async def routing_view(self, record: dict[str, Any]) -> dict[str, Any]:
         """A stored decision record as ``GET .../routing`` shows it (domain/decision_record.py)."""
@@ -899,7 +899,7 @@ class JobWorkflow:
         now: datetime,
         request_id: str | None = None,
     ) -> Job:
-        job = await self._eligible_team_job(team_id, job_id)
+        job, _ = await self._eligible_team_job(team_id, job_id)
         if job.status != JobStatus.QUEUED.value:
             raise InvalidTransition(f"The job is {job.status}; only a queued job can be claimed.")
         return await self._move(
@@ -1001,7 +1001,9 @@ class JobWorkflow:
             *self._live_lease(member_id, now),
         ]
         lost_race = LeaseConflict("The lease changed while this request ran.")
-        policy = DataPolicy.from_json(job.policy)
+        # As it is now: a pushed change that asks for review holds this completion for it even
+        # before the job has been held to the change.
+        policy = await self.policy_now(job)
         if policy.require_review:
             # Four eyes: the result is held (the client sees no result) until a reviewer
             # approves it. After a send-back without a new confidential result, the one sealed
@@ -1111,9 +1113,10 @@ class JobWorkflow:
         """Claims for a vault grant, only for the member holding the job's live lease, and
         to open the job's data only while their team meets its data policy."""
         if action is GrantAction.OPEN:
-            job = await self._eligible_team_job(team_id, job_id)
+            job, policy = await self._eligible_team_job(team_id, job_id)
         else:
             job = await self.team_job(team_id, job_id)
+            policy = DataPolicy.from_json(job.policy)
         self._require_live_lease(job, member_id, now)
         if action is GrantAction.OPEN and job.confidential_ref is None:
             raise ConfidentialDataNotFound("This job has no confidential data.")
@@ -1123,7 +1126,8 @@ class JobWorkflow:
             job_id=job.id,
             member_id=member_id,
             confidential_ref=job.confidential_ref,
-            require_e2e=DataPolicy.from_json(job.policy).require_e2e,
+            # A pushed change the job has not been held to yet counts: e2e once asked for, is.
+            require_e2e=policy.require_e2e,
             lease=self._lease(job),
         )
 

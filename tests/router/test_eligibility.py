@@ -273,3 +273,32 @@ async def test_a_job_made_under_a_newer_policy_is_not_narrowed_by_an_older_one(r
     # Version 3 arrives: nothing to do for a job made under it.
     change = await _push_policy(router, TENANT, 3, allowed_countries=["IN", "PH"])
     assert (change["tightened"], change["moved"]) == (0, 0)
+
+
+async def test_a_change_not_yet_applied_to_a_job_still_asks_for_review_and_e2e(router: Router):
+    """A pushed change the job has not been held to yet (on SQLite, until the sweeper's
+    recheck) counts for what the job's holder does now: an open grant asks for end-to-end
+    delivery, and completing goes to review."""
+    await create_team(router.http, name="Pune Clinical")
+    job = await submit_job(router.http)
+    member = new_uuid()
+    leased = await claim(router.http, job, member)
+    assert leased.status_code == 200, leased.text
+    async with router.app.state.sessionmaker() as session, session.begin():
+        stored = await TenantPolicyRepository(session).put_if_newer(
+            TENANT,
+            version=2,
+            policy={"require_e2e": True, "require_review": True},
+            now=router.clock(),
+        )
+        assert stored  # the change, without the pass over the jobs
+    granted = await _grant(router, job, member)
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["require_e2e"] is True
+    team_id = job["assignment"]["team_id"]
+    done = await router.http.post(
+        f"/internal/v1/teams/{team_id}/jobs/{job['id']}/complete",
+        json={"member_id": member, "result": {"coded": 3}},
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "in_review"
