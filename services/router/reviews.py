@@ -40,9 +40,8 @@ from services.router.domain.errors import (
 )
 from services.router.domain.grants import GrantAction, GrantClaims, GrantPurpose
 from services.router.domain.lifecycle import JobStatus
-from services.router.domain.review import reviewer_refusals
 from services.router.domain.routing import DataPolicy
-from services.router.workflow import JobWorkflow
+from services.router.workflow import JobWorkflow, team_refusals
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,7 @@ class ReviewPage:
 
 def may_review(team: Team, job: Job) -> bool:
     """Whether ``team`` may see ``job`` as its reviewer (its policy's filters)."""
-    return not reviewer_refusals(
-        active=team.active,
-        country=team.country,
-        certifications=team.certifications,
-        policy=DataPolicy.from_json(job.policy),
-    )
+    return not team_refusals(team, DataPolicy.from_json(job.policy), reviewing=True)
 
 
 class ReviewWorkflow:
@@ -183,12 +177,7 @@ class ReviewWorkflow:
         job = await self.get(team_id, job_id, member_id=member_id)
         team = await self._team(team_id)
         policy = await self.flow.policy_now(job)
-        if reviewer_refusals(
-            active=team.active,
-            country=team.country,
-            certifications=team.certifications,
-            policy=policy,
-        ):
+        if team_refusals(team, policy, reviewing=True):
             raise JobNotFound
         ref = job.confidential_ref if purpose is GrantPurpose.JOB else job.confidential_result_ref
         if ref is None:

@@ -99,6 +99,21 @@ _REVIEW_CLEARED: dict[str, Any] = {
 }
 
 
+def team_refusals(team: Team | None, policy: DataPolicy, *, reviewing: bool = False) -> list[str]:
+    """Why ``team`` may not hold a job under ``policy`` (empty: it may): its data filters, and
+    ``reviewing``, being active too (domain/review.py). A team that is gone may do neither."""
+    if team is None:
+        return ["the team no longer exists"]
+    if reviewing:
+        return reviewer_refusals(
+            active=team.active,
+            country=team.country,
+            certifications=team.certifications,
+            policy=policy,
+        )
+    return policy_refusals(country=team.country, certifications=team.certifications, policy=policy)
+
+
 @dataclass(frozen=True)
 class TenantPolicyChange:
     """What a tenant policy push did: stored (not an older or repeated version), how many
@@ -263,9 +278,7 @@ class JobWorkflow:
         if team is None:
             raise TeamNotFound
         policy = await self.policy_now(job)
-        refusals = policy_refusals(
-            country=team.country, certifications=team.certifications, policy=policy
-        )
+        refusals = team_refusals(team, policy)
         if refusals:
             raise TeamNotEligible(
                 f"Team {team.name} no longer meets this job's data policy"
@@ -1061,12 +1074,7 @@ class JobWorkflow:
         reviewer = await self.teams.get(policy.review_team_id)
         if reviewer is None:
             return job.team_id, f"{own} (the policy's reviewer team does not exist)"
-        refusals = reviewer_refusals(
-            active=reviewer.active,
-            country=reviewer.country,
-            certifications=reviewer.certifications,
-            policy=policy,
-        )
+        refusals = team_refusals(reviewer, policy, reviewing=True)
         if refusals:
             return job.team_id, f"{own} (reviewer team {reviewer.name}: {'; '.join(refusals)})"
         return reviewer.id, f"reviewed by team {reviewer.name}"
@@ -1142,13 +1150,21 @@ class JobWorkflow:
         check on every claim and read (:meth:`_eligible_team_job`)."""
         moved = 0
         for job in await self.jobs.held_by_team(team.id):
-            if job.status == JobStatus.IN_REVIEW.value:
-                moved += await self._move_review_if_ineligible(
-                    job, DataPolicy.from_json(job.policy), now=now
-                )
-            else:
-                moved += await self._hand_on_if_ineligible(job, team, now=now)
+            moved += await self._move_if_ineligible(
+                job, team, DataPolicy.from_json(job.policy), now=now
+            )
         return moved
+
+    async def _move_if_ineligible(
+        self, job: Job, team: Team | None, policy: DataPolicy, *, now: datetime
+    ) -> bool:
+        """Move ``job`` (held by ``team``, or in review) if it may no longer stand where it
+        is under ``policy``; whether it moved."""
+        if job.status == JobStatus.IN_REVIEW.value:
+            return await self._move_review_if_ineligible(job, policy, now=now)
+        if team is None or job.status not in _HELD_BY_A_TEAM:
+            return False
+        return await self._hand_on_if_ineligible(job, team, policy, now=now)
 
     async def _move_review_if_ineligible(
         self, job: Job, policy: DataPolicy, *, now: datetime
@@ -1161,13 +1177,7 @@ class JobWorkflow:
         routed anew too; whether it moved."""
         conditions = [Job.review_team_id == job.review_team_id, Job.event_seq == job.event_seq]
         working = await self.teams.get(job.team_id) if job.team_id else None
-        excluded = (
-            ["the team no longer exists"]
-            if working is None
-            else policy_refusals(
-                country=working.country, certifications=working.certifications, policy=policy
-            )
-        )
+        excluded = team_refusals(working, policy)
         if excluded:
             name = working.name if working else job.team_id
             try:
@@ -1183,16 +1193,7 @@ class JobWorkflow:
                 return False
             return True
         current = await self.teams.get(job.review_team_id) if job.review_team_id else None
-        refusals = (
-            ["the team no longer exists"]
-            if current is None
-            else reviewer_refusals(
-                active=current.active,
-                country=current.country,
-                certifications=current.certifications,
-                policy=policy,
-            )
-        )
+        refusals = team_refusals(current, policy, reviewing=True)
         if not refusals:
             return False
         left = f"{current.name if current else job.review_team_id} may no longer review it"
@@ -1200,12 +1201,7 @@ class JobWorkflow:
         team_id, reviewers = await self._review_team(job, policy)
         candidate = await self.teams.get(team_id)
         try:
-            if candidate is not None and not reviewer_refusals(
-                active=candidate.active,
-                country=candidate.country,
-                certifications=candidate.certifications,
-                policy=policy,
-            ):
+            if not team_refusals(candidate, policy, reviewing=True):
                 await self._move(
                     job,
                     to=JobStatus.IN_REVIEW,
@@ -1251,14 +1247,12 @@ class JobWorkflow:
             extra_values=extra_values,
         )
 
-    async def _hand_on_if_ineligible(self, job: Job, team: Team, *, now: datetime) -> bool:
+    async def _hand_on_if_ineligible(
+        self, job: Job, team: Team, policy: DataPolicy, *, now: datetime
+    ) -> bool:
         """Move ``job``, held by ``team``, to its best eligible team (or park it as
-        unroutable) if the team does not meet its data policy; whether it moved."""
-        refusals = policy_refusals(
-            country=team.country,
-            certifications=team.certifications,
-            policy=DataPolicy.from_json(job.policy),
-        )
+        unroutable) if the team does not meet ``policy``, the job's; whether it moved."""
+        refusals = team_refusals(team, policy)
         if not refusals:
             return False
         try:
@@ -1315,12 +1309,7 @@ class JobWorkflow:
                     continue  # finished meanwhile, or moved: the next pass sees it
                 job, tightened = updated, tightened + 1
             team = teams.get(job.team_id) if job.team_id else None
-            if job.status == JobStatus.IN_REVIEW.value:
-                moved += await self._move_review_if_ineligible(
-                    job, DataPolicy.from_json(job.policy), now=now
-                )
-            elif team is not None and job.status in _HELD_BY_A_TEAM:
-                moved += await self._hand_on_if_ineligible(job, team, now=now)
+            moved += await self._move_if_ineligible(job, team, wanted, now=now)
         return TenantPolicyChange(applied=True, tightened=tightened, moved=moved)
 
     # ----------------------------------------------------------------- operators

@@ -175,6 +175,7 @@ class WebhookSender:
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.maker = maker
+        # Attempts under way per tenant, for its share (run_forever).
         self.attempts_by_tenant: Counter[str] = Counter()
         # Through an egress proxy the proxy resolves names and connects: nothing to pin.
         self.proxy = proxy
@@ -211,8 +212,7 @@ class WebhookSender:
         waiting for a whole round let one tenant's unreachable endpoints delay every tenant's
         events by the slowest attempt."""
         in_flight: set[asyncio.Task[None]] = set()
-        # Attempts under way per tenant (for its share); an attribute so tests can look.
-        per_tenant = self.attempts_by_tenant = Counter[str]()
+        per_tenant = self.attempts_by_tenant
 
         def done(task: asyncio.Task[None], tenant_id: str) -> None:
             in_flight.discard(task)
