@@ -92,6 +92,9 @@ class UnprocessableContent(TaskrouteError):
 
 class ServiceUnavailable(TaskrouteError):
     status, title, problem = 503, "Service unavailable", "unavailable"
+    # A 503 says "not now" (RFC 9110, 15.6.4): every one tells the client when to come back, so
+    # that clients and proxies pace their retries instead of guessing.
+    retry_after = 2
 
 
 def problem_response(

@@ -34,10 +34,28 @@ class UpstreamError(TaskrouteError):
         self.problem = problem
 
 
+# The longest upstream Retry-After passed on: beyond it a client had better look again sooner.
+MAX_RETRY_AFTER_SECONDS = 300
+
+
 class UpstreamUnreachable(ServiceUnavailable):
     """503: the other service could not be reached or could not answer (a connection error,
     a timeout, 502-504, an open circuit). Unlike a 5xx it answered, this says nothing about the
     request, so whoever holds work for that service waits for it rather than backing off."""
+
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+def retry_after_of(response: httpx.Response) -> int | None:
+    """The upstream's own ``Retry-After`` in whole seconds (1 to 300), if it sent one in that
+    form; an HTTP date or nonsense is ignored and the caller's default applies."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value.isdigit() or len(value) > 6:
+        return None
+    return min(max(int(value), 1), MAX_RETRY_AFTER_SECONDS)
 
 
 class _ServiceCredentialAuth(httpx.Auth):
@@ -117,5 +135,7 @@ def answer_of(response: httpx.Response, service: str) -> Any:
             detail=str(problem.get("detail", "The request was refused.")),
         )
     if response.status_code in UNREACHABLE_STATUSES:
-        raise UpstreamUnreachable(f"The {service} service failed to answer.")
+        raise UpstreamUnreachable(
+            f"The {service} service failed to answer.", retry_after=retry_after_of(response)
+        )
     raise ServiceUnavailable(f"The {service} service failed to answer.")

@@ -52,6 +52,8 @@ class ScriptedServer:
     port: int
     script: list[int] = field(default_factory=list)
     hang: bool = False
+    # Sent as Retry-After with every non-2xx answer, if set.
+    retry_after: str | None = None
     requests: list[str] = field(default_factory=list)
     server: asyncio.Server | None = None
 
@@ -79,8 +81,13 @@ class ScriptedServer:
                     await asyncio.sleep(30)
                 status = self.script.pop(0) if self.script else 200
                 body = b'{"data": [], "has_more": false, "next_cursor": null}'
+                pace = (
+                    f"Retry-After: {self.retry_after}\r\n"
+                    if self.retry_after is not None and status >= 300
+                    else ""
+                )
                 writer.write(
-                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{pace}"
                     f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
@@ -165,6 +172,24 @@ async def test_reads_are_retried_on_503_and_writes_are_not() -> None:
         assert len(server.requests) == 1  # an answer is not retried
 
 
+@pytest.mark.parametrize(
+    ("upstream_says", "client_is_told"),
+    [(None, "2"), ("7", "7"), ("0", "1"), ("86400", "300"), ("Wed, 21 Oct 2026 07:28:00 GMT", "2")],
+)
+async def test_a_503_says_when_to_retry_passing_on_the_upstreams_own_pace(
+    upstream_says: str | None, client_is_told: str
+) -> None:
+    """Every 503 carries Retry-After: the upstream's own (in seconds, bounded), else ours."""
+    async with scripted(script=[503], retry_after=upstream_says) as server:
+        async with _client(server.port) as http:
+            install_breaker(http, CircuitBreaker(service="router", failures=10))
+            with pytest.raises(ServiceUnavailable) as refused:
+                await RouterClient(http).cancel_job(
+                    "00000000-0000-4000-8000-000000000000", tenant_id="t", reason=None
+                )
+    assert refused.value.headers() == {"Retry-After": client_is_told}
+
+
 async def test_a_hanging_upstream_costs_one_timeout_budget_not_three() -> None:
     async with scripted(hang=True) as server, _client(server.port, timeout=0.3) as http:
         install_breaker(http, CircuitBreaker(service="router", failures=10))
@@ -198,6 +223,7 @@ async def test_a_dead_router_answers_503_at_once_then_heals(
             assert breaker.state is CircuitState.CLOSED
             failed = await client.get("/v1/admin/teams", headers=operator)
             assert "unreachable" in assert_problem(failed, 503)["detail"]
+            assert failed.headers["Retry-After"] == "2"
         assert breaker.state is CircuitState.OPEN
 
         router_app = create_router_app(

@@ -45,7 +45,13 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ServiceUnavailable
-from shared.http import UNREACHABLE_STATUSES, UpstreamError, UpstreamUnreachable, answer_of
+from shared.http import (
+    UNREACHABLE_STATUSES,
+    UpstreamError,
+    UpstreamUnreachable,
+    answer_of,
+    retry_after_of,
+)
 
 # Worth a retry for an idempotent call, and a failure for the breaker.
 RETRYABLE_STATUSES = UNREACHABLE_STATUSES
@@ -307,7 +313,11 @@ async def _attempt(
         error.__cause__ = exc
         raise _Retryable(error) from exc
     if response.status_code in RETRYABLE_STATUSES:
-        raise _Retryable(UpstreamUnreachable(f"The {service} service failed to answer."))
+        raise _Retryable(
+            UpstreamUnreachable(
+                f"The {service} service failed to answer.", retry_after=retry_after_of(response)
+            )
+        )
     return answer_of(response, service)
 
 
