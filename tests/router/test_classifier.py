@@ -4,10 +4,12 @@ the corpus itself, the evaluation and the training command."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.feature_extraction.text import strip_accents_unicode
 from typer.testing import CliRunner
 
 from services.cli.main import app as cli
@@ -21,7 +23,12 @@ from services.router.classifier.corpus import (
     parse_line,
 )
 from services.router.classifier.evaluation import evaluate, format_report
-from services.router.classifier.model import LinearTextModel, fit_pipeline
+from services.router.classifier.model import (
+    STOP_WORDS,
+    LinearTextModel,
+    fit_pipeline,
+    preprocess,
+)
 from services.router.classifier.trained import TrainedClassifier
 from services.router.domain.taxonomy import Domain, Tier, tier_of
 
@@ -271,6 +278,23 @@ def test_the_fast_path_agrees_with_scikit_learn():
     for text, row in zip(texts, expected, strict=True):
         assert np.allclose(model.score(text).probabilities, row, rtol=0, atol=1e-9)
     assert [d.value for d in model.classes] == list(pipeline.classes_)
+
+
+def test_stop_words_are_blanked_exactly_as_whole_words():
+    """The word-run pass blanks what the alternation between word boundaries that trained the
+    models did, character for character: a model fitted before it scores the same."""
+    by_alternation = re.compile(
+        r"\b(?:" + "|".join(sorted(STOP_WORDS, key=len, reverse=True)) + r")\b"
+    )
+    texts = [example.text for example in load_corpus() + load_wild()] + [
+        "Of the invoices, THE ones for our café: the_end, the2, 2the, théâtre of it",
+        "it's an A4 sheet; please help!! ok—then... if/when a-b-c",
+        "naïve the\u00a0of\tand\nor ÀN Ωmega the",
+        "",
+    ]
+    for text in texts:
+        expected = by_alternation.sub(" ", strip_accents_unicode(text.lower()))
+        assert preprocess(text) == expected, text
 
 
 def test_the_artefact_is_cached_and_reloaded(tmp_path):
