@@ -13,6 +13,7 @@ is away nothing can be claimed or read through it either.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,6 +32,10 @@ class TenantPolicyPusher:
     def __init__(self, *, maker: async_sessionmaker[AsyncSession], router: RouterClient) -> None:
         self.maker = maker
         self.router = router
+        # Where the next pass goes on from: each pass takes the next BATCH due tenants and the
+        # round starts over after the last, so tenants the router refuses (a bug, logged)
+        # cannot keep the ones behind them waiting however many there are.
+        self._after: tuple[datetime, str] | None = None
 
     async def push(self, tenant: Tenant) -> bool:
         """Push one tenant's committed policy; whether the router took it (if not, the
@@ -47,7 +52,7 @@ class TenantPolicyPusher:
         ends the pass; a tenant it refuses (a bug: the gateway checked the policy) does not
         hold up the others."""
         async with self.maker() as session:
-            due = await TenantRepository(session).policies_to_push(limit=BATCH)
+            due = await TenantRepository(session).policies_to_push(limit=BATCH, after=self._after)
         pushed = 0
         for tenant in due:
             try:
@@ -57,8 +62,10 @@ class TenantPolicyPusher:
                 continue
             except TaskrouteError as exc:
                 self._not_pushed(tenant.id, exc)
-                break
+                # The router is away: the next pass starts again where this one did.
+                return pushed
             pushed += 1
+        self._after = (due[-1].updated_at, due[-1].id) if len(due) == BATCH else None
         return pushed
 
     async def _push(self, tenant: Tenant) -> None:

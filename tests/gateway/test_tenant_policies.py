@@ -3,8 +3,14 @@ by the background worker once the router is back (services/gateway/tenant_polici
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from services.gateway import tenant_policies
 from services.gateway.submissions import create_sweeper
 from tests.gateway.test_api import BOOKKEEPING_JOB, BOOKKEEPING_TEAM, bearer
 from tests.gateway.test_submissions import client_key, outage, scalar
@@ -83,3 +89,47 @@ async def test_a_policy_change_moves_the_tenant_s_jobs_now_or_when_the_router_is
     # Neither team holds SOC2: the job waits, visibly, for a team that may take it.
     assert await _assignment(platform, key, job_id) == ("unroutable", None)
     assert await sweeper.policies.push_due() == 0
+
+
+async def test_tenants_the_router_refuses_do_not_keep_the_others_waiting(outage, monkeypatch):
+    """A pass pushes the next batch of due tenants, not always the first: a batch's worth of
+    policies the router refuses (a bug; each refusal is logged) cannot stop the rest."""
+    platform, link = outage
+    gw, operator = platform.client, platform.operator
+    monkeypatch.setattr(tenant_policies, "BATCH", 2)
+    refused = []
+    for name in ("Refused One", "Refused Two"):
+        created = await gw.post("/v1/admin/tenants", json={"name": name}, headers=operator)
+        refused.append(created.json()["id"])
+    healthy = await gw.post("/v1/admin/tenants", json={"name": "Healthy"}, headers=operator)
+    healthy_id = healthy.json()["id"]
+    # Stored policies the router's schema refuses, due for a push, older than the next change.
+    url = platform.databases["gateway"]
+    cast = "CAST(:policy AS JSON)" if url.startswith("postgresql") else ":policy"
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            for tenant_id in refused:
+                await connection.execute(
+                    text(
+                        f"UPDATE tenants SET policy = {cast}, version = version + 1 WHERE id = :id"
+                    ),
+                    {"policy": json.dumps({"allowed_countries": 5}), "id": tenant_id},
+                )
+    finally:
+        await engine.dispose()
+    link.up = False  # so the healthy tenant's change waits for the worker too
+    changed = await gw.put(
+        f"/v1/admin/tenants/{healthy_id}/policy",
+        json={"allowed_countries": ["IE"]},
+        headers=operator,
+    )
+    assert changed.status_code == 200, changed.text
+    link.up = True
+
+    sweeper = create_sweeper(platform.app)
+    assert sweeper.policies is not None
+    assert [await sweeper.policies.push_due() for _ in range(2)] == [0, 1]
+    assert await _pushed(platform, healthy_id) == (2, 2)
+    for tenant_id in refused:
+        assert await _pushed(platform, tenant_id) == (2, 1)  # still due, tried again next round

@@ -270,14 +270,18 @@ class TenantRepository:
         tenant = await self.session.get(Tenant, tenant_id, populate_existing=True)
         return tenant
 
-    async def policies_to_push(self, *, limit: int) -> Sequence[Tenant]:
-        """Tenants whose policy changed since the router last confirmed it."""
-        query = (
-            select(Tenant)
-            .where(Tenant.policy_pushed_version < Tenant.version)
-            .order_by(Tenant.updated_at, Tenant.id)
-            .limit(limit)
-        )
+    async def policies_to_push(
+        self, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> Sequence[Tenant]:
+        """Tenants whose policy changed since the router last confirmed it, oldest change
+        first, from after ``after`` (the last one's ``(updated_at, id)``) if given."""
+        query = select(Tenant).where(Tenant.policy_pushed_version < Tenant.version)
+        if after is not None:
+            at, tenant_id = after
+            query = query.where(
+                or_(Tenant.updated_at > at, and_(Tenant.updated_at == at, Tenant.id > tenant_id))
+            )
+        query = query.order_by(Tenant.updated_at, Tenant.id).limit(limit)
         return (await self.session.scalars(query)).all()
 
     async def mark_policy_pushed(self, tenant_id: str, *, version: int) -> None:
