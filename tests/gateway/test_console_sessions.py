@@ -272,8 +272,12 @@ async def test_sign_in_is_rate_limited_per_address(gateway_alone):
     statuses = [(await sign_in(gateway_alone.client, "wrong")).status_code for _ in range(31)]
     assert statuses[:30] == [401] * 30
     assert statuses[30] == 429
-    # Even the right key waits: guessing must not go on past the limit.
-    assert (await sign_in(gateway_alone.client, OPERATOR_KEY)).status_code == 429
+    assert (await sign_in(gateway_alone.client, "wrong again")).status_code == 429
+    # The right key still signs in, as it still authenticates on the API: 30 bad guesses a
+    # minute from one address (a whole office behind a proxy) lock nobody out. A key is far
+    # too long to guess, so the budget is there to bound the load of guessing, not to hide
+    # whether a key is valid.
+    assert (await sign_in(gateway_alone.client, OPERATOR_KEY)).status_code == 303
 
 
 async def test_posts_need_this_sessions_csrf_token(gateway_alone):

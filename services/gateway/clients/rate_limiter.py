@@ -105,15 +105,6 @@ class MemoryMovingWindow:
             reset_after=max(0, math.ceil(oldest + window - time.time())),
         )
 
-    def test(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> bool:
-        """Whether a hit would be allowed now, without counting one."""
-        if item.amount < 1:
-            return False
-        hits = self._hits.get(item.key_for(*identifiers))
-        if hits is None or hits.maxlen != item.amount:
-            return True
-        return not (len(hits) == item.amount and hits[0] >= time.time() - item.get_expiry())
-
     def _sweep_now_and_then(self, now: float) -> None:
         if time.monotonic() < self._next_sweep:
             return
@@ -171,17 +162,6 @@ class RateLimiter:
                     self._outage_logged = False
                 return decision
         return self._memory.hit(item, identifiers)
-
-    async def test(self, item: RateLimitItem, *identifiers: str) -> bool:
-        """Whether a hit would be allowed now, without counting one (for a budget spent only
-        by failures: look first, :meth:`hit` when the attempt failed)."""
-        if self._redis is not None and time.monotonic() >= self._redis_down_until:
-            try:
-                async with asyncio.timeout(self.timeout_seconds):
-                    return await self._redis.test(item, *identifiers)
-            except Exception as exc:  # noqa: BLE001 - any store failure means "use memory"
-                self._redis_failed(exc)
-        return self._memory.test(item, identifiers)
 
     def _redis_failed(self, exc: Exception) -> None:
         self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS

@@ -85,27 +85,26 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
             status_code=403,
         )
     # A failed sign-in spends the address's budget of failed authentications, the same limiter
-    # and limit as the API's. The budget is checked before the key, so once it is spent no guess
-    # is even tried; a valid key spends none of it (or colleagues behind one proxy address
-    # would lock each other out).
-    limiter: RateLimiter = request.app.state.rate_limiter
-    address = request.client.host if request.client else "unknown"
-    budget = parse_limit(request.app.state.settings.failed_auth_rate_limit)
-    if not await limiter.test(budget, "auth-failed", address):
-        decision = await limiter.hit(budget, "auth-failed", address)  # for its reset time
-        refused = _sign_in_form(
-            request,
-            error="Too many sign-in attempts. Wait a minute and try again.",
-            status_code=429,
-        )
-        refused.headers["Retry-After"] = str(max(1, decision.reset_after))
-        return refused
+    # and limit as the API's, and past it is answered 429. As on the API, the key is checked
+    # first and a valid one never meets the budget: otherwise anyone could lock every user
+    # behind one proxy address out of the console with 30 bad guesses a minute.
     key = form.get("api_key", "").strip()
     principal = None
     if key and len(key) <= MAX_KEY_CHARS:
         principal = await authenticate(session, key, pepper=request.app.state.pepper)
     if principal is None:
-        await limiter.hit(budget, "auth-failed", address)
+        limiter: RateLimiter = request.app.state.rate_limiter
+        address = request.client.host if request.client else "unknown"
+        budget = parse_limit(request.app.state.settings.failed_auth_rate_limit)
+        decision = await limiter.hit(budget, "auth-failed", address)
+        if not decision.allowed:
+            refused = _sign_in_form(
+                request,
+                error="Too many sign-in attempts. Wait a minute and try again.",
+                status_code=429,
+            )
+            refused.headers["Retry-After"] = str(max(1, decision.reset_after))
+            return refused
         return _sign_in_form(request, error="That API key is not valid.", status_code=401)
     if principal.role is Role.CLIENT:
         return _sign_in_form(
