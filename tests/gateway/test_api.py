@@ -437,6 +437,25 @@ async def test_policy_that_leaves_no_country_is_422(gateway_alone):
     assert "allowed_countries" in body["detail"]
 
 
+async def test_a_tenant_policy_allowing_no_country_is_422_and_changes_nothing(gateway_alone):
+    """An empty country list would park every job of the tenant for good."""
+    gw, operator = gateway_alone.client, gateway_alone.operator
+    refused = await gw.post(
+        "/v1/admin/tenants",
+        json={"name": "Nowhere", "policy": {"allowed_countries": []}},
+        headers=operator,
+    )
+    assert "allowed_countries" in assert_problem(refused, 422)["detail"]
+    tenant = await create_tenant(gateway_alone, policy={"allowed_countries": ["IN"]})
+    path = f"/v1/admin/tenants/{tenant['id']}"
+    changed = await gw.put(f"{path}/policy", json={"allowed_countries": []}, headers=operator)
+    assert "allowed_countries" in assert_problem(changed, 422)["detail"]
+    stored = (await gw.get(path, headers=operator)).json()
+    assert (stored["policy"]["allowed_countries"], stored["version"]) == (["IN"], 1)
+    listed = await gw.get("/v1/admin/tenants", headers=operator)
+    assert [t["name"] for t in listed.json()["data"]] == ["Acme Health"]
+
+
 async def test_body_over_the_limit_is_413(gateway_alone):
     tenant = await create_tenant(gateway_alone)
     response = await gateway_alone.client.post(

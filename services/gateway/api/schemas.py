@@ -104,8 +104,11 @@ class ListOf(BaseModel, Generic[T]):
 class DataPolicy(RequestModel):
     """A data policy: where confidential data may go and under which guarantees."""
 
+    # An empty list would allow no country: every job of the tenant parked for good, leases
+    # ended, and a later loosening cannot bring them back (it reaches new jobs only).
     allowed_countries: list[CountryCode] | None = Field(
         default=None,
+        min_length=1,
         description="ISO 3166 alpha-2 codes of countries whose teams may take the work; "
         "null allows every country.",
     )
@@ -139,6 +142,17 @@ class DataPolicy(RequestModel):
         return value
 
 
+class StoredDataPolicy(DataPolicy):
+    """A tenant's policy as stored: one written before empty country lists were refused still
+    reads back."""
+
+    allowed_countries: list[CountryCode] | None = Field(
+        default=None,
+        description="ISO 3166 alpha-2 codes of countries whose teams may take the work; "
+        "null allows every country.",
+    )
+
+
 class DataPolicyNarrowing(RequestModel):
     """A job's narrowing of its tenant's policy (it can never widen it)."""
 
@@ -160,7 +174,7 @@ class TenantCreate(RequestModel):
 class TenantRead(BaseModel):
     id: str
     name: str
-    policy: DataPolicy
+    policy: StoredDataPolicy
     version: int
     created_at: datetime
     updated_at: datetime
