@@ -12,6 +12,7 @@ import uvicorn
 
 from services.cli.jobs import app as jobs_app
 from services.cli.keys import app as keys_app
+from services.cli.members import app as members_app
 from services.cli.registry import SERVICE_ORDER, SERVICES
 from services.cli.router import app as router_app
 from services.cli.supervisor import ManagedService, Supervisor, child_environment
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(classifier_app, name="classifier")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
+app.add_typer(members_app, name="members")
 app.add_typer(router_app, name="router")
 app.add_typer(vault_app, name="vault")
 

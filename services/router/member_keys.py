@@ -3,7 +3,10 @@
 Kept apart from the classifier and lifecycle code: registration is a plain upsert, and an open
 grant for a member with a registered key carries ``recipient_public_key``. The vault re-wraps a
 job's data key only to the key a router-signed grant names, so once a member registered, a
-compromised gateway cannot redirect delivery to a key of its own.
+compromised gateway cannot redirect delivery to a key of its own. The grant also carries the
+key's endorsement by the member key authority and the team it is for: a vault that holds the
+authority's key delivers only to endorsed keys, so a member the gateway makes up gets nothing
+(shared/member_endorsements.py).
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from services.router.db.models import MemberKey
 from services.router.domain.errors import MemberKeyConflict
 from shared import sealed_envelope
 from shared.db import SessionDep
+from shared.member_endorsements import MAX_ENDORSEMENT_CHARS
 
 # base64url (unpadded) of a 32-byte X25519 key is exactly 43 characters, the last one limited
 # to the values that leave the two spare bits zero.
 _PUBLIC_KEY = re.compile(r"^[A-Za-z0-9_\-]{42}[AEIMQUYcgkosw048]$")
+# header.payload.signature, each base64url.
+_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
 
 router = APIRouter(
     prefix="/internal/v1/teams/{team_id}/members",
@@ -45,21 +51,35 @@ class MemberKeyPut(BaseModel):
         Field(pattern=_PUBLIC_KEY.pattern),
         AfterValidator(sealed_envelope.check_public_key),
     ]
+    # The member key authority's endorsement of this key, checked by the vault (it holds the
+    # authority's public key); here only its shape: a compact JWS.
+    endorsement: str | None = Field(
+        default=None, max_length=MAX_ENDORSEMENT_CHARS, pattern=_COMPACT_JWS.pattern
+    )
 
 
 class MemberKeyRead(BaseModel):
     member_id: str
     team_id: str
     public_key: str
+    endorsed: bool
     updated_at: datetime
 
 
-async def recipient_claims(session: AsyncSession, *, member_id: str, action: str) -> dict[str, Any]:
-    """Extra claims of a member's grant: the registered key, for an open grant only."""
+async def recipient_claims(
+    session: AsyncSession, *, team_id: str, member_id: str, action: str
+) -> dict[str, Any]:
+    """Extra claims of a member's grant, for an open grant only: the registered key, the team
+    the grant is for, and the key's endorsement if it has one."""
     if action != "open":
         return {}
     key = await session.get(MemberKey, member_id)
-    return {} if key is None else {"recipient_public_key": key.public_key}
+    if key is None:
+        return {}
+    claims = {"recipient_public_key": key.public_key, "recipient_team_id": team_id}
+    if key.endorsement is not None:
+        claims["recipient_endorsement"] = key.endorsement
+    return claims
 
 
 @router.put("/{member_id}/key")
@@ -73,7 +93,13 @@ async def put_member_key(
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     await session.execute(
         insert(MemberKey)
-        .values(member_id=member_id, team_id=team_id, public_key=body.public_key, updated_at=now)
+        .values(
+            member_id=member_id,
+            team_id=team_id,
+            public_key=body.public_key,
+            endorsement=body.endorsement,
+            updated_at=now,
+        )
         .on_conflict_do_nothing()
     )
     row = await session.get(MemberKey, member_id, populate_existing=True)
@@ -86,9 +112,16 @@ async def put_member_key(
             "This member already registered a different public key; an operator must first "
             "forget it (`taskroute router forget-member-key`)."
         )
+    if body.endorsement is not None and body.endorsement != row.endorsement:
+        # The same key, endorsed now or endorsed again (a renewal): an endorsement is a public
+        # signature the vault checks, so taking a new one on the gateway's word gives the
+        # gateway nothing it could not already do (withhold delivery).
+        row.endorsement = body.endorsement
+        row.updated_at = now
     return MemberKeyRead(
         member_id=row.member_id,
         team_id=row.team_id,
         public_key=row.public_key,
+        endorsed=row.endorsement is not None,
         updated_at=row.updated_at,
     )

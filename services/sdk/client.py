@@ -363,9 +363,13 @@ class TaskrouteClient:
             )
         )
 
-    def register_key(self, key: X25519PrivateKey | str) -> MemberKey:
-        """Register the member's public key (give the private key or the public key text)."""
-        return self.send(ops.register_member_key(_core.public_key_text(key)))
+    def register_key(
+        self, key: X25519PrivateKey | str, *, endorsement: str | None = None
+    ) -> MemberKey:
+        """Register the member's public key (give the private key or the public key text),
+        with the endorsement an operator made for it (``taskroute members endorse``) where the
+        vault requires one; the same key again with a new endorsement renews it."""
+        return self.send(ops.register_member_key(_core.public_key_text(key), endorsement))
 
     # -- operators ------------------------------------------------------------------------
 
@@ -691,8 +695,10 @@ class AsyncTaskrouteClient:
             )
         )
 
-    async def register_key(self, key: X25519PrivateKey | str) -> MemberKey:
-        return await self.send(ops.register_member_key(_core.public_key_text(key)))
+    async def register_key(
+        self, key: X25519PrivateKey | str, *, endorsement: str | None = None
+    ) -> MemberKey:
+        return await self.send(ops.register_member_key(_core.public_key_text(key), endorsement))
 
     # -- operators ------------------------------------------------------------------------
 

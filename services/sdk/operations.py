@@ -240,8 +240,11 @@ def complete(
     return Operation(_post(path, body, idempotency_key), model(Job))
 
 
-def register_member_key(public_key: str) -> Operation[MemberKey]:
-    request = Request("PUT", "/v1/team/keys", json={"public_key": public_key}, has_body=True)
+def register_member_key(public_key: str, endorsement: str | None) -> Operation[MemberKey]:
+    body = {"public_key": public_key}
+    if endorsement is not None:
+        body["endorsement"] = endorsement
+    request = Request("PUT", "/v1/team/keys", json=body, has_body=True)
     return Operation(request, model(MemberKey))
 
 

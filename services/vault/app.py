@@ -25,6 +25,7 @@ from shared.app import create_service_app
 from shared.db import create_engine, create_sessionmaker
 from shared.errors import TaskrouteError, database_error, error_response
 from shared.failpoints import failpoint
+from shared.member_endorsements import load_authority_public_key
 from shared.service_auth import ServiceIdentity
 
 logger = logging.getLogger("taskroute.vault")
@@ -116,6 +117,11 @@ def create_app(
         app.state.root_key = root_key
         app.state.audit_keys = AuditKeyCache()
         app.state.anchors = anchor_store(settings)
+        app.state.member_key_authority = (
+            None
+            if settings.member_key_authority_file is None
+            else load_authority_public_key(settings.member_key_authority_file)
+        )
         set_sealed(root_key is None)
         if root_key is None:
             logger.warning("vault is sealed: no root key", extra={"source": provider.source})

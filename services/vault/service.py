@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -222,12 +223,15 @@ class VaultService:
         clock: Callable[[], datetime] = utcnow,
         audit_keys: AuditKeyCache | None = None,
         anchors: AuditAnchorStore | None = None,
+        member_key_authority: Ed25519PublicKey | None = None,
     ) -> None:
         """``session`` is the request's transaction: an ORM session, or a Core connection for
         the routes of sealed records (seal, seal by grant, open), whose queries are all Core
         (see :mod:`services.vault.db.repository`). ``identity`` may be None for operator jobs
         that check no grant (root rotation); ``audit_keys`` is the process's cache of the audit
-        key (one per app), ``anchors`` where the chain's head is anchored (None: anchoring off).
+        key (one per app), ``anchors`` where the chain's head is anchored (None: anchoring off),
+        ``member_key_authority`` whose endorsement a member key needs for sealed delivery (None:
+        any key the router names).
         """
         self.session = session
         self.sessionmaker = sessionmaker
@@ -240,6 +244,7 @@ class VaultService:
         self.clock = clock
         self.audit_keys = audit_keys if audit_keys is not None else AuditKeyCache()
         self.anchors = anchors
+        self.member_key_authority = member_key_authority
         self.records = VaultRepository(session)
 
     def _root(self) -> envelope.RootKeyRing:
@@ -808,7 +813,9 @@ class VaultService:
         root = self._root()
         grant = await self._verified_grant(root, token, action="deliver")
         try:
-            recipient_text = require_delivery_grant(grant)
+            recipient_text = require_delivery_grant(
+                grant, member_key_authority=self.member_key_authority
+            )
             assert grant.ref is not None  # require_delivery_grant checked it
             recipient = sealed_envelope.load_public_key(recipient_text)
             sealed = await self.records.sealed_record(grant.ref)

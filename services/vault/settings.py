@@ -60,6 +60,11 @@ class VaultSettings(ServiceSettings):
     audit_anchor_file: Path | None = None
     # How often the head is anchored (only when it moved); 0: only on demand.
     audit_anchor_interval_seconds: float = Field(default=60.0, ge=0, le=86400)
+    # The member key authority's Ed25519 public key (PEM; shared/member_endorsements.py). Set:
+    # sealed delivery goes only to member keys it endorsed, so a member the gateway makes up
+    # gets nothing. Unset: the vault takes the router's word for the key (the gateway's, at
+    # registration).
+    member_key_authority_file: Path | None = None
 
     @field_validator("root_key")
     @classmethod

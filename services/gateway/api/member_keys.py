@@ -3,7 +3,9 @@
 The key is stored here (``members.public_key``) and registered with the router, which names it
 in the member's open grants; the vault re-wraps a job's data key only to the key a router-signed
 grant names. So after registration a compromised gateway cannot redirect delivery to a key of its
-own; what it could do is register a false key at registration time (README, "Security model").
+own. What it could do alone is make up a member, or register a false key for one who has none
+yet; a vault that knows the member key authority delivers only to keys the authority endorsed
+(shared/member_endorsements.py), which the gateway carries but cannot make.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from services.gateway.domain.errors import InvalidApiKey
 from services.gateway.domain.views import job_id_or_404
 from shared import sealed_envelope
 from shared.errors import ServiceUnavailable
+from shared.member_endorsements import MAX_ENDORSEMENT_CHARS
 
 router = public_router(prefix="/v1/team", tag="team")
 
@@ -28,6 +31,15 @@ class MemberKeyPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     public_key: Annotated[str, AfterValidator(sealed_envelope.check_public_key)]
+    endorsement: str | None = Field(
+        default=None,
+        max_length=MAX_ENDORSEMENT_CHARS,
+        pattern=r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$",
+        description="The member key authority's endorsement of this key for you "
+        "(`taskroute members endorse`, made by an operator who checked the key with you). A "
+        "vault that knows the authority delivers sealed data only to endorsed keys. Send the "
+        "same key again with a new endorsement to renew it.",
+    )
 
 
 class MemberKeyRead(BaseModel):
@@ -48,7 +60,9 @@ async def put_member_key(
     await session.flush()
     # Registered with the router in the same request: if that fails, the session rolls back
     # and the member keeps the previous key (or none) in both places.
-    await router_.register_member_key(member.team, member.member, public_key=body.public_key)
+    await router_.register_member_key(
+        member.team, member.member, public_key=body.public_key, endorsement=body.endorsement
+    )
     return {
         "key_id": sealed_envelope.key_id_for(sealed_envelope.load_public_key(body.public_key)),
         "public_key": body.public_key,

@@ -52,7 +52,7 @@ CONFLICTS: dict[str, str] = {
     "job_result": "The job is not completed (yet).",
     "job_feedback": "The job is not completed, or was rated already.",
     "claim": "The job is not queued (another member may have claimed it), or your team no "
-    "longer meets its data policy (`team-not-eligible`: it goes to another team).",
+    "longer meets its data policy or is paused (`team-not-eligible`: it goes to another team).",
     "heartbeat": _NO_LEASE,
     "release": _NO_LEASE,
     "reject": _NO_LEASE,
@@ -64,6 +64,8 @@ CONFLICTS: dict[str, str] = {
     "create_team": "A team with this name exists already.",
     "update_team": "A team with this name exists already.",
     "retire_vault_key_versions": "A rewrap has not finished yet.",
+    "put_member_key": "You registered another public key already: an operator forgets it "
+    "first (`taskroute router forget-member-key`), then you register the new one.",
 }
 # Routes that read or write the tenant's vault keys or sealed data.
 GONE = frozenset(

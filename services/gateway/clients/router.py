@@ -280,13 +280,15 @@ class RouterClient:
             idempotent=True,
         )
 
-    async def register_member_key(self, team_id: str, member_id: str, *, public_key: str) -> None:
-        """Register a member's X25519 public key: the router names it in open grants."""
-        await self._call(
-            "PUT",
-            f"/internal/v1/teams/{team_id}/members/{member_id}/key",
-            json={"public_key": public_key},
-        )
+    async def register_member_key(
+        self, team_id: str, member_id: str, *, public_key: str, endorsement: str | None
+    ) -> None:
+        """Register a member's X25519 public key (and its endorsement, if the member has one):
+        the router names both in open grants."""
+        body = {"public_key": public_key}
+        if endorsement is not None:
+            body["endorsement"] = endorsement
+        await self._call("PUT", f"/internal/v1/teams/{team_id}/members/{member_id}/key", json=body)
 
     async def member_grant(
         self, team_id: str, job_id: str, *, member_id: str, action: Literal["open", "seal"]

@@ -153,7 +153,9 @@ async def review_grant(
 ) -> GrantRead:
     """A vault grant for the reviewer to open the job's data or its confidential result."""
     claims = await reviews.grant(team_id, job_id, member_id=body.member_id, purpose=body.purpose)
-    recipient = await recipient_claims(session, member_id=body.member_id, action="open")
+    recipient = await recipient_claims(
+        session, team_id=team_id, member_id=body.member_id, action="open"
+    )
     grant = identity.sign(
         audience=GRANT_AUDIENCE,
         typ=GRANT_TYPE,

@@ -149,7 +149,9 @@ async def create_grant(
         team_id, job_id, member_id=body.member_id, action=body.action, now=now
     )
     # The member's registered key (issue 3): the vault delivers sealed only to this key.
-    recipient = await recipient_claims(session, member_id=body.member_id, action=body.action)
+    recipient = await recipient_claims(
+        session, team_id=team_id, member_id=body.member_id, action=body.action
+    )
     grant = identity.sign(
         audience=GRANT_AUDIENCE,
         typ=GRANT_TYPE,

@@ -393,4 +393,7 @@ class MemberKey(Base):
     team_id: Mapped[str] = mapped_column(String(_ID))
     # base64url of the raw 32-byte key, as the public API exchanges it.
     public_key: Mapped[str] = mapped_column(String(64))
+    # The member key authority's endorsement of this key (shared/member_endorsements.py),
+    # passed on in open grants; the vault checks it when it has the authority's key.
+    endorsement: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

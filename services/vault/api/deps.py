@@ -37,6 +37,7 @@ def _vault_service(request: Request, caller: str, db: Db) -> VaultService:
         audit_lock_timeout_seconds=state.settings.audit_lock_timeout_seconds,
         audit_keys=state.audit_keys,
         anchors=state.anchors,
+        member_key_authority=state.member_key_authority,
     )
 
 

@@ -15,8 +15,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from services.vault.domain.envelope import PURPOSES
 from services.vault.domain.errors import GrantRefused
+from shared.member_endorsements import MAX_ENDORSEMENT_CHARS, UnendorsedKey, require_endorsed
 
 ACTIONS = ("open", "seal")
 # member:<id> or tenant:<id>; ids are opaque but short and plain so they are safe to store.
@@ -43,6 +46,10 @@ class Grant:
     # A seal grant's lease (shared.result_receipts): the result is stored once per lease, and
     # its receipt names the lease. None from a router older than leases: once per job.
     lease: str | None = None
+    # With the recipient key: the team the router issued the grant for, and the member key
+    # authority's endorsement of the key, if the member registered one.
+    recipient_team_id: str | None = None
+    recipient_endorsement: str | None = None
 
     @property
     def subject_is_member(self) -> bool:
@@ -84,6 +91,13 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
     lease = claims.get("lease")
     if lease is not None and (not isinstance(lease, str) or not _LEASE.fullmatch(lease)):
         raise GrantRefused("The grant's lease is malformed.", reason="malformed_grant")
+    raw_team = claims.get("recipient_team_id")
+    recipient_team = None if raw_team is None else _uuid(raw_team, "recipient_team_id")
+    endorsement = claims.get("recipient_endorsement")
+    if endorsement is not None and (
+        not isinstance(endorsement, str) or len(endorsement) > MAX_ENDORSEMENT_CHARS
+    ):
+        raise GrantRefused("The grant's key endorsement is malformed.", reason="malformed_grant")
     return Grant(
         action=str(action),
         tenant_id=tenant_id,
@@ -95,6 +109,8 @@ def parse_grant(claims: dict[str, Any]) -> Grant:
         grant_id=jti if isinstance(jti, str) and len(jti) <= 64 else None,
         recipient_public_key=recipient,
         lease=lease,
+        recipient_team_id=recipient_team,
+        recipient_endorsement=endorsement,
     )
 
 
@@ -146,8 +162,11 @@ def require_grant_covers(
         raise GrantRefused("The grant does not cover this record.", reason="grant_mismatch")
 
 
-def require_delivery_grant(grant: Grant) -> str:
-    """A grant usable to deliver a record sealed to a member's key; returns that key."""
+def require_delivery_grant(
+    grant: Grant, *, member_key_authority: Ed25519PublicKey | None = None
+) -> str:
+    """A grant usable to deliver a record sealed to a member's key; returns that key. With a
+    member key authority, only a key it endorsed for that member of the grant's team."""
     if grant.action != "open":
         raise GrantRefused("This grant does not allow opening a record.", reason="wrong_action")
     if grant.ref is None:
@@ -157,4 +176,20 @@ def require_delivery_grant(grant: Grant) -> str:
             "Sealed delivery needs a member grant naming the member's registered key.",
             reason="no_recipient_key",
         )
+    if member_key_authority is not None:
+        try:
+            require_endorsed(
+                grant.recipient_endorsement,
+                member_key_authority,
+                team_id=grant.recipient_team_id,
+                member_id=grant.subject.removeprefix("member:"),
+                public_key=grant.recipient_public_key,
+            )
+        except UnendorsedKey as refusal:
+            raise GrantRefused(
+                f"The member's key is not endorsed by the member key authority ({refusal}); an "
+                "operator endorses it with `taskroute members endorse` and the member registers "
+                "it again with the endorsement.",
+                reason="key_not_endorsed",
+            ) from None
     return grant.recipient_public_key

@@ -1,0 +1,31 @@
+"""Member key endorsements: the member key authority's signature over a registered key.
+
+- ``member_keys.endorsement``: the token the operators' member key authority signed for the
+  member's key (shared/member_endorsements.py), passed on in the member's open grants; a vault
+  configured with the authority delivers sealed data only to endorsed keys. A public
+  signature, not a secret. NULL for keys registered without one.
+
+Revision ID: 0009_member_key_endorsements
+Revises: 0008_tenant_policies
+Create Date: 2026-11-29
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009_member_key_endorsements"
+down_revision: str | None = "0008_tenant_policies"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("member_keys") as batch:
+        batch.add_column(sa.Column("endorsement", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("member_keys") as batch:
+        batch.drop_column("endorsement")
