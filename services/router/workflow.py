@@ -912,9 +912,16 @@ class JobWorkflow:
         now: datetime,
         request_id: str | None = None,
     ) -> Job:
-        job, _ = await self._eligible_team_job(team_id, job_id)
+        team, job = await self._team_and_job(team_id, job_id)
+        await self.require_eligible(job, team)
         if job.status != JobStatus.QUEUED.value:
             raise InvalidTransition(f"The job is {job.status}; only a queued job can be claimed.")
+        if not team.active:
+            # Its queued jobs were handed on when it was paused; one the move has not reached
+            # yet is not taken now. A lease already held is worked to its end.
+            raise TeamNotEligible(
+                f"Team {team.name} is paused: it takes no new jobs; the job goes to another team."
+            )
         return await self._move(
             job,
             to=JobStatus.IN_PROGRESS,
@@ -1142,7 +1149,8 @@ class JobWorkflow:
     async def reroute_ineligible(self, team: Team, *, now: datetime) -> int:
         """Move the jobs ``team`` holds (queued, or leased to one of its members) whose data
         policy it no longer meets to their best eligible team, or park them as unroutable;
-        returns how many moved. A lease is ended: its holder may no longer read the data.
+        returns how many moved. A lease is ended: its holder may no longer read the data. A
+        paused team's queued jobs move too, and the reviews it holds; its leases run on.
 
         A team holds at most its capacity in such jobs, so this runs in the request that
         changed the team. Each move is conditional on the job still being this team's in the
@@ -1251,14 +1259,19 @@ class JobWorkflow:
         self, job: Job, team: Team, policy: DataPolicy, *, now: datetime
     ) -> bool:
         """Move ``job``, held by ``team``, to its best eligible team (or park it as
-        unroutable) if the team does not meet ``policy``, the job's; whether it moved."""
+        unroutable) if the team does not meet ``policy``, the job's, or, for a queued job, if
+        the team is paused (a lease is worked to its end); whether it moved."""
         refusals = team_refusals(team, policy)
-        if not refusals:
+        if refusals:
+            why = f"{team.name} no longer meets the job's data policy ({'; '.join(refusals)})"
+        elif not team.active and job.status == JobStatus.QUEUED.value:
+            why = f"{team.name} is paused and takes no new jobs"
+        else:
             return False
         try:
             await self._reroute(
                 job,
-                why=f"{team.name} no longer meets the job's data policy ({'; '.join(refusals)})",
+                why=why,
                 conditions=[Job.team_id == team.id],
                 extra_values=_lease_cleared(),
                 now=now,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from services.router.db.models import Team
+from services.router.db.models import Job, Team
 from services.router.db.repository import TenantPolicyRepository
 from tests.router.factories import (
     OTHER_TENANT,
@@ -141,6 +141,42 @@ async def test_claims_and_reads_check_the_policy_the_move_has_not_reached(router
     for job_id in (waiting["id"], leased["id"]):
         parked = await router.job(job_id)
         assert (parked["status"], parked["lease"]) == ("unroutable", None)
+
+
+async def test_a_paused_team_hands_on_its_queue_and_works_its_leases_to_the_end(router: Router):
+    """Pausing a team (``active`` false) stops new work reaching it: routing skips it, its
+    queued jobs move on now, and its members claim nothing more; a lease already held runs to
+    its end (the holder still reads the data and completes)."""
+    pune = await create_team(router.http, name="Pune Clinical", quality=0.95)
+    dublin = await create_team(router.http, name="Dublin Clinical", country="IE", quality=0.6)
+    queued = await submit_job(router.http)
+    leased = await submit_job(router.http)
+    member = new_uuid()
+    assert (await claim(router.http, leased, member)).status_code == 200
+
+    await _patch_team(router, pune["id"], active=False)
+
+    moved = await router.job(queued["id"])
+    assert (moved["status"], moved["assignment"]["team_id"]) == ("queued", dublin["id"])
+    event = (await router.events(queued["id"]))[-1]
+    assert (event["type"], event["actor"]) == ("rerouted", "system")
+    assert "Pune Clinical is paused and takes no new jobs" in event["reason"]
+    kept = await router.job(leased["id"])
+    assert (kept["status"], kept["lease"]["member_id"]) == ("in_progress", member)
+    assert (await _grant(router, leased, member)).status_code == 200
+    # A queued job the move has not reached (the team paused outside the update route) is
+    # not claimed, and the sweeper's recheck hands it on.
+    straggler = await submit_job(router.http)
+    assert straggler["assignment"]["team_id"] == dublin["id"]  # routing skips a paused team
+    async with router.app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Job).where(Job.id == straggler["id"]).values(team_id=pune["id"], status="queued")
+        )
+    refused = await claim(router.http, straggler | {"assignment": {"team_id": pune["id"]}}, member)
+    assert refused.status_code == 409, refused.text
+    assert "paused" in refused.json()["detail"]
+    assert (await router.sweep()).policed == 1
+    assert (await router.job(straggler["id"]))["assignment"]["team_id"] == dublin["id"]
 
 
 # ----------------------------------------------------------------------------- tenant policy

@@ -117,7 +117,8 @@ async def update_team(
 ) -> TeamRead:
     """Change some of a team's fields; with If-Match, only if the version still matches (412).
     A change of country or certifications moves on the jobs the team holds whose data policy
-    it no longer meets (event ``rerouted``; a lease on one is ended)."""
+    it no longer meets (event ``rerouted``; a lease on one is ended). Pausing it (``active``
+    false) moves on its queued jobs and the reviews it holds; leases held run to their end."""
     changes = body.model_dump(exclude_unset=True)
     if "skills" in changes:
         changes["skills"] = sorted({skill.value for skill in body.skills or []})
@@ -130,7 +131,7 @@ async def update_team(
     team = await teams.update(
         team_id, changes, expected_version=expected_version(if_match), now=now
     )
-    if changes.keys() & _DATA_POLICY_FIELDS:
+    if changes.keys() & _DATA_POLICY_FIELDS or changes.get("active") is False:
         # In the same transaction: the change and the moves it calls for land together.
         await jobs.reroute_ineligible(team, now=now)
     response.headers["ETag"] = etag(team)
