@@ -39,7 +39,8 @@ ENV PATH=/opt/taskroute/bin:$PATH \
     HEALTHCHECK_PORT=8000
 # A numeric, unprivileged user, so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 RUN groupadd --system --gid 10001 taskroute \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin taskroute
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin taskroute \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/taskroute
 COPY --from=builder /opt/taskroute /opt/taskroute
 WORKDIR /tmp
 USER 10001:10001

@@ -159,3 +159,19 @@ async def test_the_floor_reads_whatever_statistics_the_router_has(
     else:
         assert "95th percentile" not in text
     assert json.dumps(stats)  # the fixture itself stays JSON
+
+
+@pytest.mark.parametrize(("anchoring", "warned"), [(False, True), (True, False), (None, False)])
+def test_the_audit_page_warns_when_the_vault_anchors_nothing(anchoring, warned):
+    """Without anchors the newest records, cut off with the chain's head, would verify: the
+    operator's audit page says so rather than showing a plain "verifies"."""
+    from services.gateway.console.web import templates
+
+    page = templates.get_template("audit.html").render(
+        verification={"valid": True, "records": 3, "anchoring": anchoring},
+        records=[],
+        next_cursor=None,
+        user=None,
+    )
+    assert "The hash chain verifies" in page
+    assert ('id="audit-anchoring"' in page) is warned

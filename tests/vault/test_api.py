@@ -501,6 +501,7 @@ async def test_seal_open_and_refusals_are_audited(vault, gateway_auth, router_id
         "first_invalid": None,
         "problem": None,
         "anchors": 0,
+        "anchoring": True,
     }
 
 
@@ -553,6 +554,7 @@ async def test_verify_finds_a_row_altered_in_the_database(
         "first_invalid": 2,
         "problem": "record_altered",
         "anchors": 0,
+        "anchoring": True,
     }
 
 

@@ -57,7 +57,7 @@ async def test_anchoring_on_demand_writes_the_head_to_an_append_only_file(
         [(head_hash,)] = await _sql(databases["vault"], "SELECT hash FROM audit_chain_head")
         assert anchored.json()["hash"] == head_hash
         verify = (await vault.get(VERIFY, headers=gateway_auth)).json()
-        assert (verify["valid"], verify["anchors"]) == (True, 1)
+        assert (verify["valid"], verify["anchors"], verify["anchoring"]) == (True, 1, True)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     [anchor] = await FileAnchorStore(path).read_all()
     assert (anchor.seq, anchor.hash) == (3, head_hash)
@@ -154,11 +154,19 @@ async def test_the_head_is_anchored_periodically_when_it_moves(
     assert seqs == sorted(set(seqs))  # each head once (a tick may fall between the two seals)
 
 
-async def test_anchoring_is_off_without_a_store(databases, tmp_path):
+async def test_anchoring_is_off_without_a_store(databases, tmp_path, keys_dir, gateway_auth):
     production = VaultSettings(
-        environment="production", database_url=databases["vault"], data_dir=tmp_path
+        environment="production",
+        database_url=databases["vault"],
+        data_dir=tmp_path,
+        service_keys_dir=keys_dir,
+        root_key=base64.b64encode(os.urandom(32)).decode(),
     )
     assert production.resolved_audit_anchor_file() is None
+    async with running(create_app(production)) as vault:
+        # Verification says so: a chain cut short with its head row would pass it.
+        verify = (await vault.get(VERIFY, headers=gateway_auth)).json()
+        assert (verify["valid"], verify["anchors"], verify["anchoring"]) == (True, 0, False)
     assert VaultSettings(data_dir=tmp_path).resolved_audit_anchor_file() == (
         tmp_path / "vault-audit-anchors.jsonl"
     )

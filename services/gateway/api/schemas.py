@@ -610,6 +610,12 @@ class AuditList(ListOf[AuditRecordRead]):
 class AuditVerification(PassThrough):
     valid: bool
     records: int
+    anchoring: bool | None = Field(
+        default=None,
+        description="Whether the vault anchors its chain's head outside the database; "
+        "without, records cut from the end of the chain together with its head would verify "
+        "(null: a vault older than this field).",
+    )
 
 
 class Readiness(BaseModel):

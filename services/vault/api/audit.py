@@ -127,6 +127,7 @@ async def verify_audit_chain(vault: VaultServiceDep) -> AuditVerificationRead:
         first_invalid=result.first_invalid,
         problem=result.problem,
         anchors=result.anchors,
+        anchoring=vault.anchors is not None,
     )
 
 

@@ -118,6 +118,11 @@ class AuditVerificationRead(BaseModel):
         description="Anchors (past chain heads kept outside the database) the chain was "
         "checked against; a chain that no longer passes through one is not valid.",
     )
+    anchoring: bool = Field(
+        description="Whether this vault anchors its chain's head outside the database. "
+        "False: the newest records cut off together with the head row (by someone who can "
+        "write the database) would still verify; set TASKROUTE_VAULT_AUDIT_ANCHOR_FILE."
+    )
 
 
 class AuditAnchorRead(BaseModel):
