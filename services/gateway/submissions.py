@@ -132,6 +132,7 @@ async def park_pending(
     repository = SubmissionRepository(session)
     token = submission.get("outbox_token")
     if token is None:
+        sent = submission.get("acknowledged_at")
         acknowledged_at = await repository.put(
             job_id=job_id,
             tenant_id=tenant_id,
@@ -139,6 +140,8 @@ async def park_pending(
             submission=submission,
             now=now,
             next_attempt_at=now,
+            # The time the submit told the router: the router may have the job after all.
+            created_at=datetime.fromisoformat(sent) if sent is not None else None,
         )
     else:
         acknowledged_at = await repository.park_sealing(

@@ -46,6 +46,9 @@ class RouterLink(httpx.AsyncBaseTransport):
         self.submits = 0  # submits that reached the router (or its failure) while up
         self.submit_delay = 0.0
         self.submit_fails = False
+        # The router takes the submit but its answer never arrives (a connection cut on the
+        # way back, or a router that took it after the gateway gave up).
+        self.submit_answer_lost = False
         self._router = httpx.ASGITransport(app=app)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -61,6 +64,9 @@ class RouterLink(httpx.AsyncBaseTransport):
                     headers={"Content-Type": "application/problem+json"},
                 )
             await asyncio.sleep(self.submit_delay)
+            if self.submit_answer_lost:
+                await self._router.handle_async_request(request)
+                raise httpx.ReadError("connection reset", request=request)
         return await self._router.handle_async_request(request)
 
 
@@ -151,6 +157,33 @@ async def test_a_job_accepted_while_the_router_is_away_is_pending_then_routed(ou
     assert jobs == 1
     hidden = await platform.client.get(f"/v1/jobs/{job['id']}", headers=bearer(other))
     assert hidden.status_code == 404
+
+
+@pytest.mark.parametrize("confidential", [False, True])
+async def test_a_job_the_router_took_unheard_keeps_the_creation_time_its_client_saw(
+    outage, confidential
+):
+    """The router took the submit but the gateway never heard back, so it answered 202
+    pending with a creation time of its own: the job keeps that time once it is routed, as
+    one the router took late would (the first submit carries it too)."""
+    platform, link = outage
+    _, key = await client_key(platform)
+    link.submit_answer_lost = True
+    extra = {"confidential": {"ssn": CANARY}} if confidential else {}
+    accepted = await platform.client.post(
+        "/v1/jobs", json={**BOOKKEEPING_JOB, **extra}, headers=bearer(key)
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "pending"
+    link.submit_answer_lost = False
+    await asyncio.sleep(0.05)  # the router's clock moves on before the job is forwarded
+    sweeper = create_sweeper(platform.app)
+    assert await sweeper.sweep_once(utcnow() + timedelta(minutes=1)) == 1
+    routed = await platform.client.get(f"/v1/jobs/{accepted.json()['id']}", headers=bearer(key))
+    assert routed.json()["status"] == "queued"
+    assert datetime.fromisoformat(routed.json()["created_at"]) == datetime.fromisoformat(
+        accepted.json()["created_at"]
+    )
 
 
 async def test_jobs_that_waited_out_a_long_outage_go_once_the_router_is_back(outage):

@@ -52,7 +52,7 @@ from services.gateway.domain.errors import InvalidApiKey, JobNotRoutedYet, Submi
 from services.gateway.domain.jobs import JobStatus
 from services.gateway.domain.policy import DataPolicy, PolicyNarrowing, effective_policy
 from services.gateway.domain.views import client_view, job_id_or_404
-from shared.db import new_id
+from shared.db import new_id, utcnow
 from shared.errors import ServiceUnavailable
 from shared.failpoints import async_failpoint, failpoint
 from shared.http import UpstreamError
@@ -154,6 +154,11 @@ async def submit_job(
             vault, body, tenant_id=tenant_id, job_id=job_id
         )
         await async_failpoint("gateway.submit.after_seal")
+    # The creation time the client is shown however the job reaches the router, sent with this
+    # submit too: one the router takes late, or whose answer is lost (so this request keeps the
+    # job as pending), is not dated by when it got there. A sealing row's time, if there is one.
+    token = submission.get("outbox_token")
+    submission["acknowledged_at"] = token if token is not None else utcnow().isoformat()
     outbox = SubmissionRepository(session)
     try:
         job = await router_.submit_job(submission)

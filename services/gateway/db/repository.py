@@ -1073,10 +1073,12 @@ class SubmissionRepository:
         submission: dict[str, Any],
         now: datetime,
         next_attempt_at: datetime,
+        created_at: datetime | None = None,
     ) -> datetime | None:
         """Insert the row, or overwrite it for a retry of the same job (one statement); the
-        row's creation time (a rewritten row keeps its first one). None if the row exists and
-        a sweeper has worked on it: the job is being settled, not the caller's to redo."""
+        row's creation time (``created_at``, else ``now``; a rewritten row keeps its first
+        one). None if the row exists and a sweeper has worked on it: the job is being settled,
+        not the caller's to redo."""
         dialect = self.session.get_bind().dialect.name
         result = await execute(
             self.session,
@@ -1086,14 +1088,14 @@ class SubmissionRepository:
                 "tenant_id": tenant_id,
                 "state": state,
                 "submission": submission,
-                "created_at": now,
+                "created_at": created_at or now,
                 "attempts": 0,
                 "next_attempt_at": next_attempt_at,
                 "last_error": None,
             },
         )
-        created_at: datetime | None = result.scalar_one_or_none()
-        return created_at
+        kept: datetime | None = result.scalar_one_or_none()
+        return kept
 
     async def park_sealing(
         self, *, job_id: str, created_at: datetime, submission: dict[str, Any], now: datetime
