@@ -1738,6 +1738,11 @@ class TeamWorkflow:
             if other is not None and other.id != team.id:
                 raise DuplicateTeam(f"A team named {changes['name']!r} exists already.")
         values = {k: v for k, v in merged.values().items() if k in changes}
+        current = TeamFields(**fields_of(team)).values()
+        if "quality" not in changes and all(current.get(k) == v for k, v in values.items()):
+            # Nothing changes: no new version, so nobody's If-Match goes stale for nothing. (A
+            # quality set again is an action: it restarts the average from that prior.)
+            return team
         if "quality" in changes:
             # An operator's quality is a fresh prior: later ratings average from it anew.
             values["quality_rating_count"] = 0

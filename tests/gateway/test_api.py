@@ -318,6 +318,11 @@ async def test_tenant_lifecycle(gateway_alone):
         headers={**gateway_alone.operator, "If-Match": '"1"'},
     )
     assert_problem(stale, 412)
+    # The same policy again changes nothing: no new version to make others' If-Match stale.
+    same = await gateway_alone.client.put(
+        f"/v1/admin/tenants/{created['id']}/policy", json=new_policy, headers=gateway_alone.operator
+    )
+    assert (same.status_code, same.headers["ETag"], same.json()["version"]) == (200, '"2"', 2)
     for unissued in (b'"99999999999999999999999"', b'"\xc2\xb2"'):
         odd = await gateway_alone.client.put(
             f"/v1/admin/tenants/{created['id']}/policy",

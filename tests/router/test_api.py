@@ -798,6 +798,10 @@ async def test_team_patch_honours_if_match(client):
     ).status_code == 200
     unconditional = await client.patch(path, json={"active": False})
     assert unconditional.json()["version"] == 4
+    # Nothing to change (an empty patch, or the values it has): no new version.
+    for unchanged in ({}, {"active": False, "capacity": 7}):
+        same = await client.patch(path, json=unchanged, headers={"If-Match": '"4"'})
+        assert (same.status_code, same.json()["version"], same.headers["etag"]) == (200, 4, '"4"')
     assert unconditional.json()["active"] is False
     assert_problem(await client.patch(path, json={"capacity": None}), 422)
     assert_problem(await client.patch(path, json={"tier": "BPO"}), 422)  # skills are KPO

@@ -171,10 +171,14 @@ async def set_policy(
     are held to it (tightened; moved off a team it excludes). A loosening reaches new jobs only."""
     expected = parse_if_match(if_match)
     await _check_review_team(router_, body)
+    policy = _canonical(body)
+    current = await _existing(session, tenant_id)
+    if current.policy == policy and expected in (None, current.version):
+        # Nothing changes: no new version (nobody's If-Match goes stale), nothing to push.
+        response.headers["ETag"] = etag(current.version)
+        return _tenant(current)
     repository = TenantRepository(session)
-    tenant = await repository.set_policy(
-        tenant_id, policy=_canonical(body), expected_version=expected
-    )
+    tenant = await repository.set_policy(tenant_id, policy=policy, expected_version=expected)
     if tenant is None:
         await _existing(session, tenant_id)  # 404 if unknown
         raise PreconditionFailed("The tenant changed since you read it; read it again.")
