@@ -180,6 +180,51 @@ async def test_a_cursor_only_continues_under_its_own_filters(platform: Platform)
     assert "other filters" in assert_problem(response, 400)["detail"]
 
 
+async def test_a_cursor_only_continues_its_own_list(platform: Platform) -> None:
+    """A cursor of one list is refused by every other (400), never read as a place in it:
+    jobs and teams, one job's timeline and another's, tenants and their keys."""
+    acme = await create_tenant(platform, "Acme Cursor Lists")
+    headers = bearer(acme["api_key"])
+    await platform.client.post("/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=platform.operator)
+    second_team = {**BOOKKEEPING_TEAM, "name": "Second Ledger Ops"}
+    await platform.client.post("/v1/admin/teams", json=second_team, headers=platform.operator)
+    jobs = [await _submit(platform, acme["api_key"]) for _ in range(2)]
+
+    async def cursor_of(path: str, auth: dict[str, str]) -> str:
+        page = await platform.client.get(path, params={"limit": 1}, headers=auth)
+        assert page.status_code == 200, page.text
+        cursor: str = page.json()["next_cursor"]
+        assert cursor
+        return cursor
+
+    jobs_cursor = await cursor_of("/v1/jobs", headers)
+    teams_cursor = await cursor_of("/v1/admin/teams", platform.operator)
+    events_cursor = await cursor_of(f"/v1/jobs/{jobs[0]['id']}/events", headers)
+    await create_tenant(platform, "Another Cursor Tenant")
+    tenants_cursor = await cursor_of("/v1/admin/tenants", platform.operator)
+    await platform.client.post(f"/v1/admin/tenants/{acme['id']}/keys", headers=platform.operator)
+    keys_cursor = await cursor_of(f"/v1/admin/tenants/{acme['id']}/keys", platform.operator)
+    for path, auth, foreign in (
+        ("/v1/admin/teams", platform.operator, jobs_cursor),
+        ("/v1/jobs", headers, teams_cursor),
+        (f"/v1/jobs/{jobs[1]['id']}/events", headers, events_cursor),
+        (f"/v1/admin/tenants/{acme['id']}/keys", platform.operator, tenants_cursor),
+        ("/v1/admin/tenants", platform.operator, keys_cursor),
+    ):
+        response = await platform.client.get(
+            path, params={"limit": 1, "cursor": foreign}, headers=auth
+        )
+        assert "another list" in assert_problem(response, 400)["detail"], path
+    # Each still continues its own list.
+    for path, auth, own in (
+        ("/v1/jobs", headers, jobs_cursor),
+        (f"/v1/jobs/{jobs[0]['id']}/events", headers, events_cursor),
+        ("/v1/admin/tenants", platform.operator, tenants_cursor),
+    ):
+        response = await platform.client.get(path, params={"limit": 1, "cursor": own}, headers=auth)
+        assert response.status_code == 200, response.text
+
+
 async def test_team_filters(platform: Platform) -> None:
     for team in (
         BOOKKEEPING_TEAM,

@@ -94,8 +94,8 @@ class CursorFiltersChanged(InvalidCursor):
     def __init__(self) -> None:
         BadRequest.__init__(
             self,
-            "The cursor was issued for other filters; repeat the first request's filters "
-            "or start again without a cursor.",
+            "The cursor was issued for another list or other filters; repeat the first "
+            "request's filters or start again without a cursor.",
         )
 
 
@@ -134,9 +134,10 @@ async def newest_first_page(
 ) -> Page[Any]:
     """Keyset pagination of ``query`` on (created_at, id), newest first.
 
-    ``filters`` are the filters already applied to ``query``: the cursors are bound to them.
+    ``filters`` are the filters already applied to ``query``: the cursors are bound to them,
+    and to the list (the model's table), so a cursor of another list is refused.
     """
-    fingerprint = filters_fingerprint(filters)
+    fingerprint = filters_fingerprint({"list": model.__tablename__, **(filters or {})})
     query = query.order_by(model.created_at.desc(), model.id.desc())
     if cursor:
         at, row_id = decode_cursor(cursor, fingerprint=fingerprint)

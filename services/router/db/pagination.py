@@ -67,19 +67,19 @@ def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
 
 # Filtered lists ---------------------------------------------------------------------------
 #
-# A list's cursor is bound to the filters it was issued under: it carries a short fingerprint
-# of them as a last element (``[created_at, id, {"f": "<16 hex>"}]``). Continuing with other
-# filters would silently skip or repeat rows, so it is refused (400 ``invalid-cursor`` saying
-# so) instead. A list read without filters issues the plain ``[created_at, id]`` form, so
-# cursors issued before filters existed stay valid for unfiltered reads.
+# A list's cursor is bound to the list and the filters it was issued under: it carries a
+# short fingerprint of them as a last element (``[created_at, id, {"f": "<16 hex>"}]``).
+# Continuing another list, or with other filters, would silently skip or repeat rows, so it
+# is refused (400 ``invalid-cursor`` saying so) instead. The callers put the list's name (and
+# the job or team it is of) among the filters they pass.
 
 
 class CursorFiltersChanged(InvalidCursor):
     def __init__(self) -> None:
         BadRequest.__init__(
             self,
-            "The cursor was issued for other filters; repeat the first request's filters "
-            "or start again without a cursor.",
+            "The cursor was issued for another list or other filters; repeat the first "
+            "request's filters or start again without a cursor.",
         )
 
 

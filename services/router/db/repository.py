@@ -289,7 +289,7 @@ class TeamRepository:
             query = query.where(
                 _json_list_contains(self.session, Team.certifications, certification)
             )
-        scope = filters.as_dict()
+        scope = {"list": "teams", **filters.as_dict()}
         if cursor:
             created_at, team_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
@@ -638,7 +638,7 @@ class JobRepository:
         query = select(JobEvent).where(JobEvent.job_id == job_id)
         if types:
             query = query.where(JobEvent.type.in_(types))
-        scope: dict[str, Any] = {"type": types}
+        scope: dict[str, Any] = {"list": "events", "job": job_id, "type": types}
         if request_id is not None:
             query = query.where(JobEvent.request_id == request_id)
             scope["request_id"] = request_id
@@ -670,7 +670,7 @@ class JobRepository:
         filters = _with_status(filters or JobFilters(), status)
         filters = JobFilters(**{**filters.__dict__, "tenant_id": None})
         query = filters.apply(select(Job).where(Job.tenant_id == tenant_id))
-        scope = filters.as_dict()
+        scope = {"list": "jobs", **filters.as_dict()}
         if cursor:
             created_at, job_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
@@ -700,7 +700,7 @@ class JobRepository:
         allowed = [s for s in (filters.statuses or ACTIVE_STATUSES) if s in ACTIVE_STATUSES]
         narrowed = JobFilters(**{**filters.__dict__, "statuses": (), "tenant_id": None})
         query = narrowed.apply(select(Job).where(Job.team_id == team_id, Job.status.in_(allowed)))
-        scope = {**narrowed.as_dict(), "status": filters.statuses}
+        scope = {"list": "queue", "team": team_id, **narrowed.as_dict(), "status": filters.statuses}
         if cursor:
             order_at, job_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
@@ -720,7 +720,7 @@ class JobRepository:
         (their own statuses are ignored: the list is of ``status`` alone)."""
         narrowed = JobFilters(**{**(filters or JobFilters()).__dict__, "statuses": ()})
         query = narrowed.apply(select(Job).where(Job.status == status))
-        scope = narrowed.as_dict()
+        scope = {"list": f"status:{status}", **narrowed.as_dict()}
         if cursor:
             created_at, job_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
