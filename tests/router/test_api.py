@@ -646,6 +646,9 @@ async def test_another_tenant_sees_nothing(client):
         f"client:{TENANT}",
         "dup",
     )
+    # A cancelled job will never have a result: the refusal does not say "yet".
+    none = await client.get(f"/internal/v1/jobs/{job['id']}/result", params={"tenant_id": TENANT})
+    assert assert_problem(none, 409)["detail"] == "The job is cancelled; it has no result."
 
 
 # ----------------------------------------------------------------------------- lists

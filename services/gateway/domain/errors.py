@@ -30,7 +30,8 @@ class WrongRole(Forbidden):
     problem = "wrong-role"
 
     def __init__(self, *, needed: str) -> None:
-        super().__init__(f"This endpoint needs a {needed} API key.")
+        article = "an" if needed[:1] in "aeiou" else "a"
+        super().__init__(f"This endpoint needs {article} {needed} API key.")
 
 
 class TenantNotFound(NotFound):
