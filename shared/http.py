@@ -53,7 +53,8 @@ def retry_after_of(response: httpx.Response) -> int | None:
     """The upstream's own ``Retry-After`` in whole seconds (1 to 300), if it sent one in that
     form; an HTTP date or nonsense is ignored and the caller's default applies."""
     value = response.headers.get("Retry-After", "").strip()
-    if not value.isdigit() or len(value) > 6:
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 6:
         return None
     return min(max(int(value), 1), MAX_RETRY_AFTER_SECONDS)
 

@@ -88,7 +88,8 @@ class ScriptedServer:
                 )
                 writer.write(
                     f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{pace}"
-                    f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    # Latin-1: a header byte above 0x7f goes out as that one byte.
+                    f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
                     + body
                 )
                 await writer.drain()
@@ -174,7 +175,14 @@ async def test_reads_are_retried_on_503_and_writes_are_not() -> None:
 
 @pytest.mark.parametrize(
     ("upstream_says", "client_is_told"),
-    [(None, "2"), ("7", "7"), ("0", "1"), ("86400", "300"), ("Wed, 21 Oct 2026 07:28:00 GMT", "2")],
+    [
+        (None, "2"),
+        ("7", "7"),
+        ("0", "1"),
+        ("86400", "300"),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", "2"),
+        ("\u00b2", "2"),  # a digit to str.isdigit(), not to int()
+    ],
 )
 async def test_a_503_says_when_to_retry_passing_on_the_upstreams_own_pace(
     upstream_says: str | None, client_is_told: str
