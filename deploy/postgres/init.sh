@@ -25,8 +25,11 @@ as_superuser() {
 
 for service in gateway router vault; do
   name="$prefix$service"
-  password="$(cat "$secrets_dir/${service}_db_password")"
-  as_superuser --dbname "$POSTGRES_DB" --set=name="$name" --set=password="$password" <<'SQL'
+  # To psql through its environment, not its command line (which any process may list).
+  TASKROUTE_DB_PASSWORD="$(cat "$secrets_dir/${service}_db_password")"
+  export TASKROUTE_DB_PASSWORD
+  as_superuser --dbname "$POSTGRES_DB" --set=name="$name" <<'SQL'
+\getenv password TASKROUTE_DB_PASSWORD
 SELECT format('CREATE ROLE %I LOGIN', :'name')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'name') \gexec
 ALTER ROLE :"name" LOGIN PASSWORD :'password' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;
@@ -50,8 +53,13 @@ SELECT format('ALTER TYPE public.%I OWNER TO %I', t.typname, :'name')
 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd')
   AND pg_get_userbyid(t.typowner) <> :'name' \gexec
+SELECT format('ALTER ROUTINE public.%I(%s) OWNER TO %I', p.proname,
+              pg_get_function_identity_arguments(p.oid), :'name')
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> :'name' \gexec
 SQL
 done
+unset TASKROUTE_DB_PASSWORD
 # Nobody but the superuser connects to the server's default database either.
 as_superuser --dbname "$POSTGRES_DB" --set=name="$POSTGRES_DB" <<'SQL'
 REVOKE ALL ON DATABASE :"name" FROM PUBLIC;

@@ -5,6 +5,9 @@ volume made by an older release (everything the superuser's) over, and changes n
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import secrets
 import shutil
@@ -66,9 +69,32 @@ def run_init(prefix: str, secrets_dir: Path) -> None:
     assert ran.returncode == 0, ran.stderr
 
 
-async def assert_each_role_holds_its_database_only(prefix: str, admin: asyncpg.Connection) -> None:
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether PostgreSQL's SCRAM-SHA-256 verifier is of ``password`` (RFC 5802, 7677)."""
+    scheme, rest = verifier.split("$", 1)
+    assert scheme == "SCRAM-SHA-256"
+    iterations_salt, keys = rest.split("$")
+    iterations, salt = iterations_salt.split(":")
+    stored_key = base64.b64decode(keys.split(":")[0])
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+    )
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
+
+
+async def assert_each_role_holds_its_database_only(
+    prefix: str, admin: asyncpg.Connection, secrets_dir: Path
+) -> None:
     for service in SERVICES:
         role = f"{prefix}{service}"
+        # Its password is the secret file's (the test server trusts local logins, so the
+        # stored verifier is checked instead of a login).
+        verifier = await admin.fetchval(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role
+        )
+        password = (secrets_dir / f"{service}_db_password").read_text().strip()
+        assert scram_matches(verifier, password), service
         flags = await admin.fetchrow(
             "SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles"
             " WHERE rolname = $1",
@@ -94,9 +120,9 @@ async def test_each_service_gets_its_own_database_and_nothing_else(
 ) -> None:
     prefix, admin = scratch
     run_init(prefix, tmp_path)
-    await assert_each_role_holds_its_database_only(prefix, admin)
+    await assert_each_role_holds_its_database_only(prefix, admin, tmp_path)
     run_init(prefix, tmp_path)  # again: nothing to do, nothing fails
-    await assert_each_role_holds_its_database_only(prefix, admin)
+    await assert_each_role_holds_its_database_only(prefix, admin, tmp_path)
 
 
 async def test_a_volume_of_an_older_release_is_handed_to_the_service_roles(
@@ -113,6 +139,8 @@ async def test_a_volume_of_an_older_release_is_handed_to_the_service_roles(
                 "CREATE TYPE state AS ENUM ('queued', 'done');"
                 " CREATE TABLE jobs (seq serial PRIMARY KEY, state state NOT NULL);"
                 " CREATE SEQUENCE tickets; CREATE VIEW queued AS SELECT * FROM jobs;"
+                " CREATE FUNCTION load() RETURNS bigint LANGUAGE sql AS"
+                " 'SELECT count(*) FROM jobs';"
                 " INSERT INTO jobs (state) VALUES ('queued');"
             )
         finally:
@@ -120,7 +148,7 @@ async def test_a_volume_of_an_older_release_is_handed_to_the_service_roles(
 
     run_init(prefix, tmp_path)
 
-    await assert_each_role_holds_its_database_only(prefix, admin)
+    await assert_each_role_holds_its_database_only(prefix, admin, tmp_path)
     for service in SERVICES:
         role = f"{prefix}{service}"
         own = await asyncpg.connect(POSTGRES_ADMIN_URL, user=role, database=role)
@@ -137,6 +165,11 @@ async def test_a_volume_of_an_older_release_is_handed_to_the_service_roles(
             await own.execute("INSERT INTO jobs (state) VALUES ('done')")
             assert await own.fetchval("SELECT count(*) FROM queued") == 2
             assert await own.fetchval("SELECT nextval('tickets')") == 1
-            await own.execute("ALTER TABLE jobs ADD COLUMN note text")  # a later migration
+            # Later migrations change its tables and replace its functions.
+            await own.execute("ALTER TABLE jobs ADD COLUMN note text")
+            await own.execute(
+                "CREATE OR REPLACE FUNCTION load() RETURNS bigint LANGUAGE sql AS"
+                " 'SELECT count(*) + 0 FROM jobs'"
+            )
         finally:
             await own.close()
