@@ -182,7 +182,8 @@ async def test_a_cursor_only_continues_under_its_own_filters(platform: Platform)
 
 async def test_a_cursor_only_continues_its_own_list(platform: Platform) -> None:
     """A cursor of one list is refused by every other (400), never read as a place in it:
-    jobs and teams, one job's timeline and another's, tenants and their keys."""
+    jobs and teams, one job's timeline and another's, tenants and their keys, one tenant's
+    keys and another's."""
     acme = await create_tenant(platform, "Acme Cursor Lists")
     headers = bearer(acme["api_key"])
     await platform.client.post("/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=platform.operator)
@@ -200,7 +201,8 @@ async def test_a_cursor_only_continues_its_own_list(platform: Platform) -> None:
     jobs_cursor = await cursor_of("/v1/jobs", headers)
     teams_cursor = await cursor_of("/v1/admin/teams", platform.operator)
     events_cursor = await cursor_of(f"/v1/jobs/{jobs[0]['id']}/events", headers)
-    await create_tenant(platform, "Another Cursor Tenant")
+    other = await create_tenant(platform, "Another Cursor Tenant")
+    await platform.client.post(f"/v1/admin/tenants/{other['id']}/keys", headers=platform.operator)
     tenants_cursor = await cursor_of("/v1/admin/tenants", platform.operator)
     await platform.client.post(f"/v1/admin/tenants/{acme['id']}/keys", headers=platform.operator)
     keys_cursor = await cursor_of(f"/v1/admin/tenants/{acme['id']}/keys", platform.operator)
@@ -210,6 +212,8 @@ async def test_a_cursor_only_continues_its_own_list(platform: Platform) -> None:
         (f"/v1/jobs/{jobs[1]['id']}/events", headers, events_cursor),
         (f"/v1/admin/tenants/{acme['id']}/keys", platform.operator, tenants_cursor),
         ("/v1/admin/tenants", platform.operator, keys_cursor),
+        # The same list of another parent: another tenant's keys.
+        (f"/v1/admin/tenants/{other['id']}/keys", platform.operator, keys_cursor),
     ):
         response = await platform.client.get(
             path, params={"limit": 1, "cursor": foreign}, headers=auth

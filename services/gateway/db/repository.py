@@ -325,7 +325,7 @@ class MemberRepository:
         query = created.apply(select(Member).where(Member.team_id == team_id), Member)
         if name:
             query = query.where(name_contains(Member.name, name))
-        filters = {"name": name, **created.as_dict()}
+        filters = {"team": team_id, "name": name, **created.as_dict()}
         return await newest_first_page(
             self.session, query, Member, limit=limit, cursor=cursor, filters=filters
         )
@@ -395,7 +395,7 @@ class ApiKeyRepository:
             query = query.where(
                 ApiKey.revoked_at.is_not(None) if revoked else ApiKey.revoked_at.is_(None)
             )
-        filters = {"revoked": revoked, **created.as_dict()}
+        filters = {"tenant": tenant_id, "revoked": revoked, **created.as_dict()}
         return await newest_first_page(
             self.session, query, ApiKey, limit=limit, cursor=cursor, filters=filters
         )
@@ -810,6 +810,7 @@ class WebhookRepository:
         if event_id is not None:
             query = query.where(WebhookDelivery.event_id == event_id)
         filters = {
+            "endpoint": endpoint_id,
             "status": statuses,
             "event_type": event_types,
             "event_id": event_id,
