@@ -1438,7 +1438,7 @@ class JobWorkflow:
         ``policy_recheck_seconds`` to the policy once more; how many jobs that changed."""
         since = now - timedelta(seconds=self.settings.policy_recheck_seconds)
         changed = 0
-        for team in await self.teams.changed_since(since):
+        for team in await self.teams.to_recheck(since):
             changed += await self.reroute_ineligible(team, now=now)
         for row in await self.tenant_policies.changed_since(since):
             change = await self.enforce_tenant_policy(

@@ -177,6 +177,13 @@ async def test_a_paused_team_hands_on_its_queue_and_works_its_leases_to_the_end(
     assert "paused" in refused.json()["detail"]
     assert (await router.sweep()).policed == 1
     assert (await router.job(straggler["id"]))["assignment"]["team_id"] == dublin["id"]
+    # The lease held through the pause ends long after (expiry puts its job back in the
+    # paused team's queue): the sweep hands it on as well, not the escalation hours later.
+    router.clock.set(seconds=router.settings.lease_seconds + 3600)
+    report = await router.sweep()
+    assert (report.requeued, report.policed) == (1, 1)
+    expired = await router.job(leased["id"])
+    assert (expired["status"], expired["assignment"]["team_id"]) == ("queued", dublin["id"])
 
 
 # ----------------------------------------------------------------------------- tenant policy

@@ -303,9 +303,20 @@ class TeamRepository:
         ).all()
         return _filtered_page(rows, limit, lambda team: [team.created_at, team.id], scope)
 
-    async def changed_since(self, since: datetime) -> Sequence[Team]:
-        """The teams updated at or after ``since`` (the sweeper's recheck)."""
-        query = select(Team).where(Team.updated_at >= since).order_by(Team.id)
+    async def to_recheck(self, since: datetime) -> Sequence[Team]:
+        """The teams updated at or after ``since``, and the paused teams with jobs queued at
+        them (a lease that ended after the pause put its job back there): the sweeper's
+        recheck."""
+        queued_at_team = (
+            select(Job.id)
+            .where(Job.team_id == Team.id, Job.status == JobStatus.QUEUED.value)
+            .exists()
+        )
+        query = (
+            select(Team)
+            .where(or_(Team.updated_at >= since, and_(Team.active.is_(False), queued_at_team)))
+            .order_by(Team.id)
+        )
         return (await self.session.scalars(query)).all()
 
     async def update_versioned(
