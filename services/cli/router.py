@@ -27,11 +27,12 @@ logger = logging.getLogger("taskroute.router.operator")
 
 
 async def forget_member_key(database_url: str, *, member_id: str) -> str | None:
-    """Delete the member's registered key; the public key that was registered, or None."""
+    """Delete the member's registered key and refuse it for the member from now on; the
+    public key that was registered, or None."""
     from sqlalchemy import delete
 
-    from services.router.db.models import MemberKey
-    from shared.db import create_engine, create_sessionmaker
+    from services.router.db.models import ForgottenMemberKey, MemberKey
+    from shared.db import create_engine, create_sessionmaker, utcnow
 
     engine = create_engine(database_url)
     try:
@@ -41,7 +42,16 @@ async def forget_member_key(database_url: str, *, member_id: str) -> str | None:
                 .where(MemberKey.member_id == member_id)
                 .returning(MemberKey.public_key)
             )
-            return removed.scalar_one_or_none()
+            public_key = removed.scalar_one_or_none()
+            if public_key is not None and (
+                await session.get(ForgottenMemberKey, (member_id, public_key)) is None
+            ):
+                session.add(
+                    ForgottenMemberKey(
+                        member_id=member_id, public_key=public_key, forgotten_at=utcnow()
+                    )
+                )
+            return public_key
     finally:
         await engine.dispose()
 
@@ -64,6 +74,6 @@ def forget_member_key_command(
     key_id = key_id_for(b64url_decode(public_key, field="public_key"))
     logger.warning("member key forgotten", extra={"member_id": member_id, "key_id": key_id})
     typer.echo(
-        f"forgot key {key_id} of member {member_id}; they can register a new one "
-        "(PUT /v1/team/keys)"
+        f"forgot key {key_id} of member {member_id} (it is refused for them from now on, "
+        "endorsed or not); they can register a new one (PUT /v1/team/keys)"
     )

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.api.deps import NowDep, require_gateway
-from services.router.db.models import MemberKey
+from services.router.db.models import ForgottenMemberKey, MemberKey
 from services.router.domain.errors import MemberKeyConflict
 from shared import sealed_envelope
 from shared.db import SessionDep
@@ -87,6 +87,10 @@ async def put_member_key(
     team_id: str, member_id: str, body: MemberKeyPut, session: SessionDep, now: NowDep
 ) -> MemberKeyRead:
     """Register a member's X25519 public key for end-to-end delivery (once; same key is a no-op)."""
+    if await session.get(ForgottenMemberKey, (member_id, body.public_key)) is not None:
+        # Forgotten by an operator (lost, or stolen): its endorsement may still be valid, so
+        # only this refusal keeps a compromised gateway from putting it back.
+        raise MemberKeyConflict("An operator forgot this key for this member; register a new key.")
     # Insert unless registered, then judge the stored row: two registrations at once (a
     # retried PUT beside a slow first one) both answer as the second would, not one of them
     # with the unique index's error.

@@ -1037,7 +1037,8 @@ async def test_a_lost_member_key_is_forgotten_by_the_operator_not_the_gateway(
     team = await create_team(client)
     member_id = new_uuid()
     path = f"/internal/v1/teams/{team['id']}/members/{member_id}/key"
-    assert (await client.put(path, json={"public_key": _member_public_key()})).status_code == 200
+    lost = _member_public_key()
+    assert (await client.put(path, json={"public_key": lost})).status_code == 200
     replacement = _member_public_key()
     refused = assert_problem(await client.put(path, json={"public_key": replacement}), 409)
     assert "forget-member-key" in refused["detail"]
@@ -1054,6 +1055,9 @@ async def test_a_lost_member_key_is_forgotten_by_the_operator_not_the_gateway(
     # Not even from the gateway: a key nothing can be wrapped to (all zeros).
     zeros = "A" * 43
     assert_problem(await client.put(path, json={"public_key": zeros}), 422)
+    # Nor the forgotten key itself (its endorsement, public, may still be valid).
+    put_back = await client.put(path, json={"public_key": lost})
+    assert "forgot this key" in assert_problem(put_back, 409)["detail"]
     registered = await client.put(path, json={"public_key": replacement})
     assert registered.status_code == 200, registered.text
     assert registered.json()["public_key"] == replacement

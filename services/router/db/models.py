@@ -397,3 +397,15 @@ class MemberKey(Base):
     # passed on in open grants; the vault checks it when it has the authority's key.
     endorsement: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ForgottenMemberKey(Base):
+    """A key an operator forgot for a member (``taskroute router forget-member-key``): never
+    registered for that member again. Its endorsement, a public token, stays valid until it
+    expires, so without this a compromised gateway could put a lost or stolen key back."""
+
+    __tablename__ = "forgotten_member_keys"
+
+    member_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    forgotten_at: Mapped[datetime] = mapped_column(UTCDateTime())

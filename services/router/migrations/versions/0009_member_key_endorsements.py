@@ -4,6 +4,10 @@
   member's key (shared/member_endorsements.py), passed on in the member's open grants; a vault
   configured with the authority delivers sealed data only to endorsed keys. A public
   signature, not a secret. NULL for keys registered without one.
+- ``forgotten_member_keys``: each key an operator forgot for a member
+  (``taskroute router forget-member-key``). Its endorsement stays valid until it expires, so
+  the router refuses that key for that member for good: a compromised gateway cannot put a
+  lost or stolen key back.
 
 Revision ID: 0009_member_key_endorsements
 Revises: 0008_tenant_policies
@@ -24,8 +28,15 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("member_keys") as batch:
         batch.add_column(sa.Column("endorsement", sa.Text(), nullable=True))
+    op.create_table(
+        "forgotten_member_keys",
+        sa.Column("member_id", sa.String(36), primary_key=True),
+        sa.Column("public_key", sa.String(64), primary_key=True),
+        sa.Column("forgotten_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("forgotten_member_keys")
     with op.batch_alter_table("member_keys") as batch:
         batch.drop_column("endorsement")
