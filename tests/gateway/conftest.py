@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -91,9 +93,12 @@ async def production_gateway(databases, keys_dir, tmp_path) -> AsyncIterator[Pla
         yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
 
 
-@pytest.fixture
-async def platform(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
-    """The gateway wired in-process to the real router and vault apps, lifespans running."""
+@asynccontextmanager
+async def platform_in_process(
+    databases: dict[str, str], keys_dir: Path, tmp_path: Path, **vault_settings: Any
+) -> AsyncIterator[Platform]:
+    """The gateway wired in-process to the real router and vault apps, lifespans running;
+    ``vault_settings`` add to the vault's."""
     from services.router.app import create_app as create_router_app
     from services.router.settings import RouterSettings
     from services.vault.app import create_app as create_vault_app
@@ -105,7 +110,12 @@ async def platform(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
         )
     )
     vault_app = create_vault_app(
-        VaultSettings(database_url=databases["vault"], data_dir=tmp_path, service_keys_dir=keys_dir)
+        VaultSettings(
+            database_url=databases["vault"],
+            data_dir=tmp_path,
+            service_keys_dir=keys_dir,
+            **vault_settings,
+        )
     )
     async with running(router_app), running(vault_app):
         transports = {
@@ -115,3 +125,10 @@ async def platform(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
         app = create_app(gateway_settings(databases, keys_dir, tmp_path), transports=transports)
         async with running(app) as client:
             yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
+
+
+@pytest.fixture
+async def platform(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
+    """The gateway wired in-process to the real router and vault apps, lifespans running."""
+    async with platform_in_process(databases, keys_dir, tmp_path) as running_platform:
+        yield running_platform

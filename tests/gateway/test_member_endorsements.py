@@ -19,16 +19,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.gateway.app import create_app
-from services.router.app import create_app as create_router_app
-from services.router.settings import RouterSettings
-from services.vault.app import create_app as create_vault_app
-from services.vault.settings import VaultSettings
 from shared import member_endorsements
 from shared import sealed_envelope as se
 from shared.service_auth import ServiceIdentity
-from tests.conftest import running
-from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
+from tests.gateway.conftest import Platform, platform_in_process
 from tests.gateway.test_api import (
     BOOKKEEPING_JOB,
     _setup_team_and_member,
@@ -50,27 +44,11 @@ def authority(tmp_path: Path) -> Ed25519PrivateKey:
 @pytest.fixture
 async def endorsed_platform(databases, keys_dir, tmp_path, authority) -> AsyncIterator[Platform]:
     """The platform in-process, its vault configured with the member key authority."""
-    router_app = create_router_app(
-        RouterSettings(
-            database_url=databases["router"], data_dir=tmp_path, service_keys_dir=keys_dir
-        )
-    )
-    vault_app = create_vault_app(
-        VaultSettings(
-            database_url=databases["vault"],
-            data_dir=tmp_path,
-            service_keys_dir=keys_dir,
-            member_key_authority_file=tmp_path / "authority" / member_endorsements.PUBLIC_KEY_FILE,
-        )
-    )
-    async with running(router_app), running(vault_app):
-        transports = {
-            "router": httpx.ASGITransport(app=router_app),
-            "vault": httpx.ASGITransport(app=vault_app),
-        }
-        app = create_app(gateway_settings(databases, keys_dir, tmp_path), transports=transports)
-        async with running(app) as client:
-            yield Platform(app, client, databases, bearer(OPERATOR_KEY))
+    public_key = tmp_path / "authority" / member_endorsements.PUBLIC_KEY_FILE
+    async with platform_in_process(
+        databases, keys_dir, tmp_path, member_key_authority_file=public_key
+    ) as platform:
+        yield platform
 
 
 async def _sealed_job(platform: Platform) -> tuple[dict[str, Any], str, dict[str, Any]]:
