@@ -102,6 +102,7 @@ async def test_readiness_fails_when_the_database_does_not_answer(router_settings
         response = await http.get("/readyz")
         body = assert_problem(response, 503)
         assert "127.0.0.1" not in body["detail"]
+        assert response.headers["Retry-After"] == "2"
 
 
 # ----------------------------------------------------------------------------- submit

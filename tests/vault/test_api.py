@@ -404,6 +404,7 @@ async def test_sealed_vault_refuses_crypto_with_503(
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json() == {"status": "sealed"}
+        assert ready.headers["Retry-After"] == "2"
         assert (await client.get("/healthz")).status_code == 200
 
         grant = make_grant(router_identity, tenant_id=new_uuid(), job_id=new_uuid(), ref=new_uuid())

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.errors import problem_response
+from shared.errors import ServiceUnavailable, problem_response
 
 logger = logging.getLogger("taskroute.router.health")
 
@@ -29,5 +29,6 @@ async def readyz(request: Request) -> JSONResponse:
             title="Service unavailable",
             detail="The router's database does not answer.",
             problem="unavailable",
+            headers=ServiceUnavailable().headers(),
         )
     return JSONResponse({"status": "ready"})

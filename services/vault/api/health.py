@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared.errors import ServiceUnavailable
+
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("taskroute.vault.health")
 
@@ -26,7 +28,13 @@ async def readyz(request: Request) -> JSONResponse:
                 await connection.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         logger.warning("database not ready", extra={"error_type": type(exc).__name__})
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "database": "unreachable"},
+            status_code=503,
+            headers=ServiceUnavailable().headers(),
+        )
     if request.app.state.root_key is None:
-        return JSONResponse({"status": "sealed"}, status_code=503)
+        return JSONResponse(
+            {"status": "sealed"}, status_code=503, headers=ServiceUnavailable().headers()
+        )
     return JSONResponse({"status": "ready"})
