@@ -32,11 +32,13 @@ async def forget_member_key(database_url: str, *, member_id: str) -> str | None:
     from sqlalchemy import delete
 
     from services.router.db.models import ForgottenMemberKey, MemberKey
+    from services.router.member_keys import lock_member_keys
     from shared.db import create_engine, create_sessionmaker, utcnow
 
     engine = create_engine(database_url)
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
+            await lock_member_keys(session, member_id)
             removed = await session.execute(
                 delete(MemberKey)
                 .where(MemberKey.member_id == member_id)

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -82,15 +83,38 @@ async def recipient_claims(
     return claims
 
 
+# The slice of PostgreSQL's advisory lock space for member keys ("TRMK" in ASCII).
+_MEMBER_KEY_LOCK_SPACE = 0x54524D4B
+
+
+async def lock_member_keys(session: AsyncSession, member_id: str) -> None:
+    """Serialise a registration and an operator's forget of one member's key on PostgreSQL
+    (READ COMMITTED would let a forget miss a registration in flight, or a registration
+    restore a key forgotten meanwhile); SQLite's writers take turns already."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, hashtext(:member_id))"),
+            {"space": _MEMBER_KEY_LOCK_SPACE, "member_id": member_id},
+        )
+
+
+async def _refuse_if_forgotten(session: AsyncSession, member_id: str, public_key: str) -> None:
+    forgotten = await session.get(
+        ForgottenMemberKey, (member_id, public_key), populate_existing=True
+    )
+    if forgotten is not None:
+        # Forgotten by an operator (lost, or stolen): its endorsement may still be valid, so
+        # only this refusal keeps a compromised gateway from putting it back.
+        raise MemberKeyConflict("An operator forgot this key for this member; register a new key.")
+
+
 @router.put("/{member_id}/key")
 async def put_member_key(
     team_id: str, member_id: str, body: MemberKeyPut, session: SessionDep, now: NowDep
 ) -> MemberKeyRead:
     """Register a member's X25519 public key for end-to-end delivery (once; same key is a no-op)."""
-    if await session.get(ForgottenMemberKey, (member_id, body.public_key)) is not None:
-        # Forgotten by an operator (lost, or stolen): its endorsement may still be valid, so
-        # only this refusal keeps a compromised gateway from putting it back.
-        raise MemberKeyConflict("An operator forgot this key for this member; register a new key.")
+    await lock_member_keys(session, member_id)
+    await _refuse_if_forgotten(session, member_id, body.public_key)
     # Insert unless registered, then judge the stored row: two registrations at once (a
     # retried PUT beside a slow first one) both answer as the second would, not one of them
     # with the unique index's error.
@@ -106,9 +130,12 @@ async def put_member_key(
         )
         .on_conflict_do_nothing()
     )
+    # Again, now that this transaction writes: on SQLite a forget that committed since the
+    # first look is seen here (writers take turns), so it cannot be undone by this insert.
+    await _refuse_if_forgotten(session, member_id, body.public_key)
     row = await session.get(MemberKey, member_id, populate_existing=True)
     if row is None:
-        raise RuntimeError("a member key vanished while it was registered")  # never deleted
+        raise RuntimeError("a member key vanished while it was registered")  # lock held
     if row.team_id != team_id or not hmac.compare_digest(row.public_key, body.public_key):
         # A registered key is never replaced through the gateway: otherwise a compromised
         # gateway could swap in a key of its own and have the vault re-wrap data to it.

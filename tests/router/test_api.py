@@ -11,14 +11,18 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import insert
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from services.cli.main import app as cli
+from services.cli.router import forget_member_key
 from services.router.app import create_app
+from services.router.db.models import ForgottenMemberKey, MemberKey
 from services.router.db.repository import JobRepository
 from services.router.domain.classifier import LexiconClassifier
 from services.router.sweeper import sweep_once
+from shared.db import create_engine, create_sessionmaker
 from shared.service_auth import ServiceIdentity
 from tests.conftest import running
 from tests.router.factories import (
@@ -1062,6 +1066,54 @@ async def test_a_lost_member_key_is_forgotten_by_the_operator_not_the_gateway(
     registered = await client.put(path, json={"public_key": replacement})
     assert registered.status_code == 200, registered.text
     assert registered.json()["public_key"] == replacement
+
+
+async def test_a_forget_racing_a_registration_of_the_same_key_stands(
+    client, databases, monkeypatch
+) -> None:
+    """The operator forgets a key while a (compromised) gateway registers it again, between
+    the registration's look for a tombstone and its insert. Whichever way they interleave,
+    the key ends forgotten: on PostgreSQL the forget waits for the registration's lock, on
+    SQLite the registration sees the forget once it writes."""
+    team = await create_team(client)
+    member_id = new_uuid()
+    path = f"/internal/v1/teams/{team['id']}/members/{member_id}/key"
+    lost = _member_public_key()
+    assert (await client.put(path, json={"public_key": lost})).status_code == 200
+
+    looked, go_on = asyncio.Event(), asyncio.Event()
+    real_get = AsyncSession.get
+
+    async def get_then_pause(self: AsyncSession, entity: Any, ident: Any, **kwargs: Any) -> Any:
+        found = await real_get(self, entity, ident, **kwargs)
+        if entity is ForgottenMemberKey and not looked.is_set():
+            looked.set()  # the registration has looked, and found no tombstone
+            await go_on.wait()
+        return found
+
+    monkeypatch.setattr(AsyncSession, "get", get_then_pause)
+    registering = asyncio.create_task(client.put(path, json={"public_key": lost}))
+    await looked.wait()
+    forgetting = asyncio.create_task(forget_member_key(databases["router"], member_id=member_id))
+    await asyncio.wait({forgetting}, timeout=1.0)
+    forget_waited = not forgetting.done()
+    go_on.set()
+    registered, forgotten = await registering, await forgetting
+    monkeypatch.setattr(AsyncSession, "get", real_get)
+    if databases["router"].startswith("postgresql"):
+        assert forget_waited  # for the registration's transaction (its advisory lock)
+
+    assert forgotten == lost
+    assert registered.status_code in (200, 409, 503), registered.text
+    engine = create_engine(databases["router"])
+    try:
+        async with create_sessionmaker(engine)() as session:
+            keys = (await session.scalars(select(MemberKey.public_key))).all()
+            tombstones = (await session.scalars(select(ForgottenMemberKey.public_key))).all()
+    finally:
+        await engine.dispose()
+    assert (list(keys), list(tombstones)) == ([], [lost])
+    assert_problem(await client.put(path, json={"public_key": lost}), 409)
 
 
 @pytest.mark.parametrize("token", ["t1", "", "2026-13-01T00:00:00+00:00", "x" * 65])
