@@ -212,8 +212,9 @@ async def test_a_cursor_only_continues_its_own_list(platform: Platform) -> None:
         (f"/v1/jobs/{jobs[1]['id']}/events", headers, events_cursor),
         (f"/v1/admin/tenants/{acme['id']}/keys", platform.operator, tenants_cursor),
         ("/v1/admin/tenants", platform.operator, keys_cursor),
-        # The same list of another parent: another tenant's keys.
+        # The same list of another parent: another tenant's keys, another tenant's jobs.
         (f"/v1/admin/tenants/{other['id']}/keys", platform.operator, keys_cursor),
+        ("/v1/jobs", bearer(other["api_key"]), jobs_cursor),
     ):
         response = await platform.client.get(
             path, params={"limit": 1, "cursor": foreign}, headers=auth

@@ -690,7 +690,7 @@ class WebhookRepository:
         )
         if url:
             query = query.where(name_contains(WebhookEndpoint.url, url))
-        filters = {"url": url, **created.as_dict()}
+        filters = {"tenant": tenant_id, "url": url, **created.as_dict()}
         return await newest_first_page(
             self.session, query, WebhookEndpoint, limit=limit, cursor=cursor, filters=filters
         )

@@ -681,7 +681,7 @@ class JobRepository:
         filters = _with_status(filters or JobFilters(), status)
         filters = JobFilters(**{**filters.__dict__, "tenant_id": None})
         query = filters.apply(select(Job).where(Job.tenant_id == tenant_id))
-        scope = {"list": "jobs", **filters.as_dict()}
+        scope = {"list": "jobs", "tenant": tenant_id, **filters.as_dict()}
         if cursor:
             created_at, job_id = decode_filtered_cursor(cursor, (datetime, str), scope)
             query = query.where(
