@@ -39,7 +39,7 @@ from services.router.domain.errors import (
     TeamNotFound,
 )
 from services.router.domain.grants import GrantAction, GrantClaims, GrantPurpose
-from services.router.domain.lifecycle import JobStatus
+from services.router.domain.lifecycle import JobStatus, status_words
 from services.router.domain.routing import DataPolicy
 from services.router.workflow import JobWorkflow, team_refusals
 
@@ -111,7 +111,7 @@ class ReviewWorkflow:
         if job is None or job.review_team_id != team_id or not may_review(team, job):
             raise JobNotFound
         if job.status != JobStatus.IN_REVIEW.value:
-            raise InvalidTransition(f"The job is {job.status}, not in review.")
+            raise InvalidTransition(f"The job is {status_words(job.status)}, not in review.")
         if job.review_submitted_by == member_id:
             raise OwnWorkReview(
                 "You submitted this work: another member must review it (four eyes)."

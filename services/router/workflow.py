@@ -52,7 +52,7 @@ from services.router.domain.grants import (
     member_grant,
     tenant_result_grant,
 )
-from services.router.domain.lifecycle import JobStatus, ensure_transition
+from services.router.domain.lifecycle import JobStatus, ensure_transition, status_words
 from services.router.domain.quality import updated_quality
 from services.router.domain.queueing import (
     PriorityDurations,
@@ -808,7 +808,7 @@ class JobWorkflow:
         job = await self.get(job_id, tenant_id=tenant_id)
         if job.status != JobStatus.COMPLETED.value:
             raise InvalidTransition(
-                f"The job is {job.status}; it has no result"
+                f"The job is {status_words(job.status)}; it has no result"
                 + (" yet." if job.status not in _ENDED_WITHOUT_RESULT else ".")
             )
         return job
@@ -828,7 +828,7 @@ class JobWorkflow:
         job = await self.get(job_id, tenant_id=tenant_id)
         if job.status != JobStatus.COMPLETED.value:
             raise InvalidTransition(
-                f"The job is {job.status}; feedback is taken for completed jobs only."
+                f"The job is {status_words(job.status)}; feedback is taken for completed jobs only."
             )
         # Insert first: the unique job id decides between concurrent feedbacks, and on SQLite
         # the first write takes the database's write lock before the team is read below.
@@ -902,7 +902,7 @@ class JobWorkflow:
     @staticmethod
     def _require_live_lease(job: Job, member_id: str, now: datetime) -> None:
         if job.status != JobStatus.IN_PROGRESS.value:
-            raise LeaseConflict(f"The job is {job.status}, not in progress.")
+            raise LeaseConflict(f"The job is {status_words(job.status)}, not in progress.")
         if job.lease_member_id != member_id:
             raise LeaseConflict("Another member holds this job's lease.")
         if job.lease_expires_at is None or job.lease_expires_at <= now:
@@ -920,7 +920,9 @@ class JobWorkflow:
         team, job = await self._team_and_job(team_id, job_id)
         await self.require_eligible(job, team)
         if job.status != JobStatus.QUEUED.value:
-            raise InvalidTransition(f"The job is {job.status}; only a queued job can be claimed.")
+            raise InvalidTransition(
+                f"The job is {status_words(job.status)}; only a queued job can be claimed."
+            )
         if not team.active:
             # Its queued jobs were handed on when it was paused; one the move has not reached
             # yet is not taken now. A lease already held is worked to its end.
@@ -1111,7 +1113,9 @@ class JobWorkflow:
             self._require_live_lease(job, member_id, now)
             conditions += self._live_lease(member_id, now)
         elif job.status != JobStatus.QUEUED.value:
-            raise InvalidTransition(f"The job is {job.status}; only a team's job can be rejected.")
+            raise InvalidTransition(
+                f"The job is {status_words(job.status)}; only a team's job can be rejected."
+            )
         rejected_by = sorted({*job.rejected_team_ids, team_id})
         team_name = job.team_name or team_id
         return await self._route_or_park(

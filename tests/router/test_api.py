@@ -328,7 +328,8 @@ async def test_lease_rules_for_heartbeat_release_and_complete(client, keys_dir):
     claimed = (await claim(client, job, holder)).json()
     assert claimed["lease"]["member_id"] == holder
     claimed_expiry = datetime.fromisoformat(claimed["lease"]["expires_at"])
-    assert_problem(await claim(client, job, other), 409)
+    taken = assert_problem(await claim(client, job, other), 409)
+    assert taken["detail"] == "The job is in progress; only a queued job can be claimed."
 
     # Another member can do nothing with the lease.
     assert_problem(await client.post(f"{base}/heartbeat", json={"member_id": other}), 409)

@@ -17,6 +17,7 @@ from services.router.domain.lifecycle import (
     JobStatus,
     can_transition,
     ensure_transition,
+    status_words,
 )
 from services.router.domain.routing import (
     DataPolicy,
@@ -564,3 +565,10 @@ def test_bad_cursors_are_400(cursor):
     with pytest.raises(InvalidCursor) as caught:
         decode_cursor(cursor, (datetime, str))
     assert caught.value.status == 400
+
+
+def test_a_status_reads_as_words_in_a_refusal():
+    said = {status.value: f"The job is {status_words(status.value)}." for status in JobStatus}
+    assert said["triage"] == "The job is in triage."
+    assert said["in_review"] == "The job is in review."
+    assert all("_" not in sentence for sentence in said.values())

@@ -54,6 +54,14 @@ class JobStatus(StrEnum):
 
 
 S = JobStatus
+# How a status reads in a sentence ("The job is in triage"), for refusals people read.
+_STATUS_WORDS = {"in_progress": "in progress", "in_review": "in review", "triage": "in triage"}
+
+
+def status_words(status: str) -> str:
+    """``status`` as it reads after "The job is"."""
+    return _STATUS_WORDS.get(status, status)
+
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.PENDING: frozenset({S.QUEUED, S.TRIAGE, S.UNROUTABLE}),
