@@ -25,3 +25,16 @@ def if_match_version(value: str | None) -> int | None:
     if not _VERSION.fullmatch(tag):
         raise ValueError("not a version ETag")
     return int(tag)
+
+
+def none_match(if_none_match: str | None, version: int) -> bool:
+    """Whether ``If-None-Match`` names the current version (``*`` or one of its ETags, weak
+    comparison: RFC 9110, 13.1.2): a conditional GET then answers 304 without a body."""
+    if if_none_match is None:
+        return False
+    current = etag_of(version)
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == current:
+            return True
+    return False

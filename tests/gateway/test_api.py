@@ -301,6 +301,17 @@ async def test_tenant_lifecycle(gateway_alone):
     assert got.status_code == 200
     assert "api_key" not in got.json()
     assert got.headers["ETag"] == '"1"'
+    # A conditional read: 304 and no body while the ETag (weak or in a list) is current.
+    path = f"/v1/admin/tenants/{created['id']}"
+    for current in ('"1"', 'W/"1"', '"7", "1"', "*"):
+        cached = await gateway_alone.client.get(
+            path, headers={**gateway_alone.operator, "If-None-Match": current}
+        )
+        assert (cached.status_code, cached.content, cached.headers["ETag"]) == (304, b"", '"1"')
+    stale = await gateway_alone.client.get(
+        path, headers={**gateway_alone.operator, "If-None-Match": '"0"'}
+    )
+    assert (stale.status_code, stale.json()["id"]) == (200, created["id"])
     new_policy: dict[str, Any] = {
         "allowed_countries": None,
         "required_certifications": [],
@@ -876,6 +887,13 @@ async def test_team_admin_and_etags(platform):
     assert changed.status_code == 200, changed.text
     assert changed.json()["capacity"] == 9
     assert changed.headers["ETag"] != etag
+    # A conditional read: the old ETag no longer matches (200), the new one does (304).
+    path = f"/v1/admin/teams/{team['id']}"
+    again = await gw.get(path, headers={**platform.operator, "If-None-Match": etag})
+    assert (again.status_code, again.json()["capacity"]) == (200, 9)
+    current = changed.headers["ETag"]
+    cached = await gw.get(path, headers={**platform.operator, "If-None-Match": current})
+    assert (cached.status_code, cached.content, cached.headers["ETag"]) == (304, b"", current)
     stale = await gw.patch(
         f"/v1/admin/teams/{team['id']}",
         json={"capacity": 3},

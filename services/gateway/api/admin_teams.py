@@ -14,7 +14,7 @@ from services.gateway.api.deps import (
     RouterDep,
     SessionDep,
 )
-from services.gateway.api.etags import etag, parse_if_match
+from services.gateway.api.etags import etag, not_modified, parse_if_match
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
     CreatedBeforeQuery,
@@ -118,10 +118,16 @@ async def list_teams(
 
 @router.get("/{team_id}", response_model=TeamRead)
 async def get_team(
-    team_id: str, _operator: OperatorDep, router_: RouterDep, response: Response
-) -> dict[str, Any]:
-    """Read one team; the ETag header carries its version for a later PATCH."""
-    return _with_etag(await router_.get_team(_team_id(team_id)), response)
+    team_id: str, _operator: OperatorDep, router_: RouterDep, request: Request, response: Response
+) -> Any:
+    """Read one team; the ETag header carries its version for a later PATCH (304 when
+    `If-None-Match` names it)."""
+    team = await router_.get_team(_team_id(team_id))
+    if isinstance(team.get("version"), int):
+        unchanged = not_modified(request, team["version"])
+        if unchanged is not None:
+            return unchanged
+    return _with_etag(team, response)
 
 
 @router.patch("/{team_id}", response_model=TeamRead)

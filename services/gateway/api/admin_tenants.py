@@ -14,7 +14,7 @@ from services.gateway.api.deps import (
     RouterDep,
     SessionDep,
 )
-from services.gateway.api.etags import etag, parse_if_match
+from services.gateway.api.etags import etag, not_modified, parse_if_match
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
     CreatedBeforeQuery,
@@ -148,10 +148,17 @@ async def list_tenants(
 
 @router.get("/{tenant_id}", response_model=TenantRead)
 async def get_tenant(
-    tenant_id: str, _operator: OperatorDep, session: SessionDep, response: Response
-) -> dict[str, Any]:
-    """Read one tenant and its default data policy."""
+    tenant_id: str,
+    _operator: OperatorDep,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+) -> Any:
+    """Read one tenant and its default data policy (304 when `If-None-Match` names its ETag)."""
     tenant = await _existing(session, tenant_id)
+    unchanged = not_modified(request, tenant.version)
+    if unchanged is not None:
+        return unchanged
     response.headers["ETag"] = etag(tenant.version)
     return _tenant(tenant)
 
