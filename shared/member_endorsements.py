@@ -20,7 +20,6 @@ endorsement but cannot make one.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from shared.service_auth import ensure_service_keys
 
 ENDORSEMENT_TYPE = "member-key-endorsement"
 ISSUER = "member-key-authority"
@@ -40,8 +41,13 @@ DEFAULT_TTL_SECONDS = 365 * 86_400
 CLOCK_SKEW_SECONDS = 300
 # A compact JWS of these claims is ~400 characters; anything far longer is not one.
 MAX_ENDORSEMENT_CHARS = 4096
-PRIVATE_KEY_FILE = "member-authority.key"
-PUBLIC_KEY_FILE = "member-authority.pub"
+# Its shape, for the APIs that pass one on without checking it: header.payload.signature,
+# each base64url.
+ENDORSEMENT_PATTERN = r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$"
+# The key pair's name in its folder, as service keys are named (shared.service_auth).
+AUTHORITY_NAME = "member-authority"
+PRIVATE_KEY_FILE = f"{AUTHORITY_NAME}.key"
+PUBLIC_KEY_FILE = f"{AUTHORITY_NAME}.pub"
 _ALGORITHM = "EdDSA"
 
 
@@ -110,24 +116,10 @@ def require_endorsed(
 def create_authority(directory: Path) -> Path:
     """Write a new authority key pair (the private key 0600) into ``directory``; the public
     key's path. Refuses to overwrite: a new authority voids every endorsement made."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    private_path = directory / PRIVATE_KEY_FILE
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
-    public_path = directory / PUBLIC_KEY_FILE
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return public_path
+    if (directory / PRIVATE_KEY_FILE).exists():
+        raise FileExistsError(directory / PRIVATE_KEY_FILE)
+    ensure_service_keys(directory, names=(AUTHORITY_NAME,))
+    return directory / PUBLIC_KEY_FILE
 
 
 def load_authority_private_key(path: Path) -> Ed25519PrivateKey:

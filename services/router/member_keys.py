@@ -27,13 +27,11 @@ from services.router.db.models import ForgottenMemberKey, MemberKey
 from services.router.domain.errors import MemberKeyConflict
 from shared import sealed_envelope
 from shared.db import SessionDep
-from shared.member_endorsements import MAX_ENDORSEMENT_CHARS
+from shared.member_endorsements import ENDORSEMENT_PATTERN, MAX_ENDORSEMENT_CHARS
 
 # base64url (unpadded) of a 32-byte X25519 key is exactly 43 characters, the last one limited
 # to the values that leave the two spare bits zero.
 _PUBLIC_KEY = re.compile(r"^[A-Za-z0-9_\-]{42}[AEIMQUYcgkosw048]$")
-# header.payload.signature, each base64url.
-_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
 
 router = APIRouter(
     prefix="/internal/v1/teams/{team_id}/members",
@@ -55,7 +53,7 @@ class MemberKeyPut(BaseModel):
     # The member key authority's endorsement of this key, checked by the vault (it holds the
     # authority's public key); here only its shape: a compact JWS.
     endorsement: str | None = Field(
-        default=None, max_length=MAX_ENDORSEMENT_CHARS, pattern=_COMPACT_JWS.pattern
+        default=None, max_length=MAX_ENDORSEMENT_CHARS, pattern=ENDORSEMENT_PATTERN
     )
 
 

@@ -89,8 +89,6 @@ _MANUALLY_ROUTABLE = frozenset(
 
 # Statuses in which a job is in a team's hands: waiting in its queue, or leased to a member.
 _HELD_BY_A_TEAM = frozenset({JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value})
-# A job that ended without a result will never have one ("no result yet" would promise one).
-_ENDED_WITHOUT_RESULT = frozenset({JobStatus.CANCELLED.value})
 # What a job in review holds of the work under review: cleared when it goes to be done anew.
 _REVIEW_CLEARED: dict[str, Any] = {
     "result": None,
@@ -807,9 +805,10 @@ class JobWorkflow:
     async def result(self, job_id: str, *, tenant_id: str) -> Job:
         job = await self.get(job_id, tenant_id=tenant_id)
         if job.status != JobStatus.COMPLETED.value:
+            # A cancelled job will never have one: "yet" would promise it.
+            later = "." if job.status == JobStatus.CANCELLED.value else " yet."
             raise InvalidTransition(
-                f"The job is {status_words(job.status)}; it has no result"
-                + (" yet." if job.status not in _ENDED_WITHOUT_RESULT else ".")
+                f"The job is {status_words(job.status)}; it has no result{later}"
             )
         return job
 

@@ -186,8 +186,7 @@ async def set_policy(
         return _tenant(current)
     repository = TenantRepository(session)
     tenant = await repository.set_policy(tenant_id, policy=policy, expected_version=expected)
-    if tenant is None:
-        await _existing(session, tenant_id)  # 404 if unknown
+    if tenant is None:  # it exists (read above): its version moved on
         raise PreconditionFailed("The tenant changed since you read it; read it again.")
     response.headers["ETag"] = etag(tenant.version)
     answer = _tenant(tenant)

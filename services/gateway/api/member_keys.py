@@ -22,7 +22,7 @@ from services.gateway.domain.errors import InvalidApiKey
 from services.gateway.domain.views import job_id_or_404
 from shared import sealed_envelope
 from shared.errors import ServiceUnavailable
-from shared.member_endorsements import MAX_ENDORSEMENT_CHARS
+from shared.member_endorsements import ENDORSEMENT_PATTERN, MAX_ENDORSEMENT_CHARS
 
 router = public_router(prefix="/v1/team", tag="team")
 
@@ -34,7 +34,7 @@ class MemberKeyPut(BaseModel):
     endorsement: str | None = Field(
         default=None,
         max_length=MAX_ENDORSEMENT_CHARS,
-        pattern=r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$",
+        pattern=ENDORSEMENT_PATTERN,
         description="The member key authority's endorsement of this key for you "
         "(`taskroute members endorse`, made by an operator who checked the key with you). A "
         "vault that knows the authority delivers sealed data only to endorsed keys. Send the "
