@@ -10,7 +10,16 @@ from collections.abc import AsyncIterator, Mapping
 import httpx
 from fastapi import FastAPI
 
-from services.router.api import health, jobs, operators, reviews, team_jobs, teams, tenants
+from services.router.api import (
+    events,
+    health,
+    jobs,
+    operators,
+    reviews,
+    team_jobs,
+    teams,
+    tenants,
+)
 from services.router.classifier.store import load_or_train
 from services.router.classifier.trained import TrainedClassifier
 from services.router.domain.classifier import Classifier, LexiconClassifier
@@ -97,5 +106,6 @@ def create_app(
     app.include_router(teams.router)
     app.include_router(operators.router)
     app.include_router(tenants.router)
+    app.include_router(events.router)
     app.include_router(member_keys_router)
     return app

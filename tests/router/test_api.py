@@ -76,6 +76,8 @@ async def test_internal_routes_need_gateway_credentials(router_settings, keys_di
                 ("GET", f"/internal/v1/jobs/{new_uuid()}"),
                 ("POST", "/internal/v1/classify"),
                 ("GET", "/internal/v1/stats"),
+                ("GET", "/internal/v1/events/unpublished"),
+                ("POST", "/internal/v1/events/published"),
             ):
                 response = await http.request(method, path, headers=headers, json={})
                 assert_problem(response, 401)

@@ -657,6 +657,39 @@ def feedback_read(feedback: JobFeedback) -> FeedbackRead:
     )
 
 
+# ----------------------------------------------------------------------------- event feed
+
+# Events per page of the gateway's feed, and per mark: one page is marked in one call.
+FEED_PAGE_MAX = 500
+
+
+class FeedEventRead(BaseModel):
+    """An event the job's client hears of, with the job as it is now: the gateway makes it a
+    ``job.<to_status>`` webhook."""
+
+    id: int
+    seq: int
+    at: datetime
+    type: str
+    to_status: str
+    job: JobRead
+
+
+class FeedEventList(BaseModel):
+    data: list[FeedEventRead]
+
+
+class PublishedCreate(_Request):
+    """The feed's events the gateway now holds in its webhook outbox."""
+
+    ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=FEED_PAGE_MAX)
+
+
+class PublishedRead(BaseModel):
+    # How many were still waiting: the rest were marked before (another replica, a retry).
+    published: int
+
+
 def event_read(event: JobEvent) -> JobEventRead:
     return JobEventRead(
         seq=event.seq,

@@ -19,6 +19,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -299,8 +301,22 @@ class JobEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     # The gateway's id for the keyed request that made this event (migration 0006), if any.
     request_id: Mapped[str | None] = mapped_column(String(36))
+    # True until the gateway has taken the event for its webhooks (migration 0010): the
+    # router's outbox of what clients hear of, committed with the change it reports
+    # (services/router/api/events.py). False for events clients are not told about.
+    unpublished: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
-    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_id_seq"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq", name="uq_job_events_job_id_seq"),
+        # Only the few events not yet taken: the feed's read stays small however long the
+        # timelines grow.
+        Index(
+            "ix_job_events_unpublished",
+            "id",
+            sqlite_where=text("unpublished = 1"),
+            postgresql_where=text("unpublished"),
+        ),
+    )
 
 
 class JobWithdrawal(Base):

@@ -29,6 +29,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -54,7 +55,7 @@ from services.router.db.pagination import (
     encode_cursor,
     encode_filtered_cursor,
 )
-from services.router.domain.lifecycle import EVENT_TYPES, JobStatus
+from services.router.domain.lifecycle import EVENT_TYPES, JobStatus, reported_to_client
 from shared.statements import execute, execute_many
 
 # Statuses that occupy a team: they count against its capacity and make its queue.
@@ -503,6 +504,17 @@ def _check_event_type(event_type: str) -> None:
         raise ValueError(f"unknown event type {event_type!r}: add it to lifecycle.EVENT_TYPES")
 
 
+# The event feed's read (api/events.py), spelt as the partial index's condition is
+# (models.JobEvent) so that the planner uses it.
+UNPUBLISHED_EVENTS = (
+    select(JobEvent, Job)
+    .join(Job, Job.id == JobEvent.job_id)
+    .where(JobEvent.unpublished == true())
+    .order_by(JobEvent.id)
+    .limit(bindparam("limit"))
+)
+
+
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -624,6 +636,7 @@ class JobRepository:
 
     async def add_event(self, event: JobEvent) -> None:
         _check_event_type(event.type)
+        event.unpublished = reported_to_client(event.type, event.to_status)
         self.session.add(event)
         await self.session.flush()
 
@@ -633,7 +646,31 @@ class JobRepository:
         compiled form is cached instead of compiled again for every submit."""
         for row in rows:
             _check_event_type(row["type"])
-        await execute_many(self.session, _INSERT_EVENTS, rows)
+        await execute_many(
+            self.session,
+            _INSERT_EVENTS,
+            [
+                {**row, "unpublished": reported_to_client(row["type"], row["to_status"])}
+                for row in rows
+            ],
+        )
+
+    async def unpublished_events(self, *, limit: int) -> list[tuple[JobEvent, Job]]:
+        """The oldest events clients hear of that the gateway has not taken yet, each with its
+        job as it is now (the partial index holds only these)."""
+        rows = await self.session.execute(UNPUBLISHED_EVENTS, {"limit": limit})
+        return [(event, job) for event, job in rows]
+
+    async def mark_published(self, event_ids: Sequence[int]) -> int:
+        """The gateway has these events in its webhook outbox; how many were still waiting (a
+        second replica, or a retried call, marking them again changes nothing)."""
+        result = await self.session.execute(
+            update(JobEvent)
+            .where(JobEvent.id.in_(event_ids), JobEvent.unpublished.is_(True))
+            .values(unpublished=False)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def events_page(
         self,

@@ -40,6 +40,16 @@ EVENT_TYPES = frozenset(
     }
 )
 
+# Events that are no news to a client: the job's creation (its submit's answer tells it) and
+# an escalation that found no other team (the job stays where it was).
+_UNREPORTED_EVENT_TYPES = frozenset({"created", "escalation_held"})
+
+
+def reported_to_client(event_type: str, to_status: str | None) -> bool:
+    """Whether the job's client hears of this event (the gateway's ``job.<status>`` webhooks):
+    every change of status or queue, whoever made it; not a rating, which moves no status."""
+    return to_status is not None and event_type not in _UNREPORTED_EVENT_TYPES
+
 
 class JobStatus(StrEnum):
     PENDING = "pending"
