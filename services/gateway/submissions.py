@@ -54,12 +54,14 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.api.job_events import queue_job_event
+from services.gateway.clients.resilience import new_breaker
 from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
 from services.gateway.db.models import JobSubmission
 from services.gateway.db.repository import SubmissionRepository
 from services.gateway.domain.errors import SubmissionBeingSettled
 from services.gateway.domain.views import client_view
+from services.gateway.job_feed import JobEventFeed
 from services.gateway.metrics import PENDING_SUBMISSIONS
 from services.gateway.tenant_policies import TenantPolicyPusher
 from shared.db import utcnow
@@ -201,10 +203,13 @@ class SubmissionSweeper:
         grace: timedelta,
         attempt_seconds: float,
         policies: TenantPolicyPusher | None = None,
+        feed: JobEventFeed | None = None,
     ) -> None:
         self.maker = maker
-        # Tenant policies the router has not confirmed ride on the same worker and poll.
+        # Tenant policies the router has not confirmed, and the router's event feed, ride on
+        # the same worker and poll.
         self.policies = policies
+        self.feed = feed
         self.router = router
         self.vault = vault
         self.poll_seconds = poll_seconds
@@ -220,6 +225,11 @@ class SubmissionSweeper:
                 await self.sweep_once(utcnow())
             except Exception as exc:  # noqa: BLE001 - a bad pass must not stop the next one
                 logger.error("submission sweep failed", extra={"error_type": type(exc).__name__})
+            try:
+                if self.feed is not None:
+                    await self.feed.pull()
+            except Exception as exc:  # noqa: BLE001 - the events wait at the router
+                logger.error("event feed pull failed", extra={"error_type": type(exc).__name__})
             await PENDING_SUBMISSIONS.refresh(self.maker)  # at most every 15 s
             await asyncio.sleep(self.poll_seconds)
 
@@ -373,6 +383,10 @@ def create_sweeper(app: FastAPI) -> SubmissionSweeper:
         maker=app.state.sessionmaker,
         router=router,
         policies=TenantPolicyPusher(maker=app.state.sessionmaker, router=router),
+        feed=JobEventFeed(
+            maker=app.state.sessionmaker,
+            router=RouterClient(app.state.router_http, breaker=new_breaker("router-feed")),
+        ),
         vault=VaultClient(app.state.vault_http),
         poll_seconds=settings.submission_poll_seconds,
         grace=timedelta(seconds=settings.submission_grace_seconds),

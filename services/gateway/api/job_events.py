@@ -1,22 +1,22 @@
-"""Job events for webhooks, taken from the transitions the gateway itself carries out.
+"""Job events for webhooks, queued when a transition is made through the gateway.
 
 A pure ASGI layer (innermost, see :mod:`services.gateway.api.edge`) watches the routes that
 change a job: cancel, claim, release, reject, complete and an operator's manual routing. After
 a 2xx answer it queues ``job.<new status>`` for every webhook endpoint of the job's tenant in
 the outbox, in its own committed transaction, before the answer leaves (so a client that reacts
-to the answer finds the event queued). Idempotent replays never reach this layer, so a retried
-request queues nothing twice.
+to the answer finds the event queued). Idempotent replays never reach this layer.
 
 The submit route (``POST /v1/jobs``, the hottest) queues its event itself with
 :func:`queue_job_event`, in the request's transaction that also settles the submission outbox:
 one transaction fewer per submit, and the same guarantee (committed before the 202 leaves, only
 for a job the router took; a replay does not run the route).
 
-Not seen here (no router feed exists yet): transitions that happen inside the router alone, such
-as a lease expiring back to ``queued``, an escalation passing a job to another team, or an
-``unroutable`` job routed later when capacity frees up. A crash between the router's change and
-this layer's commit also loses that one event. Both go away when the router publishes its own
-event feed for the gateway to poll.
+This is the fast path. The router's event feed (:mod:`services.gateway.job_feed`) brings every
+change a client hears of again, including those the router makes alone (a lease expiring, an
+escalation, an ``unroutable`` job routed later) and any this layer lost to a crash between the
+router's commit and its own. An event's id is derived from its job and its place in the job's
+timeline, the same on both paths, and an endpoint holds one delivery per event id: queued
+twice, an event is delivered once.
 """
 
 from __future__ import annotations
@@ -46,9 +46,8 @@ logger = logging.getLogger("taskroute.gateway.job_events")
 _CLIENT_ACTION = re.compile(r"^/v1/jobs/[^/]+/cancel$")
 _MEMBER_ACTION = re.compile(r"^/v1/team/jobs/(?P<job_id>[^/]+)/(?:claim|release|reject|complete)$")
 _OPERATOR_ACTION = re.compile(r"^/v1/admin/jobs/[^/]+/route$")
-# Event ids are derived from (job, status, the job's updated_at): a request run twice (an
-# idempotent retry after a crash, which the router answers with the stored job) queues the same
-# event id again, so receivers deduplicating on Taskroute-Event-Id see it once.
+# Event ids are derived from (job, the event's seq in the job's timeline): the same whether the
+# request that made the change or the router's feed queues it, or a request run twice.
 _EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-3b8d-4e55-9a41-7c0d5e2b9f13")
 _MOVED_JOB = "taskroute_moved_job"
 
@@ -132,23 +131,36 @@ async def enqueue_job_event(
             await session.commit()
 
 
-async def queue_job_event(session: AsyncSession, *, tenant_id: str, job: dict[str, Any]) -> bool:
+async def queue_job_event(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    job: dict[str, Any],
+    seq: int | None = None,
+    status: str | None = None,
+    endpoint_ids: list[str] | None = None,
+) -> bool:
     """Add ``job.<status>`` for the tenant's endpoints to ``session``'s transaction (the
     caller commits); whether anything was added.
 
+    ``seq`` and ``status``: the event's, when it is not the job's latest (the router's feed
+    sends each event with its job as it is now); by default the job's own. ``endpoint_ids``:
+    the tenant's live endpoints, when the caller has just read them.
+
     The submit route calls this in its own transaction, so the event commits with the
     submission before the 202 leaves, at no extra transaction."""
-    event_type = rules.job_event_type(str(job.get("status")))
+    status = str(job.get("status")) if status is None else status
+    event_type = rules.job_event_type(status)
     if event_type is None:
         return False
     repository = WebhookRepository(session)
-    endpoint_ids = await repository.live_endpoint_ids(tenant_id)
+    if endpoint_ids is None:
+        endpoint_ids = await repository.live_endpoint_ids(tenant_id)
     if not endpoint_ids:
         return False  # most tenants: no payload to build, nothing to write
     now = utcnow()
-    event_id = str(
-        uuid.uuid5(_EVENT_NAMESPACE, f"{job['id']}:{job['status']}:{job.get('updated_at')}")
-    )
+    event_seq = int(job["event_seq"]) if seq is None else seq
+    event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"{job['id']}:{event_seq}"))
     payload = json.dumps(
         {
             "id": event_id,

@@ -195,14 +195,20 @@ def breaker_for(client: httpx.AsyncClient, service: str) -> CircuitBreaker:
     """The breaker of the upstream ``client`` talks to (created on first use)."""
     breaker = _BREAKERS.get(client)
     if breaker is None:
-        settings = resilience_settings()
-        breaker = CircuitBreaker(
-            service=service,
-            failures=settings.breaker_failures,
-            reset_seconds=settings.breaker_reset_seconds,
-        )
-        _BREAKERS[client] = breaker
+        breaker = _BREAKERS[client] = new_breaker(service)
     return breaker
+
+
+def new_breaker(service: str) -> CircuitBreaker:
+    """A breaker with the configured thresholds. ``service`` names it in the metrics; a
+    background worker polling an upstream gets its own (``router-feed``), so its failures
+    neither open the circuit requests go through nor wait on it."""
+    settings = resilience_settings()
+    return CircuitBreaker(
+        service=service,
+        failures=settings.breaker_failures,
+        reset_seconds=settings.breaker_reset_seconds,
+    )
 
 
 def install_breaker(client: httpx.AsyncClient, breaker: CircuitBreaker) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from services.gateway.clients.resilience import breaker_for, resilient_call
+from services.gateway.clients.resilience import CircuitBreaker, breaker_for, resilient_call
 
 SERVICE = "router"
 
@@ -63,8 +63,10 @@ def _list_params(filters: JsonObject | None) -> dict[str, Any]:
 
 
 class RouterClient:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, breaker: CircuitBreaker | None = None) -> None:
         self._client = client
+        # The client's shared breaker unless given one of its own (a background worker's).
+        self._breaker = breaker
 
     async def _call(
         self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
@@ -72,12 +74,18 @@ class RouterClient:
         """One call through the upstream's breaker, retried if ``idempotent`` (reads are;
         writes only when repeating them cannot do anything twice): clients/resilience.py."""
         return await resilient_call(
-            self._client, method, path, service=SERVICE, idempotent=idempotent, **kwargs
+            self._client,
+            method,
+            path,
+            service=SERVICE,
+            idempotent=idempotent,
+            breaker=self._breaker,
+            **kwargs,
         )
 
     def known_away(self) -> bool:
         """Whether the router's circuit is open: a call now would be refused at once."""
-        return breaker_for(self._client, SERVICE).refusing()
+        return (self._breaker or breaker_for(self._client, SERVICE)).refusing()
 
     async def ready(self) -> bool:
         """Whether the service can serve: its own readiness (its database answers), not
@@ -279,6 +287,22 @@ class RouterClient:
             json={"version": version, "policy": policy},
             idempotent=True,
         )
+
+    async def unpublished_events(self, *, limit: int) -> list[JsonObject]:
+        """The oldest job events the router has not seen taken yet, each with its job as it
+        is now (the event feed, services/gateway/job_feed.py)."""
+        answer: JsonObject = await self._call(
+            "GET", "/internal/v1/events/unpublished", params={"limit": limit}
+        )
+        return list(answer["data"])
+
+    async def mark_published(self, event_ids: list[int]) -> int:
+        """These events are in the webhook outbox: they leave the feed (marking twice is a
+        no-op); how many were still waiting."""
+        answer: JsonObject = await self._call(
+            "POST", "/internal/v1/events/published", json={"ids": event_ids}, idempotent=True
+        )
+        return int(answer["published"])
 
     async def register_member_key(
         self, team_id: str, member_id: str, *, public_key: str, endorsement: str | None

@@ -149,7 +149,13 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
-    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # One delivery of an event per endpoint, however many times it is queued: by the
+        # request that made the change and by the router's event feed, by several replicas,
+        # or again after a crash (migration 0008).
+        Index("uq_webhook_deliveries_endpoint_event", "endpoint_id", "event_id", unique=True),
+    )
 
 
 class ConsoleSession(Base):

@@ -630,7 +630,20 @@ _LIVE_ENDPOINT_IDS = select(_WEBHOOK_ENDPOINTS.c.id).where(
     _WEBHOOK_ENDPOINTS.c.tenant_id == bindparam("tenant_id"),
     _WEBHOOK_ENDPOINTS.c.deleted_at.is_(None),
 )
-_INSERT_DELIVERY = _WEBHOOK_DELIVERIES.insert()
+
+
+def _insert_delivery(insert: Any) -> Any:
+    """An event already queued for an endpoint is not queued again (the unique pair): the
+    request that made the change and the router's event feed may both queue it."""
+    return insert(_WEBHOOK_DELIVERIES).on_conflict_do_nothing(
+        index_elements=[_WEBHOOK_DELIVERIES.c.endpoint_id, _WEBHOOK_DELIVERIES.c.event_id]
+    )
+
+
+_INSERT_DELIVERY = {
+    "postgresql": _insert_delivery(postgresql.insert),
+    "sqlite": _insert_delivery(sqlite.insert),
+}
 
 
 # How many of the oldest due deliveries one claim looks at to give each tenant its share.
@@ -748,7 +761,8 @@ class WebhookRepository:
         now: datetime,
         endpoint_ids: list[str] | None = None,
     ) -> int:
-        """One pending delivery per live endpoint of the tenant; how many were queued.
+        """One pending delivery per live endpoint of the tenant (an endpoint that has the
+        event already keeps its one delivery); for how many endpoints.
 
         ``endpoint_ids``: the tenant's live endpoints as just read with
         :meth:`live_endpoint_ids` in this transaction (read here when not given).
@@ -761,7 +775,7 @@ class WebhookRepository:
         # unit of work's flush costs several times the insert itself.
         await execute_many(
             self.session,
-            _INSERT_DELIVERY,
+            _INSERT_DELIVERY[self.session.get_bind().dialect.name],
             [
                 {
                     "id": new_id(),

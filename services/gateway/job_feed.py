@@ -1,0 +1,95 @@
+"""The router's event feed into the webhook outbox: every change a client hears of, once.
+
+The router writes each event a client hears of as unpublished, in the transaction that makes
+the change (services/router/api/events.py). Each pass here reads the oldest unpublished
+events, queues their ``job.<status>`` webhooks in this gateway's outbox and commits, then has
+the router mark them published. A crash between the two steps reads the events again next
+time; an endpoint holds one delivery per event id, so nothing is delivered twice, and several
+replicas may pull at once. The request that made a change usually queued its event already
+(services/gateway/api/job_events.py: the fast path); the feed adds the changes the router makes
+alone and any event that path lost.
+
+Each event carries its job as it is when the feed is read, so a ``job.queued`` event sent late
+may show a job claimed since: the type says what happened, the object what is true now.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.gateway.api.job_events import queue_job_event
+from services.gateway.clients.router import RouterClient
+from services.gateway.db.repository import WebhookRepository
+from services.gateway.domain.views import client_view
+from shared.db import open_session
+from shared.errors import ServiceUnavailable
+from shared.request_context import current_request_id, set_request_id
+
+logger = logging.getLogger("taskroute.gateway.job_feed")
+
+# Events per read: one transaction and one call to mark them.
+FEED_PAGE = 200
+
+
+class JobEventFeed:
+    def __init__(
+        self,
+        *,
+        maker: async_sessionmaker[AsyncSession],
+        router: RouterClient,
+        page: int = FEED_PAGE,
+    ) -> None:
+        self.maker = maker
+        self.router = router
+        self.page = page
+
+    async def pull(self) -> int:
+        """Queue the webhooks of everything the router has published and mark it; how many
+        events were taken. A router that is away leaves them for the next pass."""
+        # Its own request id, as a request's would be, so the router's log lines of one pull
+        # are found together.
+        previous = current_request_id()
+        set_request_id(uuid.uuid4().hex)
+        try:
+            return await self._pull()
+        finally:
+            set_request_id(previous)
+
+    async def _pull(self) -> int:
+        taken = 0
+        while not self.router.known_away():
+            try:
+                events = await self.router.unpublished_events(limit=self.page)
+            except ServiceUnavailable:
+                break  # the outage shows in readiness and the breaker; the events wait
+            if not events:
+                break
+            await self._queue(events)
+            await self.router.mark_published([int(event["id"]) for event in events])
+            taken += len(events)
+            if len(events) < self.page:
+                break
+        return taken
+
+    async def _queue(self, events: list[dict[str, Any]]) -> None:
+        async with open_session(self.maker) as session:
+            repository = WebhookRepository(session)
+            endpoints: dict[str, list[str]] = {}  # per tenant, read once per page
+            for event in events:
+                job = event["job"]
+                tenant_id = str(job["tenant_id"])
+                if tenant_id not in endpoints:
+                    endpoints[tenant_id] = await repository.live_endpoint_ids(tenant_id)
+                await queue_job_event(
+                    session,
+                    tenant_id=tenant_id,
+                    job=client_view(job),
+                    seq=int(event["seq"]),
+                    status=str(event["to_status"]),
+                    endpoint_ids=endpoints[tenant_id],
+                )
+            await session.commit()

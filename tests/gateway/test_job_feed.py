@@ -1,0 +1,285 @@
+"""The router's event feed into the webhook outbox (services/gateway/job_feed.py): changes the
+router makes alone reach the tenant's webhooks, and an event queued twice is delivered once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic import command
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from services.gateway.app import create_app
+from services.gateway.clients.router import RouterClient
+from services.gateway.db.migrate import SCRIPT_LOCATION, VERSION_TABLE
+from services.gateway.job_feed import JobEventFeed
+from services.gateway.settings import GatewaySettings
+from services.router.sweeper import sweep_once
+from shared.db import alembic_config, create_engine
+from tests.conftest import POSTGRES_ADMIN_URL, _pg_admin, _service_pg_url, running
+from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
+from tests.gateway.test_api import BOOKKEEPING_JOB, BOOKKEEPING_TEAM, bearer, create_tenant
+
+EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-3b8d-4e55-9a41-7c0d5e2b9f13")
+
+
+@dataclass
+class Setup:
+    platform: Platform
+    router_app: FastAPI
+    client_key: str
+    member_key: str
+    endpoint_id: str
+
+    feed: JobEventFeed
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        answer = await self.platform.client.get(
+            f"/v1/webhook-endpoints/{self.endpoint_id}/deliveries",
+            params={"limit": 100},
+            headers=bearer(self.client_key),
+        )
+        assert answer.status_code == 200, answer.text
+        data: list[dict[str, Any]] = answer.json()["data"]
+        return data
+
+    async def submit(self) -> dict[str, Any]:
+        job = await self.platform.client.post(
+            "/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(self.client_key)
+        )
+        assert job.status_code == 202, job.text
+        submitted: dict[str, Any] = job.json()
+        return submitted
+
+
+@pytest.fixture
+async def setup(databases, keys_dir, tmp_path) -> AsyncIterator[Setup]:
+    """The platform in-process, a tenant with an endpoint, a team with a member; the feed is
+    pulled when a test says so (the sweeper's own is taken off it)."""
+    from services.router.app import create_app as create_router_app
+    from services.router.settings import RouterSettings
+    from services.vault.app import create_app as create_vault_app
+    from services.vault.settings import VaultSettings
+
+    router_app = create_router_app(
+        RouterSettings(
+            database_url=databases["router"], data_dir=tmp_path, service_keys_dir=keys_dir
+        )
+    )
+    vault_app = create_vault_app(
+        VaultSettings(database_url=databases["vault"], data_dir=tmp_path, service_keys_dir=keys_dir)
+    )
+    async with running(router_app), running(vault_app):
+        transports = {
+            "router": httpx.ASGITransport(app=router_app),
+            "vault": httpx.ASGITransport(app=vault_app),
+        }
+        base = gateway_settings(databases, keys_dir, tmp_path)
+        settings = GatewaySettings.model_validate(
+            {**base.model_dump(), "submission_poll_seconds": 300}
+        )
+        app = create_app(settings, transports=transports)
+        async with running(app) as client:
+            feed = app.state.submission_sweeper.feed
+            app.state.submission_sweeper.feed = None
+            platform = Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
+            tenant = await create_tenant(platform)
+            team = await client.post(
+                "/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=platform.operator
+            )
+            assert team.status_code == 201, team.text
+            member = await client.post(
+                f"/v1/admin/teams/{team.json()['id']}/members",
+                json={"name": "Priya"},
+                headers=platform.operator,
+            )
+            assert member.status_code == 201, member.text
+            # Nobody listens there: the deliveries stay in the outbox for the test to read.
+            endpoint = await client.post(
+                "/v1/webhook-endpoints",
+                json={"url": "https://hooks.example.com/taskroute"},
+                headers=bearer(tenant["api_key"]),
+            )
+            assert endpoint.status_code == 201, endpoint.text
+            yield Setup(
+                platform,
+                router_app,
+                tenant["api_key"],
+                member.json()["api_key"],
+                endpoint.json()["id"],
+                feed,
+            )
+
+
+def event_id(job_id: str, seq: int) -> str:
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{job_id}:{seq}"))
+
+
+async def test_a_lease_the_router_ends_alone_reaches_the_webhooks(setup: Setup):
+    job = await setup.submit()
+    claimed = await setup.platform.client.post(
+        f"/v1/team/jobs/{job['id']}/claim", headers=bearer(setup.member_key)
+    )
+    assert claimed.status_code == 200, claimed.text
+    # The gateway's requests queued their events at once.
+    assert sorted(d["event_type"] for d in await setup.deliveries()) == [
+        "job.in_progress",
+        "job.queued",
+    ]
+    router_state = setup.router_app.state
+    later = datetime.now(UTC) + timedelta(seconds=router_state.settings.lease_seconds + 1)
+    report = await sweep_once(
+        router_state.sessionmaker,
+        settings=router_state.settings,
+        classifier=router_state.classifier,
+        now=later,
+    )
+    assert report.requeued == 1
+    # No gateway request saw the lease end: only the feed brings it.
+    assert len(await setup.deliveries()) == 2
+    await setup.feed.pull()
+    found = await setup.deliveries()
+    assert len(found) == 3
+    # The submit's routing (seq 2), the claim (3), the lease's end (4): one delivery each,
+    # the first two queued by the requests and again by the feed.
+    assert {d["event_id"] for d in found} == {event_id(job["id"], seq) for seq in (2, 3, 4)}
+    expired = next(d for d in found if d["event_id"] == event_id(job["id"], 4))
+    assert expired["event_type"] == "job.queued"
+    # All taken: the router's feed is empty, and another pull queues nothing.
+    assert (
+        await RouterClient(setup.platform.app.state.router_http).unpublished_events(limit=10) == []
+    )
+    await setup.feed.pull()
+    assert len(await setup.deliveries()) == 3
+
+
+async def test_a_change_whose_gateway_step_was_lost_is_delivered_by_the_feed(setup: Setup):
+    """The router commits a cancel, but the request that asked for it never queued the event
+    (as when the gateway dies between the router's answer and its own commit)."""
+    job = await setup.submit()
+    router = RouterClient(setup.platform.app.state.router_http)
+    stored = await router.get_job(job["id"], tenant_id=None)
+    await router.cancel_job(job["id"], tenant_id=stored["tenant_id"], reason="changed plans")
+    assert [d["event_type"] for d in await setup.deliveries()] == ["job.queued"]
+    await setup.feed.pull()
+    found = await setup.deliveries()
+    assert sorted(d["event_type"] for d in found) == ["job.cancelled", "job.queued"]
+    cancelled = next(d for d in found if d["event_type"] == "job.cancelled")
+    assert cancelled["event_id"] == event_id(job["id"], 3)
+
+
+async def test_replicas_pulling_at_once_queue_each_event_once(setup: Setup):
+    jobs = [await setup.submit() for _ in range(6)]
+    # A second replica's feed: its own client and breaker, the same databases.
+    other = JobEventFeed(
+        maker=setup.platform.app.state.sessionmaker,
+        router=RouterClient(setup.platform.app.state.router_http),
+        page=2,  # several pages, interleaving with the first replica's
+    )
+    await asyncio.gather(setup.feed.pull(), other.pull(), setup.feed.pull())
+    found = await setup.deliveries()
+    assert sorted(d["event_id"] for d in found) == sorted(event_id(j["id"], 2) for j in jobs)
+
+
+async def test_a_router_away_leaves_the_events_waiting(setup: Setup):
+    job = await setup.submit()
+    router = RouterClient(setup.platform.app.state.router_http)
+    stored = await router.get_job(job["id"], tenant_id=None)
+    await router.cancel_job(job["id"], tenant_id=stored["tenant_id"], reason=None)
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("router down", request=request)
+
+    away = httpx.AsyncClient(
+        base_url="http://router", transport=httpx.MockTransport(unreachable), timeout=1
+    )
+    try:
+        dead_feed = JobEventFeed(
+            maker=setup.platform.app.state.sessionmaker, router=RouterClient(away)
+        )
+        assert await dead_feed.pull() == 0  # no error: the events wait at the router
+    finally:
+        await away.aclose()
+    assert len(await setup.deliveries()) == 1
+    assert await setup.feed.pull() >= 1
+    assert sorted(d["event_type"] for d in await setup.deliveries()) == [
+        "job.cancelled",
+        "job.queued",
+    ]
+
+
+async def test_migration_keeps_one_delivery_per_endpoint_and_event(backend: str, tmp_path: Path):
+    """Copies of one event for one endpoint (an idempotent retry could queue them before
+    0008) are reduced to the oldest, and the unique pair then holds."""
+    database = f"tr_test_gwmig_{uuid.uuid4().hex[:10]}"
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway-0007.db'}"
+    else:
+        await _pg_admin(f'CREATE DATABASE "{database}"')
+        url = _service_pg_url(POSTGRES_ADMIN_URL, database)
+    config = alembic_config(
+        script_location=SCRIPT_LOCATION, database_url=url, version_table=VERSION_TABLE
+    )
+    engine = create_engine(url)
+    try:
+        await asyncio.to_thread(command.upgrade, config, "0007")
+        t0 = datetime(2026, 11, 1, tzinfo=UTC).replace(tzinfo=None)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO tenants (id, name, policy, version, created_at, updated_at,"
+                    " policy_pushed_version) VALUES ('t1', 'Acme', '{}', 1, :t, :t, 0)"
+                ),
+                {"t": t0},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO webhook_endpoints (id, tenant_id, url, sealed_secret,"
+                    " created_at) VALUES ('e1', 't1', 'https://h.example/x', :secret, :t)"
+                ),
+                {"secret": b"sealed", "t": t0},
+            )
+            for row_id, event, minutes in (
+                ("d-late", "ev-a", 5),
+                ("d-first", "ev-a", 0),
+                ("d-b", "ev-b", 1),
+            ):
+                await connection.execute(
+                    text(
+                        "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
+                        " event_type, payload, status, attempts, attempt_log, created_at)"
+                        " VALUES (:id, 'e1', 't1', :event, 'job.queued', '{}', 'pending', 0,"
+                        " '[]', :t)"
+                    ),
+                    {"id": row_id, "event": event, "t": t0 + timedelta(minutes=minutes)},
+                )
+        await asyncio.to_thread(command.upgrade, config, "head")
+        async with engine.connect() as connection:
+            kept = (
+                await connection.execute(text("SELECT id FROM webhook_deliveries ORDER BY id"))
+            ).scalars()
+            assert list(kept) == ["d-b", "d-first"]
+        with pytest.raises(Exception, match="(?i)unique"):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text(
+                        "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
+                        " event_type, payload, status, attempts, attempt_log, created_at)"
+                        " VALUES ('d-again', 'e1', 't1', 'ev-a', 'job.queued', '{}',"
+                        " 'pending', 0, '[]', :t)"
+                    ),
+                    {"t": t0},
+                )
+        await asyncio.to_thread(command.downgrade, config, "0007")
+    finally:
+        await engine.dispose()
+        if backend != "sqlite":
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
