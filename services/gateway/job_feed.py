@@ -19,6 +19,7 @@ import logging
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.api.job_events import queue_job_event
@@ -33,6 +34,9 @@ logger = logging.getLogger("taskroute.gateway.job_feed")
 
 # Events per read: one transaction and one call to mark them.
 FEED_PAGE = 200
+# Pages per pass at most: a backlog is taken over several passes, so the worker's other
+# duties (forwarding pending jobs, pushing tenant policies) keep their turn.
+PAGES_PER_PASS = 10
 
 
 class JobEventFeed:
@@ -61,7 +65,9 @@ class JobEventFeed:
 
     async def _pull(self) -> int:
         taken = 0
-        while not self.router.known_away():
+        for _ in range(PAGES_PER_PASS):
+            if self.router.known_away():
+                break
             try:
                 events = await self.router.unpublished_events(limit=self.page)
             except ServiceUnavailable:
@@ -80,16 +86,25 @@ class JobEventFeed:
             repository = WebhookRepository(session)
             endpoints: dict[str, list[str]] = {}  # per tenant, read once per page
             for event in events:
-                job = event["job"]
-                tenant_id = str(job["tenant_id"])
+                job = event.get("job") or {}
+                tenant_id = str(job.get("tenant_id"))
                 if tenant_id not in endpoints:
                     endpoints[tenant_id] = await repository.live_endpoint_ids(tenant_id)
-                await queue_job_event(
-                    session,
-                    tenant_id=tenant_id,
-                    job=client_view(job),
-                    seq=int(event["seq"]),
-                    status=str(event["to_status"]),
-                    endpoint_ids=endpoints[tenant_id],
-                )
+                try:
+                    await queue_job_event(
+                        session,
+                        tenant_id=tenant_id,
+                        job=client_view(job),
+                        seq=int(event["seq"]),
+                        status=str(event["to_status"]),
+                        endpoint_ids=endpoints[tenant_id],
+                    )
+                except (ValidationError, KeyError, TypeError, ValueError) as exc:
+                    # An event this gateway cannot read (a newer router's?) would be read
+                    # again at the head of every page, holding back every tenant's: it is
+                    # logged and let go. Database errors still end the page, unmarked.
+                    logger.error(
+                        "feed event not queued",
+                        extra={"feed_event_id": event.get("id"), "error_type": type(exc).__name__},
+                    )
             await session.commit()

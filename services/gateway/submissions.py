@@ -53,7 +53,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.gateway.api.job_events import queue_job_event
+from services.gateway.api.job_events import queue_submit_event
 from services.gateway.clients.resilience import new_breaker
 from services.gateway.clients.router import RouterClient
 from services.gateway.clients.vault import VaultClient
@@ -344,7 +344,7 @@ class SubmissionSweeper:
             # The job's event goes with the row: whoever deletes it queues the event, once.
             if await repository.delete_claimed(row.id, claimed_until=claimed_until):
                 if job is not None:
-                    await queue_job_event(session, tenant_id=row.tenant_id, job=client_view(job))
+                    await queue_submit_event(session, tenant_id=row.tenant_id, job=client_view(job))
                 await session.commit()
             else:
                 # The claim ran out during the attempt and another took the row: it settles

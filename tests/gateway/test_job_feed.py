@@ -4,6 +4,7 @@ router makes alone reach the tenant's webhooks, and an event queued twice is del
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from services.gateway.db.migrate import SCRIPT_LOCATION, VERSION_TABLE
 from services.gateway.job_feed import JobEventFeed
 from services.gateway.settings import GatewaySettings
 from services.router.sweeper import sweep_once
-from shared.db import alembic_config, create_engine
+from shared.db import alembic_config, create_engine, utcnow
 from tests.conftest import POSTGRES_ADMIN_URL, _pg_admin, _service_pg_url, running
 from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
 from tests.gateway.test_api import BOOKKEEPING_JOB, BOOKKEEPING_TEAM, bearer, create_tenant
@@ -218,7 +219,8 @@ async def test_a_router_away_leaves_the_events_waiting(setup: Setup):
 
 async def test_migration_keeps_one_delivery_per_endpoint_and_event(backend: str, tmp_path: Path):
     """Copies of one event for one endpoint (an idempotent retry could queue them before
-    0008) are reduced to the oldest, and the unique pair then holds."""
+    0008) are reduced to one (a delivered one first, else the oldest), and the unique pair
+    then holds."""
     database = f"tr_test_gwmig_{uuid.uuid4().hex[:10]}"
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'gateway-0007.db'}"
@@ -247,26 +249,35 @@ async def test_migration_keeps_one_delivery_per_endpoint_and_event(backend: str,
                 ),
                 {"secret": b"sealed", "t": t0},
             )
-            for row_id, event, minutes in (
-                ("d-late", "ev-a", 5),
-                ("d-first", "ev-a", 0),
-                ("d-b", "ev-b", 1),
+            for row_id, event, status, minutes in (
+                ("d-late", "ev-a", "pending", 5),
+                ("d-first", "ev-a", "pending", 0),
+                ("d-b", "ev-b", "pending", 1),
+                # Of these, the delivered copy stays, though it is not the oldest.
+                ("d-c-failed", "ev-c", "failed", 0),
+                ("d-c-done", "ev-c", "succeeded", 3),
+                ("d-c-pending", "ev-c", "pending", 1),
             ):
                 await connection.execute(
                     text(
                         "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
                         " event_type, payload, status, attempts, attempt_log, created_at)"
-                        " VALUES (:id, 'e1', 't1', :event, 'job.queued', '{}', 'pending', 0,"
+                        " VALUES (:id, 'e1', 't1', :event, 'job.queued', '{}', :status, 0,"
                         " '[]', :t)"
                     ),
-                    {"id": row_id, "event": event, "t": t0 + timedelta(minutes=minutes)},
+                    {
+                        "id": row_id,
+                        "event": event,
+                        "status": status,
+                        "t": t0 + timedelta(minutes=minutes),
+                    },
                 )
         await asyncio.to_thread(command.upgrade, config, "head")
         async with engine.connect() as connection:
             kept = (
                 await connection.execute(text("SELECT id FROM webhook_deliveries ORDER BY id"))
             ).scalars()
-            assert list(kept) == ["d-b", "d-first"]
+            assert list(kept) == ["d-b", "d-c-done", "d-first"]
         with pytest.raises(Exception, match="(?i)unique"):
             async with engine.begin() as connection:
                 await connection.execute(
@@ -283,3 +294,96 @@ async def test_migration_keeps_one_delivery_per_endpoint_and_event(backend: str,
         await engine.dispose()
         if backend != "sqlite":
             await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+async def fast_path_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "taskroute.gateway.job_events"]
+
+
+async def test_a_cancel_queues_its_event_before_the_answer_leaves(setup: Setup, caplog):
+    job = await setup.submit()
+    caplog.set_level(logging.ERROR, logger="taskroute.gateway.job_events")
+    cancelled = await setup.platform.client.post(
+        f"/v1/jobs/{job['id']}/cancel",
+        json={"reason": "changed plans"},
+        headers=bearer(setup.client_key),
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert await fast_path_errors(caplog) == []
+    # Not pulled: the request queued it, under the id the feed will use.
+    found = await setup.deliveries()
+    assert {d["event_id"] for d in found} == {event_id(job["id"], 2), event_id(job["id"], 3)}
+
+
+async def test_a_manual_routing_queues_its_event_before_the_answer_leaves(setup: Setup, caplog):
+    job = await setup.submit()
+    teams = await setup.platform.client.get("/v1/admin/teams", headers=setup.platform.operator)
+    team_id = teams.json()["data"][0]["id"]
+    caplog.set_level(logging.ERROR, logger="taskroute.gateway.job_events")
+    routed = await setup.platform.client.post(
+        f"/v1/admin/jobs/{job['id']}/route",
+        json={"team_id": team_id},
+        headers=setup.platform.operator,
+    )
+    assert routed.status_code == 200, routed.text
+    assert await fast_path_errors(caplog) == []
+    found = await setup.deliveries()
+    assert {d["event_id"] for d in found} == {event_id(job["id"], 2), event_id(job["id"], 3)}
+
+
+class LoseSubmitAnswers(httpx.AsyncBaseTransport):
+    """Delivers the gateway's submits to the router, then loses the router's answers."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.lose = True
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if self.lose and request.method == "POST" and request.url.path == "/internal/v1/jobs":
+            await response.aread()
+            raise httpx.ReadTimeout("answer lost", request=request)
+        return response
+
+
+async def test_a_job_forwarded_after_it_moved_is_announced_once(setup: Setup):
+    """The router took a submit whose answer was lost (the gateway keeps the job as pending);
+    before the gateway forwards it again, the router records an escalation that found no
+    other team (an event clients are not told of). The forward's answer names that latest
+    event; the routing event must still reach the endpoint once, under one id."""
+    app = setup.platform.app
+    http = app.state.router_http
+    lossy = LoseSubmitAnswers(http._transport)
+    http._transport = lossy
+    job = await setup.submit()
+    assert job["status"] == "pending"
+    lossy.lose = False
+    router_state = setup.router_app.state
+    await sweep_once(
+        router_state.sessionmaker,
+        settings=router_state.settings,
+        classifier=router_state.classifier,
+        now=datetime.now(UTC) + timedelta(hours=5),
+    )
+    await app.state.submission_sweeper.sweep_once(utcnow() + timedelta(minutes=5))
+    await setup.feed.pull()
+    found = await setup.deliveries()
+    assert [(d["event_type"], d["event_id"]) for d in found] == [
+        ("job.queued", event_id(job["id"], 2))
+    ]
+
+
+async def test_an_event_the_gateway_cannot_read_does_not_hold_back_the_rest(setup: Setup, caplog):
+    job = await setup.submit()
+    router = RouterClient(setup.platform.app.state.router_http)
+    stored = await router.get_job(job["id"], tenant_id=None)
+    await router.cancel_job(job["id"], tenant_id=stored["tenant_id"], reason=None)
+    _, cancelled = await router.unpublished_events(limit=10)
+    unreadable = {**cancelled, "id": 0, "seq": 9, "job": {**cancelled["job"], "title": None}}
+    caplog.set_level(logging.ERROR, logger="taskroute.gateway.job_feed")
+    await setup.feed._queue([unreadable, cancelled])
+    assert {d["event_id"] for d in await setup.deliveries()} == {
+        event_id(job["id"], 2),
+        event_id(job["id"], 3),
+    }
+    assert [r.getMessage() for r in caplog.records] == ["feed event not queued"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Query, Request
 
 from services.gateway.api.deps import DEFAULT_LIMIT, CursorQuery, LimitQuery, OperatorDep, RouterDep
+from services.gateway.api.job_events import remember_moved_job
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
     CreatedBeforeQuery,
@@ -59,7 +60,7 @@ async def list_triage(
 
 @router.post("/jobs/{job_id}/route", response_model=AdminJobRead)
 async def route_job(
-    job_id: str, body: JobRoute, operator: OperatorDep, router_: RouterDep
+    job_id: str, body: JobRoute, request: Request, operator: OperatorDep, router_: RouterDep
 ) -> dict[str, Any]:
     """Route a job to a team by hand (kept by the router as a labelled example)."""
     job = await router_.route_job(
@@ -68,6 +69,7 @@ async def route_job(
         actor=operator.actor,
         domain=body.domain.value if body.domain else None,
     )
+    remember_moved_job(request.scope, job)
     return operator_view(job)
 
 

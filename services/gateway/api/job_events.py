@@ -30,7 +30,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.api.deps import request_principal
 from services.gateway.api.schemas import JobRead
 from services.gateway.clients.router import RouterClient
 from services.gateway.db.repository import WebhookRepository
@@ -40,8 +39,9 @@ from shared.db import open_session, utcnow
 
 logger = logging.getLogger("taskroute.gateway.job_events")
 
-# The POST routes that move a job, by audience (the member's answer lacks the tenant: the route
-# keeps the router's full answer for this layer, see remember_moved_job).
+# The POST routes that move a job, by audience. Each route keeps the router's full answer for
+# this layer (remember_moved_job): the answers it sends lack the event's seq, and a member's
+# the tenant.
 # A submit (POST /v1/jobs) is not watched: the route queues its event in its own transaction.
 _CLIENT_ACTION = re.compile(r"^/v1/jobs/[^/]+/cancel$")
 _MEMBER_ACTION = re.compile(r"^/v1/team/jobs/(?P<job_id>[^/]+)/(?:claim|release|reject|complete)$")
@@ -53,8 +53,9 @@ _MOVED_JOB = "taskroute_moved_job"
 
 
 def remember_moved_job(scope: Scope, job: dict[str, Any]) -> None:
-    """Keep the router's answer to a member's move (the tenant included, which the member's
-    answer hides) for this layer, so queuing the event needs no second call to the router."""
+    """Keep the router's answer to a move (with the event's seq, and the tenant that a
+    member's answer hides) for this layer, so queuing the event needs no second call to the
+    router."""
     scope.setdefault("state", {})[_MOVED_JOB] = job
 
 
@@ -91,33 +92,29 @@ class JobEventsMiddleware:
         body = b"".join(chunks)
         if 200 <= int(start["status"]) < 300:
             try:
-                await self._queue(scope, path, body)
+                await self._queue(scope, body)
             except Exception as exc:  # noqa: BLE001 - the change is done; the answer must go
                 logger.error("job event not queued", extra={"error_type": type(exc).__name__})
         await send(start)
         await send({"type": "http.response.body", "body": body})
 
-    async def _queue(self, scope: Scope, path: str, body: bytes) -> None:
-        answer: dict[str, Any] = json.loads(body)
+    async def _queue(self, scope: Scope, body: bytes) -> None:
         app = scope["app"]
-        job: dict[str, Any]
-        if _CLIENT_ACTION.match(path):
-            principal = await request_principal(scope)
-            if principal is None or principal.tenant_id is None:
-                return
-            tenant_id, job = principal.tenant_id, answer
-        else:
-            if _MEMBER_ACTION.match(path):
-                moved = scope.get("state", {}).get(_MOVED_JOB)
-                answer = (
-                    moved
-                    if moved is not None
-                    else await RouterClient(app.state.router_http).get_job(
-                        str(answer["id"]), tenant_id=None
-                    )
+        job: dict[str, Any] | None = scope.get("state", {}).get(_MOVED_JOB)
+        if job is None:
+            answer: dict[str, Any] = json.loads(body)
+            # The console passes the router's own answer; a route that kept none has its job
+            # read back.
+            job = (
+                answer
+                if "event_seq" in answer and "tenant_id" in answer
+                else await RouterClient(app.state.router_http).get_job(
+                    str(answer["id"]), tenant_id=None
                 )
-            tenant_id, job = str(answer["tenant_id"]), client_view(answer)
-        await enqueue_job_event(app.state.sessionmaker, tenant_id=tenant_id, job=job)
+            )
+        await enqueue_job_event(
+            app.state.sessionmaker, tenant_id=str(job["tenant_id"]), job=client_view(job)
+        )
 
 
 async def enqueue_job_event(
@@ -151,8 +148,8 @@ async def queue_job_event(
     submission before the 202 leaves, at no extra transaction."""
     status = str(job.get("status")) if status is None else status
     event_type = rules.job_event_type(status)
-    if event_type is None:
-        return False
+    if event_type is None or (seq is None and "event_seq" not in job):
+        return False  # no event of a webhook's kind, or none this path can name: the feed's
     repository = WebhookRepository(session)
     if endpoint_ids is None:
         endpoint_ids = await repository.live_endpoint_ids(tenant_id)
@@ -179,3 +176,17 @@ async def queue_job_event(
         endpoint_ids=endpoint_ids,
     )
     return True
+
+
+# A submit's own event, its routing, is the second of the job's timeline (after its creation).
+SUBMIT_ROUTING_SEQ = 2
+
+
+async def queue_submit_event(session: AsyncSession, *, tenant_id: str, job: dict[str, Any]) -> bool:
+    """:func:`queue_job_event` for a submit's answer, if it is the job just routed. A stored
+    job that has moved on since (a retried submit, a pending job forwarded late) is left to
+    the router's feed: its latest event may be one clients are not told of (an escalation that
+    found no other team), which would give its status a second id."""
+    if job.get("event_seq") != SUBMIT_ROUTING_SEQ:
+        return False
+    return await queue_job_event(session, tenant_id=tenant_id, job=job)

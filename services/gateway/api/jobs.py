@@ -24,7 +24,7 @@ from services.gateway.api.deps import (
     VaultDep,
 )
 from services.gateway.api.edge import reserved_resource_id
-from services.gateway.api.job_events import queue_job_event
+from services.gateway.api.job_events import queue_submit_event, remember_moved_job
 from services.gateway.api.keyed_retries import cancelled_under_this_key
 from services.gateway.api.list_filters import (
     CreatedAfterQuery,
@@ -178,7 +178,7 @@ async def submit_job(
         await outbox.delete(job_id)
     view = client_view(job)
     # The webhook event commits with the outbox delete, before the 202 leaves.
-    await queue_job_event(session, tenant_id=tenant_id, job=view)
+    await queue_submit_event(session, tenant_id=tenant_id, job=view)
     return view
 
 
@@ -318,6 +318,7 @@ async def job_routing(
 @router.post("/{job_id}/cancel", response_model=JobRead)
 async def cancel_job(
     job_id: str,
+    request: Request,
     client: ClientDep,
     router_: RouterDep,
     pending: PendingDep,
@@ -348,6 +349,7 @@ async def cancel_job(
             raise
         job = earlier
     failpoint("gateway.cancel.after_router")  # applied at the router, answer not yet stored
+    remember_moved_job(request.scope, job)
     return client_view(job)
 
 

@@ -258,9 +258,9 @@ async def route(
         {"team_id": form.get("team_id", ""), "domain": form.get("domain") or None}
     )
     job = await admin_jobs.route_job(
-        job_id=job_id, body=body, operator=user.principal, router_=router_
+        job_id=job_id, body=body, request=request, operator=user.principal, router_=router_
     )
-    await queue_job_event(request.app, f"/v1/admin/jobs/{job['id']}/route", job)
+    await queue_job_event(request.app, job)
     return see_other("/console/triage?done=routed")
 
 

@@ -327,11 +327,12 @@ CsrfHeaderDep = Annotated[None, Depends(checked_header)]
 # --- webhook events of console actions --------------------------------------------------------
 
 
-async def queue_job_event(app: FastAPI, api_path: str, job: dict[str, Any]) -> None:
-    """Queue the webhook event of a transition made in the console, exactly as the API route
-    at ``api_path`` would have (same code, same event id); failures are logged, not raised."""
+async def queue_job_event(app: FastAPI, job: dict[str, Any]) -> None:
+    """Queue the webhook event of a transition made in the console (the router's answer
+    ``job``), exactly as the API route would have (same code, same event id); failures are
+    logged, not raised."""
     try:
         body = json.dumps(job, default=str).encode()
-        await JobEventsMiddleware(app)._queue({"app": app}, api_path, body)
+        await JobEventsMiddleware(app)._queue({"app": app}, body)
     except Exception as exc:  # noqa: BLE001 - the change is done; the page must still answer
         logger.error("job event not queued", extra={"error_type": type(exc).__name__})

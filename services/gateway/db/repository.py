@@ -626,9 +626,16 @@ class IdempotencyRepository:
 
 _WEBHOOK_ENDPOINTS: Table = WebhookEndpoint.__table__  # type: ignore[assignment]
 _WEBHOOK_DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
-_LIVE_ENDPOINT_IDS = select(_WEBHOOK_ENDPOINTS.c.id).where(
-    _WEBHOOK_ENDPOINTS.c.tenant_id == bindparam("tenant_id"),
-    _WEBHOOK_ENDPOINTS.c.deleted_at.is_(None),
+# In id order: two transactions queuing one event (a request and the feed, or two replicas)
+# insert its deliveries in the same order, so on PostgreSQL one waits for the other instead
+# of each holding a row the other needs.
+_LIVE_ENDPOINT_IDS = (
+    select(_WEBHOOK_ENDPOINTS.c.id)
+    .where(
+        _WEBHOOK_ENDPOINTS.c.tenant_id == bindparam("tenant_id"),
+        _WEBHOOK_ENDPOINTS.c.deleted_at.is_(None),
+    )
+    .order_by(_WEBHOOK_ENDPOINTS.c.id)
 )
 
 
