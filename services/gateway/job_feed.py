@@ -1,13 +1,13 @@
 """The router's event feed into the webhook outbox: every change a client hears of, once.
 
-The router writes each event a client hears of as unpublished, in the transaction that makes
-the change (services/router/api/events.py). Each pass here reads the oldest unpublished
-events, queues their ``job.<status>`` webhooks in this gateway's outbox and commits, then has
-the router mark them published. A crash between the two steps reads the events again next
-time; an endpoint holds one delivery per event id, so nothing is delivered twice, and several
-replicas may pull at once. The request that made a change usually queued its event already
+The router writes each event a client hears of into its outbox, in the transaction that makes
+the change (services/router/api/events.py). Each pass here reads the oldest of them, queues
+their ``job.<status>`` webhooks in this gateway's outbox and commits, then has the router
+delete them. A crash between the two steps reads the events again next time; an endpoint
+holds one delivery per event id, so nothing is delivered twice, and several replicas may pull
+at once. The request that made a change usually queued its event already
 (services/gateway/api/job_events.py: the fast path); the feed adds the changes the router makes
-alone and any event that path lost.
+alone and any event that path lost or left to it.
 
 Each event carries its job as it is when the feed is read, so a ``job.queued`` event sent late
 may show a job claimed since: the type says what happened, the object what is true now.

@@ -171,8 +171,8 @@ async def test_a_submit_writes_its_job_once_and_both_events_in_one_insert(
 ):
     """Decided before the insert: three reads (teams, loads, the tenant's policy, after its
     lock on PostgreSQL), the job already routed, its team's load read again (the capacity
-    check after the insert), both events in one multi-row INSERT, the decision record: seven
-    statements (eight on PostgreSQL)."""
+    check after the insert), both events in one multi-row INSERT, the routing's row in the
+    event outbox (the feed's), the decision record: eight statements (nine on PostgreSQL)."""
     from sqlalchemy import event, select
 
     from services.router.db.models import Job, JobEvent
@@ -211,7 +211,16 @@ async def test_a_submit_writes_its_job_once_and_both_events_in_one_insert(
         assert job.escalate_at is not None
         # On PostgreSQL the tenant's lock is a statement of its own, before the policy's read.
         policy = ["SELECT", "SELECT"] if engine.dialect.name == "postgresql" else ["SELECT"]
-        assert statements == ["SELECT", "SELECT", *policy, "INSERT", "SELECT", "INSERT", "INSERT"]
+        assert statements == [
+            "SELECT",
+            "SELECT",
+            *policy,
+            "INSERT",
+            "SELECT",
+            "INSERT",
+            "INSERT",
+            "INSERT",
+        ]
         async with maker() as session:
             events = (
                 await session.scalars(

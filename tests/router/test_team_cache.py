@@ -328,7 +328,7 @@ async def test_a_claim_landing_while_a_reject_undoes_its_move_wins(
     assert "rejected" not in events
 
 
-async def test_a_warm_cache_makes_a_submit_six_statements(
+async def test_a_warm_cache_makes_a_submit_seven_statements(
     engine: AsyncEngine, maker: async_sessionmaker[AsyncSession], router_settings: RouterSettings
 ) -> None:
     """Versions and loads, the tenant's policy, then the job, its team's load, its events and
@@ -369,8 +369,8 @@ async def test_a_warm_cache_makes_a_submit_six_statements(
         )
     # Versions and loads, the teams, the tenant's policy (on PostgreSQL after the tenant's
     # lock, a statement of its own), the job, its team's load again (the capacity check after
-    # the insert), the events, the decision record.
+    # the insert), the events, the routing's row in the event outbox, the decision record.
     policy = ["SELECT", "SELECT"] if engine.dialect.name == "postgresql" else ["SELECT"]
-    warm = ["SELECT", *policy, "INSERT", "SELECT", "INSERT", "INSERT"]
+    warm = ["SELECT", *policy, "INSERT", "SELECT", "INSERT", "INSERT", "INSERT"]
     assert await submit() == ["SELECT", *warm]
     assert await submit() == warm

@@ -1,12 +1,12 @@
 """The event feed: the router's outbox of what clients hear of, drained by the gateway.
 
-An event a client hears of (see ``domain.lifecycle.reported_to_client``) is written unpublished
-in the transaction that makes the change. The gateway reads the oldest unpublished ones with
-their jobs, queues their webhooks in its own outbox (deduplicated by event id, so reading one
-twice, from two replicas or after a crash, queues it once), then marks them published. So
-every change reaches the tenant's webhooks at least once, including the ones the router makes
-alone (a lease expiring, an escalation, an unroutable job routed later), and none is lost to a
-crash between the router's commit and the gateway's.
+An event a client hears of (see ``domain.lifecycle.reported_to_client``) gets a row in
+``job_event_outbox`` in the transaction that makes the change. The gateway reads the oldest
+rows with their events and jobs, queues their webhooks in its own outbox (deduplicated by
+event id, so reading one twice, from two replicas or after a crash, queues it once), then has
+the rows deleted. So every change reaches the tenant's webhooks at least once, including the
+ones the router makes alone (a lease expiring, an escalation, an unroutable job routed later),
+and none is lost to a crash between the router's commit and the gateway's.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ async def unpublished_events(
     return FeedEventList(
         data=[
             FeedEventRead(
-                id=event.id,
+                id=outbox_id,
                 seq=event.seq,
                 at=event.at,
                 type=event.type,
                 to_status=str(event.to_status),
                 job=job_read(job),
             )
-            for event, job in rows
+            for outbox_id, event, job in rows
         ]
     )
 

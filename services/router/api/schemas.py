@@ -667,6 +667,7 @@ class FeedEventRead(BaseModel):
     """An event the job's client hears of, with the job as it is now: the gateway makes it a
     ``job.<to_status>`` webhook."""
 
+    # The outbox row's: what the gateway names to mark the event published.
     id: int
     seq: int
     at: datetime

@@ -19,8 +19,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    false,
-    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -301,22 +299,25 @@ class JobEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     # The gateway's id for the keyed request that made this event (migration 0006), if any.
     request_id: Mapped[str | None] = mapped_column(String(36))
-    # True until the gateway has taken the event for its webhooks (migration 0010): the
-    # router's outbox of what clients hear of, committed with the change it reports
-    # (services/router/api/events.py). False for events clients are not told about.
-    unpublished: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
-    __table_args__ = (
-        UniqueConstraint("job_id", "seq", name="uq_job_events_job_id_seq"),
-        # Only the few events not yet taken: the feed's read stays small however long the
-        # timelines grow.
-        Index(
-            "ix_job_events_unpublished",
-            "id",
-            sqlite_where=text("unpublished = 1"),
-            postgresql_where=text("unpublished"),
-        ),
-    )
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_id_seq"),)
+
+
+class JobEventOutbox(Base):
+    """An event the job's client hears of, until the gateway holds it in its webhook outbox.
+
+    The router's transactional outbox (migration 0010): a row is written in the transaction
+    that makes the change it reports and deleted once the gateway has the event
+    (services/router/api/events.py), so the table stays small and ``job_events`` stays an
+    append-only timeline. Ordered by ``id``: the feed is oldest first.
+    """
+
+    __tablename__ = "job_event_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The event's seq in the job's timeline (job_events: job_id, seq).
+    seq: Mapped[int] = mapped_column(Integer)
 
 
 class JobWithdrawal(Base):

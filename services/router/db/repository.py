@@ -29,7 +29,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    true,
     tuple_,
     update,
 )
@@ -41,6 +40,7 @@ from sqlalchemy.orm import aliased
 from services.router.db.models import (
     Job,
     JobEvent,
+    JobEventOutbox,
     JobFeedback,
     JobView,
     JobWithdrawal,
@@ -504,15 +504,19 @@ def _check_event_type(event_type: str) -> None:
         raise ValueError(f"unknown event type {event_type!r}: add it to lifecycle.EVENT_TYPES")
 
 
-# The event feed's read (api/events.py), spelt as the partial index's condition is
-# (models.JobEvent) so that the planner uses it.
+# The event feed (api/events.py): the oldest outbox rows, each with its event and job.
 UNPUBLISHED_EVENTS = (
-    select(JobEvent, Job)
-    .join(Job, Job.id == JobEvent.job_id)
-    .where(JobEvent.unpublished == true())
-    .order_by(JobEvent.id)
+    select(JobEventOutbox.id, JobEvent, Job)
+    .join(
+        JobEvent,
+        and_(JobEvent.job_id == JobEventOutbox.job_id, JobEvent.seq == JobEventOutbox.seq),
+    )
+    .join(Job, Job.id == JobEventOutbox.job_id)
+    .order_by(JobEventOutbox.id)
     .limit(bindparam("limit"))
 )
+_EVENT_OUTBOX: Table = JobEventOutbox.__table__  # type: ignore[assignment]
+_INSERT_OUTBOX = insert(_EVENT_OUTBOX)
 
 
 class JobRepository:
@@ -636,9 +640,10 @@ class JobRepository:
 
     async def add_event(self, event: JobEvent) -> None:
         _check_event_type(event.type)
-        event.unpublished = reported_to_client(event.type, event.to_status)
         self.session.add(event)
         await self.session.flush()
+        if reported_to_client(event.type, event.to_status):
+            await execute(self.session, _INSERT_OUTBOX, {"job_id": event.job_id, "seq": event.seq})
 
     async def add_events(self, rows: Sequence[dict[str, Any]]) -> None:
         """Several events in one round trip: a Core insert given a list of rows is sent as one
@@ -646,29 +651,28 @@ class JobRepository:
         compiled form is cached instead of compiled again for every submit."""
         for row in rows:
             _check_event_type(row["type"])
+        await execute_many(self.session, _INSERT_EVENTS, rows)
         await execute_many(
             self.session,
-            _INSERT_EVENTS,
+            _INSERT_OUTBOX,
             [
-                {**row, "unpublished": reported_to_client(row["type"], row["to_status"])}
+                {"job_id": row["job_id"], "seq": row["seq"]}
                 for row in rows
+                if reported_to_client(row["type"], row["to_status"])
             ],
         )
 
-    async def unpublished_events(self, *, limit: int) -> list[tuple[JobEvent, Job]]:
-        """The oldest events clients hear of that the gateway has not taken yet, each with its
-        job as it is now (the partial index holds only these)."""
+    async def unpublished_events(self, *, limit: int) -> list[tuple[int, JobEvent, Job]]:
+        """The oldest events in the outbox (clients hear of them, the gateway has not taken
+        them yet), each with its outbox id and its job as it is now."""
         rows = await self.session.execute(UNPUBLISHED_EVENTS, {"limit": limit})
-        return [(event, job) for event, job in rows]
+        return [(outbox_id, event, job) for outbox_id, event, job in rows]
 
-    async def mark_published(self, event_ids: Sequence[int]) -> int:
-        """The gateway has these events in its webhook outbox; how many were still waiting (a
-        second replica, or a retried call, marking them again changes nothing)."""
+    async def mark_published(self, outbox_ids: Sequence[int]) -> int:
+        """The gateway has these events in its webhook outbox: their rows go; how many were
+        still there (a second replica, or a retried call, marking them again changes nothing)."""
         result = await self.session.execute(
-            update(JobEvent)
-            .where(JobEvent.id.in_(event_ids), JobEvent.unpublished.is_(True))
-            .values(unpublished=False)
-            .execution_options(synchronize_session=False)
+            delete(JobEventOutbox).where(JobEventOutbox.id.in_(outbox_ids))
         )
         return int(getattr(result, "rowcount", 0) or 0)
 

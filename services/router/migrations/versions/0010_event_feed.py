@@ -1,13 +1,14 @@
 """The router's event feed: job events waiting for the gateway's webhooks (issue 6).
 
-- ``job_events.unpublished``: true for an event the job's client hears of (a change of status
-  or queue), until the gateway has it in its webhook outbox. Written in the transaction that
-  makes the change, so no transition is lost between the router's commit and the gateway's,
-  and transitions the router makes alone (a lease expiring, an escalation, an unroutable job
-  routed later) reach clients too.
-- ``ix_job_events_unpublished``: a partial index over those events only.
+``job_event_outbox``: one row per event the job's client hears of (a change of status or
+queue), written in the transaction that makes the change and deleted once the gateway holds
+the event in its webhook outbox. So no transition is lost between the router's commit and the
+gateway's, and transitions the router makes alone (a lease expiring, an escalation, an
+unroutable job routed later) reach clients too. A table of its own, not a flag on
+``job_events``: the timeline stays append-only (on PostgreSQL, flipping an indexed flag would
+rewrite every event row once), and the outbox stays as small as the backlog.
 
-Events from before the upgrade stay published: their webhooks were sent (or never would be).
+Events from before the upgrade get no row: their webhooks were sent (or never would be).
 
 Revision ID: 0010_event_feed
 Revises: 0009_member_key_endorsements
@@ -26,20 +27,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("job_events") as batch:
-        batch.add_column(
-            sa.Column("unpublished", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    op.create_index(
-        "ix_job_events_unpublished",
-        "job_events",
-        ["id"],
-        sqlite_where=sa.text("unpublished = 1"),
-        postgresql_where=sa.text("unpublished"),
+    op.create_table(
+        "job_event_outbox",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column(
+            "job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("seq", sa.Integer(), nullable=False),
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_job_events_unpublished", table_name="job_events")
-    with op.batch_alter_table("job_events") as batch:
-        batch.drop_column("unpublished")
+    op.drop_table("job_event_outbox")
