@@ -9,12 +9,15 @@ acknowledge stayed behind, and that no confidential data is orphaned or lost.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -289,6 +292,62 @@ def test_vault_down_refuses_confidential_jobs_and_accepts_the_rest(faulty: Platf
         eventually(lambda: outbox_rows(faulty, tenant_id) == 0, what="the refused submission swept")
         assert vault_records(faulty, tenant_id) == 0
         assert [j["id"] for j in tenant_jobs(client)] == [plain.json()["id"]]
+
+
+class Receiver:
+    """A webhook receiver on a loopback port (a real HTTP server in a thread): the bodies it got."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass  # quiet
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_gateway_killed_after_the_router_cancelled_the_webhook_still_arrives(
+    faulty: Platform,
+) -> None:
+    """The router commits a cancel, the gateway dies before it queues the event: the router's
+    event feed brings it once the gateway is back, to a real receiver, once."""
+    receiver = Receiver()
+    try:
+        with setup_tenant(faulty) as (client, _tenant_id):
+            endpoint = client.post("/v1/webhook-endpoints", json={"url": receiver.url})
+            assert endpoint.status_code == 201, endpoint.text
+            job = client.post("/v1/jobs", json={**job_body("x"), "confidential": None}).json()
+            arm(faulty, "gateway.cancel.after_router")
+            with pytest.raises(httpx.TransportError):
+                client.post(f"/v1/jobs/{job['id']}/cancel", json={"reason": "changed plans"})
+            disarm(faulty)
+            eventually(lambda: ready(faulty, "gateway"), what="the gateway restarted")
+            assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+
+            def delivered() -> list[str]:
+                events = receiver.received
+                return [e["type"] for e in events if e["data"]["object"]["id"] == job["id"]]
+
+            eventually(lambda: "job.cancelled" in delivered(), what="job.cancelled at the receiver")
+            time.sleep(1.5)  # a few more passes of the feed and the webhook worker
+            assert sorted(delivered()) == ["job.cancelled", "job.queued"]
+    finally:
+        receiver.close()
 
 
 @pytest.mark.postgres_only  # SQLite has no connections to drop
