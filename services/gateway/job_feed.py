@@ -99,10 +99,11 @@ class JobEventFeed:
                         status=str(event["to_status"]),
                         endpoint_ids=endpoints[tenant_id],
                     )
-                except (ValidationError, KeyError, TypeError, ValueError) as exc:
-                    # An event this gateway cannot read (a newer router's?) would be read
-                    # again at the head of every page, holding back every tenant's: it is
-                    # logged and let go. Database errors still end the page, unmarked.
+                except (ValidationError, KeyError) as exc:
+                    # An event whose job this gateway cannot read (a newer router's field?)
+                    # would be read again at the head of every page, holding back every
+                    # tenant's: it is logged and let go. Anything else (a database error, a
+                    # fault of this code) ends the page unmarked, to be read again.
                     logger.error(
                         "feed event not queued",
                         extra={"feed_event_id": event.get("id"), "error_type": type(exc).__name__},

@@ -8,6 +8,8 @@
   from the database when Prometheus scrapes (two indexed ``COUNT ... GROUP BY`` queries through
   the repository, never a row load). Every replica reports the same database-wide numbers, so
   dashboards aggregate them with ``max``, not ``sum``.
+* ``taskroute_router_event_outbox`` and ``..._oldest_seconds``: the event feed's backlog
+  (services/router/api/events.py), read the same way: a gateway that stopped pulling shows.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class JobSnapshot:
 
     by_status: dict[str, int] = field(default_factory=dict)
     queue_depths: list[tuple[str, str, int]] = field(default_factory=list)
+    # The event outbox: events waiting for the gateway, and the age of the oldest (seconds).
+    outbox_events: int = 0
+    outbox_oldest_seconds: float = 0.0
 
 
 class JobStateCollector(Collector):
@@ -75,6 +80,17 @@ class JobStateCollector(Collector):
         for team_id, status, count in sorted(snapshot.queue_depths):
             depth.add_metric([team_id, status], count)
         yield depth
+        # A gateway that stopped pulling the feed shows here: the backlog and its age grow.
+        yield GaugeMetricFamily(
+            "taskroute_router_event_outbox",
+            "Job events waiting for the gateway's webhooks (the event feed's backlog).",
+            value=snapshot.outbox_events,
+        )
+        yield GaugeMetricFamily(
+            "taskroute_router_event_outbox_oldest_seconds",
+            "Age of the oldest job event waiting for the gateway (0 when none waits).",
+            value=snapshot.outbox_oldest_seconds,
+        )
 
 
 JOB_STATE = JobStateCollector()
@@ -84,8 +100,14 @@ REGISTRY.register(JOB_STATE)
 async def read_snapshot(app: FastAPI) -> JobSnapshot:
     async with app.state.sessionmaker() as session:
         jobs = JobRepository(session)
+        waiting, oldest = await jobs.event_outbox_backlog()
         return JobSnapshot(
-            by_status=await jobs.count_by("status"), queue_depths=await jobs.queue_depths()
+            by_status=await jobs.count_by("status"),
+            queue_depths=await jobs.queue_depths(),
+            outbox_events=waiting,
+            outbox_oldest_seconds=0.0
+            if oldest is None
+            else max((app.state.clock() - oldest).total_seconds(), 0.0),
         )
 
 

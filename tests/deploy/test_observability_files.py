@@ -28,7 +28,12 @@ MODULES = (
 def exported_names() -> set[str]:
     """Every sample name the process registry can produce (scrape-time gauges included)."""
     assert all(module.__name__ for module in MODULES)  # imported for their registrations
-    names = {"taskroute_router_jobs", "taskroute_router_queue_depth"}
+    names = {
+        "taskroute_router_jobs",
+        "taskroute_router_queue_depth",
+        "taskroute_router_event_outbox",
+        "taskroute_router_event_outbox_oldest_seconds",
+    }
     for family in REGISTRY.collect():
         names.update(family.name + suffix for suffix in ("", "_total", "_count", "_sum", "_bucket"))
     return names
@@ -41,7 +46,7 @@ def test_alert_rules_are_well_formed_and_use_exported_metrics():
     assert {"TaskrouteVaultSealed", "TaskrouteAuditFailures", "TaskrouteHigh5xxRate"} <= names
     assert {"TaskrouteUnroutableGrowing", "TaskrouteTriageRateHigh"} <= names
     assert {"TaskrouteWebhookFailuresHigh", "TaskrouteWebhookDeliveriesGivenUp"} <= names
-    assert "TaskroutePendingJobsStuck" in names
+    assert {"TaskroutePendingJobsStuck", "TaskrouteEventFeedStalled"} <= names
     used = {name for rule in alerts for name in METRIC.findall(rule["expr"])}
     assert used
     assert used <= exported_names()

@@ -387,3 +387,32 @@ async def test_an_event_the_gateway_cannot_read_does_not_hold_back_the_rest(setu
         event_id(job["id"], 3),
     }
     assert [r.getMessage() for r in caplog.records] == ["feed event not queued"]
+
+
+async def test_a_console_completion_is_queued_at_once_under_its_own_id(setup: Setup):
+    """The console's member view hides the tenant: the event is named from the router's own
+    answer, which the route kept, not from a read of the job afterwards."""
+    from tests.gateway.test_console_actions import console_client, csrf_of
+
+    job = await setup.submit()
+    gw = setup.platform.client
+    claimed = await gw.post(f"/v1/team/jobs/{job['id']}/claim", headers=bearer(setup.member_key))
+    assert claimed.status_code == 200, claimed.text
+    async with console_client(setup.platform, setup.member_key) as console:
+        queue = await console.get("/console/queue")
+        done = await console.post(
+            f"/console/jobs/{job['id']}/complete",
+            data={"csrf_token": csrf_of(queue.text), "result": "done"},
+        )
+        assert done.status_code == 303, done.text
+
+    def completed(found: list[dict[str, Any]]) -> list[str]:
+        return [d["event_id"] for d in found if d["event_type"] == "job.completed"]
+
+    assert completed(await setup.deliveries()) == [event_id(job["id"], 4)]
+    rated = await gw.post(
+        f"/v1/jobs/{job['id']}/feedback", json={"rating": 5}, headers=bearer(setup.client_key)
+    )
+    assert rated.status_code == 201, rated.text
+    await setup.feed.pull()
+    assert completed(await setup.deliveries()) == [event_id(job["id"], 4)]

@@ -140,3 +140,28 @@ async def test_published_events_leave_the_outbox_and_stay_in_the_timeline(client
         ).scalar() == 0
     timeline = (await client.get(f"/internal/v1/jobs/{job['id']}/events")).json()["data"]
     assert [event["type"] for event in timeline] == ["created", "routed", "claimed"]
+
+
+async def test_a_late_mark_cannot_delete_a_newer_event(client):
+    """Two replicas read the same page, or a mark is retried after its answer was lost: the
+    second mark of an id must not take a newer event that got a freed id (SQLite rowids)."""
+    await create_team(client)
+    await submit_job(client)
+    (first,) = await feed(client)
+    assert await publish(client, [first]) == 1
+    later_job = await submit_job(client)
+    (later,) = await feed(client)
+    assert later["id"] != first["id"]
+    assert await publish(client, [first]) == 0
+    assert [event["job"]["id"] for event in await feed(client)] == [later_job["id"]]
+
+
+async def test_the_feed_s_backlog_is_in_the_metrics(client):
+    await create_team(client)
+    for _ in range(3):
+        await submit_job(client)
+    assert "taskroute_router_event_outbox 3.0" in (await client.get("/metrics")).text
+    await publish(client, await feed(client))
+    scraped = (await client.get("/metrics")).text
+    assert "taskroute_router_event_outbox 0.0" in scraped
+    assert "taskroute_router_event_outbox_oldest_seconds 0.0" in scraped

@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.api.schemas import JobRead
-from services.gateway.clients.router import RouterClient
 from services.gateway.db.repository import WebhookRepository
 from services.gateway.domain import webhooks as rules
 from services.gateway.domain.views import client_view
@@ -103,15 +102,11 @@ class JobEventsMiddleware:
         job: dict[str, Any] | None = scope.get("state", {}).get(_MOVED_JOB)
         if job is None:
             answer: dict[str, Any] = json.loads(body)
-            # The console passes the router's own answer; a route that kept none has its job
-            # read back.
-            job = (
-                answer
-                if "event_seq" in answer and "tenant_id" in answer
-                else await RouterClient(app.state.router_http).get_job(
-                    str(answer["id"]), tenant_id=None
-                )
-            )
+            if "event_seq" not in answer or "tenant_id" not in answer:
+                # Not the router's own answer: reading the job back could name a later event
+                # (a rating, say) and give this transition a second id. The feed brings it.
+                return
+            job = answer
         await enqueue_job_event(
             app.state.sessionmaker, tenant_id=str(job["tenant_id"]), job=client_view(job)
         )

@@ -96,7 +96,7 @@ async def claim(
     job = await team_jobs.claim(
         job_id=job_id, member=user.principal, router_=router_, request=request
     )
-    await queue_job_event(request.app, job)
+    await queue_job_event(request, job)
     return see_other(f"/console/jobs/{job['id']}?done=claimed")
 
 
@@ -179,7 +179,7 @@ async def release(
     job = await team_jobs.release(
         job_id=job_id, member=user.principal, router_=router_, request=request, body=body
     )
-    await queue_job_event(request.app, job)
+    await queue_job_event(request, job)
     return see_other("/console/queue?done=released")
 
 
@@ -192,7 +192,7 @@ async def reject(
     job = await team_jobs.reject(
         job_id=job_id, body=body, member=user.principal, router_=router_, request=request
     )
-    await queue_job_event(request.app, job)
+    await queue_job_event(request, job)
     return see_other("/console/queue?done=rejected")
 
 
@@ -218,7 +218,7 @@ async def complete(
         vault=vault,
         request=request,
     )
-    await queue_job_event(request.app, job)
+    await queue_job_event(request, job)
     return see_other("/console/queue?done=completed")
 
 

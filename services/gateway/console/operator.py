@@ -260,7 +260,7 @@ async def route(
     job = await admin_jobs.route_job(
         job_id=job_id, body=body, request=request, operator=user.principal, router_=router_
     )
-    await queue_job_event(request.app, job)
+    await queue_job_event(request, job)
     return see_other("/console/triage?done=routed")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
@@ -327,12 +327,12 @@ CsrfHeaderDep = Annotated[None, Depends(checked_header)]
 # --- webhook events of console actions --------------------------------------------------------
 
 
-async def queue_job_event(app: FastAPI, job: dict[str, Any]) -> None:
-    """Queue the webhook event of a transition made in the console (the router's answer
-    ``job``), exactly as the API route would have (same code, same event id); failures are
-    logged, not raised."""
+async def queue_job_event(request: Request, job: dict[str, Any]) -> None:
+    """Queue the webhook event of a transition made in the console, exactly as the API route
+    would have (same code, same event id: from the router's answer the route kept in the
+    request, or ``job`` when it is that answer); failures are logged, not raised."""
     try:
         body = json.dumps(job, default=str).encode()
-        await JobEventsMiddleware(app)._queue({"app": app}, body)
+        await JobEventsMiddleware(request.app)._queue(request.scope, body)
     except Exception as exc:  # noqa: BLE001 - the change is done; the page must still answer
         logger.error("job event not queued", extra={"error_type": type(exc).__name__})

@@ -313,6 +313,9 @@ class JobEventOutbox(Base):
     """
 
     __tablename__ = "job_event_outbox"
+    # Ids never reused on SQLite either (a plain rowid would be, once the last row is
+    # deleted): a late mark of an id must not delete a newer event no gateway has read.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))

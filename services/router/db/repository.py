@@ -668,6 +668,25 @@ class JobRepository:
         rows = await self.session.execute(UNPUBLISHED_EVENTS, {"limit": limit})
         return [(outbox_id, event, job) for outbox_id, event, job in rows]
 
+    async def event_outbox_backlog(self) -> tuple[int, datetime | None]:
+        """How many events wait in the outbox, and when the oldest of them happened."""
+        count = (await self.session.execute(select(func.count(JobEventOutbox.id)))).scalar_one()
+        oldest = (
+            await self.session.execute(
+                select(JobEvent.at)
+                .join(
+                    JobEventOutbox,
+                    and_(
+                        JobEvent.job_id == JobEventOutbox.job_id,
+                        JobEvent.seq == JobEventOutbox.seq,
+                    ),
+                )
+                .order_by(JobEventOutbox.id)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        return int(count), oldest
+
     async def mark_published(self, outbox_ids: Sequence[int]) -> int:
         """The gateway has these events in its webhook outbox: their rows go; how many were
         still there (a second replica, or a retried call, marking them again changes nothing)."""

@@ -34,6 +34,9 @@ def upgrade() -> None:
             "job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
         ),
         sa.Column("seq", sa.Integer(), nullable=False),
+        # AUTOINCREMENT on SQLite: ids are never reused, so a late mark (a replica's, or a
+        # retried one) cannot delete a newer event that took a freed id.
+        sqlite_autoincrement=True,
     )
 
 
