@@ -76,6 +76,21 @@ async def _pg_admin(statement: str, admin_url: str = POSTGRES_ADMIN_URL) -> None
         await connection.close()
 
 
+@asynccontextmanager
+async def scratch_database(backend: str, tmp_path: Path, name: str) -> AsyncIterator[str]:
+    """The URL of an empty database of its own (a SQLite file, or a PostgreSQL database
+    dropped afterwards): for a migration test that starts from an older revision."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / f'{name}.db'}"
+        return
+    database = f"tr_test_{name}_{uuid.uuid4().hex[:10]}"
+    await _pg_admin(f'CREATE DATABASE "{database}"')
+    try:
+        yield _service_pg_url(POSTGRES_ADMIN_URL, database)
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
 def migrate(service: str, database_url: str) -> None:
     module = importlib.import_module(f"services.{service}.db.migrate")
     module.upgrade(database_url)

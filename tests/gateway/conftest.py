@@ -67,6 +67,8 @@ class Platform:
     databases: dict[str, str]
     # Headers carrying the bootstrap operator key.
     operator: dict[str, str]
+    # The router's app, when it runs in process (platform_in_process): its state and sweeper.
+    router_app: FastAPI | None = None
 
 
 @pytest.fixture
@@ -95,10 +97,14 @@ async def production_gateway(databases, keys_dir, tmp_path) -> AsyncIterator[Pla
 
 @asynccontextmanager
 async def platform_in_process(
-    databases: dict[str, str], keys_dir: Path, tmp_path: Path, **vault_settings: Any
+    databases: dict[str, str],
+    keys_dir: Path,
+    tmp_path: Path,
+    gateway: dict[str, Any] | None = None,
+    **vault_settings: Any,
 ) -> AsyncIterator[Platform]:
     """The gateway wired in-process to the real router and vault apps, lifespans running;
-    ``vault_settings`` add to the vault's."""
+    ``gateway`` changes the gateway's settings, ``vault_settings`` add to the vault's."""
     from services.router.app import create_app as create_router_app
     from services.router.settings import RouterSettings
     from services.vault.app import create_app as create_vault_app
@@ -122,9 +128,18 @@ async def platform_in_process(
             "router": httpx.ASGITransport(app=router_app),
             "vault": httpx.ASGITransport(app=vault_app),
         }
-        app = create_app(gateway_settings(databases, keys_dir, tmp_path), transports=transports)
+        settings = gateway_settings(databases, keys_dir, tmp_path)
+        if gateway:
+            settings = GatewaySettings.model_validate({**settings.model_dump(), **gateway})
+        app = create_app(settings, transports=transports)
         async with running(app) as client:
-            yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
+            yield Platform(
+                app,
+                client,
+                databases,
+                {"Authorization": f"Bearer {OPERATOR_KEY}"},
+                router_app,
+            )
 
 
 @pytest.fixture

@@ -18,15 +18,13 @@ from alembic import command
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from services.gateway.app import create_app
 from services.gateway.clients.router import RouterClient
 from services.gateway.db.migrate import SCRIPT_LOCATION, VERSION_TABLE
 from services.gateway.job_feed import JobEventFeed
-from services.gateway.settings import GatewaySettings
 from services.router.sweeper import sweep_once
 from shared.db import alembic_config, create_engine, utcnow
-from tests.conftest import POSTGRES_ADMIN_URL, _pg_admin, _service_pg_url, running
-from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
+from tests.conftest import scratch_database
+from tests.gateway.conftest import Platform, platform_in_process
 from tests.gateway.test_api import BOOKKEEPING_JOB, BOOKKEEPING_TEAM, bearer, create_tenant
 
 EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-3b8d-4e55-9a41-7c0d5e2b9f13")
@@ -65,59 +63,37 @@ class Setup:
 async def setup(databases, keys_dir, tmp_path) -> AsyncIterator[Setup]:
     """The platform in-process, a tenant with an endpoint, a team with a member; the feed is
     pulled when a test says so (the sweeper's own is taken off it)."""
-    from services.router.app import create_app as create_router_app
-    from services.router.settings import RouterSettings
-    from services.vault.app import create_app as create_vault_app
-    from services.vault.settings import VaultSettings
-
-    router_app = create_router_app(
-        RouterSettings(
-            database_url=databases["router"], data_dir=tmp_path, service_keys_dir=keys_dir
+    async with platform_in_process(databases, keys_dir, tmp_path) as platform:
+        app, client = platform.app, platform.client
+        assert platform.router_app is not None
+        feed = app.state.submission_sweeper.feed
+        app.state.submission_sweeper.feed = None
+        tenant = await create_tenant(platform)
+        team = await client.post(
+            "/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=platform.operator
         )
-    )
-    vault_app = create_vault_app(
-        VaultSettings(database_url=databases["vault"], data_dir=tmp_path, service_keys_dir=keys_dir)
-    )
-    async with running(router_app), running(vault_app):
-        transports = {
-            "router": httpx.ASGITransport(app=router_app),
-            "vault": httpx.ASGITransport(app=vault_app),
-        }
-        base = gateway_settings(databases, keys_dir, tmp_path)
-        settings = GatewaySettings.model_validate(
-            {**base.model_dump(), "submission_poll_seconds": 300}
+        assert team.status_code == 201, team.text
+        member = await client.post(
+            f"/v1/admin/teams/{team.json()['id']}/members",
+            json={"name": "Priya"},
+            headers=platform.operator,
         )
-        app = create_app(settings, transports=transports)
-        async with running(app) as client:
-            feed = app.state.submission_sweeper.feed
-            app.state.submission_sweeper.feed = None
-            platform = Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
-            tenant = await create_tenant(platform)
-            team = await client.post(
-                "/v1/admin/teams", json=BOOKKEEPING_TEAM, headers=platform.operator
-            )
-            assert team.status_code == 201, team.text
-            member = await client.post(
-                f"/v1/admin/teams/{team.json()['id']}/members",
-                json={"name": "Priya"},
-                headers=platform.operator,
-            )
-            assert member.status_code == 201, member.text
-            # Nobody listens there: the deliveries stay in the outbox for the test to read.
-            endpoint = await client.post(
-                "/v1/webhook-endpoints",
-                json={"url": "https://hooks.example.com/taskroute"},
-                headers=bearer(tenant["api_key"]),
-            )
-            assert endpoint.status_code == 201, endpoint.text
-            yield Setup(
-                platform,
-                router_app,
-                tenant["api_key"],
-                member.json()["api_key"],
-                endpoint.json()["id"],
-                feed,
-            )
+        assert member.status_code == 201, member.text
+        # Nobody listens there: the deliveries stay in the outbox for the test to read.
+        endpoint = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "https://hooks.example.com/taskroute"},
+            headers=bearer(tenant["api_key"]),
+        )
+        assert endpoint.status_code == 201, endpoint.text
+        yield Setup(
+            platform,
+            platform.router_app,
+            tenant["api_key"],
+            member.json()["api_key"],
+            endpoint.json()["id"],
+            feed,
+        )
 
 
 def event_id(job_id: str, seq: int) -> str:
@@ -221,79 +197,72 @@ async def test_migration_keeps_one_delivery_per_endpoint_and_event(backend: str,
     """Copies of one event for one endpoint (an idempotent retry could queue them before
     0008) are reduced to one (a delivered one first, else the oldest), and the unique pair
     then holds."""
-    database = f"tr_test_gwmig_{uuid.uuid4().hex[:10]}"
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway-0007.db'}"
-    else:
-        await _pg_admin(f'CREATE DATABASE "{database}"')
-        url = _service_pg_url(POSTGRES_ADMIN_URL, database)
-    config = alembic_config(
-        script_location=SCRIPT_LOCATION, database_url=url, version_table=VERSION_TABLE
-    )
-    engine = create_engine(url)
-    try:
-        await asyncio.to_thread(command.upgrade, config, "0007")
-        t0 = datetime(2026, 11, 1, tzinfo=UTC).replace(tzinfo=None)
-        async with engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "INSERT INTO tenants (id, name, policy, version, created_at, updated_at,"
-                    " policy_pushed_version) VALUES ('t1', 'Acme', '{}', 1, :t, :t, 0)"
-                ),
-                {"t": t0},
-            )
-            await connection.execute(
-                text(
-                    "INSERT INTO webhook_endpoints (id, tenant_id, url, sealed_secret,"
-                    " created_at) VALUES ('e1', 't1', 'https://h.example/x', :secret, :t)"
-                ),
-                {"secret": b"sealed", "t": t0},
-            )
-            for row_id, event, status, minutes in (
-                ("d-late", "ev-a", "pending", 5),
-                ("d-first", "ev-a", "pending", 0),
-                ("d-b", "ev-b", "pending", 1),
-                # Of these, the delivered copy stays, though it is not the oldest.
-                ("d-c-failed", "ev-c", "failed", 0),
-                ("d-c-done", "ev-c", "succeeded", 3),
-                ("d-c-pending", "ev-c", "pending", 1),
-            ):
-                await connection.execute(
-                    text(
-                        "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
-                        " event_type, payload, status, attempts, attempt_log, created_at)"
-                        " VALUES (:id, 'e1', 't1', :event, 'job.queued', '{}', :status, 0,"
-                        " '[]', :t)"
-                    ),
-                    {
-                        "id": row_id,
-                        "event": event,
-                        "status": status,
-                        "t": t0 + timedelta(minutes=minutes),
-                    },
-                )
-        await asyncio.to_thread(command.upgrade, config, "head")
-        async with engine.connect() as connection:
-            kept = (
-                await connection.execute(text("SELECT id FROM webhook_deliveries ORDER BY id"))
-            ).scalars()
-            assert list(kept) == ["d-b", "d-c-done", "d-first"]
-        with pytest.raises(Exception, match="(?i)unique"):
+    async with scratch_database(backend, tmp_path, "gwmig") as url:
+        config = alembic_config(
+            script_location=SCRIPT_LOCATION, database_url=url, version_table=VERSION_TABLE
+        )
+        engine = create_engine(url)
+        try:
+            await asyncio.to_thread(command.upgrade, config, "0007")
+            t0 = datetime(2026, 11, 1, tzinfo=UTC).replace(tzinfo=None)
             async with engine.begin() as connection:
                 await connection.execute(
                     text(
-                        "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
-                        " event_type, payload, status, attempts, attempt_log, created_at)"
-                        " VALUES ('d-again', 'e1', 't1', 'ev-a', 'job.queued', '{}',"
-                        " 'pending', 0, '[]', :t)"
+                        "INSERT INTO tenants (id, name, policy, version, created_at, updated_at,"
+                        " policy_pushed_version) VALUES ('t1', 'Acme', '{}', 1, :t, :t, 0)"
                     ),
                     {"t": t0},
                 )
-        await asyncio.to_thread(command.downgrade, config, "0007")
-    finally:
-        await engine.dispose()
-        if backend != "sqlite":
-            await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                await connection.execute(
+                    text(
+                        "INSERT INTO webhook_endpoints (id, tenant_id, url, sealed_secret,"
+                        " created_at) VALUES ('e1', 't1', 'https://h.example/x', :secret, :t)"
+                    ),
+                    {"secret": b"sealed", "t": t0},
+                )
+                for row_id, event, status, minutes in (
+                    ("d-late", "ev-a", "pending", 5),
+                    ("d-first", "ev-a", "pending", 0),
+                    ("d-b", "ev-b", "pending", 1),
+                    # Of these, the delivered copy stays, though it is not the oldest.
+                    ("d-c-failed", "ev-c", "failed", 0),
+                    ("d-c-done", "ev-c", "succeeded", 3),
+                    ("d-c-pending", "ev-c", "pending", 1),
+                ):
+                    await connection.execute(
+                        text(
+                            "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
+                            " event_type, payload, status, attempts, attempt_log, created_at)"
+                            " VALUES (:id, 'e1', 't1', :event, 'job.queued', '{}', :status, 0,"
+                            " '[]', :t)"
+                        ),
+                        {
+                            "id": row_id,
+                            "event": event,
+                            "status": status,
+                            "t": t0 + timedelta(minutes=minutes),
+                        },
+                    )
+            await asyncio.to_thread(command.upgrade, config, "head")
+            async with engine.connect() as connection:
+                kept = (
+                    await connection.execute(text("SELECT id FROM webhook_deliveries ORDER BY id"))
+                ).scalars()
+                assert list(kept) == ["d-b", "d-c-done", "d-first"]
+            with pytest.raises(Exception, match="(?i)unique"):
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        text(
+                            "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
+                            " event_type, payload, status, attempts, attempt_log, created_at)"
+                            " VALUES ('d-again', 'e1', 't1', 'ev-a', 'job.queued', '{}',"
+                            " 'pending', 0, '[]', :t)"
+                        ),
+                        {"t": t0},
+                    )
+            await asyncio.to_thread(command.downgrade, config, "0007")
+        finally:
+            await engine.dispose()
 
 
 async def fast_path_errors(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -11,16 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select, update
 
-from services.gateway.app import create_app
 from services.gateway.domain import webhooks as rules
-from services.gateway.settings import GatewaySettings
-from tests.conftest import running
 from tests.e2e.conftest import free_port
-from tests.gateway.conftest import OPERATOR_KEY, Platform, gateway_settings
+from tests.gateway.conftest import Platform, platform_in_process
 from tests.gateway.test_api import (
     BOOKKEEPING_JOB,
     BOOKKEEPING_TEAM,
@@ -71,29 +67,8 @@ class Receiver:
 @pytest.fixture
 async def fast_platform(databases, keys_dir, tmp_path) -> AsyncIterator[Platform]:
     """The gateway with the real router and vault in-process, retrying webhooks quickly."""
-    from services.router.app import create_app as create_router_app
-    from services.router.settings import RouterSettings
-    from services.vault.app import create_app as create_vault_app
-    from services.vault.settings import VaultSettings
-
-    router_app = create_router_app(
-        RouterSettings(
-            database_url=databases["router"], data_dir=tmp_path, service_keys_dir=keys_dir
-        )
-    )
-    vault_app = create_vault_app(
-        VaultSettings(database_url=databases["vault"], data_dir=tmp_path, service_keys_dir=keys_dir)
-    )
-    async with running(router_app), running(vault_app):
-        transports = {
-            "router": httpx.ASGITransport(app=router_app),
-            "vault": httpx.ASGITransport(app=vault_app),
-        }
-        base = gateway_settings(databases, keys_dir, tmp_path)
-        settings = GatewaySettings.model_validate({**base.model_dump(), **FAST})
-        app = create_app(settings, transports=transports)
-        async with running(app) as client:
-            yield Platform(app, client, databases, {"Authorization": f"Bearer {OPERATOR_KEY}"})
+    async with platform_in_process(databases, keys_dir, tmp_path, gateway=FAST) as platform:
+        yield platform
 
 
 async def deliveries(platform: Platform, api_key: str, endpoint_id: str) -> list[dict[str, Any]]:

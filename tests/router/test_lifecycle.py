@@ -4,7 +4,6 @@ on the run's real databases (SQLite, and PostgreSQL when configured)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from services.router.settings import RouterSettings
 from services.router.sweeper import SweepReport, sweep_once
 from services.router.workflow import JobWorkflow
 from shared.db import alembic_config, create_engine, create_sessionmaker
-from tests.conftest import POSTGRES_ADMIN_URL, _pg_admin, _service_pg_url, running
+from tests.conftest import running, scratch_database
 from tests.router.factories import claim, create_team, job_body, new_uuid, submit_job
 
 # A Monday morning; every team in these tests works around the clock.
@@ -471,65 +470,58 @@ async def test_a_bad_queue_cursor_is_400_and_changes_nothing(router: Router):
 async def test_migration_backfills_queue_order_and_escalation(backend: str, tmp_path: Path):
     """A database at 0002 with jobs in it is upgraded: every job gets its aged queue position,
     every queued job an escalation time, and the team queue index moves onto them."""
-    database = f"tr_test_mig_{uuid.uuid4().hex[:10]}"
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'router-0002.db'}"
-    else:
-        await _pg_admin(f'CREATE DATABASE "{database}"')
-        url = _service_pg_url(POSTGRES_ADMIN_URL, database)
-    config = alembic_config(
-        script_location=MIGRATIONS, database_url=url, version_table=VERSION_TABLE
-    )
-    engine = create_engine(url)
-    try:
-        # Alembic runs its own event loop: keep it off this test's loop.
-        await asyncio.to_thread(command.upgrade, config, "0002_member_keys")
-        old_rows = {
-            "high-queued": ("high", 0, "queued"),
-            "normal-queued": ("normal", 1, "queued"),
-            "low-done": ("low", 2, "completed"),
-        }
-        async with engine.begin() as connection:
-            for job_id, (priority, rank, status) in old_rows.items():
-                await connection.execute(
-                    text(
-                        "INSERT INTO jobs (id, tenant_id, status, title, description, priority,"
-                        " priority_rank, metadata, policy, rejected_team_ids, event_seq,"
-                        " created_at, updated_at) VALUES (:id, 't', :status, 'x', 'y',"
-                        " :priority, :rank, '{}', '{}', '[]', 1, :created, :updated)"
-                    ),
-                    {
-                        "id": job_id,
-                        "status": status,
-                        "priority": priority,
-                        "rank": rank,
-                        "created": _db_time(backend, T0),
-                        "updated": _db_time(backend, T0 + timedelta(minutes=10)),
-                    },
-                )
-        await asyncio.to_thread(command.upgrade, config, "head")
-        maker = create_sessionmaker(engine)
-        async with maker() as session:
-            jobs = {job.id: job for job in (await session.scalars(select(Job))).all()}
-        assert jobs["high-queued"].queue_order_at == T0 - timedelta(hours=4)
-        assert jobs["normal-queued"].queue_order_at == T0 - timedelta(hours=1)
-        assert jobs["low-done"].queue_order_at == T0
-        assert jobs["high-queued"].escalate_at == T0 + timedelta(minutes=40)
-        assert jobs["normal-queued"].escalate_at == T0 + timedelta(hours=2, minutes=10)
-        assert jobs["low-done"].escalate_at is None
-        assert all(job.passed_team_ids == [] for job in jobs.values())
-        # The back-filled jobs are swept like new ones.
-        settings = RouterSettings(database_url=url, data_dir=tmp_path, environment="test")
-        async with maker() as session, session.begin():
-            workflow = JobWorkflow(session, settings=settings, classifier=_classifier())
-            due = await workflow.jobs.due_escalations(now=T0 + timedelta(hours=1), limit=10)
-            assert [job.id for job in due] == ["high-queued"]
-        # And the migration goes back down cleanly.
-        await asyncio.to_thread(command.downgrade, config, "0002_member_keys")
-    finally:
-        await engine.dispose()
-        if backend != "sqlite":
-            await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    async with scratch_database(backend, tmp_path, "mig") as url:
+        config = alembic_config(
+            script_location=MIGRATIONS, database_url=url, version_table=VERSION_TABLE
+        )
+        engine = create_engine(url)
+        try:
+            # Alembic runs its own event loop: keep it off this test's loop.
+            await asyncio.to_thread(command.upgrade, config, "0002_member_keys")
+            old_rows = {
+                "high-queued": ("high", 0, "queued"),
+                "normal-queued": ("normal", 1, "queued"),
+                "low-done": ("low", 2, "completed"),
+            }
+            async with engine.begin() as connection:
+                for job_id, (priority, rank, status) in old_rows.items():
+                    await connection.execute(
+                        text(
+                            "INSERT INTO jobs (id, tenant_id, status, title, description, priority,"
+                            " priority_rank, metadata, policy, rejected_team_ids, event_seq,"
+                            " created_at, updated_at) VALUES (:id, 't', :status, 'x', 'y',"
+                            " :priority, :rank, '{}', '{}', '[]', 1, :created, :updated)"
+                        ),
+                        {
+                            "id": job_id,
+                            "status": status,
+                            "priority": priority,
+                            "rank": rank,
+                            "created": _db_time(backend, T0),
+                            "updated": _db_time(backend, T0 + timedelta(minutes=10)),
+                        },
+                    )
+            await asyncio.to_thread(command.upgrade, config, "head")
+            maker = create_sessionmaker(engine)
+            async with maker() as session:
+                jobs = {job.id: job for job in (await session.scalars(select(Job))).all()}
+            assert jobs["high-queued"].queue_order_at == T0 - timedelta(hours=4)
+            assert jobs["normal-queued"].queue_order_at == T0 - timedelta(hours=1)
+            assert jobs["low-done"].queue_order_at == T0
+            assert jobs["high-queued"].escalate_at == T0 + timedelta(minutes=40)
+            assert jobs["normal-queued"].escalate_at == T0 + timedelta(hours=2, minutes=10)
+            assert jobs["low-done"].escalate_at is None
+            assert all(job.passed_team_ids == [] for job in jobs.values())
+            # The back-filled jobs are swept like new ones.
+            settings = RouterSettings(database_url=url, data_dir=tmp_path, environment="test")
+            async with maker() as session, session.begin():
+                workflow = JobWorkflow(session, settings=settings, classifier=_classifier())
+                due = await workflow.jobs.due_escalations(now=T0 + timedelta(hours=1), limit=10)
+                assert [job.id for job in due] == ["high-queued"]
+            # And the migration goes back down cleanly.
+            await asyncio.to_thread(command.downgrade, config, "0002_member_keys")
+        finally:
+            await engine.dispose()
 
 
 def _db_time(backend: str, value: datetime) -> Any:
