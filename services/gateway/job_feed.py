@@ -69,43 +69,69 @@ class JobEventFeed:
             if self.router.known_away():
                 break
             try:
-                events = await self.router.unpublished_events(limit=self.page)
+                read, handled = await self._take_page()
             except ServiceUnavailable:
                 break  # the outage shows in readiness and the breaker; the events wait
-            if not events:
-                break
-            await self._queue(events)
-            await self.router.mark_published([int(event["id"]) for event in events])
-            taken += len(events)
-            if len(events) < self.page:
+            if handled:
+                await self.router.mark_published(handled)
+            taken += len(handled)
+            if read < self.page:
                 break
         return taken
 
-    async def _queue(self, events: list[dict[str, Any]]) -> None:
+    async def _take_page(self) -> tuple[int, list[int]]:
+        """Queue the webhooks of one page; how many events it had, and the outbox ids of
+        those now in this gateway's outbox (or of tenants without endpoints)."""
+        events = await self.router.unpublished_events(limit=self.page)
+        if not events:
+            return 0, []
+        endpoints = await self._endpoints({str(event["tenant_id"]) for event in events})
+        wanted = sorted(tenant for tenant, ids in endpoints.items() if ids)
+        if wanted:
+            # The page again, with the jobs the webhooks carry (only for these tenants:
+            # building a job's answer is most of a page's cost at the router).
+            events = await self.router.unpublished_events(limit=self.page, with_jobs_of=wanted)
+            unseen = {str(event["tenant_id"]) for event in events} - endpoints.keys()
+            endpoints.update(await self._endpoints(unseen))
+        handled: list[int] = []
+        async with open_session(self.maker) as session:
+            for event in events:
+                endpoint_ids = endpoints[str(event["tenant_id"])]
+                if endpoint_ids:
+                    if event.get("job") is None:
+                        continue  # its tenant came with the second read: the next pass
+                    await self._queue(session, event, endpoint_ids)
+                handled.append(int(event["id"]))
+            await session.commit()
+        return len(events), handled
+
+    async def _endpoints(self, tenant_ids: set[str]) -> dict[str, list[str]]:
+        """Each tenant's live webhook endpoints (most have none)."""
+        if not tenant_ids:
+            return {}
         async with open_session(self.maker) as session:
             repository = WebhookRepository(session)
-            endpoints: dict[str, list[str]] = {}  # per tenant, read once per page
-            for event in events:
-                job = event.get("job") or {}
-                tenant_id = str(job.get("tenant_id"))
-                if tenant_id not in endpoints:
-                    endpoints[tenant_id] = await repository.live_endpoint_ids(tenant_id)
-                try:
-                    await queue_job_event(
-                        session,
-                        tenant_id=tenant_id,
-                        job=client_view(job),
-                        seq=int(event["seq"]),
-                        status=str(event["to_status"]),
-                        endpoint_ids=endpoints[tenant_id],
-                    )
-                except (ValidationError, KeyError) as exc:
-                    # An event whose job this gateway cannot read (a newer router's field?)
-                    # would be read again at the head of every page, holding back every
-                    # tenant's: it is logged and let go. Anything else (a database error, a
-                    # fault of this code) ends the page unmarked, to be read again.
-                    logger.error(
-                        "feed event not queued",
-                        extra={"feed_event_id": event.get("id"), "error_type": type(exc).__name__},
-                    )
-            await session.commit()
+            return {tenant: await repository.live_endpoint_ids(tenant) for tenant in tenant_ids}
+
+    async def _queue(
+        self, session: AsyncSession, event: dict[str, Any], endpoint_ids: list[str]
+    ) -> None:
+        """Queue the event's webhooks in ``session``'s transaction."""
+        try:
+            await queue_job_event(
+                session,
+                tenant_id=str(event["tenant_id"]),
+                job=client_view(event["job"]),
+                seq=int(event["seq"]),
+                status=str(event["to_status"]),
+                endpoint_ids=endpoint_ids,
+            )
+        except (ValidationError, KeyError) as exc:
+            # An event whose job this gateway cannot read (a newer router's field?) would be
+            # read again at the head of every page, holding back every tenant's: it is logged
+            # and let go. Anything else (a database error, a fault of this code) ends the
+            # page unmarked, to be read again.
+            logger.error(
+                "feed event not queued",
+                extra={"feed_event_id": event.get("id"), "error_type": type(exc).__name__},
+            )

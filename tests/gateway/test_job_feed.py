@@ -347,15 +347,20 @@ async def test_an_event_the_gateway_cannot_read_does_not_hold_back_the_rest(setu
     router = RouterClient(setup.platform.app.state.router_http)
     stored = await router.get_job(job["id"], tenant_id=None)
     await router.cancel_job(job["id"], tenant_id=stored["tenant_id"], reason=None)
-    _, cancelled = await router.unpublished_events(limit=10)
-    unreadable = {**cancelled, "id": 0, "seq": 9, "job": {**cancelled["job"], "title": None}}
+    _, cancelled = await router.unpublished_events(limit=10, with_jobs_of=[stored["tenant_id"]])
+    unreadable = {**cancelled, "job": {**cancelled["job"], "title": None}}
     caplog.set_level(logging.ERROR, logger="taskroute.gateway.job_feed")
-    await setup.feed._queue([unreadable, cancelled])
+    async with setup.platform.app.state.sessionmaker() as session:
+        await setup.feed._queue(session, unreadable, [setup.endpoint_id])  # no error raised
+        await session.commit()
+    assert [r.getMessage() for r in caplog.records] == ["feed event not queued"]
+    assert [d["event_id"] for d in await setup.deliveries()] == [event_id(job["id"], 2)]
+    # The same event readable again (the router's own answer) goes through.
+    await setup.feed.pull()
     assert {d["event_id"] for d in await setup.deliveries()} == {
         event_id(job["id"], 2),
         event_id(job["id"], 3),
     }
-    assert [r.getMessage() for r in caplog.records] == ["feed event not queued"]
 
 
 async def test_a_console_completion_is_queued_at_once_under_its_own_id(setup: Setup):
@@ -385,3 +390,17 @@ async def test_a_console_completion_is_queued_at_once_under_its_own_id(setup: Se
     assert rated.status_code == 201, rated.text
     await setup.feed.pull()
     assert completed(await setup.deliveries()) == [event_id(job["id"], 4)]
+
+
+async def test_events_of_tenants_without_endpoints_are_taken_without_their_jobs(setup: Setup):
+    other = await create_tenant(setup.platform, name="No Hooks Ltd")
+    plain = await setup.platform.client.post(
+        "/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(other["api_key"])
+    )
+    assert plain.status_code == 202, plain.text
+    ours = await setup.submit()
+    router = RouterClient(setup.platform.app.state.router_http)
+    assert len(await router.unpublished_events(limit=10)) == 2
+    await setup.feed.pull()
+    assert await router.unpublished_events(limit=10) == []
+    assert [d["event_id"] for d in await setup.deliveries()] == [event_id(ours["id"], 2)]

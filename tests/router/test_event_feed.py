@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from services.router.db.models import JobEventOutbox
 from services.router.domain.classifier import LexiconClassifier
 from services.router.sweeper import sweep_once
-from tests.router.factories import claim, create_team, new_uuid, submit_job
+from tests.router.factories import OTHER_TENANT, TENANT, claim, create_team, new_uuid, submit_job
 from tests.router.test_api import assert_problem
 
 FEED = "/internal/v1/events/unpublished"
@@ -38,10 +38,10 @@ async def test_changes_wait_in_the_feed_until_the_gateway_has_them(client):
     # The submit's routing, not its creation (the submit's answer told the client that).
     (routed,) = await feed(client)
     assert (routed["seq"], routed["type"], routed["to_status"]) == (2, "routed", "queued")
-    assert routed["job"]["id"] == job["id"]
-    assert routed["job"]["tenant_id"] == job["tenant_id"]
+    assert (routed["job_id"], routed["tenant_id"]) == (job["id"], job["tenant_id"])
+    assert routed["job"] is None  # not asked for
     assert (await claim(client, job, new_uuid())).status_code == 200
-    routed_again, claimed = await feed(client)
+    routed_again, claimed = await feed(client, with_jobs_of=[job["tenant_id"]])
     assert routed_again["id"] == routed["id"]  # still waiting: nothing marked it
     assert (claimed["seq"], claimed["to_status"]) == (3, "in_progress")
     # The job as it is now rides with every event: the earlier one shows the claim too.
@@ -58,10 +58,10 @@ async def test_the_feed_is_oldest_first_a_page_at_a_time(client):
     await create_team(client)
     jobs = [await submit_job(client) for _ in range(5)]
     first = await feed(client, limit=2)
-    assert [event["job"]["id"] for event in first] == [job["id"] for job in jobs[:2]]
+    assert [event["job_id"] for event in first] == [job["id"] for job in jobs[:2]]
     await publish(client, first)
     rest = await feed(client, limit=10)
-    assert [event["job"]["id"] for event in rest] == [job["id"] for job in jobs[2:]]
+    assert [event["job_id"] for event in rest] == [job["id"] for job in jobs[2:]]
 
 
 async def test_changes_the_router_makes_alone_are_in_the_feed(client, router_settings):
@@ -82,7 +82,7 @@ async def test_changes_the_router_makes_alone_are_in_the_feed(client, router_set
         maker, settings=router_settings, classifier=LexiconClassifier(), now=later
     )
     assert (report.requeued, report.rerouted) == (1, 1)
-    events = {event["job"]["id"]: event for event in await feed(client)}
+    events = {e["job_id"]: e for e in await feed(client, with_jobs_of=[job["tenant_id"]])}
     assert events[job["id"]]["type"] == "lease_expired"
     assert events[job["id"]]["to_status"] == "queued"
     assert events[parked["id"]]["type"] == "routed"
@@ -153,7 +153,7 @@ async def test_a_late_mark_cannot_delete_a_newer_event(client):
     (later,) = await feed(client)
     assert later["id"] != first["id"]
     assert await publish(client, [first]) == 0
-    assert [event["job"]["id"] for event in await feed(client)] == [later_job["id"]]
+    assert [event["job_id"] for event in await feed(client)] == [later_job["id"]]
 
 
 async def test_the_feed_s_backlog_is_in_the_metrics(client):
@@ -165,3 +165,15 @@ async def test_the_feed_s_backlog_is_in_the_metrics(client):
     scraped = (await client.get("/metrics")).text
     assert "taskroute_router_event_outbox 0.0" in scraped
     assert "taskroute_router_event_outbox_oldest_seconds 0.0" in scraped
+
+
+async def test_jobs_come_only_for_the_tenants_asked_for(client):
+    await create_team(client)
+    ours = await submit_job(client)
+    theirs = await submit_job(client, tenant_id=OTHER_TENANT)
+    events = {e["job_id"]: e for e in await feed(client, with_jobs_of=[TENANT])}
+    assert events[ours["id"]]["job"]["id"] == ours["id"]
+    assert events[theirs["id"]]["job"] is None
+    assert all(e["job"] is None for e in await feed(client))
+    too_many = {"with_jobs_of": [new_uuid() for _ in range(501)]}
+    assert_problem(await client.get(FEED, params=too_many), 422)

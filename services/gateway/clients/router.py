@@ -288,11 +288,17 @@ class RouterClient:
             idempotent=True,
         )
 
-    async def unpublished_events(self, *, limit: int) -> list[JsonObject]:
-        """The oldest job events the router has not seen taken yet, each with its job as it
-        is now (the event feed, services/gateway/job_feed.py)."""
+    async def unpublished_events(
+        self, *, limit: int, with_jobs_of: list[str] | None = None
+    ) -> list[JsonObject]:
+        """The oldest job events the router has not seen taken yet (the event feed,
+        services/gateway/job_feed.py); those of the tenants ``with_jobs_of`` with their jobs
+        as they are now."""
+        params: dict[str, Any] = {"limit": limit}
+        if with_jobs_of:
+            params["with_jobs_of"] = with_jobs_of
         answer: JsonObject = await self._call(
-            "GET", "/internal/v1/events/unpublished", params={"limit": limit}
+            "GET", "/internal/v1/events/unpublished", params=params
         )
         return list(answer["data"])
 

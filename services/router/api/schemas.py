@@ -664,8 +664,9 @@ FEED_PAGE_MAX = 500
 
 
 class FeedEventRead(BaseModel):
-    """An event the job's client hears of, with the job as it is now: the gateway makes it a
-    ``job.<to_status>`` webhook."""
+    """An event the job's client hears of: the gateway makes it a ``job.<to_status>``
+    webhook. ``job`` (as it is now) only for the tenants the gateway asked it for: those with
+    webhook endpoints, few of them."""
 
     # The outbox row's: what the gateway names to mark the event published.
     id: int
@@ -673,7 +674,9 @@ class FeedEventRead(BaseModel):
     at: datetime
     type: str
     to_status: str
-    job: JobRead
+    job_id: str
+    tenant_id: str
+    job: JobRead | None = None
 
 
 class FeedEventList(BaseModel):

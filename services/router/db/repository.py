@@ -504,9 +504,17 @@ def _check_event_type(event_type: str) -> None:
         raise ValueError(f"unknown event type {event_type!r}: add it to lifecycle.EVENT_TYPES")
 
 
-# The event feed (api/events.py): the oldest outbox rows, each with its event and job.
+# The event feed (api/events.py): the oldest outbox rows, each with its event and tenant.
 UNPUBLISHED_EVENTS = (
-    select(JobEventOutbox.id, JobEvent, Job)
+    select(
+        JobEventOutbox.id,
+        JobEvent.job_id,
+        JobEvent.seq,
+        JobEvent.at,
+        JobEvent.type,
+        JobEvent.to_status,
+        Job.tenant_id,
+    )
     .join(
         JobEvent,
         and_(JobEvent.job_id == JobEventOutbox.job_id, JobEvent.seq == JobEventOutbox.seq),
@@ -515,6 +523,21 @@ UNPUBLISHED_EVENTS = (
     .order_by(JobEventOutbox.id)
     .limit(bindparam("limit"))
 )
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One row of the event feed."""
+
+    outbox_id: int
+    job_id: str
+    seq: int
+    at: datetime
+    type: str
+    to_status: str
+    tenant_id: str
+
+
 _EVENT_OUTBOX: Table = JobEventOutbox.__table__  # type: ignore[assignment]
 _INSERT_OUTBOX = insert(_EVENT_OUTBOX)
 
@@ -662,11 +685,30 @@ class JobRepository:
             ],
         )
 
-    async def unpublished_events(self, *, limit: int) -> list[tuple[int, JobEvent, Job]]:
+    async def unpublished_events(self, *, limit: int) -> list[FeedEvent]:
         """The oldest events in the outbox (clients hear of them, the gateway has not taken
-        them yet), each with its outbox id and its job as it is now."""
+        them yet), with their outbox ids and tenants."""
         rows = await self.session.execute(UNPUBLISHED_EVENTS, {"limit": limit})
-        return [(outbox_id, event, job) for outbox_id, event, job in rows]
+        return [
+            FeedEvent(
+                outbox_id=outbox_id,
+                job_id=job_id,
+                seq=seq,
+                at=at,
+                type=event_type,
+                # Only events with a new status are in the outbox (reported_to_client).
+                to_status=str(to_status),
+                tenant_id=tenant_id,
+            )
+            for outbox_id, job_id, seq, at, event_type, to_status, tenant_id in rows
+        ]
+
+    async def jobs_by_id(self, job_ids: set[str]) -> dict[str, Job]:
+        """These jobs as they are now, by id (the feed's, for tenants with webhooks)."""
+        if not job_ids:
+            return {}
+        jobs = await self.session.scalars(select(Job).where(Job.id.in_(sorted(job_ids))))
+        return {job.id: job for job in jobs}
 
     async def event_outbox_backlog(self) -> tuple[int, datetime | None]:
         """How many events wait in the outbox, and when the oldest of them happened."""
