@@ -82,28 +82,32 @@ class JobEventFeed:
     async def _take_page(self) -> tuple[int, list[int]]:
         """Queue the webhooks of one page; how many events it had, and the outbox ids of
         those now in this gateway's outbox (or of tenants without endpoints)."""
-        events = await self.router.unpublished_events(limit=self.page)
+        events = await self.router.unpublished_events(limit=self.page, with_jobs_of=[])
         if not events:
             return 0, []
-        endpoints = await self._endpoints({str(event["tenant_id"]) for event in events})
+        # Looked up after the first read: every event in it happened before, so an endpoint
+        # made since cannot miss one of them. Events only the second read has may be newer
+        # than the lookup: they wait for the next pass.
+        first_read = {int(event["id"]) for event in events}
+        endpoints = await self._endpoints({_tenant_of(event) for event in events})
         wanted = sorted(tenant for tenant, ids in endpoints.items() if ids)
         if wanted:
             # The page again, with the jobs the webhooks carry (only for these tenants:
             # building a job's answer is most of a page's cost at the router).
             events = await self.router.unpublished_events(limit=self.page, with_jobs_of=wanted)
-            unseen = {str(event["tenant_id"]) for event in events} - endpoints.keys()
-            endpoints.update(await self._endpoints(unseen))
         handled: list[int] = []
         async with open_session(self.maker) as session:
             for event in events:
-                endpoint_ids = endpoints[str(event["tenant_id"])]
+                if int(event["id"]) not in first_read:
+                    continue
+                endpoint_ids = endpoints[_tenant_of(event)]
                 if endpoint_ids:
                     if event.get("job") is None:
-                        continue  # its tenant came with the second read: the next pass
+                        continue  # not in the second read's answer as asked: the next pass
                     await self._queue(session, event, endpoint_ids)
                 handled.append(int(event["id"]))
             await session.commit()
-        return len(events), handled
+        return len(first_read), handled
 
     async def _endpoints(self, tenant_ids: set[str]) -> dict[str, list[str]]:
         """Each tenant's live webhook endpoints (most have none)."""
@@ -120,7 +124,7 @@ class JobEventFeed:
         try:
             await queue_job_event(
                 session,
-                tenant_id=str(event["tenant_id"]),
+                tenant_id=_tenant_of(event),
                 job=client_view(event["job"]),
                 seq=int(event["seq"]),
                 status=str(event["to_status"]),
@@ -135,3 +139,9 @@ class JobEventFeed:
                 "feed event not queued",
                 extra={"feed_event_id": event.get("id"), "error_type": type(exc).__name__},
             )
+
+
+def _tenant_of(event: dict[str, Any]) -> str:
+    """The event's tenant (a router of the previous release names it only in the job)."""
+    tenant = event.get("tenant_id") or event["job"]["tenant_id"]
+    return str(tenant)

@@ -404,3 +404,64 @@ async def test_events_of_tenants_without_endpoints_are_taken_without_their_jobs(
     await setup.feed.pull()
     assert await router.unpublished_events(limit=10) == []
     assert [d["event_id"] for d in await setup.deliveries()] == [event_id(ours["id"], 2)]
+
+
+async def test_an_endpoint_made_during_a_pull_misses_no_later_event(setup: Setup):
+    """Tenant B has no endpoint when the page's tenants are looked up; before the second
+    read it makes one, and the router cancels its job. That cancel happened after B's
+    endpoint existed: it must reach it (the next pass takes it, not this one)."""
+    router = RouterClient(setup.platform.app.state.router_http)
+    await setup.submit()  # the tenant with an endpoint: the pull reads its page twice
+    b = await create_tenant(setup.platform, name="Late Hooks Ltd")
+    submitted = await setup.platform.client.post(
+        "/v1/jobs", json=BOOKKEEPING_JOB, headers=bearer(b["api_key"])
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_b = submitted.json()
+    made: dict[str, str] = {}
+    real = setup.feed.router.unpublished_events
+
+    async def between_the_reads(*, limit: int, with_jobs_of: list[str] | None = None) -> Any:
+        if with_jobs_of and not made:
+            endpoint = await setup.platform.client.post(
+                "/v1/webhook-endpoints",
+                json={"url": "https://hooks.example.com/late"},
+                headers=bearer(b["api_key"]),
+            )
+            assert endpoint.status_code == 201, endpoint.text
+            made["id"] = endpoint.json()["id"]
+            await router.cancel_job(job_b["id"], tenant_id=b["id"], reason=None)
+        return await real(limit=limit, with_jobs_of=with_jobs_of)
+
+    setup.feed.router.unpublished_events = between_the_reads  # type: ignore[method-assign]
+    await setup.feed.pull()
+    setup.feed.router.unpublished_events = real  # type: ignore[method-assign]
+    await setup.feed.pull()
+    assert await router.unpublished_events(limit=10) == []
+    late = await setup.platform.client.get(
+        f"/v1/webhook-endpoints/{made['id']}/deliveries", headers=bearer(b["api_key"])
+    )
+    assert [d["event_id"] for d in late.json()["data"]] == [event_id(job_b["id"], 3)]
+
+
+async def test_a_router_of_the_previous_release_is_read_too(setup: Setup):
+    """Rolled out first, the router may still be the previous release's while this gateway
+    starts: its feed names the tenant only in the job, which it always carries."""
+    job = await setup.submit()
+    router = RouterClient(setup.platform.app.state.router_http)
+    stored = await router.get_job(job["id"], tenant_id=None)
+    await router.cancel_job(job["id"], tenant_id=stored["tenant_id"], reason=None)
+    real = setup.feed.router.unpublished_events
+
+    async def previous_release(*, limit: int, with_jobs_of: list[str] | None = None) -> Any:
+        answer = await real(limit=limit)  # every event with its job, as it answered
+        return [{k: v for k, v in e.items() if k not in ("job_id", "tenant_id")} for e in answer]
+
+    setup.feed.router.unpublished_events = previous_release  # type: ignore[method-assign]
+    await setup.feed.pull()
+    setup.feed.router.unpublished_events = real  # type: ignore[method-assign]
+    assert await router.unpublished_events(limit=10) == []
+    assert {d["event_id"] for d in await setup.deliveries()} == {
+        event_id(job["id"], 2),
+        event_id(job["id"], 3),
+    }

@@ -39,7 +39,7 @@ async def test_changes_wait_in_the_feed_until_the_gateway_has_them(client):
     (routed,) = await feed(client)
     assert (routed["seq"], routed["type"], routed["to_status"]) == (2, "routed", "queued")
     assert (routed["job_id"], routed["tenant_id"]) == (job["id"], job["tenant_id"])
-    assert routed["job"] is None  # not asked for
+    assert routed["job"]["id"] == job["id"]
     assert (await claim(client, job, new_uuid())).status_code == 200
     routed_again, claimed = await feed(client, with_jobs_of=[job["tenant_id"]])
     assert routed_again["id"] == routed["id"]  # still waiting: nothing marked it
@@ -167,13 +167,21 @@ async def test_the_feed_s_backlog_is_in_the_metrics(client):
     assert "taskroute_router_event_outbox_oldest_seconds 0.0" in scraped
 
 
-async def test_jobs_come_only_for_the_tenants_asked_for(client):
+async def test_jobs_come_for_every_tenant_or_only_those_asked_for(client):
     await create_team(client)
     ours = await submit_job(client)
     theirs = await submit_job(client, tenant_id=OTHER_TENANT)
-    events = {e["job_id"]: e for e in await feed(client, with_jobs_of=[TENANT])}
-    assert events[ours["id"]]["job"]["id"] == ours["id"]
-    assert events[theirs["id"]]["job"] is None
-    assert all(e["job"] is None for e in await feed(client))
-    too_many = {"with_jobs_of": [new_uuid() for _ in range(501)]}
-    assert_problem(await client.get(FEED, params=too_many), 422)
+    named = {e["job_id"]: e for e in await feed(client, jobs="named", with_jobs_of=[TENANT])}
+    assert named[ours["id"]]["job"]["id"] == ours["id"]
+    assert named[theirs["id"]]["job"] is None
+    assert all(e["job"] is None for e in await feed(client, jobs="named"))
+    # By default every event's job, as a gateway of the previous release reads the feed.
+    assert all(e["job"] is not None for e in await feed(client))
+    for bad in (
+        {"jobs": "some"},
+        {"jobs": "named", "with_jobs_of": [new_uuid() for _ in range(501)]},
+        {"jobs": "named", "with_jobs_of": ["x" * 65]},
+    ):
+        assert_problem(await client.get(FEED, params=bad), 422)
+    many = {"jobs": "named", "with_jobs_of": [new_uuid() for _ in range(500)]}
+    assert (await client.get(FEED, params=many)).status_code == 200

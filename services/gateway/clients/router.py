@@ -292,10 +292,11 @@ class RouterClient:
         self, *, limit: int, with_jobs_of: list[str] | None = None
     ) -> list[JsonObject]:
         """The oldest job events the router has not seen taken yet (the event feed,
-        services/gateway/job_feed.py); those of the tenants ``with_jobs_of`` with their jobs
-        as they are now."""
+        services/gateway/job_feed.py); only those of the tenants ``with_jobs_of`` (none if
+        empty) with their jobs as they are now; with ``None``, every event's."""
         params: dict[str, Any] = {"limit": limit}
-        if with_jobs_of:
+        if with_jobs_of is not None:
+            params["jobs"] = "named"
             params["with_jobs_of"] = with_jobs_of
         answer: JsonObject = await self._call(
             "GET", "/internal/v1/events/unpublished", params=params

@@ -12,7 +12,7 @@ router's commit and the gateway's.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import StringConstraints
@@ -38,18 +38,22 @@ router = APIRouter(
 async def unpublished_events(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=FEED_PAGE_MAX)] = 100,
+    jobs: Literal["all", "named"] = "all",
     with_jobs_of: Annotated[
         list[Annotated[str, StringConstraints(max_length=64)]] | None,
         Query(max_length=FEED_PAGE_MAX),
     ] = None,
 ) -> FeedEventList:
-    """The oldest events not yet published; those of the tenants in ``with_jobs_of`` with
-    their jobs as they are now (building a job's answer is most of a page's cost, and most
-    tenants have no webhook endpoint to send it to)."""
+    """The oldest events not yet published, with their jobs as they are now: every event's
+    (``jobs=all``, what a gateway of the previous release reads), or only those of the
+    tenants in ``with_jobs_of`` (``jobs=named``: building a job's answer is most of a page's
+    cost, and most tenants have no webhook endpoint to send it to)."""
     repository = JobRepository(session)
     events = await repository.unpublished_events(limit=limit)
     wanted = set(with_jobs_of or ())
-    jobs = await repository.jobs_by_id({e.job_id for e in events if e.tenant_id in wanted})
+    loaded = await repository.jobs_by_id(
+        {e.job_id for e in events if jobs == "all" or e.tenant_id in wanted}
+    )
     return FeedEventList(
         data=[
             FeedEventRead(
@@ -60,7 +64,7 @@ async def unpublished_events(
                 to_status=event.to_status,
                 job_id=event.job_id,
                 tenant_id=event.tenant_id,
-                job=job_read(jobs[event.job_id]) if event.job_id in jobs else None,
+                job=job_read(loaded[event.job_id]) if event.job_id in loaded else None,
             )
             for event in events
         ]

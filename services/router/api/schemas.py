@@ -665,8 +665,8 @@ FEED_PAGE_MAX = 500
 
 class FeedEventRead(BaseModel):
     """An event the job's client hears of: the gateway makes it a ``job.<to_status>``
-    webhook. ``job`` (as it is now) only for the tenants the gateway asked it for: those with
-    webhook endpoints, few of them."""
+    webhook. ``job`` is the job as it is now, unless the gateway asked only for some
+    tenants' jobs (those with webhook endpoints, few of them)."""
 
     # The outbox row's: what the gateway names to mark the event published.
     id: int
