@@ -43,7 +43,7 @@ logger = logging.getLogger("taskroute.gateway.job_events")
 # the tenant.
 # A submit (POST /v1/jobs) is not watched: the route queues its event in its own transaction.
 _CLIENT_ACTION = re.compile(r"^/v1/jobs/[^/]+/cancel$")
-_MEMBER_ACTION = re.compile(r"^/v1/team/jobs/(?P<job_id>[^/]+)/(?:claim|release|reject|complete)$")
+_MEMBER_ACTION = re.compile(r"^/v1/team/jobs/[^/]+/(?:claim|release|reject|complete)$")
 _OPERATOR_ACTION = re.compile(r"^/v1/admin/jobs/[^/]+/route$")
 # Event ids are derived from (job, the event's seq in the job's timeline): the same whether the
 # request that made the change or the router's feed queues it, or a request run twice.
@@ -88,28 +88,25 @@ class JobEventsMiddleware:
         await self.app(scope, receive, capture)
         if start is None:
             return
-        body = b"".join(chunks)
         if 200 <= int(start["status"]) < 300:
-            try:
-                await self._queue(scope, body)
-            except Exception as exc:  # noqa: BLE001 - the change is done; the answer must go
-                logger.error("job event not queued", extra={"error_type": type(exc).__name__})
+            await queue_moved_job_event(scope)
         await send(start)
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": b"".join(chunks)})
 
-    async def _queue(self, scope: Scope, body: bytes) -> None:
-        app = scope["app"]
-        job: dict[str, Any] | None = scope.get("state", {}).get(_MOVED_JOB)
-        if job is None:
-            answer: dict[str, Any] = json.loads(body)
-            if "event_seq" not in answer or "tenant_id" not in answer:
-                # Not the router's own answer: reading the job back could name a later event
-                # (a rating, say) and give this transition a second id. The feed brings it.
-                return
-            job = answer
+
+async def queue_moved_job_event(scope: Scope) -> None:
+    """Queue the event of the move the request's route made (the router's answer it kept,
+    see remember_moved_job), in its own transaction; failures are logged, not raised: the
+    change is done and the answer must go (the router's feed brings the event later)."""
+    job: dict[str, Any] | None = scope.get("state", {}).get(_MOVED_JOB)
+    if job is None:
+        return
+    try:
         await enqueue_job_event(
-            app.state.sessionmaker, tenant_id=str(job["tenant_id"]), job=client_view(job)
+            scope["app"].state.sessionmaker, tenant_id=str(job["tenant_id"]), job=client_view(job)
         )
+    except Exception as exc:  # noqa: BLE001 - see above
+        logger.error("job event not queued", extra={"error_type": type(exc).__name__})
 
 
 async def enqueue_job_event(
@@ -143,8 +140,8 @@ async def queue_job_event(
     submission before the 202 leaves, at no extra transaction."""
     status = str(job.get("status")) if status is None else status
     event_type = rules.job_event_type(status)
-    if event_type is None or (seq is None and "event_seq" not in job):
-        return False  # no event of a webhook's kind, or none this path can name: the feed's
+    if event_type is None:
+        return False
     repository = WebhookRepository(session)
     if endpoint_ids is None:
         endpoint_ids = await repository.live_endpoint_ids(tenant_id)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from services.gateway.api import member_keys, team_jobs
 from services.gateway.api.deps import RouterDep, SessionDep, VaultDep
+from services.gateway.api.job_events import queue_moved_job_event
 from services.gateway.api.schemas import JobComplete, JobReject, JobRelease
 from services.gateway.console import views
 from services.gateway.console.web import (
@@ -26,7 +27,6 @@ from services.gateway.console.web import (
     FormDep,
     MemberUser,
     console_router,
-    queue_job_event,
     render,
     see_other,
 )
@@ -96,7 +96,7 @@ async def claim(
     job = await team_jobs.claim(
         job_id=job_id, member=user.principal, router_=router_, request=request
     )
-    await queue_job_event(request, job)
+    await queue_moved_job_event(request.scope)
     return see_other(f"/console/jobs/{job['id']}?done=claimed")
 
 
@@ -176,10 +176,10 @@ async def release(
     """Give the job back to the team's queue."""
     reason = form.get("reason", "").strip()
     body = JobRelease(reason=reason) if reason else None
-    job = await team_jobs.release(
+    await team_jobs.release(
         job_id=job_id, member=user.principal, router_=router_, request=request, body=body
     )
-    await queue_job_event(request, job)
+    await queue_moved_job_event(request.scope)
     return see_other("/console/queue?done=released")
 
 
@@ -189,10 +189,10 @@ async def reject(
 ) -> Response:
     """Refuse the job for the team, with a reason."""
     body = JobReject(reason=form.get("reason", ""))
-    job = await team_jobs.reject(
+    await team_jobs.reject(
         job_id=job_id, body=body, member=user.principal, router_=router_, request=request
     )
-    await queue_job_event(request, job)
+    await queue_moved_job_event(request.scope)
     return see_other("/console/queue?done=rejected")
 
 
@@ -210,7 +210,7 @@ async def complete(
         result=_object_field(form, "result", required=True),
         confidential_result=_object_field(form, "confidential_result", required=False),
     )
-    job = await team_jobs.complete(
+    await team_jobs.complete(
         job_id=job_id,
         body=body,
         member=user.principal,
@@ -218,7 +218,7 @@ async def complete(
         vault=vault,
         request=request,
     )
-    await queue_job_event(request, job)
+    await queue_moved_job_event(request.scope)
     return see_other("/console/queue?done=completed")
 
 

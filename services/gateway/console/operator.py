@@ -18,6 +18,7 @@ from fastapi import Request, Response
 from services.gateway.api import admin_audit, admin_jobs, admin_teams, admin_vault_keys
 from services.gateway.api.deps import RouterDep, SessionDep, VaultDep
 from services.gateway.api.etags import etag
+from services.gateway.api.job_events import queue_moved_job_event
 from services.gateway.api.schemas import JobRoute, TeamUpdate
 from services.gateway.console import views
 from services.gateway.console.charts import Row, bar_chart
@@ -26,7 +27,6 @@ from services.gateway.console.web import (
     FormDep,
     OperatorUser,
     console_router,
-    queue_job_event,
     render,
     see_other,
 )
@@ -257,10 +257,10 @@ async def route(
     body = JobRoute.model_validate(
         {"team_id": form.get("team_id", ""), "domain": form.get("domain") or None}
     )
-    job = await admin_jobs.route_job(
+    await admin_jobs.route_job(
         job_id=job_id, body=body, request=request, operator=user.principal, router_=router_
     )
-    await queue_job_event(request, job)
+    await queue_moved_job_event(request.scope)
     return see_other("/console/triage?done=routed")
 
 

@@ -8,7 +8,6 @@ styles only from ``/console/static``, no inline script), no framing, no referrer
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from services.gateway.api.deps import SessionDep
-from services.gateway.api.job_events import JobEventsMiddleware
 from services.gateway.console import sessions
 from services.gateway.db.repository import ConsoleSessionRepository, MemberRepository
 from services.gateway.domain.api_keys import Role
@@ -322,17 +320,3 @@ def checked_header(request: Request, user: UserDep) -> None:
 
 FormDep = Annotated[dict[str, str], Depends(checked_form)]
 CsrfHeaderDep = Annotated[None, Depends(checked_header)]
-
-
-# --- webhook events of console actions --------------------------------------------------------
-
-
-async def queue_job_event(request: Request, job: dict[str, Any]) -> None:
-    """Queue the webhook event of a transition made in the console, exactly as the API route
-    would have (same code, same event id: from the router's answer the route kept in the
-    request, or ``job`` when it is that answer); failures are logged, not raised."""
-    try:
-        body = json.dumps(job, default=str).encode()
-        await JobEventsMiddleware(request.app)._queue(request.scope, body)
-    except Exception as exc:  # noqa: BLE001 - the change is done; the page must still answer
-        logger.error("job event not queued", extra={"error_type": type(exc).__name__})

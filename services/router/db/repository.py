@@ -713,21 +713,8 @@ class JobRepository:
     async def event_outbox_backlog(self) -> tuple[int, datetime | None]:
         """How many events wait in the outbox, and when the oldest of them happened."""
         count = (await self.session.execute(select(func.count(JobEventOutbox.id)))).scalar_one()
-        oldest = (
-            await self.session.execute(
-                select(JobEvent.at)
-                .join(
-                    JobEventOutbox,
-                    and_(
-                        JobEvent.job_id == JobEventOutbox.job_id,
-                        JobEvent.seq == JobEventOutbox.seq,
-                    ),
-                )
-                .order_by(JobEventOutbox.id)
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-        return int(count), oldest
+        oldest = await self.unpublished_events(limit=1)
+        return int(count), oldest[0].at if oldest else None
 
     async def mark_published(self, outbox_ids: Sequence[int]) -> int:
         """The gateway has these events in its webhook outbox: their rows go; how many were
