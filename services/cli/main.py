@@ -18,6 +18,7 @@ from services.cli.router import app as router_app
 from services.cli.supervisor import ManagedService, Supervisor, child_environment
 from services.cli.vault import app as vault_app
 from services.router.classifier.commands import app as classifier_app
+from shared.app import freeze_heap_after_startup
 from shared.logging import configure_logging
 from shared.service_auth import ensure_service_keys
 from shared.settings import PlatformSettings, ServiceSettings
@@ -72,6 +73,7 @@ def serve(
     if migrate:
         entry.upgrade(settings.resolved_database_url())
     application = entry.create_app()(settings)
+    freeze_heap_after_startup(application)
     uvicorn.run(
         application,
         host=settings.host,
