@@ -345,3 +345,73 @@ async def test_a_change_not_yet_applied_to_a_job_still_asks_for_review_and_e2e(r
     )
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "in_review"
+
+
+async def _store_policy_without_a_pass(router: Router, version: int, policy: dict[str, Any]):
+    # Later than the teams' own recheck window: only the tenant's change is rechecked.
+    router.clock.set(seconds=router.settings.policy_recheck_seconds + 1)
+    async with router.app.state.sessionmaker() as session, session.begin():
+        stored = await TenantPolicyRepository(session).put_if_newer(
+            TENANT, version=version, policy=policy, now=router.clock()
+        )
+        assert stored
+
+
+async def _tightened_but_not_moved(
+    router: Router, job_id: str, version: int, policy: dict[str, Any]
+) -> None:
+    """As a pass leaves a job whose tightening committed while its move lost a race."""
+    async with router.app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Job).where(Job.id == job_id).values(policy=policy, policy_version=version)
+        )
+
+
+async def test_a_job_already_under_the_change_still_leaves_a_team_that_does_not_meet_it(
+    router: Router,
+):
+    """The recheck decides jobs that stand alike together and loads only those with something
+    to do: a job already under the new version, at a team the version excludes, is one."""
+    await create_team(router.http, name="Pune Clinical", quality=0.95)
+    dublin = await create_team(router.http, name="Dublin Clinical", country="IE", quality=0.6)
+    stranded = await submit_job(router.http)
+    settled = [await submit_job(router.http, policy=INDIA_OR_IRELAND) for _ in range(3)]
+    ireland = {**INDIA_OR_IRELAND, "allowed_countries": ["IE"]}
+    await _store_policy_without_a_pass(router, 2, {"allowed_countries": ["IE"]})
+    await _tightened_but_not_moved(router, stranded["id"], 2, ireland)
+    for job in settled:
+        await _tightened_but_not_moved(router, job["id"], 2, INDIA_OR_IRELAND)
+
+    assert (await router.sweep()).policed == 1
+    moved = await router.job(stranded["id"])
+    assert (moved["assignment"]["team_id"], moved["policy"]["allowed_countries"]) == (
+        dublin["id"],
+        ["IE"],
+    )
+    # Made under the new version with a policy their team meets: left where they are.
+    for job in settled:
+        assert (await router.job(job["id"]))["assignment"]["team_name"] == "Pune Clinical"
+
+
+async def test_a_review_already_under_the_change_still_leaves_a_reviewer_it_excludes(
+    router: Router,
+):
+    dublin = await create_team(router.http, name="Dublin Clinical", country="IE")
+    pune_qa = await create_team(router.http, name="Pune QA", skills=["research"])
+    review = {"require_review": True, "review_team_id": pune_qa["id"]}
+    job = await submit_job(router.http, policy=INDIA_OR_IRELAND | review)
+    member = new_uuid()
+    assert (await claim(router.http, job, member)).status_code == 200
+    completed = await router.http.post(
+        f"/internal/v1/teams/{dublin['id']}/jobs/{job['id']}/complete",
+        json={"member_id": member, "result": {"coded": 3}},
+    )
+    assert completed.json()["status"] == "in_review", completed.text
+    await _store_policy_without_a_pass(router, 2, {"allowed_countries": ["IE"], **review})
+    ireland = {**INDIA_OR_IRELAND, "allowed_countries": ["IE"], **review}
+    await _tightened_but_not_moved(router, job["id"], 2, ireland)
+
+    assert (await router.sweep()).policed == 1
+    event = (await router.events(job["id"]))[-1]
+    assert event["type"] == "review_moved"
+    assert "Pune QA may no longer review it (country IN is not allowed" in event["reason"]

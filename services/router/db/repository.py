@@ -19,14 +19,17 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     func,
     insert,
     literal,
+    not_,
     or_,
     select,
     tuple_,
@@ -403,6 +406,46 @@ _WITHDRAW = {dialect: _withdraw_unless_stored(dialect) for dialect in ("postgres
 _GOVERNED_STATUSES = tuple(
     status.value for status in JobStatus if status not in (JobStatus.COMPLETED, JobStatus.CANCELLED)
 )
+
+# A job's policy as stored (JSON text: PostgreSQL's json type has no equality to group by).
+_POLICY_TEXT = cast(Job.policy, Text)
+
+
+def _held_by(team_id: str) -> ColumnElement[bool]:
+    """The jobs in a team's hands: queued for it, leased to one of its members, or in review
+    (its work, or its to review)."""
+    return or_(
+        and_(
+            Job.team_id == team_id,
+            Job.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
+        ),
+        and_(
+            or_(Job.review_team_id == team_id, Job.team_id == team_id),
+            Job.status == JobStatus.IN_REVIEW.value,
+        ),
+    )
+
+
+def _governed_of(tenant_id: str) -> ColumnElement[bool]:
+    return and_(Job.tenant_id == tenant_id, Job.status.in_(_GOVERNED_STATUSES))
+
+
+def _made_before(version: int) -> ColumnElement[bool]:
+    """Whether a job was made (or last held) under a tenant policy older than ``version``."""
+    return or_(Job.policy_version.is_(None), Job.policy_version < version)
+
+
+@dataclass(frozen=True)
+class PolicyStance:
+    """What a change to a tenant's policy decides a job by: its status, team and review
+    team, its policy (JSON text), and whether it was made under an older version."""
+
+    status: str
+    team_id: str | None
+    review_team_id: str | None
+    policy: str
+    made_before: bool
+
 
 # A tenant's policy change and a submission for that tenant must not miss each other: the
 # change tightens the stored jobs, the submission reads the policy before deciding. On SQLite
@@ -886,33 +929,71 @@ class JobRepository:
         )
         return (await self.session.scalars(query)).all()
 
-    async def held_by_team(self, team_id: str) -> Sequence[Job]:
-        """The jobs in ``team_id``'s hands: queued for it, leased to one of its members, or in
-        review (its work, or its to review)."""
-        query = (
-            select(Job)
-            .where(
-                or_(
-                    and_(
-                        Job.team_id == team_id,
-                        Job.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
-                    ),
-                    and_(
-                        or_(Job.review_team_id == team_id, Job.team_id == team_id),
-                        Job.status == JobStatus.IN_REVIEW.value,
-                    ),
-                )
-            )
-            .order_by(Job.id)
-            .execution_options(populate_existing=True)
-        )
-        return (await self.session.scalars(query)).all()
+    # A policy or team change decides jobs that stand alike (status, teams, policy, whether
+    # made under an older tenant policy) alike: its pass reads the distinct stances, grouped
+    # by SQL, and loads the jobs of only those stances it has something to do with.
 
-    async def active_for_tenant(self, tenant_id: str) -> Sequence[Job]:
-        """The tenant's jobs not yet completed or cancelled (those a policy still governs)."""
+    async def held_stances(self, team_id: str) -> list[PolicyStance]:
+        """Where the jobs in ``team_id``'s hands stand (:func:`_held_by`)."""
+        return await self._stances(_held_by(team_id), made_before=None)
+
+    async def held_in(self, team_id: str, stance: PolicyStance) -> Sequence[Job]:
+        """The jobs in ``team_id``'s hands that stand as ``stance`` says."""
+        return await self._standing(_held_by(team_id), stance, made_before=None)
+
+    async def active_stances(self, tenant_id: str, *, version: int) -> list[PolicyStance]:
+        """Where the tenant's jobs not yet completed or cancelled (those a policy still
+        governs) stand, under a change to its policy ``version``."""
+        return await self._stances(_governed_of(tenant_id), made_before=_made_before(version))
+
+    async def active_in(
+        self, tenant_id: str, stance: PolicyStance, *, version: int
+    ) -> Sequence[Job]:
+        """The tenant's active jobs that stand as ``stance`` says, under a change to its policy
+        ``version``."""
+        return await self._standing(
+            _governed_of(tenant_id), stance, made_before=_made_before(version)
+        )
+
+    async def _stances(
+        self, jobs: ColumnElement[bool], *, made_before: ColumnElement[bool] | None
+    ) -> list[PolicyStance]:
+        older = literal(0) if made_before is None else case((made_before, 1), else_=0)
+        query = (
+            select(Job.status, Job.team_id, Job.review_team_id, _POLICY_TEXT, older)
+            .where(jobs)
+            .distinct()
+        )
+        return [
+            PolicyStance(
+                status=row[0],
+                team_id=row[1],
+                review_team_id=row[2],
+                policy=row[3],
+                made_before=bool(row[4]),
+            )
+            for row in (await self.session.execute(query)).all()
+        ]
+
+    async def _standing(
+        self,
+        jobs: ColumnElement[bool],
+        stance: PolicyStance,
+        *,
+        made_before: ColumnElement[bool] | None,
+    ) -> Sequence[Job]:
+        conditions = [
+            jobs,
+            Job.status == stance.status,
+            Job.team_id.is_not_distinct_from(stance.team_id),
+            Job.review_team_id.is_not_distinct_from(stance.review_team_id),
+            _POLICY_TEXT == stance.policy,
+        ]
+        if made_before is not None:
+            conditions.append(made_before if stance.made_before else not_(made_before))
         query = (
             select(Job)
-            .where(Job.tenant_id == tenant_id, Job.status.in_(_GOVERNED_STATUSES))
+            .where(*conditions)
             .order_by(Job.id)
             .execution_options(populate_existing=True)
         )
