@@ -183,6 +183,10 @@ def _sqlite_path(engine: AsyncEngine) -> str | None:
 
 
 def _checkpoint(connection: sqlite3.Connection) -> None:
+    # A connection that met the file in rollback mode (fresh from the migrations, before a
+    # service connection made it WAL) keeps treating it so, and its checkpoints do nothing.
+    # Asking for WAL, as every service connection does, is a no-op once the file is WAL.
+    connection.execute("PRAGMA journal_mode=WAL").fetchall()
     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 

@@ -4,6 +4,7 @@ worker thread, not inside a commit on the event loop."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,6 +46,37 @@ async def test_the_wal_reaches_the_database_file_without_a_commit_doing_it(
         async with transaction_scope(engine) as connection:
             count = (await connection.execute(text("SELECT count(*) FROM item"))).scalar_one()
         assert count == 300
+    finally:
+        await engine.dispose()
+
+
+async def test_a_file_still_in_rollback_mode_when_checkpoints_start_is_checkpointed(
+    tmp_path: Path,
+) -> None:
+    """As after ``taskroute migrate``: the file is in rollback mode until a service's first
+    connection makes it WAL, which may be after the first round (a router with no request yet).
+    A checkpoint connection that met the file in rollback mode kept treating it so, and every
+    later round silently did nothing; the WAL then grew to the backstop, checkpointed inside a
+    commit on the event loop."""
+    path = tmp_path / "migrated.db"
+    with sqlite3.connect(path) as migrations:
+        migrations.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")
+    migrations.close()
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with sqlite_checkpoints(engine, interval_seconds=0.05):
+            await asyncio.sleep(0.2)  # rounds before any service connection
+            for number in range(300):
+                async with transaction_scope(engine) as connection:
+                    await connection.execute(
+                        text("INSERT INTO item (name) VALUES (:name)"),
+                        {"name": "x" * 500 + str(number)},
+                    )
+            for _ in range(100):
+                if path.stat().st_size > 100_000:
+                    break
+                await asyncio.sleep(0.05)
+        assert path.stat().st_size > 100_000  # the rows' pages reached the database file
     finally:
         await engine.dispose()
 
