@@ -26,7 +26,12 @@ from services.router.db.models import (
     LabelledExample,
     Team,
 )
-from services.router.db.repository import JobRepository, TeamRepository, TenantPolicyRepository
+from services.router.db.repository import (
+    JobRepository,
+    PolicyStance,
+    TeamRepository,
+    TenantPolicyRepository,
+)
 from services.router.domain import withdrawals
 from services.router.domain.classifier import Classification, Classifier
 from services.router.domain.decision_record import routing_view, stored_record, team_ids_of
@@ -116,24 +121,31 @@ def team_refusals(team: Team | None, policy: DataPolicy, *, reviewing: bool = Fa
 
 
 def _may_have_to_move(
-    status: str,
-    teams: Mapping[str, Team],
-    team_id: str | None,
-    review_team_id: str | None,
-    policy: DataPolicy,
+    status: str, team: Team | None, reviewer: Team | None, policy: DataPolicy
 ) -> bool:
-    """Whether a job in ``status`` at ``team_id`` (in review at ``review_team_id``) may have
-    to move under ``policy``: every job :meth:`JobWorkflow._move_if_ineligible` moves is one
-    this names (it checks the same refusals, with the teams read afresh)."""
-    team = teams.get(team_id) if team_id else None
+    """Whether a job in ``status`` at ``team`` (in review by ``reviewer``) may have to move
+    under ``policy``. The one gate of :meth:`JobWorkflow._move_if_ineligible`, and what a
+    recheck decides a whole stance of jobs by: a reason to move added in one place and not
+    the other would hold back every move it names, in every test of it."""
     if status == JobStatus.IN_REVIEW.value:
-        reviewer = teams.get(review_team_id) if review_team_id else None
         return bool(team_refusals(team, policy) or team_refusals(reviewer, policy, reviewing=True))
     if team is None or status not in _HELD_BY_A_TEAM:
         return False
     return bool(team_refusals(team, policy)) or (
         not team.active and status == JobStatus.QUEUED.value
     )
+
+
+def _stated_policy(stance: PolicyStance) -> DataPolicy:
+    return DataPolicy.from_json(json.loads(stance.policy))
+
+
+def _stance_may_have_to_move(
+    stance: PolicyStance, teams: Mapping[str, Team], policy: DataPolicy
+) -> bool:
+    team = teams.get(stance.team_id) if stance.team_id else None
+    reviewer = teams.get(stance.review_team_id) if stance.review_team_id else None
+    return _may_have_to_move(stance.status, team, reviewer, policy)
 
 
 @dataclass(frozen=True)
@@ -1176,7 +1188,9 @@ class JobWorkflow:
             lease=self._lease(job),
         )
 
-    async def reroute_ineligible(self, team: Team, *, now: datetime) -> int:
+    async def reroute_ineligible(
+        self, team: Team, *, now: datetime, teams: Mapping[str, Team] | None = None
+    ) -> int:
         """Move the jobs ``team`` holds (queued, or leased to one of its members) whose data
         policy it no longer meets to their best eligible team, or park them as unroutable;
         returns how many moved. A lease is ended: its holder may no longer read the data. A
@@ -1186,27 +1200,34 @@ class JobWorkflow:
         changed the team. Each move is conditional on the job still being this team's in the
         status read; a job that moved meanwhile (claimed, released, completed) is left to the
         check on every claim and read (:meth:`_eligible_team_job`)."""
-        teams = {other.id: other for other in await self.teams.all()} | {team.id: team}
+        if teams is None:
+            teams = {other.id: other for other in await self.teams.all()}
+        teams = {**teams, team.id: team}
+        stances = {
+            stance
+            for stance in await self.jobs.held_stances(team.id)
+            if _stance_may_have_to_move(stance, teams, _stated_policy(stance))
+        }
         moved = 0
-        for stance in await self.jobs.held_stances(team.id):
-            policy = DataPolicy.from_json(json.loads(stance.policy))
-            if not _may_have_to_move(
-                stance.status, teams, stance.team_id, stance.review_team_id, policy
-            ):
-                continue
-            for job in await self.jobs.held_in(team.id, stance):
-                moved += await self._move_if_ineligible(job, team, policy, now=now)
+        for job in await self.jobs.held_in(team.id, stances):
+            moved += await self._move_if_ineligible(
+                job, team, DataPolicy.from_json(job.policy), now=now
+            )
         return moved
 
     async def _move_if_ineligible(
         self, job: Job, team: Team | None, policy: DataPolicy, *, now: datetime
     ) -> bool:
         """Move ``job`` (held by ``team``, or in review) if it may no longer stand where it
-        is under ``policy``; whether it moved. Only a job :func:`_may_have_to_move` names can
-        move here."""
+        is under ``policy``; whether it moved. Only a job :func:`_may_have_to_move` names
+        moves."""
         if job.status == JobStatus.IN_REVIEW.value:
+            working = await self.teams.get(job.team_id) if job.team_id else None
+            reviewer = await self.teams.get(job.review_team_id) if job.review_team_id else None
+            if not _may_have_to_move(job.status, working, reviewer, policy):
+                return False
             return await self._move_review_if_ineligible(job, policy, now=now)
-        if team is None or job.status not in _HELD_BY_A_TEAM:
+        if team is None or not _may_have_to_move(job.status, team, None, policy):
             return False
         return await self._hand_on_if_ineligible(job, team, policy, now=now)
 
@@ -1341,18 +1362,17 @@ class JobWorkflow:
         # for a changed team), so only the stances with something to do have their jobs
         # loaded. Loading every job cost a pass 150 ms at 3,600 queued jobs of a new tenant and
         # team, the router's event loop blocked meanwhile; grouped, 3-9 ms (BENCHMARKS.md).
+        stances = set()
         for stance in await self.jobs.active_stances(tenant_id, version=version):
-            stated = DataPolicy.from_json(json.loads(stance.policy))
+            stated = _stated_policy(stance)
             wanted = stated.tightened_by(policy) if stance.made_before else stated
-            if wanted == stated and not _may_have_to_move(
-                stance.status, teams, stance.team_id, stance.review_team_id, wanted
-            ):
-                continue
-            for job in await self.jobs.active_in(tenant_id, stance, version=version):
-                tightened_now, moved_now = await self._enforce_on_job(
-                    job, version, policy, teams, now=now
-                )
-                tightened, moved = tightened + tightened_now, moved + moved_now
+            if wanted != stated or _stance_may_have_to_move(stance, teams, wanted):
+                stances.add(stance)
+        for job in await self.jobs.active_in(tenant_id, stances, version=version):
+            tightened_now, moved_now = await self._enforce_on_job(
+                job, version, policy, teams, now=now
+            )
+            tightened, moved = tightened + tightened_now, moved + moved_now
         return TenantPolicyChange(applied=True, tightened=tightened, moved=moved)
 
     async def _enforce_on_job(
@@ -1491,8 +1511,11 @@ class JobWorkflow:
         ``policy_recheck_seconds`` to the policy once more; how many jobs that changed."""
         since = now - timedelta(seconds=self.settings.policy_recheck_seconds)
         changed = 0
-        for team in await self.teams.to_recheck(since):
-            changed += await self.reroute_ineligible(team, now=now)
+        rechecked = await self.teams.to_recheck(since)
+        if rechecked:
+            teams = {team.id: team for team in await self.teams.all()}
+            for team in rechecked:
+                changed += await self.reroute_ineligible(team, now=now, teams=teams)
         for row in await self.tenant_policies.changed_since(since):
             change = await self.enforce_tenant_policy(
                 row.tenant_id, row.version, DataPolicy.from_json(row.policy), now=now

@@ -8,7 +8,7 @@ PostgreSQL (row locks taken by the UPDATE) and on SQLite (one writer at a time).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -29,7 +29,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    not_,
     or_,
     select,
     tuple_,
@@ -437,14 +436,24 @@ def _made_before(version: int) -> ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class PolicyStance:
-    """What a change to a tenant's policy decides a job by: its status, team and review
-    team, its policy (JSON text), and whether it was made under an older version."""
+    """What a change to a tenant's policy or to a team decides a job by: its status, team
+    and review team, its policy (JSON text), and whether it was made under an older version
+    of the tenant's policy (0 or 1; always 0 for a team's change)."""
 
     status: str
     team_id: str | None
     review_team_id: str | None
     policy: str
-    made_before: bool
+    made_before: int
+
+
+def _stance_columns(made_before: ColumnElement[bool] | None) -> tuple[Any, ...]:
+    older = literal(0) if made_before is None else case((made_before, 1), else_=0)
+    return (Job.status, Job.team_id, Job.review_team_id, _POLICY_TEXT, older)
+
+
+# Jobs loaded by id per query: well under SQLite's limit on bound parameters.
+_LOAD_BATCH = 500
 
 
 # A tenant's policy change and a submission for that tenant must not miss each other: the
@@ -931,15 +940,15 @@ class JobRepository:
 
     # A policy or team change decides jobs that stand alike (status, teams, policy, whether
     # made under an older tenant policy) alike: its pass reads the distinct stances, grouped
-    # by SQL, and loads the jobs of only those stances it has something to do with.
+    # by SQL, and loads only the jobs of the stances it has something to do with.
 
     async def held_stances(self, team_id: str) -> list[PolicyStance]:
         """Where the jobs in ``team_id``'s hands stand (:func:`_held_by`)."""
         return await self._stances(_held_by(team_id), made_before=None)
 
-    async def held_in(self, team_id: str, stance: PolicyStance) -> Sequence[Job]:
-        """The jobs in ``team_id``'s hands that stand as ``stance`` says."""
-        return await self._standing(_held_by(team_id), stance, made_before=None)
+    async def held_in(self, team_id: str, stances: Set[PolicyStance]) -> list[Job]:
+        """The jobs in ``team_id``'s hands that stand as one of ``stances`` says, by id."""
+        return await self._standing(_held_by(team_id), stances, made_before=None)
 
     async def active_stances(self, tenant_id: str, *, version: int) -> list[PolicyStance]:
         """Where the tenant's jobs not yet completed or cancelled (those a policy still
@@ -947,57 +956,48 @@ class JobRepository:
         return await self._stances(_governed_of(tenant_id), made_before=_made_before(version))
 
     async def active_in(
-        self, tenant_id: str, stance: PolicyStance, *, version: int
-    ) -> Sequence[Job]:
-        """The tenant's active jobs that stand as ``stance`` says, under a change to its policy
-        ``version``."""
+        self, tenant_id: str, stances: Set[PolicyStance], *, version: int
+    ) -> list[Job]:
+        """The tenant's active jobs that stand as one of ``stances`` says, under a change to
+        its policy ``version``, by id."""
         return await self._standing(
-            _governed_of(tenant_id), stance, made_before=_made_before(version)
+            _governed_of(tenant_id), stances, made_before=_made_before(version)
         )
 
     async def _stances(
         self, jobs: ColumnElement[bool], *, made_before: ColumnElement[bool] | None
     ) -> list[PolicyStance]:
-        older = literal(0) if made_before is None else case((made_before, 1), else_=0)
-        query = (
-            select(Job.status, Job.team_id, Job.review_team_id, _POLICY_TEXT, older)
-            .where(jobs)
-            .distinct()
-        )
-        return [
-            PolicyStance(
-                status=row[0],
-                team_id=row[1],
-                review_team_id=row[2],
-                policy=row[3],
-                made_before=bool(row[4]),
-            )
-            for row in (await self.session.execute(query)).all()
-        ]
+        query = select(*_stance_columns(made_before)).where(jobs).distinct()
+        return [PolicyStance(*row) for row in (await self.session.execute(query)).all()]
 
     async def _standing(
         self,
         jobs: ColumnElement[bool],
-        stance: PolicyStance,
+        stances: Set[PolicyStance],
         *,
         made_before: ColumnElement[bool] | None,
-    ) -> Sequence[Job]:
-        conditions = [
-            jobs,
-            Job.status == stance.status,
-            Job.team_id.is_not_distinct_from(stance.team_id),
-            Job.review_team_id.is_not_distinct_from(stance.review_team_id),
-            _POLICY_TEXT == stance.policy,
-        ]
-        if made_before is not None:
-            conditions.append(made_before if stance.made_before else not_(made_before))
-        query = (
-            select(Job)
-            .where(*conditions)
-            .order_by(Job.id)
-            .execution_options(populate_existing=True)
+    ) -> list[Job]:
+        """One light read of the jobs' ids and stances, then the jobs of ``stances`` by id.
+        (A query per stance would read the jobs once per stance: a tenant whose jobs narrow
+        its policy each their own way has as many stances as jobs.)"""
+        if not stances:
+            return []
+        light = select(Job.id, *_stance_columns(made_before)).where(jobs)
+        ids = sorted(
+            row[0]
+            for row in (await self.session.execute(light)).all()
+            if PolicyStance(*row[1:]) in stances
         )
-        return (await self.session.scalars(query)).all()
+        loaded: list[Job] = []
+        for start in range(0, len(ids), _LOAD_BATCH):
+            query = (
+                select(Job)
+                .where(jobs, Job.id.in_(ids[start : start + _LOAD_BATCH]))
+                .order_by(Job.id)
+                .execution_options(populate_existing=True)
+            )
+            loaded.extend((await self.session.scalars(query)).all())
+        return loaded
 
     async def due_escalations(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Queued jobs whose escalation time has come, locked for this sweeper's transaction.
