@@ -66,8 +66,10 @@ def create_service_app(
 
 
 def freeze_heap_after_startup(app: FastAPI) -> None:
-    """Once ``app`` has started, move every object it made to the collector's permanent
-    generation, for a process that serves one app for its whole life.
+    """Once ``app`` has started, collect the garbage and move every object the process holds
+    to the collector's permanent generation, for a process that serves one app for its whole
+    life. Call it once the app is fully built: a router included later would start after the
+    freeze.
 
     A service's start-up leaves hundreds of thousands of long-lived objects (the router's
     trained classifier, the imported modules, the routes' schemas). The cyclic collector's

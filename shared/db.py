@@ -183,10 +183,13 @@ def _sqlite_path(engine: AsyncEngine) -> str | None:
 
 
 def _checkpoint(connection: sqlite3.Connection) -> None:
-    # A connection that met the file in rollback mode (fresh from the migrations, before a
-    # service connection made it WAL) keeps treating it so, and its checkpoints do nothing.
-    # Asking for WAL, as every service connection does, is a no-op once the file is WAL.
-    connection.execute("PRAGMA journal_mode=WAL").fetchall()
+    # A connection that met the file in rollback mode (fresh from the migrations, before any
+    # service connection) keeps treating it so, and its checkpoints silently do nothing.
+    # Asking for WAL, as every service connection does, makes such a file WAL and is a no-op
+    # once it is. Where WAL cannot be had (no shared memory), that is an error, not a no-op.
+    mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+    if mode is None or mode[0] != "wal":
+        raise sqlite3.OperationalError(f"journal mode is {mode and mode[0]}, not wal")
     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
@@ -213,8 +216,11 @@ async def sqlite_checkpoints(
             try:
                 await asyncio.to_thread(_checkpoint, connection)
             except sqlite3.Error as error:  # busy or failing: the next round, or the backstop
+                # The message says which ("database is locked", "disk I/O error", the mode
+                # above); these two pragmas carry no data.
                 logger.warning(
-                    "sqlite checkpoint failed", extra={"error_type": type(error).__name__}
+                    "sqlite checkpoint failed",
+                    extra={"error_type": type(error).__name__, "error": str(error)},
                 )
 
     task = asyncio.create_task(checkpoint_until_stopped(), name="sqlite-checkpoints")

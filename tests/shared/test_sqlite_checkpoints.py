@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from shared.app import create_service_app
-from shared.db import create_engine, sqlite_checkpoints, transaction_scope
+from shared.db import _checkpoint, create_engine, sqlite_checkpoints, transaction_scope
 from tests.conftest import running
 
 
@@ -53,11 +54,11 @@ async def test_the_wal_reaches_the_database_file_without_a_commit_doing_it(
 async def test_a_file_still_in_rollback_mode_when_checkpoints_start_is_checkpointed(
     tmp_path: Path,
 ) -> None:
-    """As after ``taskroute migrate``: the file is in rollback mode until a service's first
-    connection makes it WAL, which may be after the first round (a router with no request yet).
-    A checkpoint connection that met the file in rollback mode kept treating it so, and every
-    later round silently did nothing; the WAL then grew to the backstop, checkpointed inside a
-    commit on the event loop."""
+    """As after ``taskroute migrate``: the file is in rollback mode until a connection makes it
+    WAL, and a router or vault makes its first only on its first request. A checkpoint
+    connection that met the file in rollback mode kept treating it so, and every later round
+    silently did nothing; the WAL then grew to the backstop, checkpointed inside a commit on
+    the event loop."""
     path = tmp_path / "migrated.db"
     with sqlite3.connect(path) as migrations:
         migrations.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")
@@ -79,6 +80,18 @@ async def test_a_file_still_in_rollback_mode_when_checkpoints_start_is_checkpoin
         assert path.stat().st_size > 100_000  # the rows' pages reached the database file
     finally:
         await engine.dispose()
+
+
+def test_a_database_that_cannot_be_wal_fails_its_checkpoint_loudly(tmp_path: Path) -> None:
+    """Without shared memory SQLite keeps the rollback journal, answering the request for WAL
+    with the old mode: a checkpoint would then do nothing; the round fails (and is logged)."""
+    path = tmp_path / "no-shared-memory.db"
+    connection = sqlite3.connect(f"file:{path}?vfs=unix-none", uri=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="journal mode is delete, not wal"):
+            _checkpoint(connection)
+    finally:
+        connection.close()
 
 
 async def test_postgresql_gets_no_checkpoint_task() -> None:
