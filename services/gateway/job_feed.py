@@ -111,11 +111,8 @@ class JobEventFeed:
 
     async def _endpoints(self, tenant_ids: set[str]) -> dict[str, list[str]]:
         """Each tenant's live webhook endpoints (most have none)."""
-        if not tenant_ids:
-            return {}
         async with open_session(self.maker) as session:
-            repository = WebhookRepository(session)
-            return {tenant: await repository.live_endpoint_ids(tenant) for tenant in tenant_ids}
+            return await WebhookRepository(session).live_endpoint_ids_of(sorted(tenant_ids))
 
     async def _queue(
         self, session: AsyncSession, event: dict[str, Any], endpoint_ids: list[str]

@@ -5,8 +5,9 @@
   share. A decision whose transaction later rolls back was still counted: the counter measures
   the router's work, the job gauges below measure the stored state.
 * ``taskroute_router_jobs{status}`` and ``taskroute_router_queue_depth{team_id,status}`` are read
-  from the database when Prometheus scrapes (two indexed ``COUNT ... GROUP BY`` queries through
-  the repository, never a row load). Every replica reports the same database-wide numbers, so
+  from the database when Prometheus scrapes (an indexed ``COUNT ... GROUP BY``, and the
+  ``team_loads`` counters with each team's leases counted, through the repository, never a
+  row load). Every replica reports the same database-wide numbers, so
   dashboards aggregate them with ``max``, not ``sum``.
 * ``taskroute_router_event_outbox`` and ``..._oldest_seconds``: the event feed's backlog
   (services/router/api/events.py), read the same way: a gateway that stopped pulling shows.

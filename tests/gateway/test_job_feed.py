@@ -406,6 +406,25 @@ async def test_events_of_tenants_without_endpoints_are_taken_without_their_jobs(
     assert [d["event_id"] for d in await setup.deliveries()] == [event_id(ours["id"], 2)]
 
 
+async def test_a_deleted_endpoint_gets_nothing_from_the_feed(setup: Setup):
+    job = await setup.submit()
+    deleted = await setup.platform.client.delete(
+        f"/v1/webhook-endpoints/{setup.endpoint_id}", headers=bearer(setup.client_key)
+    )
+    assert deleted.status_code == 200, deleted.text
+    router = RouterClient(setup.platform.app.state.router_http)
+    stored = await router.get_job(job["id"], tenant_id=None)
+    await router.cancel_job(job["id"], tenant_id=stored["tenant_id"], reason="changed plans")
+    await setup.feed.pull()
+    assert await router.unpublished_events(limit=10) == []  # taken, as for a tenant without any
+    async with setup.platform.app.state.sessionmaker() as session:
+        queued = await session.scalar(
+            text("SELECT count(*) FROM webhook_deliveries WHERE event_id = :event_id"),
+            {"event_id": event_id(job["id"], 3)},
+        )
+    assert queued == 0
+
+
 async def test_an_endpoint_made_during_a_pull_misses_no_later_event(setup: Setup):
     """Tenant B has no endpoint when the page's tenants are looked up; before the second
     read it makes one, and the router cancels its job. That cancel happened after B's
